@@ -1,0 +1,27 @@
+# The two README commands: `make run` (set up, then run the pipeline on the built-in data) and
+# `make test` (set up, then run the test suite). `make setup` alone creates .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+# torch/torchvision come from this machine's local wheel store through plain pip (not uv/poetry,
+# which would download multi-GB CUDA builds). requirements.lock pins every package.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/stylepipe run
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

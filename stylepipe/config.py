@@ -1,0 +1,261 @@
+"""params.yaml -> one validated config object.
+
+params.yaml is the single source of parameters (DVC tracks its sections per stage). This module is
+the edge where it is validated: every stage calls `load_params()` and gets typed sections back, or
+a `ConfigError` that names the bad key.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = "params.yaml"
+STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """params.yaml (or a --set override) is invalid; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Section):
+    """One thing to fetch: http(s)://, file://, a local path, pkg://<package>/<path> (a file shipped
+    inside an installed Python package) or any fsspec URL (s3://, gs://, ... with its backend)."""
+
+    url: str = Field(min_length=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class DownloadParams(Section):
+    content: list[Source] = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=4, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    max_extract_bytes: int = Field(default=20 * 2**30, gt=0)
+    max_extract_files: int = Field(default=1_000_000, gt=0)
+
+
+class StyleParams(Section):
+    source: Source
+    # Per-style overrides of the train section's loss weights (None: use train.*).
+    style_weight: float | None = Field(default=None, gt=0)
+    content_weight: float | None = Field(default=None, gt=0)
+
+
+class PreprocessParams(Section):
+    seed: int = 0
+    val_fraction: float = Field(default=0.2, ge=0, lt=1)
+    train_size: int = Field(default=256, ge=32)
+    max_pixels: int = Field(default=64_000_000, gt=0)
+    max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
+    workers: int = Field(default=2, ge=1)
+
+
+class TrainParams(Section):
+    network: Literal["fast", "classic"] = "fast"
+    encoder: Literal["efficientnet_lite0", "vgg16", "vgg19"] = "efficientnet_lite0"
+    image_size: int = Field(default=192, ge=32)
+    # Long side the style image is resized to: sets the scale of the brush texture it teaches.
+    style_size: int = Field(default=256, ge=32)
+    batch_size: int = Field(default=4, ge=1)
+    steps: int = Field(default=400, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    content_weight: float = Field(default=1.0, gt=0)
+    style_weight: float = Field(default=100.0, gt=0)
+    tv_weight: float = Field(default=20.0, ge=0)
+    # Empty: the encoder's default layer set (models/encoders.py).
+    style_layers: list[str] = Field(default_factory=list)
+    content_layers: list[str] = Field(default_factory=list)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default=0, ge=0)
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class StylizeParams(Section):
+    max_size: int | None = Field(default=512, ge=32)
+    format: Literal["jpg", "png", "webp"] = "jpg"
+    quality: int = Field(default=92, ge=1, le=100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class GateParams(Section):
+    """Thresholds a candidate model must meet before evaluate promotes it to data/published."""
+
+    # Style loss of the results must sit at least this fraction below the unstylized photos' own.
+    min_style_drop: float = Field(default=0.2, ge=0, lt=1)
+    min_ssim: float = Field(default=0.1, ge=-1, le=1)
+    # Median ms per latency_size x latency_size image on the device evaluate runs on.
+    max_latency_ms: float = Field(default=5000.0, gt=0)
+    latency_size: int = Field(default=512, ge=32)
+    # Against the published model of the same style, both run on the same validation images:
+    # the candidate's style loss may exceed the published one's by at most this fraction ...
+    max_style_regression: float = Field(default=0.1, ge=0)
+    # ... and its SSIM may be lower by at most this much.
+    max_ssim_drop: float = Field(default=0.05, ge=0)
+
+
+class EvaluateParams(Section):
+    image_size: int = Field(default=256, ge=32)
+    report_images: int = Field(default=6, ge=1)
+    thumb_size: int = Field(default=320, ge=32)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    timing_sizes: list[int] = Field(default_factory=lambda: [256, 512, 1024], min_length=1)
+    timing_repeats: int = Field(default=3, ge=1)
+    promote: bool = True
+    gate: GateParams = GateParams()
+
+    @field_validator("timing_sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        if any(s < 32 for s in sizes):
+            raise ValueError("every timing size must be >= 32 px")
+        return sorted(set(sizes))
+
+
+class ScheduleParams(Section):
+    """The nightly Prefect deployment (`stylepipe nightly`); no DVC stage reads it. The cron string
+    is checked by flows/nightly.py, which imports Prefect anyway (stages must not pay for that)."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, timezone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r} (use an IANA name such as Europe/Paris)") from None
+        return timezone
+
+
+class Params(Section):
+    download: DownloadParams
+    styles: dict[str, StyleParams] = Field(min_length=1)
+    preprocess: PreprocessParams = PreprocessParams()
+    train: TrainParams = TrainParams()
+    stylize: StylizeParams = StylizeParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+    @field_validator("styles")
+    @classmethod
+    def _style_names(cls, styles: dict[str, StyleParams]) -> dict[str, StyleParams]:
+        for name in styles:
+            if not STYLE_NAME.match(name):
+                raise ValueError(
+                    f"style name {name!r} must be lowercase letters, digits, '-' or '_' "
+                    "(it becomes a folder and a DVC stage name)"
+                )
+        return styles
+
+    def style_loss_weights(self, style: str) -> tuple[float, float]:
+        """(content_weight, style_weight) for one style: its overrides, else the train section's."""
+        s = self.styles[style]
+        return (s.content_weight or self.train.content_weight, s.style_weight or self.train.style_weight)
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        lines.append(f"  {key}: {e['msg']}{got}")
+    return f"invalid parameters in {origin}:\n" + "\n".join(lines)
+
+
+def validate(raw: dict[str, Any], origin: str = PARAMS_FILE) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
+
+
+def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such parameters file (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    return validate(read_raw(path), str(path))
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """'train.steps=10' -> (['train', 'steps'], 10). Values are parsed as YAML, like `dvc exp run -S`."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.steps=10")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {e}") from None
+    return key.strip().split("."), parsed
+
+
+def set_in(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def write_overrides(path: str | Path, assignments: list[str]) -> list[str]:
+    """Apply KEY=VALUE overrides to params.yaml in place, as `dvc exp run -S` does, so DVC sees the
+    values the run used. The whole result is validated before the file is touched; comments and
+    layout are kept (ruamel round trip). Returns 'key: old -> new' lines."""
+    from ruamel.yaml import YAML
+
+    path = Path(path)
+    raw = read_raw(path)
+    parsed = [parse_override(a) for a in assignments]
+    changes = []
+    for keys, value in parsed:
+        old = _get_in(raw, keys)
+        set_in(raw, keys, value)
+        changes.append(f"{'.'.join(keys)}: {old!r} -> {value!r}")
+    validate(raw, f"{path} with --set {' '.join(assignments)}")
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096  # keep long flow-style lines (the source list) on one line each
+    doc = rt.load(path)
+    for keys, value in parsed:
+        set_in(doc, keys, value)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        rt.dump(doc, f)
+    tmp.replace(path)
+    return changes
+
+
+def _get_in(raw: dict[str, Any], keys: list[str]) -> Any:
+    node: Any = raw
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node

@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+import pytest
+
+from stylepipe.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["stylize"], ["nightly"], ["dag"]])
+def test_every_command_has_help(command):
+    out = subprocess.run([sys.executable, "-m", "stylepipe.cli", *command, "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: stylepipe")
+
+
+def test_commands_listed():
+    help_text = build_parser().format_help()
+    for name in ("run", "stylize", "nightly", "dag"):
+        assert name in help_text
+
+
+def test_bad_set_fails_before_running(project_copy, capsys):
+    before = (project_copy / "params.yaml").read_bytes()
+    assert main(["run", "--repo", str(project_copy), "--set", "train.steps=zero"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps" in err and "zero" in err
+    assert (project_copy / "params.yaml").read_bytes() == before
+
+
+def test_run_outside_project(tmp_path, capsys):
+    assert main(["run", "--repo", str(tmp_path)]) == 2
+    assert "no dvc.yaml" in capsys.readouterr().err
+
+
+def test_dag_prints_stage_order(project_copy, capsys):
+    assert main(["dag", "--repo", str(project_copy)]) == 0
+    lines = capsys.readouterr().out.split()
+    assert lines[0] == "download" and lines[-1] == "evaluate"

@@ -1,0 +1,37 @@
+import pytest
+
+from flows.dag import select_stages, stage_graph, stage_order
+from tests.conftest import run
+
+
+def test_stage_order_comes_from_dvc_yaml(project_copy):
+    order = stage_order(project_copy)
+    graph = stage_graph(project_copy)
+    for upstream, downstream in graph.edges:
+        assert order.index(upstream) < order.index(downstream)
+    assert order[0] == "download" and order[-1] == "evaluate"
+    assert {"preprocess", "train@swirls", "stylize@swirls"} <= set(order)
+
+
+def test_adding_a_style_adds_its_stages(project_copy):
+    params = project_copy / "params.yaml"
+    text = params.read_text().replace(
+        "styles:\n", "styles:\n  second:\n    source: {url: assets/styles/swirls.jpg}\n", 1)
+    params.write_text(text)
+    order = stage_order(project_copy)
+    assert order.index("train@second") < order.index("stylize@second") < order.index("evaluate")
+
+
+def test_order_matches_dvc_dag(project_copy):
+    """DVC's own CLI agrees with the graph we read (same stage set)."""
+    out = run(["dvc", "dag", "--md"], cwd=project_copy, check=True).stdout
+    for name in stage_order(project_copy):
+        assert name in out
+
+
+def test_select_stages():
+    order = ["download", "preprocess", "train@a", "train@b", "stylize@a", "evaluate"]
+    assert select_stages(order, ["train"]) == ["train@a", "train@b"]
+    assert select_stages(order, ["evaluate", "download"]) == ["download", "evaluate"]
+    with pytest.raises(ValueError, match="unknown stage.*nope"):
+        select_stages(order, ["nope"])

@@ -1,0 +1,103 @@
+"""End to end: the real Prefect flow runs the real DVC stages (real training, tiny config) in a
+temporary git + DVC copy of the project; then plain `dvc repro` on a clean clone, and a
+push / pull round trip through a local DVC remote."""
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from flows.pipeline import pipeline
+from stylepipe.config import load_params, write_overrides
+from tests.conftest import run
+
+pytestmark = pytest.mark.e2e
+
+TINY = [
+    "train.steps=6", "train.image_size=48", "train.batch_size=2", "train.log_every=2",
+    "train.checkpoint_every=3", "preprocess.train_size=64", "stylize.max_size=96",
+    "evaluate.image_size=64", "evaluate.report_images=2",
+]
+
+
+def tiny_project(project: Path) -> Path:
+    write_overrides(project / "params.yaml", TINY)
+    params = project / "params.yaml"
+    # Five of the default photos keep the run short; the download path is the default one.
+    lines = params.read_text().splitlines(keepends=True)
+    sources = [i for i, line in enumerate(lines) if line.lstrip().startswith("- {url:")]
+    params.write_text("".join(line for i, line in enumerate(lines) if i not in sources[5:]))
+    subprocess.run(["git", "commit", "-qam", "tiny params", "--author", "t <t@t>"], cwd=project,
+                   check=True, env={"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                                    "PATH": "/usr/bin:/bin"})
+    return project
+
+
+def assert_outputs(project: Path) -> dict:
+    params = load_params(project / "params.yaml")
+    style = next(iter(params.styles))
+    model_dir = project / "data/models" / style
+    sidecar = json.loads((model_dir / "model.json").read_text())
+    assert (model_dir / "model.safetensors").stat().st_size > 10_000
+    assert sidecar["steps"] == params.train.steps and sidecar["network"] == params.train.network
+
+    manifest = pd.read_parquet(project / "data/processed/manifest.parquet")
+    assert len(manifest) == 5 and set(manifest["status"]) == {"ok"}
+    val = sorted((project / "data/processed/val").glob("*.png"))
+    assert val and len(val) + len(list((project / "data/processed/train").glob("*.png"))) == 5
+
+    stylized = sorted((project / "data/stylized" / style).iterdir())
+    assert [p.stem for p in stylized] == [p.stem for p in val]
+    for path in stylized:
+        with Image.open(path) as im:
+            assert max(im.size) <= params.stylize.max_size and im.mode == "RGB"
+
+    log_rows = (project / "data/train_logs" / f"{style}.tsv").read_text().splitlines()
+    assert log_rows[0].split("\t")[:2] == ["step", "total"] and len(log_rows) == 1 + 3
+
+    metrics = json.loads((project / "data/eval/metrics.json").read_text())
+    assert style in metrics and all(isinstance(v, (int, float)) for v in metrics[style].values())
+    assert (project / "data/eval/report/index.html").is_file()
+    return metrics
+
+
+def assert_up_to_date(project: Path) -> None:
+    status = run(["dvc", "status"], cwd=project, check=True).stdout
+    assert "up to date" in status, status
+
+
+def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_path):
+    project = tiny_project(project_copy)
+    metrics = pipeline(repo_root=str(project))
+    assert metrics == json.loads((project / "data/eval/metrics.json").read_text())
+    assert_outputs(project)
+    assert_up_to_date(project)
+    lock = (project / "dvc.lock").read_text()
+    for stage in ("download", "preprocess", "train@swirls", "stylize@swirls", "evaluate"):
+        assert f"  {stage}:" in lock
+
+    # Push everything to a local remote, lose the workspace copies, pull them back.
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "e2e", str(remote)], cwd=project, check=True)
+    run(["dvc", "push"], cwd=project, check=True)
+    model = project / "data/models/swirls/model.safetensors"
+    before = model.read_bytes()
+    subprocess.run(["rm", "-rf", "data/models", "data/processed"], cwd=project, check=True)
+    run(["dvc", "pull"], cwd=project, check=True)
+    assert model.read_bytes() == before
+    assert_up_to_date(project)
+
+
+def test_plain_dvc_repro_on_clean_clone(tmp_path, project_copy):
+    """A researcher's path: no Prefect, just `dvc repro` on a fresh clone."""
+    project = tiny_project(project_copy)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    result = run(["dvc", "repro"], cwd=clone)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_outputs(clone)
+    assert_up_to_date(clone)
+    again = run(["dvc", "repro"], cwd=clone, check=True).stdout
+    assert "didn't change, skipping" in again and "Running stage" not in again
