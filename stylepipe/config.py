@@ -35,6 +35,8 @@ class Source(Section):
 
 class DownloadParams(Section):
     content: list[Source] = Field(min_length=1)
+    # Pretrained weights fetched into data/weights/ (e.g. torchvision's VGG-16/19 checkpoints).
+    weights: list[Source] = Field(default_factory=list)
     timeout_s: float = Field(default=60.0, gt=0)
     retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
@@ -81,10 +83,43 @@ class TrainParams(Section):
 
 
 class StylizeParams(Section):
-    max_size: int | None = Field(default=512, ge=32)
+    """The stylize stage, and the defaults of `stylepipe stylize` (tasks/stylize_engine.py)."""
+
+    max_size: int | None = Field(default=512, ge=32)   # longest output side; None keeps the size
     format: Literal["jpg", "png", "webp"] = "jpg"
-    quality: int = Field(default=92, ge=1, le=100)
+    quality: int = Field(default=92, ge=1, le=100)     # jpg and webp
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # 1 = the network's output, 0 = the photo; in between, a blend of the two.
+    strength: float = Field(default=1.0, ge=0, le=1)
+    # Keep the photo's colours: take only the luminance of the stylized image.
+    preserve_colors: bool = False
+    batch_size: int = Field(default=4, ge=1)           # images of one size per forward pass
+    workers: int = Field(default=2, ge=0)              # decode/encode processes; 0 = in-process
+    threads: int | None = Field(default=None, ge=1)    # torch CPU threads; None = one per core
+    # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
+    # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
+    tile_above: int = Field(default=2048, ge=64)
+    tile_size: int = Field(default=1024, ge=64)
+    tile_overlap: int = Field(default=128, ge=0)
+    max_pixels: int = Field(default=64_000_000, gt=0)  # larger inputs are refused (decompression bombs)
+    # The run exits non-zero when more than this fraction of its inputs fail.
+    max_failed_fraction: float = Field(default=0.0, ge=0, le=1)
+    shard_size: int = Field(default=1000, ge=1)        # images per Prefect task (flows/bulk.py)
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_size(cls, size: int) -> int:
+        if size % 4:
+            raise ValueError("must be a multiple of 4 (the networks work at stride 4)")
+        return size
+
+    @field_validator("tile_overlap")
+    @classmethod
+    def _tile_overlap(cls, overlap: int, info) -> int:
+        size = info.data.get("tile_size")
+        if size and overlap > size // 2:
+            raise ValueError(f"must be at most tile_size / 2 = {size // 2}")
+        return overlap
 
 
 class GateParams(Section):

@@ -1,0 +1,377 @@
+"""download stage: fetch every source in params.yaml into data/raw/ (and weights into data/weights/).
+
+    python -m tasks.download
+
+Each set of sources (data/raw/content, data/raw/styles/<style>, data/weights) gets a folder with
+  manifest.json   [{source, path, size, sha256, fetched_at}], path relative to the folder;
+                  files extracted from an archive add archive_sha256 (the archive's)
+  rejected.json   [{source, path, reason}]: archive members and folder entries that were refused
+  files/<source-id>/...   (weights: flat, data/weights/<file name>, as torch.hub names them)
+(docs/CONTRACT.md). Idempotent: data/raw is a DVC `persist` output, so a re-run keeps every file
+that is still listed and verifies, with its original fetched_at (the manifest stays byte-identical
+when nothing changed), fetches what is new or changed, and deletes what is no longer listed.
+
+A bad source (404, checksum mismatch, unreadable archive) fails the stage, after every other source
+has been tried, with one message naming them all: the parameters need fixing. A bad file inside a
+folder or archive is only refused and recorded; preprocess reports it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stylepipe.config import DownloadParams, Params, Source, load_params
+from stylepipe.errors import StageError
+from stylepipe.stage import run_main
+from tasks import archives
+from tasks.fetch import (FetchError, Location, basename, fetch, is_folder, locate, sha256_file, source_id,
+                         walk_folder, write_json_atomic)
+from tasks.fetch import Skipped as SkippedFile
+from tasks.images import Rejected, decode
+
+log = logging.getLogger("stylepipe.download")
+
+RAW_DIR = Path("data/raw")
+WEIGHTS_DIR = Path("data/weights")
+PARTIAL = ".partial"  # temp files and resumable downloads; listed in .dvcignore
+# torch.hub names checkpoints <name>-<first hex digits of sha256>.<ext> and checks that prefix.
+HUB_HASH_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.[^.]+$")
+
+
+@dataclass
+class SetResult:
+    entries: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    fetched: int = 0
+
+
+def download(params: Params, raw_dir: Path = RAW_DIR, weights_dir: Path = WEIGHTS_DIR) -> None:
+    dl = params.download
+    failures = sync_set("content", dl.content, raw_dir / "content", dl).failures
+    for name, style in params.styles.items():
+        result = sync_set(f"style {name}", [style.source], raw_dir / "styles" / name, dl)
+        failures += result.failures or check_style(name, raw_dir / "styles" / name, result)
+    remove_unlisted(raw_dir / "styles", keep=set(params.styles))
+    failures += sync_set("weights", dl.weights, weights_dir, dl, weights=True).failures
+    if failures:
+        raise StageError("download failed for these sources (the others are in place):\n  "
+                         + "\n  ".join(failures))
+
+
+def sync_set(label: str, sources: list[Source], root: Path, dl: DownloadParams, *,
+             weights: bool = False) -> SetResult:
+    """Bring root/ (manifest.json, rejected.json, files/) in line with `sources`.
+
+    weights=True: single files only, kept as fetched (a .pth is a zip: not extracted), stored flat
+    as root/<file name> (where models/encoders.py looks), a torch.hub name's hash prefix checked."""
+    root.mkdir(parents=True, exist_ok=True)
+    old_entries = _by_source(read_json_list(root / "manifest.json"))
+    old_rejected = _by_source(read_json_list(root / "rejected.json"))
+    result = SetResult()
+    sources = unique_sources(sources, result.failures)
+    if weights:
+        sources = unique_weight_names(sources, result.failures)
+    for source in sources:
+        try:
+            entries, rejected, fetched = sync_source(source, root, old_entries.get(source.url, []),
+                                                     old_rejected.get(source.url, []), dl,
+                                                     weights=weights)
+        except (FetchError, archives.ExtractError) as e:
+            result.failures.append(f"{source.url}: {e}")
+            # Keep what an earlier run fetched for it: the stage fails, the data is not destroyed.
+            entries, rejected, fetched = old_entries.get(source.url, []), old_rejected.get(source.url, []), 0
+        result.entries += entries
+        result.rejected += rejected
+        result.fetched += fetched
+    prune(root, keep={e["path"] for e in result.entries},
+          keep_partials={source_id(s.url) for s in sources}, flat=weights)
+    result.entries.sort(key=lambda e: e["path"])
+    write_json_atomic(root / "manifest.json", result.entries, root / PARTIAL)
+    write_json_atomic(root / "rejected.json", result.rejected, root / PARTIAL)
+    _remove_if_empty(root / PARTIAL)
+    log.info("%s: %d files from %d sources (%d fetched, %d already here), %d refused, %d sources failed",
+             label, len(result.entries), len(sources), result.fetched, len(result.entries) - result.fetched,
+             len(result.rejected), len(result.failures))
+    return result
+
+
+def unique_sources(sources: list[Source], failures: list[str]) -> list[Source]:
+    seen: dict[str, Source] = {}
+    for source in sources:
+        if source.url in seen:
+            if seen[source.url].sha256 != source.sha256:
+                failures.append(f"{source.url}: listed twice with different sha256")
+            continue
+        seen[source.url] = source
+    return list(seen.values())
+
+
+def unique_weight_names(sources: list[Source], failures: list[str]) -> list[Source]:
+    """Weights are stored flat by file name, so two sources may not share one."""
+    taken = {"manifest.json", "rejected.json"}
+    kept = []
+    for source in sources:
+        name = basename(source.url)
+        if name in taken:
+            failures.append(f"{source.url}: another weights source (or the manifest) already uses the name {name!r}")
+        else:
+            taken.add(name)
+            kept.append(source)
+    return kept
+
+
+def sync_source(source: Source, root: Path, old: list[dict], old_rejected: list[dict], dl: DownloadParams,
+                *, weights: bool) -> tuple[list[dict], list[dict], int]:
+    """Fetch one source unless what is on disk is still verified. Returns (manifest entries,
+    rejected records, number of files written)."""
+    location = locate(source.url)
+    if is_folder(location):
+        if weights:
+            raise FetchError("is a folder: list each weights file as its own source")
+        if source.sha256:
+            raise FetchError("is a folder: a sha256 can pin only a file or an archive (remove it)")
+        return sync_folder(source, location, root, old, dl)
+    is_archive = not weights and archives.archive_suffix(basename(source.url)) is not None
+    if is_up_to_date(source, location, root, old, is_archive):
+        return old, old_rejected, 0
+    return fetch_file_source(source, location, root, dl, is_archive=is_archive, weights=weights)
+
+
+def is_up_to_date(source: Source, location: Location, root: Path, old: list[dict], is_archive: bool) -> bool:
+    """Fetched before from the same bytes, and every file it gave is on disk, unchanged."""
+    if not old or any(("archive_sha256" in e) != is_archive for e in old):
+        return False
+    fetched_sha = old[0]["archive_sha256"] if is_archive else old[0]["sha256"]
+    if source.sha256 and fetched_sha != source.sha256:
+        return False
+    # A local source is cheap to re-hash, so an unpinned one is re-fetched when it changed. An
+    # unpinned remote one is fetched once (pin a sha256, or delete its folder, to fetch it again).
+    if not source.sha256 and location.kind == "local":
+        path = Path(location.where)
+        if not path.is_file() or sha256_file(path) != fetched_sha:
+            return False
+    return all(is_verified(root, e) for e in old)
+
+
+def is_verified(root: Path, entry: dict) -> bool:
+    path = root / entry["path"]
+    return path.is_file() and path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]
+
+
+def fetch_file_source(source: Source, location: Location, root: Path, dl: DownloadParams, *,
+                      is_archive: bool, weights: bool) -> tuple[list[dict], list[dict], int]:
+    sid, name = source_id(source.url), basename(source.url)
+    partial = root / PARTIAL / sid
+    fetched = fetch_verified(source, location, partial, dl, expected=expected_sha256(source, name, weights))
+    if weights:
+        os.replace(partial, root / name)
+        log.info("fetched %s (%d bytes)", source.url, fetched.size)
+        return [{"source": source.url, "path": name, "size": fetched.size, "sha256": fetched.sha256,
+                 "fetched_at": utc_now()}], [], 1
+    staging = root / PARTIAL / f"{sid}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    now = utc_now()
+    try:
+        if is_archive:
+            budget = archives.Budget(dl.max_extract_bytes, dl.max_extract_files)
+            extracted = archives.extract(partial, staging, budget, name=name)
+            partial.unlink()
+            entries = [{"source": source.url, "path": f"files/{sid}/{rel}", "size": size, "sha256": sha,
+                        "fetched_at": now, "archive_sha256": fetched.sha256}
+                       for rel, (size, sha) in sorted(extracted.files.items())]
+            rejected = [{"source": source.url, "path": member, "reason": reason}
+                        for member, reason in extracted.refused]
+        else:
+            os.replace(partial, staging / name)
+            entries = [{"source": source.url, "path": f"files/{sid}/{name}", "size": fetched.size,
+                        "sha256": fetched.sha256, "fetched_at": now}]
+            rejected = []
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+        raise
+    replace_folder(staging, root / "files" / sid)
+    log.info("fetched %s (%d bytes%s)", source.url, fetched.size,
+             f", {len(entries)} files extracted, {len(rejected)} refused" if is_archive else "")
+    return entries, rejected, len(entries)
+
+
+def fetch_verified(source: Source, location: Location, partial: Path, dl: DownloadParams, *,
+                   expected: str | None):
+    """fetch() plus the sha256 check. A mismatch after resuming an earlier partial may be that
+    partial's fault (the file changed upstream), so it is fetched once more from scratch."""
+    for attempt in (1, 2):
+        try:
+            fetched = fetch(location, partial, timeout_s=dl.timeout_s, retries=dl.retries,
+                            backoff_s=dl.backoff_s, label=basename(source.url), pinned=expected is not None)
+        except FetchError:
+            if partial.is_file() and partial.stat().st_size == 0:
+                partial.unlink()
+            raise
+        if expected is None or fetched.sha256.startswith(expected):
+            return fetched
+        partial.unlink()
+        if not (fetched.resumed and attempt == 1):
+            raise FetchError(f"checksum mismatch: expected sha256 {expected}, got {fetched.sha256} "
+                             f"({fetched.size} bytes); nothing was kept")
+        log.warning("%s: checksum mismatch after resuming; fetching it again from the start", source.url)
+    raise AssertionError("unreachable")
+
+
+def expected_sha256(source: Source, name: str, weights: bool) -> str | None:
+    """The pinned sha256, or for weights without one, the hash prefix in a torch.hub file name."""
+    if source.sha256:
+        return source.sha256
+    match = HUB_HASH_PREFIX.search(name) if weights else None
+    return match[1] if match else None
+
+
+def sync_folder(source: Source, location: Location, root: Path, old: list[dict],
+                dl: DownloadParams) -> tuple[list[dict], list[dict], int]:
+    """A folder source: copy its tree file by file (archives inside it are copied, not extracted).
+    A file that cannot be read is refused and recorded; the rest go on."""
+    sid = source_id(source.url)
+    old_by_path = {e["path"]: e for e in old}
+    entries, rejected, fetched_count = [], [], 0
+    for item in walk_folder(location):
+        if isinstance(item, SkippedFile):
+            rejected.append({"source": source.url, "path": item.relpath, "reason": item.reason})
+            continue
+        path = f"files/{sid}/{item.relpath}"
+        previous = old_by_path.get(path)
+        if previous and is_verified(root, previous) and is_unchanged(item.location, item.size, previous):
+            entries.append(previous)
+            continue
+        partial = root / PARTIAL / f"{sid}.{hash_name(item.relpath)}"
+        try:
+            fetched = fetch(item.location, partial, timeout_s=dl.timeout_s, retries=dl.retries,
+                            backoff_s=dl.backoff_s, label=item.relpath, pinned=False)
+        except FetchError as e:
+            partial.unlink(missing_ok=True)
+            rejected.append({"source": source.url, "path": item.relpath, "reason": f"cannot fetch: {e}"})
+            continue
+        dest = root / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, dest)
+        entries.append({"source": source.url, "path": path, "size": fetched.size, "sha256": fetched.sha256,
+                        "fetched_at": utc_now()})
+        fetched_count += 1
+    if fetched_count:
+        log.info("fetched %s: %d files copied, %d unchanged, %d refused", source.url, fetched_count,
+                 len(entries) - fetched_count, len(rejected))
+    return entries, rejected, fetched_count
+
+
+def is_unchanged(location: Location, size: int, previous: dict) -> bool:
+    if size != previous["size"]:
+        return False
+    # Local files are re-hashed; remote folders (s3://...) are compared by size only.
+    return location.kind != "local" or sha256_file(Path(location.where)) == previous["sha256"]
+
+
+def check_style(name: str, root: Path, result: SetResult) -> list[str]:
+    """A style source must give exactly one decodable image."""
+    if len(result.entries) != 1:
+        return [f"style {name}: its source gave {len(result.entries)} files; a style is exactly one image"]
+    entry = result.entries[0]
+    try:
+        decode((root / entry["path"]).read_bytes(), max_pixels=256_000_000)
+    except Rejected as e:
+        return [f"style {name}: {entry['source']} is not a usable image ({e})"]
+    return []
+
+
+# --- files on disk ------------------------------------------------------------------------------
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Swap `new` in for `dest`. Between the two renames `dest` is briefly absent, never half-full."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = new.with_name(new.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def prune(root: Path, keep: set[str], keep_partials: set[str], flat: bool = False) -> None:
+    """Delete files under root/files/ (flat: directly in root/) that no manifest entry lists (sources
+    removed from params, or files gone from a source), and partials of sources no longer listed."""
+    if flat:
+        for path in root.iterdir():
+            if path.is_file() and path.name not in keep | {"manifest.json", "rejected.json"}:
+                path.unlink()
+    files_dir = root / "files"
+    if files_dir.is_dir():
+        for dirpath, dirnames, filenames in os.walk(files_dir, topdown=False):
+            for name in filenames:
+                path = Path(dirpath, name)
+                if path.relative_to(root).as_posix() not in keep:
+                    path.unlink()
+            for name in dirnames:
+                _remove_if_empty(Path(dirpath, name))
+            # Links are never written here, but a user might have put one in: not followed.
+    partials = root / PARTIAL
+    if partials.is_dir():
+        for path in partials.iterdir():
+            if path.name.split(".", 1)[0] not in keep_partials:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def remove_unlisted(styles_dir: Path, keep: set[str]) -> None:
+    if styles_dir.is_dir():
+        for path in styles_dir.iterdir():
+            if path.name not in keep:
+                log.info("removing %s: style no longer in params.yaml", path)
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def read_json_list(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        log.warning("%s is unreadable; everything it listed will be fetched again", path)
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _by_source(items: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for item in items:
+        grouped.setdefault(item.get("source", ""), []).append(item)
+    return grouped
+
+
+def hash_name(relpath: str) -> str:
+    return hashlib.sha256(relpath.encode()).hexdigest()[:16]
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main("download", lambda: download(load_params()))
+
+
+if __name__ == "__main__":
+    main()
