@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test browser clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/stylepipe run
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium renders the evaluation report in tests (Debian's package). Installed when we
+# may (root, as on CI); otherwise that one test skips and says so.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }; } || \
+	  echo "chromium not installed (needs root): the report render test will be skipped"
 
 clean:
 	rm -rf $(VENV)

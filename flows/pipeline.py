@@ -59,21 +59,45 @@ def check_status(repo_root: str) -> str:
     return out
 
 
+METRICS = Path("metrics/metrics.json")
+REPORT = Path("data/eval/report/index.html")
+EVAL_SUMMARY = Path("data/eval/report/summary.json")
+
+
 def publish_artifacts(repo_root: Path) -> dict:
     """Markdown + table artifacts for the Prefect UI, from evaluate's outputs."""
-    metrics_path = repo_root / "data/eval/metrics.json"
-    report = repo_root / "data/eval/report/index.html"
-    if not metrics_path.is_file():
+    if not (repo_root / METRICS).is_file():
         return {}
-    metrics = json.loads(metrics_path.read_text())
-    rows = [{"style": style, **values} for style, values in metrics.items() if isinstance(values, dict)]
+    metrics = json.loads((repo_root / METRICS).read_text())
+    report = repo_root / REPORT
+    rows = [{"style": style, **values} for style, values in metrics.items()]
     create_table_artifact(key="stylepipe-metrics", table=rows, description="metrics.json per style")
-    create_markdown_artifact(
-        key="stylepipe-report",
-        markdown=f"# stylepipe run\n\nReport: [{report}](file://{report})\n\n"
-        f"Styles: {', '.join(r['style'] for r in rows)}\n",
-    )
+    lines = [f"# stylepipe run\n\nReport: [{report}](file://{report})\n",
+             "| style | gate | promoted | style loss drop | SSIM |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['style']} | {'pass' if row.get('gate_passed') else 'BLOCKED'} | "
+                     f"{'yes' if row.get('promoted') else 'no'} | {row.get('style_loss_drop', 0):.2f} | "
+                     f"{row.get('ssim', 0):.3f} |")
+    create_markdown_artifact(key="stylepipe-report", markdown="\n".join(lines))
     return metrics
+
+
+class QualityGateBlocked(RuntimeError):
+    """A candidate model failed evaluate's quality gate; it and its report are kept, not promoted."""
+
+
+@task(name="quality-gate")
+def check_quality_gate(repo_root: str) -> None:
+    """Fail the run, with evaluate's reasons, when any style's candidate was blocked."""
+    summary_path = Path(repo_root) / EVAL_SUMMARY
+    if not summary_path.is_file():
+        return
+    styles = json.loads(summary_path.read_text()).get("styles", {})
+    blocked = {name: s.get("reason", "") for name, s in styles.items() if s.get("decision") == "blocked"}
+    for name, s in styles.items():
+        get_run_logger().info("quality gate %s: %s. %s", name, s.get("decision"), s.get("reason", ""))
+    if blocked:
+        raise QualityGateBlocked("; ".join(f"{name} blocked: {why}" for name, why in blocked.items()))
 
 
 @flow(name="stylepipe-pipeline", log_prints=True)
@@ -86,4 +110,6 @@ def pipeline(repo_root: str = ".", stages: list[str] | None = None, force: bool 
     for stage in selected:  # one at a time: `dvc repro` holds the repository lock
         run_stage(stage, str(root), force=force)
     check_status(str(root))
-    return publish_artifacts(root)
+    metrics = publish_artifacts(root)
+    check_quality_gate(str(root))
+    return metrics

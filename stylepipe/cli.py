@@ -23,13 +23,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"params.yaml: {change}")
     load_params(root / PARAMS_FILE)  # fail fast, before Prefect starts, on a bad params.yaml
 
-    from flows.pipeline import pipeline
+    from flows.pipeline import QualityGateBlocked, pipeline
 
-    metrics = pipeline(repo_root=str(root), stages=args.stage or None, force=args.force)
+    try:
+        metrics = pipeline(repo_root=str(root), stages=args.stage or None, force=args.force)
+    except QualityGateBlocked as e:
+        print(f"\nstylepipe run: quality gate: {e}\nThe candidates and the report are kept: "
+              f"{root / 'data/eval/report/index.html'}", file=sys.stderr)
+        return 3
+    except RuntimeError as e:
+        print(f"\nstylepipe run failed: {e}", file=sys.stderr)
+        return 1
     print("\nstylepipe run finished.")
     print(f"  stylized images: {root / 'data/stylized'}")
     print(f"  report:          {root / 'data/eval/report/index.html'}")
-    print(f"  metrics:         {root / 'data/eval/metrics.json'}")
+    print(f"  metrics:         {root / 'metrics/metrics.json'}")
     for style, values in (metrics or {}).items():
         if isinstance(values, dict):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, (int, float)))
@@ -38,18 +46,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from stylepipe.config import StylizeParams
-    from tasks.stylize import stylize_folder
+    from pydantic import ValidationError
 
-    params = StylizeParams(max_size=args.max_size, format=args.format, quality=args.quality, device=args.device)
-    source = Path(args.source)
-    if not source.is_dir():
-        raise ConfigError(f"{source}: not a folder of images")
-    summary = stylize_folder(Path(args.model), source, Path(args.out), params)
-    print(f"wrote {len(summary.written)} images to {args.out} in {summary.seconds:.1f} s; "
-          f"{len(summary.failed)} skipped")
-    for path, reason in summary.failed.items():
-        print(f"  skipped {path}: {reason}")
+    from stylepipe.config import StylizeParams
+    from stylepipe.errors import StageError
+    from tasks.stylize_engine import Job, ModelSpec, RunStats, default_ledger, plan, stylize, summarize
+
+    def per_model(values: list, name: str) -> list:
+        if len(values) not in (1, len(args.model)):
+            raise ConfigError(f"{name}: give one value for all models or one per --model ({len(args.model)})")
+        return values * len(args.model) if len(values) == 1 else values
+
+    settings = {k: getattr(args, k) for k in (
+        "max_size", "format", "quality", "device", "batch_size", "workers", "threads", "tile_above",
+        "tile_size", "tile_overlap", "max_pixels", "max_failed_fraction", "shard_size")}
+    try:
+        params = StylizeParams(**settings)
+    except ValidationError as e:
+        raise ConfigError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"
+                                    for err in e.errors())) from None
+    strengths = per_model(args.strength, "--strength")
+    given = args.preserve_colors  # None: not given; []: the flag alone, meaning every model
+    colors = per_model(["no"] if given is None else given or ["yes"], "--preserve-colors")
+    for strength in strengths:
+        if not 0 <= strength <= 1:
+            raise ConfigError(f"--strength {strength}: must be between 0 and 1")
+    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes")
+                   for path, strength, keep in zip(args.model, strengths, colors))
+    out = Path(args.out)
+    job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out))
+    try:
+        if args.dry_run:
+            p = plan(job, resume=not args.no_resume, limit=args.limit, readonly=True)
+            summary = summarize(p, RunStats())
+            print(f"dry run: {len(p.items)} inputs ({p.outputs_to_make} outputs) to stylize, "
+                  f"{p.finished['done']} outputs already done, {p.limited} inputs beyond --limit")
+        elif args.dask_address or args.prefect:
+            from flows.bulk import run_bulk
+            summary = run_bulk(job, resume=not args.no_resume, limit=args.limit, dask_address=args.dask_address)
+        else:
+            summary = stylize(job, resume=not args.no_resume, limit=args.limit, progress=not args.quiet)
+    except StageError as e:
+        print(f"stylepipe stylize: {e}", file=sys.stderr)
+        return 1
+    for line in summary.lines():
+        print(line)
+    if summary.failed_fraction > params.max_failed_fraction:
+        print(f"stylepipe stylize: {summary.failed} of {summary.done + summary.failed} outputs failed, more "
+              f"than --max-failed-fraction {params.max_failed_fraction}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -96,16 +141,53 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repo", default=".", help="project root (default: current directory)")
     run.set_defaults(func=cmd_run)
 
-    stylize = sub.add_parser("stylize", help="stylize a folder of images with a trained model",
-                             description="Apply a trained model (a data/models/<style> folder) to "
-                             "every image under SOURCE, keeping the folder tree.")
-    stylize.add_argument("source", help="folder of images (searched recursively)")
-    stylize.add_argument("--model", required=True, help="model folder with model.safetensors + model.json")
+    stylize = sub.add_parser(
+        "stylize", help="stylize a folder, archive or URL of images with trained models",
+        description="Apply trained models (data/models/<style> folders) to every image in SOURCE: a "
+        "folder tree, a zip, a tar(.gz/.bz2/.xz), a single image, or any of these as an fsspec URL "
+        "(s3://..., with its backend installed). Archives are read in place. The relative tree is "
+        "kept under --out (with several models, one subfolder per model). Every outcome is recorded "
+        "in a ledger; a second run resumes: it skips what is done. Exit code 1 when more than "
+        "--max-failed-fraction of the inputs failed.")
+    stylize.add_argument("source", help="folder, archive, image file, or fsspec URL")
+    stylize.add_argument("--model", required=True, action="append",
+                         help="model folder with model.safetensors + model.json (repeatable: one "
+                         "pass applies every model)")
     stylize.add_argument("--out", required=True, help="output folder")
-    stylize.add_argument("--max-size", type=int, default=None, help="longest output side (default: keep size)")
+    stylize.add_argument("--strength", type=float, nargs="+", default=[1.0], metavar="S",
+                         help="blend with the photo, 0..1: one value, or one per --model (default 1)")
+    stylize.add_argument("--preserve-colors", nargs="*", choices=["yes", "no"], metavar="yes|no",
+                         help="keep the photo's colours (stylize the luminance only); alone: every "
+                         "model, or one yes/no per --model")
+    stylize.add_argument("--max-size", type=int, default=None,
+                         help="longest output side; larger inputs are scaled down (default: keep size)")
     stylize.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg")
-    stylize.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
+    stylize.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     stylize.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    stylize.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass")
+    stylize.add_argument("--workers", type=int, default=2,
+                         help="decode/encode worker processes (0: in this process; default 2)")
+    stylize.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    stylize.add_argument("--tile-above", type=int, default=2048,
+                         help="stylize images whose long side is above this in tiles (default 2048)")
+    stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")
+    stylize.add_argument("--tile-overlap", type=int, default=128, help="overlap of neighbouring tiles")
+    stylize.add_argument("--max-pixels", type=int, default=64_000_000,
+                         help="refuse larger images (decompression bombs; default 64M)")
+    stylize.add_argument("--max-failed-fraction", type=float, default=0.01,
+                         help="exit 1 when more than this fraction of inputs failed (default 0.01)")
+    stylize.add_argument("--ledger", help="ledger file (default: OUT/.stylepipe/ledger.sqlite)")
+    stylize.add_argument("--no-resume", action="store_true",
+                         help="redo everything, even what the ledger has done")
+    stylize.add_argument("--dry-run", action="store_true", help="list and count only; write nothing")
+    stylize.add_argument("--limit", type=int, default=None, help="stylize at most this many inputs")
+    stylize.add_argument("--quiet", action="store_true", help="no progress bar")
+    stylize.add_argument("--prefect", action="store_true",
+                         help="run as the Prefect bulk flow: shards mapped over a local task runner")
+    stylize.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                         help="run as the Prefect bulk flow on this Dask cluster (prefect-dask); "
+                         "SOURCE, --model and --out must be reachable from its workers")
+    stylize.add_argument("--shard-size", type=int, default=1000, help="images per Prefect task (default 1000)")
     stylize.set_defaults(func=cmd_stylize)
 
     nightly = sub.add_parser("nightly", help="serve (or register) the nightly Prefect deployment",

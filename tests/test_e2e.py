@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.pipeline import pipeline
+from flows.pipeline import QualityGateBlocked, pipeline
 from stylepipe.config import load_params, write_overrides
 from tests.conftest import run
 
@@ -18,7 +18,10 @@ pytestmark = pytest.mark.e2e
 TINY = [
     "train.steps=6", "train.image_size=48", "train.batch_size=2", "train.log_every=2",
     "train.checkpoint_every=3", "preprocess.train_size=64", "stylize.max_size=96",
-    "evaluate.image_size=64", "evaluate.report_images=2",
+    "evaluate.image_size=64", "evaluate.report_images=2", "evaluate.timing_sizes=[64]",
+    "evaluate.timing_repeats=1", "evaluate.gate.latency_size=64",
+    # Six training steps cannot meet the default quality bar; the gate itself is tested below.
+    "evaluate.gate.min_style_drop=-10", "evaluate.gate.min_ssim=0",
 ]
 
 
@@ -54,10 +57,10 @@ def assert_outputs(project: Path) -> dict:
         with Image.open(path) as im:
             assert max(im.size) <= params.stylize.max_size and im.mode == "RGB"
 
-    log_rows = (project / "data/train_logs" / f"{style}.tsv").read_text().splitlines()
+    log_rows = (project / "metrics/train" / f"{style}.tsv").read_text().splitlines()
     assert log_rows[0].split("\t")[:2] == ["step", "total"] and len(log_rows) == 1 + 3
 
-    metrics = json.loads((project / "data/eval/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
     assert style in metrics and all(isinstance(v, (int, float)) for v in metrics[style].values())
     assert (project / "data/eval/report/index.html").is_file()
     return metrics
@@ -71,7 +74,9 @@ def assert_up_to_date(project: Path) -> None:
 def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_path):
     project = tiny_project(project_copy)
     metrics = pipeline(repo_root=str(project))
-    assert metrics == json.loads((project / "data/eval/metrics.json").read_text())
+    assert metrics == json.loads((project / "metrics/metrics.json").read_text())
+    assert metrics["swirls"]["promoted"] == 1
+    assert (project / "data/published/swirls/model.safetensors").is_file()
     assert_outputs(project)
     assert_up_to_date(project)
     lock = (project / "dvc.lock").read_text()
@@ -88,6 +93,17 @@ def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_p
     run(["dvc", "pull"], cwd=project, check=True)
     assert model.read_bytes() == before
     assert_up_to_date(project)
+
+    # A quality bar the model cannot meet: the flow run fails and says why; the candidate, its
+    # report and the previously promoted model stay.
+    published = (project / "data/published/swirls/model.safetensors").read_bytes()
+    write_overrides(project / "params.yaml", ["evaluate.gate.min_style_drop=0.999"])
+    with pytest.raises(QualityGateBlocked, match="swirls blocked"):
+        pipeline(repo_root=str(project), stages=["evaluate"])
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert (metrics["swirls"]["gate_passed"], metrics["swirls"]["promoted"]) == (0, 0)
+    assert (project / "data/eval/report/index.html").is_file() and model.is_file()
+    assert (project / "data/published/swirls/model.safetensors").read_bytes() == published
 
 
 def test_plain_dvc_repro_on_clean_clone(tmp_path, project_copy):

@@ -1,0 +1,331 @@
+"""Evaluate stage: which style models exist, how good and how fast they are, and whether each one
+may be published.
+
+For every style in params.styles it measures the stylize stage's outputs on the validation photos
+(tasks/eval_metrics.py says what each number means), times the network, runs the quality gate and
+promotes a passing model (tasks/eval_gate.py), then writes:
+  metrics/metrics.json            {"<style>": {flat numbers}}: DVC metrics (dvc metrics show/diff)
+  data/eval/report/index.html     the report (tasks/eval_report.py), with beside it images/,
+                                  per_image.csv and summary.json (everything, for the Prefect flow)
+  data/published/<style>/         the promoted model with metrics.json, lineage.json, history.jsonl
+A model that fails the gate is not promoted, but the stage still succeeds: the verdict and its
+reasons are in metrics.json (gate_passed, promoted) and summary.json, for the flow to act on.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stylepipe.config import EvaluateParams, Params, load_params
+from stylepipe.errors import StageError
+from stylepipe.stage import run_main
+from tasks import eval_gate, eval_metrics as em, eval_report
+
+log = logging.getLogger("stylepipe.evaluate")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_METRICS = ("content_loss", "style_loss", "style_loss_content", "ssim", "colour_distance",
+                 "colour_distance_content", "lpips")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    val: Path = Path("data/processed/val")
+    styles: Path = Path("data/raw/styles")
+    models: Path = Path("data/models")
+    stylized: Path = Path("data/stylized")
+    train_logs: Path = Path("metrics/train")
+    weights: Path = Path("data/weights")
+    metrics: Path = Path("metrics/metrics.json")
+    report: Path = Path("data/eval/report")
+    published: Path = Path("data/published")
+
+    @classmethod
+    def under(cls, root: Path) -> Paths:
+        return cls(**{f.name: Path(root) / f.default for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass
+class Tools:
+    """What every measurement shares: the fixed evaluation encoder and the device."""
+
+    encoder: torch.nn.Module
+    style_layers: list[str]
+    content_layers: list[str]
+    device: torch.device
+    lpips: torch.nn.Module | None
+
+
+@dataclasses.dataclass
+class Content:
+    name: str
+    path: Path
+    width: int
+    height: int
+    arr: np.ndarray  # at the evaluation size
+    feats: dict  # content layers only
+    grams: dict
+    lab: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def find_val_images(val_dir: Path) -> list[Path]:
+    images = sorted(val_dir.glob("*.png"))
+    if not images:
+        raise StageError(f"{val_dir}: no validation images (*.png); run the preprocess stage")
+    return images
+
+
+def find_style_image(styles_dir: Path, style: str) -> Path:
+    files = styles_dir / style / "files"
+    found = sorted(p for p in files.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(found) != 1:
+        what = "no image" if not found else f"{len(found)} images ({', '.join(map(str, found[:3]))})"
+        raise StageError(f"{files}: expected exactly one style image, found {what}; run the download stage")
+    return found[0]
+
+
+def find_stylized(stylized_dir: Path, names: list[str]) -> dict[str, Path]:
+    """The stylize stage's output for each validation image: <name>.<any image suffix>."""
+    by_stem = {p.stem: p for p in sorted(stylized_dir.glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    missing = [n for n in names if n not in by_stem]
+    if missing:
+        raise StageError(
+            f"{stylized_dir}: no stylized output for {len(missing)} of {len(names)} validation images "
+            f"(e.g. {', '.join(missing[:3])}); run the stylize stage"
+        )
+    return {n: by_stem[n] for n in names}
+
+
+def build_tools(params: EvaluateParams, paths: Paths) -> tuple[Tools, dict]:
+    device = em.pick_device(params.device)
+    encoder, style_layers, content_layers = em.build_eval_encoder(paths.weights, device)
+    lpips_ok, lpips_note = em.lpips_status()
+    if not lpips_ok:
+        log.info("learned perceptual distance (LPIPS) unavailable: %s", lpips_note)
+    tools = Tools(encoder, style_layers, content_layers, device, em.build_lpips(device) if lpips_ok else None)
+    return tools, {"available": lpips_ok, "note": lpips_note}
+
+
+def load_content(path: Path, size: int, tools: Tools) -> Content:
+    """One validation photo at the evaluation size, with what every comparison needs. Loaded per
+    style and per use rather than kept for the whole run: the validation split may be large."""
+    img = em.open_rgb(path)
+    arr = em.to_array(img, em.eval_dims(*img.size, size))
+    feats = em.features(tools.encoder, arr, tools.device)
+    return Content(path.stem, path, img.width, img.height, arr,
+                   {n: feats[n] for n in tools.content_layers}, em.grams(feats, tools.style_layers),
+                   em.lab_pixels(arr))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+def image_metrics(result: np.ndarray, content: Content, style_grams: dict, style_lab: np.ndarray,
+                  tools: Tools) -> dict[str, float]:
+    """The metrics of one result (at the evaluation size) against its photo and the style image."""
+    feats = em.features(tools.encoder, result, tools.device)
+    row = {
+        "content_loss": em.content_loss(feats, content.feats, tools.content_layers),
+        "style_loss": em.style_loss(em.grams(feats, tools.style_layers), style_grams),
+        "style_loss_content": em.style_loss(content.grams, style_grams),
+        "ssim": em.ssim(content.arr, result),
+        "colour_distance": em.colour_distance(em.lab_pixels(result), style_lab),
+        "colour_distance_content": em.colour_distance(content.lab, style_lab),
+    }
+    if tools.lpips is not None:
+        row["lpips"] = em.lpips_distance(tools.lpips, content.arr, result, tools.device)
+    return row
+
+
+def head_to_head(nets: dict[str, torch.nn.Module], val: list[Path], size: int, style_grams: dict,
+                 tools: Tools) -> dict[str, dict[str, float]]:
+    """Run each network in-process on the same evaluation-size photos: {net: {style_loss, ssim,
+    content_loss}} means. Used to compare a candidate with the published model on equal terms,
+    whatever data or settings the published model's stored metrics came from."""
+    rows: dict[str, list[dict]] = {key: [] for key in nets}
+    for path in val:
+        c = load_content(path, size, tools)
+        for key, net in nets.items():
+            y = em.run_network(net, c.arr, tools.device)
+            feats = em.features(tools.encoder, y, tools.device)
+            rows[key].append({
+                "style_loss": em.style_loss(em.grams(feats, tools.style_layers), style_grams),
+                "content_loss": em.content_loss(feats, c.feats, tools.content_layers),
+                "ssim": em.ssim(c.arr, y),
+            })
+    return {key: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for key, rs in rows.items()}
+
+
+def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, device: torch.device) -> dict:
+    from models.transformer import count_params, flops_per_pixel
+
+    sizes = sorted(set(params.timing_sizes) | {params.gate.latency_size})
+    timings = em.time_inference(net, sizes, params.timing_repeats, device)
+    out = {f"ms_{s}": round(ms, 2) for s, ms in timings.items()}
+    out["params"] = count_params(net)
+    # FLOPs per pixel of a fully convolutional network do not depend on the size: count at 128 px
+    out["gflops_512"] = round(flops_per_pixel(sidecar["network"], 128) * 512 * 512 / 1e9, 3)
+    out["train_steps"] = sidecar.get("steps")
+    out["train_seconds"] = sidecar.get("seconds")
+    return {k: v for k, v in out.items() if isinstance(v, (int, float))}
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# ---------------------------------------------------------------------------------------------
+# One style
+
+
+def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: Paths,
+                   tools: Tools) -> dict:
+    from models.weights import load_model
+
+    log.info("style %s: measuring", style)
+    style_path = find_style_image(paths.styles, style)
+    style_img = em.open_rgb(style_path)
+    style_arr = em.to_array(style_img, em.eval_dims(*style_img.size, params.image_size))
+    style_grams = em.grams(em.features(tools.encoder, style_arr, tools.device), tools.style_layers)
+    style_lab = em.lab_pixels(style_arr)
+
+    names = [p.stem for p in val]
+    stylized = find_stylized(paths.stylized / style, names)
+    rows = []
+    for path in val:
+        c = load_content(path, params.image_size, tools)
+        result = em.to_array(em.open_rgb(stylized[c.name]), (c.arr.shape[1], c.arr.shape[0]))
+        rows.append({"style": style, "image": c.name, "width": c.width, "height": c.height,
+                     **image_metrics(result, c, style_grams, style_lab, tools),
+                     "content_path": str(c.path), "result_path": str(stylized[c.name])})
+
+    model_dir = paths.models / style
+    net, sidecar = load_model(model_dir, tools.device)
+    metrics = {"images": len(rows)}
+    metrics.update({k: float(np.mean([r[k] for r in rows])) for k in IMAGE_METRICS if k in rows[0]})
+    metrics["style_loss_drop"] = 1.0 - metrics["style_loss"] / max(metrics["style_loss_content"], 1e-12)
+    metrics.update(model_metrics(net, sidecar, params, tools.device))
+
+    published_dir = paths.published / style
+    candidate_sha = eval_gate.file_sha256(model_dir / "model.safetensors")
+    published_sha = eval_gate.published_sha(published_dir)
+    comparison = None
+    if published_sha is not None and published_sha != candidate_sha:
+        published_net, _ = load_model(published_dir, tools.device)
+        comparison = head_to_head({"candidate": net, "published": published_net}, val, params.image_size,
+                                  style_grams, tools)
+        comparison["published_sha256"] = published_sha
+        lineage_file = published_dir / "lineage.json"
+        if lineage_file.is_file():
+            comparison["published_at"] = json.loads(lineage_file.read_text()).get("promoted_at")
+        metrics["vs_published_style_loss_ratio"] = (
+            comparison["candidate"]["style_loss"] / max(comparison["published"]["style_loss"], 1e-12))
+        metrics["vs_published_ssim_delta"] = comparison["candidate"]["ssim"] - comparison["published"]["ssim"]
+
+    checks = eval_gate.gate_checks(metrics, params.gate, comparison)
+    passed = all(ch["passed"] for ch in checks)
+    decision, reason = eval_gate.decide(checks, candidate_sha, published_sha, params.promote)
+
+    for ch in checks:
+        metrics[f"gate_{ch['name']}"] = int(ch["passed"])
+    metrics["gate_passed"] = int(passed)
+    metrics["promoted"] = int(decision in ("promoted", "already_published"))
+    metrics = {k: _round(v) for k, v in metrics.items()}
+
+    if decision == "promoted":
+        lineage = {
+            "style": style,
+            "model_sha256": candidate_sha,
+            "promoted_at": eval_gate.utc_now(),
+            "replaces_sha256": published_sha,
+            "model": sidecar,
+            "style_image": {"path": str(style_path), "sha256": eval_gate.file_sha256(style_path)},
+            "evaluation": evaluation_settings(params, tools, names),
+            "gate": checks,
+            "comparison": comparison,
+        }
+        eval_gate.promote(model_dir, published_dir, metrics, lineage)
+    (log.info if passed else log.warning)("style %s: %s: %s", style, decision, reason)
+
+    return {
+        "metrics": metrics,
+        "images": rows,
+        "gate": {"passed": passed, "checks": checks},
+        "decision": decision,
+        "reason": reason,
+        "comparison": comparison,
+        "model": {"dir": str(model_dir), "sha256": candidate_sha, "sidecar": sidecar},
+        "published_dir": str(published_dir),
+        "published_sha256": eval_gate.published_sha(published_dir),  # after this run: None = nothing published
+        "style_image": str(style_path),
+        "train_log": str(paths.train_logs / f"{style}.tsv"),
+    }
+
+
+def evaluation_settings(params: EvaluateParams, tools: Tools, names: list[str]) -> dict:
+    """What a promoted model's metrics were measured with (its lineage.json)."""
+    return {
+        "encoder": em.EVAL_ENCODER, "style_layers": tools.style_layers,
+        "content_layers": tools.content_layers, "image_size": params.image_size,
+        "val_images": names, "val_set_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+    }
+
+
+def _round(v):
+    return round(v, 6) if isinstance(v, float) else v
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def evaluate(params: Params, paths: Paths = Paths()) -> dict:
+    """Evaluate every style; write metrics.json, the report and its tables; return the summary."""
+    ev = params.evaluate
+    val = find_val_images(paths.val)
+    tools, lpips = build_tools(ev, paths)
+    log.info("evaluating %d style(s) on %d validation image(s) at %d px, %s",
+             len(params.styles), len(val), ev.image_size, describe_device(tools.device))
+    styles = {style: evaluate_style(style, val, ev, paths, tools) for style in params.styles}
+
+    summary = {
+        "generated_at": eval_gate.utc_now(),
+        "device": describe_device(tools.device),
+        "evaluation": {"encoder": em.EVAL_ENCODER, "style_layers": tools.style_layers,
+                       "content_layers": tools.content_layers, "image_size": ev.image_size,
+                       "timing_repeats": ev.timing_repeats, "gate": ev.gate.model_dump()},
+        "lpips": lpips,
+        "styles": styles,
+    }
+    paths.metrics.parent.mkdir(parents=True, exist_ok=True)
+    paths.metrics.write_text(json.dumps({s: r["metrics"] for s, r in styles.items()}, indent=2) + "\n")
+    eval_report.reset(paths.report)
+    pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
+        paths.report / "per_image.csv", index=False, float_format="%.6g")
+    (paths.report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    eval_report.write_report(summary, paths.report, ev)
+    log.info("metrics: %s; report: %s", paths.metrics, paths.report / "index.html")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m tasks.evaluate", description=__doc__.split("\n\n")[0]).parse_args(argv)
+    run_main("evaluate", lambda: evaluate(load_params()))
+
+
+if __name__ == "__main__":
+    main()
