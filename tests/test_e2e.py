@@ -21,7 +21,7 @@ TINY = [
     "evaluate.image_size=64", "evaluate.report_images=2", "evaluate.timing_sizes=[64]",
     "evaluate.timing_repeats=1", "evaluate.gate.latency_size=64",
     # Six training steps cannot meet the default quality bar; the gate itself is tested below.
-    "evaluate.gate.min_style_drop=-10", "evaluate.gate.min_ssim=0",
+    "evaluate.gate.min_style_drop=0", "evaluate.gate.min_ssim=0",
 ]
 
 
@@ -94,15 +94,16 @@ def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_p
     assert model.read_bytes() == before
     assert_up_to_date(project)
 
-    # A quality bar the model cannot meet: the flow run fails and says why; the candidate, its
-    # report and the previously promoted model stay.
+    # A new candidate (another seed) under a quality bar it cannot meet: the flow run fails and
+    # says why; the candidate, its report and the previously promoted model all stay.
     published = (project / "data/published/swirls/model.safetensors").read_bytes()
-    write_overrides(project / "params.yaml", ["evaluate.gate.min_style_drop=0.999"])
+    write_overrides(project / "params.yaml", ["evaluate.gate.min_style_drop=0.999", "train.seed=1"])
     with pytest.raises(QualityGateBlocked, match="swirls blocked"):
-        pipeline(repo_root=str(project), stages=["evaluate"])
+        pipeline(repo_root=str(project))
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     assert (metrics["swirls"]["gate_passed"], metrics["swirls"]["promoted"]) == (0, 0)
-    assert (project / "data/eval/report/index.html").is_file() and model.is_file()
+    assert (project / "data/eval/report/index.html").is_file()
+    assert model.read_bytes() != published  # the blocked candidate is kept beside the published one
     assert (project / "data/published/swirls/model.safetensors").read_bytes() == published
 
 
