@@ -1,0 +1,96 @@
+"""Perceptual losses (Johnson et al. 2016) over a frozen encoder's features."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """(N,C,H,W) -> (N,C,C), normalised by C*H*W."""
+    n, c, h, w = features.shape
+    f = features.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def mean_std(features: Tensor, eps: float = 1e-5) -> Tensor:
+    """(N,C,H,W) -> (N,2C): per-channel mean and standard deviation (Huang & Belongie 2017)."""
+    mean = features.mean(dim=(2, 3))
+    std = (features.var(dim=(2, 3), unbiased=False) + eps).sqrt()
+    return torch.cat([mean, std], dim=1)
+
+
+STATISTICS = {"gram": gram_matrix, "meanstd": mean_std}
+
+
+def content_loss(out_feats: Mapping[str, Tensor], content_feats: Mapping[str, Tensor],
+                 layers: Sequence[str]) -> Tensor:
+    """Mean squared feature difference, averaged over layers."""
+    return sum(F.mse_loss(out_feats[n], content_feats[n]) for n in layers) / len(layers)
+
+
+def style_loss(out_feats: Mapping[str, Tensor], target_stats: Mapping[str, Tensor],
+               layers: Sequence[str], statistic: str = "gram") -> Tensor:
+    """Squared distance of the output's statistics to the painting's, per layer divided by the
+    painting's own mean squared statistic: the raw per-layer magnitudes differ by orders of
+    magnitude across layers (and encoders), so without it one layer dominates and the style weight
+    would not transfer between encoders. target_stats[n]: (1, ...) from the style image."""
+    stat = STATISTICS[statistic]
+    total = 0.0
+    for n in layers:
+        target = target_stats[n]
+        s = stat(out_feats[n])
+        total = total + ((s - target) ** 2).mean() / (target**2).mean().clamp_min(1e-12)
+    return total / len(layers)
+
+
+def total_variation(images: Tensor) -> Tensor:
+    """Mean absolute difference of neighbouring pixels (anisotropic TV, L1)."""
+    dh = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
+    dw = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    return dh + dw
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted content + style + total-variation loss for a fixed style image.
+
+    The encoder must have been built with (at least) style_layers + content_layers."""
+
+    def __init__(self, encoder: nn.Module, style_image: Tensor, style_layers: Sequence[str],
+                 content_layers: Sequence[str], content_weight: float, style_weight: float,
+                 tv_weight: float, statistic: str = "gram"):
+        super().__init__()
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
+        self.encoder = encoder
+        self.style_layers = list(style_layers)
+        self.content_layers = list(content_layers)
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+        self.statistic = statistic
+        if style_image.dim() == 3:
+            style_image = style_image[None]
+        with torch.no_grad():
+            feats = encoder(style_image)
+            stats = {n: STATISTICS[statistic](feats[n].float()) for n in self.style_layers}
+        self.target_stats = stats  # plain tensors: move with .to() below, not saved in state dicts
+
+    def to(self, *args, **kwargs) -> PerceptualLoss:
+        super().to(*args, **kwargs)
+        self.target_stats = {n: t.to(*args, **kwargs) for n, t in self.target_stats.items()}
+        return self
+
+    def forward(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            content_feats = self.encoder(content)
+        out_feats = self.encoder(output)
+        out_feats = {n: f.float() for n, f in out_feats.items()}
+        content_feats = {n: f.float() for n, f in content_feats.items()}
+        c = self.content_weight * content_loss(out_feats, content_feats, self.content_layers)
+        s = self.style_weight * style_loss(out_feats, self.target_stats, self.style_layers,
+                                           self.statistic)
+        tv = self.tv_weight * total_variation(output.float())
+        return {"total": c + s + tv, "content": c, "style": s, "tv": tv}

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from models.encoders import build_encoder
+from models.losses import PerceptualLoss, content_loss, gram_matrix, mean_std, style_loss, total_variation
+
+
+def test_gram_matrix_known_values():
+    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)  # C=1, H=W=2
+    assert torch.allclose(gram_matrix(f), torch.tensor([[[30.0 / 4]]]))
+    f = torch.stack([torch.ones(2, 2), 2 * torch.ones(2, 2)])[None]  # C=2
+    want = torch.tensor([[4.0, 8.0], [8.0, 16.0]]) / (2 * 2 * 2)
+    assert torch.allclose(gram_matrix(f)[0], want)
+    assert gram_matrix(torch.rand(3, 5, 4, 6)).shape == (3, 5, 5)
+
+
+def test_mean_std():
+    f = torch.tensor([[0.0, 2.0], [0.0, 2.0]]).view(1, 1, 2, 2)
+    assert torch.allclose(mean_std(f, eps=0), torch.tensor([[1.0, 1.0]]))
+
+
+def test_total_variation_known_values():
+    img = torch.zeros(1, 1, 3, 3)
+    assert total_variation(img) == 0
+    img[0, 0, :, 1] = 1.0  # a vertical line: no vertical change, |0-1|,|1-0| horizontally
+    assert torch.isclose(total_variation(img), torch.tensor(1.0))  # dh 0 + dw mean(1,1)=1
+    img = torch.arange(4.0).view(1, 1, 2, 2)  # [[0,1],[2,3]]: dh = 2, dw = 1
+    assert torch.isclose(total_variation(img), torch.tensor(3.0))
+
+
+def test_content_and_style_loss_zero_at_target_and_normalised():
+    feats = {"a": torch.rand(1, 4, 8, 8), "b": torch.rand(1, 8, 4, 4)}
+    assert content_loss(feats, feats, ["a", "b"]) == 0
+    stats = {n: gram_matrix(f) for n, f in feats.items()}
+    assert style_loss(feats, stats, ["a", "b"]) == 0
+    # per-layer normalisation: scaling a layer's features does not change its relative loss
+    other = {n: f * 0.5 for n, f in feats.items()}
+    scaled_feats = {n: f * 10 for n, f in feats.items()}
+    scaled_stats = {n: gram_matrix(f) for n, f in scaled_feats.items()}
+    scaled_other = {n: f * 10 for n, f in other.items()}
+    assert torch.isclose(style_loss(other, stats, ["a"]), style_loss(scaled_other, scaled_stats, ["a"]))
+    assert torch.isclose(style_loss(other, stats, ["a"]), torch.tensor((1 - 0.25) ** 2))
+
+
+@pytest.mark.parametrize("statistic", ["gram", "meanstd"])
+def test_perceptual_loss_weighting_and_grad(statistic):
+    torch.manual_seed(0)
+    enc = build_encoder("efficientnet_lite0", ["stem", "block1.expand", "block3.expand"])
+    style = torch.rand(3, 48, 48)
+    loss = PerceptualLoss(enc, style, ["stem", "block1.expand"], ["block3.expand"], content_weight=2.0,
+                          style_weight=5.0, tv_weight=3.0, statistic=statistic)
+    content = torch.rand(2, 3, 32, 32)
+    out = content.clone().requires_grad_(True)
+    terms = loss(out, content)
+    assert set(terms) == {"total", "content", "style", "tv"}
+    assert terms["content"].item() == 0  # output == content
+    assert torch.isclose(terms["tv"], 3.0 * total_variation(content))
+    assert torch.isclose(terms["total"], terms["content"] + terms["style"] + terms["tv"])
+    terms["total"].backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+    assert not any(p.grad is not None for p in enc.parameters())
+    # the painting itself has zero style loss
+    assert loss(style[None], style[None])["style"].item() == pytest.approx(0, abs=1e-6)

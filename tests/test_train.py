@@ -1,0 +1,156 @@
+"""tasks/train.py on tiny configs (32-px crops, a handful of steps): seconds, not minutes."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tasks.train as train_mod
+from models.weights import load_model
+from stylepipe.config import validate
+from stylepipe.errors import StageError
+
+
+def make_params(**train):
+    base = dict(network="fast", image_size=32, style_size=48, batch_size=2, steps=6, log_every=2,
+                checkpoint_every=3, lr=0.01)
+    return validate({
+        "download": {"content": [{"url": "x"}]},
+        "styles": {"tiny": {"source": {"url": "y"}}},
+        "train": {**base, **train},
+    })
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    train_dir = tmp_path / "processed" / "train"
+    train_dir.mkdir(parents=True)
+    yy, xx = np.mgrid[0:40, 0:40]
+    for i in range(4):  # smooth "photos": gradients plus a shape
+        img = np.stack([xx * 6, yy * 6, np.full_like(xx, 60 * i)], -1)
+        img[(xx - 10 - 4 * i) ** 2 + (yy - 20) ** 2 < 64] = rng.integers(0, 255, 3)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(train_dir / f"{i:016x}.png")
+    style_dir = tmp_path / "raw" / "styles" / "tiny"
+    (style_dir / "files" / "src-0123abcd").mkdir(parents=True)
+    stripes = ((xx // 3 + yy // 3) % 2)[..., None] * np.array([250, 200, 20]) + 5
+    Image.fromarray(stripes.astype(np.uint8)).save(style_dir / "files" / "src-0123abcd" / "paint.jpg")
+    return train_dir, style_dir
+
+
+def run(params, data, tmp_path, name="run"):
+    train_dir, style_dir = data
+    out = tmp_path / name
+    sidecar = train_mod.train(params, "tiny", train_dir=train_dir, style_dir=style_dir,
+                              model_dir=out / "model", log_path=out / "log.tsv",
+                              checkpoint_dir=tmp_path / "ckpt")
+    return sidecar, out
+
+
+def read_log(path: Path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step\ttotal\tcontent\tstyle\ttv"
+    return [[float(v) for v in line.split("\t")] for line in lines[1:]]
+
+
+def test_tiny_run_writes_model_sidecar_and_log(data, tmp_path):
+    sidecar, out = run(make_params(), data, tmp_path)
+    net, saved = load_model(out / "model")
+    assert saved == json.loads((out / "model" / "model.json").read_text()) == sidecar
+    for key in ("style", "network", "encoder", "style_layers", "content_layers", "weights", "steps",
+                "image_size", "train_data_sha256", "style_image_sha256", "code_version", "seconds",
+                "device", "final_losses"):
+        assert key in sidecar, key
+    assert sidecar["steps"] == 6 and sidecar["device"] == "cpu" and sidecar["network"] == "fast"
+    assert sidecar["code_version"].startswith("0.1.0+")
+    assert set(sidecar["final_losses"]) == {"total", "content", "style", "tv"}
+    rows = read_log(out / "log.tsv")
+    assert [r[0] for r in rows] == [2, 4, 6]
+    assert all(abs(r[1] - sum(r[2:])) < 1e-3 * r[1] for r in rows)  # total = content + style + tv
+    assert not (tmp_path / "ckpt").exists()  # removed after the final save
+    # a rerun starts the log afresh
+    run(make_params(), data, tmp_path)
+    assert [r[0] for r in read_log(out / "log.tsv")] == [2, 4, 6]
+
+
+def test_loss_goes_down(data, tmp_path):
+    _, out = run(make_params(steps=30, log_every=5, checkpoint_every=100), data, tmp_path)
+    rows = read_log(out / "log.tsv")
+    assert rows[-1][1] < 0.7 * rows[0][1]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_is_bit_identical(data, tmp_path, monkeypatch):
+    params = make_params(steps=8, checkpoint_every=3)
+    _, ref = run(params, data, tmp_path, "uninterrupted")
+
+    def kill_at_5(step):
+        if step == 5:
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "_on_step", kill_at_5)
+    with pytest.raises(Killed):
+        run(params, data, tmp_path, "resumed")
+    ckpt = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    resumed_from = []
+    real_load = train_mod.load_checkpoint
+    monkeypatch.setattr(train_mod, "load_checkpoint",
+                        lambda *a: resumed_from.append(r := real_load(*a)) or r)
+    run(params, data, tmp_path, "resumed")
+    assert resumed_from[0] is not None and resumed_from[0]["step"] == 3
+
+    a, _ = load_model(ref / "model")
+    b, _ = load_model(tmp_path / "resumed" / "model")
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert (ref / "log.tsv").read_text() == (tmp_path / "resumed" / "log.tsv").read_text()
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_changed_config_ignores_stale_checkpoint(data, tmp_path, monkeypatch, caplog):
+    def kill_at_4(step):
+        if step == 4:
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "_on_step", kill_at_4)
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    changed = make_params(steps=8, lr=0.02)
+    with caplog.at_level("INFO", logger="stylepipe.train"):
+        _, out = run(changed, data, tmp_path, "second")
+    assert "stale" in caplog.text and "resuming" not in caplog.text
+    _, fresh = run(changed, data, tmp_path, "fresh")
+    a, _ = load_model(out / "model")
+    b, _ = load_model(fresh / "model")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_bad_layer_name_lists_valid_ones(data, tmp_path):
+    with pytest.raises(StageError, match=r"'block5.expnd'.*valid names: .*block5\.expand"):
+        run(make_params(style_layers=["stem", "block5.expnd"]), data, tmp_path)
+
+
+def test_missing_inputs_name_the_upstream_stage(data, tmp_path):
+    train_dir, style_dir = data
+    params = make_params()
+    with pytest.raises(StageError, match="run the preprocess stage"):
+        train_mod.train(params, "tiny", train_dir=tmp_path / "nope", style_dir=style_dir)
+    with pytest.raises(StageError, match="run the download stage"):
+        train_mod.train(params, "tiny", train_dir=train_dir, style_dir=tmp_path / "nope")
+    with pytest.raises(StageError, match="unknown style 'other'"):
+        train_mod.train(params, "other", train_dir=train_dir, style_dir=style_dir)
+
+
+def test_main_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--help"])
+    assert e.value.code == 0 and "--style" in capsys.readouterr().out
