@@ -8,7 +8,6 @@ weight files in data/weights (the download stage fetches them on request).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -160,6 +159,7 @@ def load_efficientnet_lite0() -> EfficientNetLite0:
 
 VGG_FILES = {"vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth"}
 VGG_BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+VGG_CFG = {"vgg16": "D", "vgg19": "E"}
 
 
 def vgg_layer_indices(name: str) -> dict[str, int]:
@@ -177,7 +177,7 @@ def vgg_layer_indices(name: str) -> dict[str, int]:
 
 def find_vgg_weights(name: str, weights_dir: Path) -> Path:
     fname = VGG_FILES[name]
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    hub = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub, else ~/.cache/torch/hub
     candidates = [Path(weights_dir) / fname, hub / fname]
     for path in candidates:
         if path.is_file():
@@ -193,13 +193,16 @@ def load_vgg(name: str, weights_dir: Path) -> nn.Sequential:
     import torchvision
 
     path = find_vgg_weights(name, weights_dir)
-    net = getattr(torchvision.models, name)(weights=None)
+    # torchvision's own VGG conv stack, without building the 120M-parameter classifier
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[VGG_CFG[name]])
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state, strict=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # only the conv part is used: strict over "features.*", the classifier keys may be absent
+        features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                  if k.startswith("features.")}, strict=True)
     except Exception as e:  # a truncated or foreign file: say which one
         raise StageError(f"encoder {name}: could not load {path}: {e}") from e
-    return net.features.eval()
+    return features.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,9 +257,10 @@ def layer_names(name: str) -> list[str]:
 def default_layers(name: str) -> tuple[list[str], list[str]]:
     """(style_layers, content_layers) that work well for each encoder."""
     if name == "efficientnet_lite0":
-        # strides 2, 2, 4, 8, 16; content at stride 8 (measured: docs of the loss-net study)
+        # style: strides 2, 2, 4, 8, 16 (96-480 channels). Content at stride 4: with the stride-8
+        # block5.expand a 400-step feed-forward run lost the photos' structure to the texture.
         return (["stem", "block1.expand", "block3.expand", "block5.expand", "block8.expand"],
-                ["block5.expand"])
+                ["block3.expand"])
     if name == "vgg16":  # Johnson et al. 2016
         return ["relu1_2", "relu2_2", "relu3_3", "relu4_3"], ["relu2_2"]
     if name == "vgg19":  # Gatys et al. 2016

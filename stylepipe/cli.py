@@ -50,7 +50,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
-    from tasks.stylize_engine import Job, ModelSpec, RunStats, default_ledger, plan, stylize, summarize
+    from tasks.stylize_engine import stylize
+    from tasks.stylize_plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
 
     def per_model(values: list, name: str) -> list:
         if len(values) not in (1, len(args.model)):
@@ -58,8 +59,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         return values * len(args.model) if len(values) == 1 else values
 
     settings = {k: getattr(args, k) for k in (
-        "max_size", "format", "quality", "device", "batch_size", "workers", "threads", "tile_above",
-        "tile_size", "tile_overlap", "max_pixels", "max_failed_fraction", "shard_size")}
+        "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
+        "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_failed_fraction", "shard_size")}
     try:
         params = StylizeParams(**settings)
     except ValidationError as e:
@@ -81,7 +82,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             summary = summarize(p, RunStats())
             print(f"dry run: {len(p.items)} inputs ({p.outputs_to_make} outputs) to stylize, "
                   f"{p.finished['done']} outputs already done, {p.limited} inputs beyond --limit")
-        elif args.dask_address or args.prefect:
+            print(summary.job_line())
+            return 0
+        if args.dask_address or args.prefect:
             from flows.bulk import run_bulk
             summary = run_bulk(job, resume=not args.no_resume, limit=args.limit, dask_address=args.dask_address)
         else:
@@ -164,10 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg")
     stylize.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     stylize.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    stylize.add_argument("--batch-size", type=int, default=4, help="images of one size per forward pass")
+    stylize.add_argument("--batch-size", type=int, default=None,
+                         help="images of one size per forward pass (default: 1 on CPU, 16 on CUDA)")
     stylize.add_argument("--workers", type=int, default=2,
                          help="decode/encode worker processes (0: in this process; default 2)")
-    stylize.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core)")
+    stylize.add_argument("--parallel-batches", type=int, default=None,
+                         help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
+    stylize.add_argument("--threads", type=int, default=None,
+                         help="torch threads per forward pass (default: cores / parallel batches)")
     stylize.add_argument("--tile-above", type=int, default=2048,
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")

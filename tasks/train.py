@@ -264,7 +264,7 @@ def train(
     data_sha, style_sha = train_data_sha256(files), sha256_file(style_path)
     device = resolve_device(tp.device)
     cuda = device.type == "cuda"
-    if not cuda:
+    if not cuda and not os.environ.get("OMP_NUM_THREADS"):  # an explicit setting wins
         torch.set_num_threads(cpu_count())
 
     config = {

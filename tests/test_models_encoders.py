@@ -77,7 +77,9 @@ def test_vgg_loads_from_weights_dir(tmp_path, monkeypatch, name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None)
     (tmp_path / "w").mkdir()
-    torch.save(ref.state_dict(), tmp_path / "w" / VGG_FILES[name])
+    # torchvision's key names; the classifier (100M+ parameters, unused) is left out to keep it fast
+    features = {k: v for k, v in ref.state_dict().items() if k.startswith("features.")}
+    torch.save(features, tmp_path / "w" / VGG_FILES[name])
     style, content = default_layers(name)
     enc = build_encoder(name, style + content, weights_dir=tmp_path / "w")
     x = torch.rand(1, 3, 32, 32)
@@ -96,6 +98,10 @@ def test_vgg_found_in_torch_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), hub / VGG_FILES["vgg16"])
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]).state_dict()
+    torch.save(features, hub / VGG_FILES["vgg16"])
+    with pytest.raises(StageError, match="could not load"):  # keys lack the "features." prefix
+        build_encoder("vgg16", ["relu1_2"], weights_dir=tmp_path / "nowhere")
+    torch.save({f"features.{k}": v for k, v in features.items()}, hub / VGG_FILES["vgg16"])
     enc = build_encoder("vgg16", ["relu1_2"], weights_dir=tmp_path / "nowhere")
     assert enc.name == "vgg16"

@@ -1,0 +1,226 @@
+"""Bulk stylization throughput: images/s of
+  (a) the network alone on pre-decoded tensors, batched as the engine batches (the ceiling);
+  (b) stylepipe end to end: `stylize()` from JPEG files to JPEG files (listing, decode workers,
+      batching, model, encode workers, ledger);
+  (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
+for each network, on generated photo-like JPEGs, with the ratios b/a and b/c.
+
+    python benchmarks/bench_stylize.py --count 200 --networks fast classic
+
+The networks have random (seeded) weights: throughput does not depend on training. Outputs go to
+--workdir (default: a temporary folder, deleted afterwards).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+class OtherLoad:
+    """Cores used by processes other than this benchmark (and its workers) while a measurement
+    runs: on a shared machine a figure means little without it."""
+
+    def __init__(self):
+        import psutil
+
+        self.psutil, self.me = psutil, psutil.Process()
+        self.samples: list[float] = []
+        self.stop = threading.Event()
+
+    def __enter__(self) -> "OtherLoad":
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _sample(self) -> None:
+        psutil = self.psutil
+        ours = {}
+        psutil.cpu_percent()
+        first = True
+        while not self.stop.wait(1.0):
+            total = psutil.cpu_percent() / 100 * psutil.cpu_count()
+            mine = 0.0
+            for proc in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    tracked = ours.setdefault(proc.pid, proc)
+                    mine += tracked.cpu_percent() / 100
+                except psutil.Error:
+                    pass
+            if not first:  # a process's first cpu_percent() is 0 by definition
+                self.samples.append(max(0.0, total - mine))
+            first = False
+
+    @property
+    def cores(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+
+def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"photo-{i:05d}.jpg"
+        paths.append(path)
+        if path.is_file():
+            continue
+        # smooth colour fields plus grain: JPEG-compresses like a photo, not like noise
+        small = rng.integers(0, 256, (size // 32, size // 32, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+        grain = rng.normal(0, 12, (size, size, 3))
+        img = Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
+        img.filter(ImageFilter.SMOOTH).save(path, "JPEG", quality=90)
+    return paths
+
+
+def save_model(folder: Path, network: str) -> Path:
+    import torch
+
+    from models.transformer import build_network
+    from models.weights import save_model as save
+
+    torch.manual_seed(0)
+    save(folder, build_network(network), {"network": network, "style": f"bench-{network}"})
+    return folder
+
+
+def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int | None,
+            threads: int | None) -> float:
+    """(a) images/s of the forward pass alone, on float tensors decoded beforehand, with the
+    engine's execution (`parallel` batches at once, `threads` each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from models.weights import load_model
+    from tasks.stylize_models import configure_parallelism, default_batch_size
+
+    parallel = configure_parallelism(torch.device("cpu"), parallel, threads)
+    batch_size = batch_size or default_batch_size(torch.device("cpu"))
+    net, _ = load_model(model_dir)
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    batches = [torch.from_numpy(np.stack(arrays[i:i + batch_size])).permute(0, 3, 1, 2).float().div(255)
+               for i in range(0, len(arrays), batch_size)]
+
+    def forward(x):
+        with torch.inference_mode():
+            net(x)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(forward, batches[:parallel]))  # warm-up: oneDNN picks its kernels on first use
+        start = time.perf_counter()
+        list(pool.map(forward, batches))
+        return len(arrays) / (time.perf_counter() - start)
+
+
+def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, workers: int,
+               parallel: int | None, threads: int | None) -> tuple[float, float]:
+    """(b) images/s of stylepipe from files to files; also the wall seconds per image."""
+    from stylepipe.config import StylizeParams
+    from tasks.stylize_engine import stylize
+    from tasks.stylize_plan import Job, ModelSpec, default_ledger
+
+    shutil.rmtree(out, ignore_errors=True)
+    params = StylizeParams(max_size=None, batch_size=batch_size, workers=workers, parallel_batches=parallel,
+                           threads=threads, device="cpu")
+    job = Job(str(source), out, (ModelSpec(str(model_dir)),), params, default_ledger(out))
+    start = time.perf_counter()
+    summary = stylize(job, progress=False)
+    seconds = time.perf_counter() - start
+    assert summary.done == summary.outputs and summary.failed == 0, list(summary.lines())
+    return summary.outputs / seconds, seconds / summary.outputs
+
+
+def naive_loop(model_dir: Path, paths: list[Path], out: Path) -> float:
+    """(c) the way single-image scripts do it, with the model loaded once (torch's default threads)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from models.weights import load_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    net, _ = load_model(model_dir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for path in paths:
+            x = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+            y = net(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255).add(0.5).byte().numpy()
+            Image.fromarray(y).save(out / path.name, "JPEG", quality=92)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200, help="JPEGs to stylize (default 200)")
+    parser.add_argument("--size", type=int, default=512, help="side of the square JPEGs (default 512)")
+    parser.add_argument("--networks", nargs="+", default=["fast", "classic"], choices=["fast", "classic"])
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (1 on CPU)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--parallel-batches", type=int, default=None,
+                        help="forward passes at once (default: the engine's, one per core)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
+    parser.add_argument("--ceiling-count", type=int, default=48,
+                        help="images timed for (a): a steady-state rate needs no more (default 48)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
+    try:
+        images = workdir / f"jpegs-{args.size}"
+        paths = generate_jpegs(images, args.count, args.size)
+        load = os.getloadavg()[0]
+        print(f"{args.count} JPEGs of {args.size}x{args.size}; batch {args.batch_size or 'auto'}, "
+              f"{args.workers} workers, "
+              f"parallel passes {args.parallel_batches or 'auto'}; load average {load:.2f} at start, "
+              f"{os.cpu_count()} CPUs")
+        rows = []
+        for network in args.networks:
+            model = save_model(workdir / f"model-{network}", network)
+            figures = {}
+            for name, measure in (
+                ("a", lambda: ceiling(model, paths[: args.ceiling_count], args.batch_size,
+                                      args.parallel_batches, args.threads)),
+                ("b", lambda: end_to_end(model, images, workdir / f"out-{network}", args.batch_size,
+                                         args.workers, args.parallel_batches, args.threads)[0]),
+                ("c", lambda: naive_loop(model, paths, workdir / f"naive-{network}")),
+            ):
+                if name in args.skip:
+                    figures[name] = (0.0, 0.0)
+                    continue
+                with OtherLoad() as others:
+                    figures[name] = (measure(), others.cores)
+                print(f"  {network} ({name}): {figures[name][0]:.3f} images/s; other processes used "
+                      f"{figures[name][1]:.2f} cores meanwhile", flush=True)
+            rows.append((network, figures))
+        print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+        print(f"{'network':<8} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} {'b/c':>6} "
+              f"{'s/img (b)':>10}  other cores (a/b/c)")
+        for network, f in rows:
+            (a, la), (b, lb), (c, lc) = f["a"], f["b"], f["c"]
+            print(f"{network:<8} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
+                  f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f}  {la:.2f}/{lb:.2f}/{lc:.2f}")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
