@@ -68,8 +68,8 @@ class TrainParams(Section):
     style_size: int = Field(default=256, ge=32)
     batch_size: int = Field(default=4, ge=1)
     steps: int = Field(default=400, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    content_weight: float = Field(default=1.0, gt=0)
+    lr: float = Field(default=2e-3, gt=0)
+    content_weight: float = Field(default=3.0, gt=0)
     style_weight: float = Field(default=100.0, gt=0)
     tv_weight: float = Field(default=20.0, ge=0)
     # Empty: the encoder's default layer set (models/encoders.py).

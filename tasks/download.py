@@ -7,7 +7,7 @@ Each set of sources (data/raw/content, data/raw/styles/<style>, data/weights) ge
                   files extracted from an archive add archive_sha256 (the archive's)
   rejected.json   [{source, path, reason}]: archive members and folder entries that were refused
   files/<source-id>/...   (weights: flat, data/weights/<file name>, as torch.hub names them)
-(docs/CONTRACT.md). Idempotent: data/raw is a DVC `persist` output, so a re-run keeps every file
+(docs/architecture.md). Idempotent: data/raw is a DVC `persist` output, so a re-run keeps every file
 that is still listed and verifies, with its original fetched_at (the manifest stays byte-identical
 when nothing changed), fetches what is new or changed, and deletes what is no longer listed.
 

@@ -102,7 +102,7 @@ def safe_filename(name: str) -> str:
 
 
 def source_id(url: str) -> str:
-    """<slug of basename>-<first 8 hex of sha256(url)>: readable and unique per URL (CONTRACT.md)."""
+    """<slug of basename>-<first 8 hex of sha256(url)>: readable and unique per URL (docs/architecture.md)."""
     slug = re.sub(r"[^a-z0-9]+", "-", basename(url).lower()).strip("-")[:40].strip("-") or "source"
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 

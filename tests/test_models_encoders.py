@@ -1,12 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torchvision
 from PIL import Image
 
-from models.encoders import (VGG_FILES, EfficientNetLite0, build_encoder, default_layers,
+from models.encoders import (VGG_FILES, build_encoder, default_layers,
                              efficientnet_lite0_weights, layer_names, load_efficientnet_lite0)
 from stylepipe.errors import StageError
 
@@ -47,7 +45,7 @@ def test_lite0_layers_strides_and_channels():
         assert feats[name].shape == (2, channels, 64 // stride, 96 // stride), name
 
 
-def test_lite0_stops_after_deepest_requested_layer(monkeypatch):
+def test_lite0_stops_after_deepest_requested_layer():
     enc = build_encoder("efficientnet_lite0", ["block3.expand"])
     ran = []
     for i, block in enumerate(enc.net._blocks):
