@@ -306,7 +306,7 @@ def glossary(summary: dict) -> str:
          f"difference of Gram matrices of {ev['encoder']} features at layers {', '.join(ev['style_layers'])}. "
          "0 = identical statistics. Shown for the unstylized photo (the baseline) and for the result; the drop "
          "between them is what the model achieves."),
-        ("Content loss", f"Relative difference of the deeper features ({', '.join(ev['content_layers'])}) "
+        ("Content loss", f"Relative difference of the content-layer features ({', '.join(ev['content_layers'])}) "
          "between result and photo. 0 = same content features; it grows as the style replaces the photo's detail."),
         ("SSIM", "Structural similarity of result and photo (scikit-image, RGB). 1 = identical, about 0 = unrelated; "
          "a stylized image keeps the photo's layout at a moderate value."),
