@@ -29,9 +29,10 @@ from pathlib import Path
 
 from stylepipe.config import DownloadParams, Params, Source, load_params
 from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from tasks import archives
-from tasks.fetch import (FetchError, Location, basename, fetch, is_folder, locate, sha256_file, source_id,
+from tasks.fetch import (FetchError, Location, basename, fetch, is_folder, locate, source_id,
                          walk_folder, write_json_atomic)
 from tasks.fetch import Skipped as SkippedFile
 from tasks.images import Rejected, decode

@@ -8,22 +8,14 @@ runs (DVC `persist: true`), which is how the next candidate is compared with it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from stylepipe.config import GateParams
+from stylepipe.hashing import sha256_file
 
 MODEL_FILES = ("model.safetensors", "model.json")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check(name: str, passed: bool, value: float | None, threshold: float | None, message: str) -> dict:
@@ -82,7 +74,7 @@ def decide(checks: list[dict], candidate_sha: str, published_sha: str | None, pr
 
 def published_sha(published_dir: Path) -> str | None:
     weights = published_dir / MODEL_FILES[0]
-    return file_sha256(weights) if weights.is_file() else None
+    return sha256_file(weights) if weights.is_file() else None
 
 
 def promote(model_dir: Path, published_dir: Path, metrics: dict, lineage: dict) -> None:

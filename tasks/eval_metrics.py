@@ -30,12 +30,6 @@ COLOUR_QUANTILES = 128
 LPIPS_ALEXNET = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet, which lpips builds on
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def eval_dims(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(w, h) with the short side = short_side and the aspect kept; both multiples of 8 so that a
     network with strided convolutions maps the image back to the same size."""

@@ -25,7 +25,9 @@ import pandas as pd
 import torch
 
 from stylepipe.config import EvaluateParams, Params, load_params
+from stylepipe.devices import pick_device
 from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from tasks import eval_gate, eval_metrics as em, eval_report
 
@@ -108,7 +110,7 @@ def find_stylized(stylized_dir: Path, names: list[str]) -> dict[str, Path]:
 
 
 def build_tools(params: EvaluateParams, paths: Paths) -> tuple[Tools, dict]:
-    device = em.pick_device(params.device)
+    device = pick_device(params.device)
     encoder, style_layers, content_layers = em.build_eval_encoder(paths.weights, device)
     lpips_ok, lpips_note = em.lpips_status()
     if not lpips_ok:
@@ -221,7 +223,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
     metrics.update(model_metrics(net, sidecar, params, tools.device))
 
     published_dir = paths.published / style
-    candidate_sha = eval_gate.file_sha256(model_dir / "model.safetensors")
+    candidate_sha = sha256_file(model_dir / "model.safetensors")
     published_sha = eval_gate.published_sha(published_dir)
     comparison = None
     if published_sha is not None and published_sha != candidate_sha:
@@ -253,7 +255,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
             "promoted_at": eval_gate.utc_now(),
             "replaces_sha256": published_sha,
             "model": sidecar,
-            "style_image": {"path": str(style_path), "sha256": eval_gate.file_sha256(style_path)},
+            "style_image": {"path": str(style_path), "sha256": sha256_file(style_path)},
             "evaluation": evaluation_settings(params, tools, names),
             "gate": checks,
             "comparison": comparison,

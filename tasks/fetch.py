@@ -107,14 +107,6 @@ def source_id(url: str) -> str:
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --- folders ------------------------------------------------------------------------------------
 
 

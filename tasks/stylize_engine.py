@@ -257,7 +257,8 @@ def code_version() -> str:
 class Pipeline:
     def __init__(self, job_plan: Plan, items: list[WorkItem], ledger: Ledger, writer: str,
                  progress=None, run_id: str | None = None):
-        from tasks.stylize_models import StyleModels, configure_parallelism, default_batch_size, pick_device
+        from stylepipe.devices import pick_device
+        from tasks.stylize_models import StyleModels, configure_parallelism, default_batch_size
 
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress

@@ -8,7 +8,6 @@ on the CPU they run in fp32 NCHW (channels_last measured no faster there).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor
 
 from models.weights import load_model
-from stylepipe.errors import StageError
+from stylepipe.devices import cpu_count
 from tasks.stylize_plan import ModelSpec
 from tasks.stylize_tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 
@@ -27,21 +26,6 @@ DEFAULT_BATCH = {"cpu": 1, "cuda": 16}
 MAX_AUTO_PARALLEL = 8  # beyond this, more cores go to threads per pass (memory: one batch per pass)
 # ITU-R BT.601 luma: in YCbCr, changing Y alone moves R, G and B by the same amount.
 LUMA = (0.299, 0.587, 0.114)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StageError("device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -32,6 +32,8 @@ from models.losses import PerceptualLoss
 from models.transformer import build_network
 from models.weights import save_model
 from stylepipe.config import Params, TrainParams, load_params
+from stylepipe.devices import cpu_count, pick_device
+from stylepipe.hashing import sha256_file
 from stylepipe.errors import StageError
 from stylepipe.stage import run_main
 
@@ -46,14 +48,6 @@ CODE_FILES = ("models/encoders.py", "models/losses.py", "models/transformer.py",
 
 
 # ---------------------------------------------------------------------------------- inputs
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_style_image(style_dir: Path) -> Path:
@@ -132,21 +126,6 @@ class RandomCrops(Dataset):
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StageError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def code_version() -> str:
@@ -262,7 +241,7 @@ def train(
     files = list_train_images(train_dir)
     style_path = find_style_image(style_dir)
     data_sha, style_sha = train_data_sha256(files), sha256_file(style_path)
-    device = resolve_device(tp.device)
+    device = pick_device(tp.device)
     cuda = device.type == "cuda"
     if not cuda and not os.environ.get("OMP_NUM_THREADS"):  # an explicit setting wins
         torch.set_num_threads(cpu_count())

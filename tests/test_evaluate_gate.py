@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from stylepipe.config import GateParams
+from stylepipe.hashing import sha256_file
 from tasks import eval_gate
 
 GATE = GateParams(min_style_drop=0.2, min_ssim=0.1, max_latency_ms=1000, latency_size=512,
@@ -66,7 +67,7 @@ def make_model(path: Path, tag: str) -> Path:
 def test_promote_copies_the_model_with_metrics_lineage_and_history(tmp_path):
     published = tmp_path / "published" / "swirls"
     first = make_model(tmp_path / "m1", "one")
-    sha1 = eval_gate.file_sha256(first / "model.safetensors")
+    sha1 = sha256_file(first / "model.safetensors")
     assert eval_gate.published_sha(published) is None
 
     eval_gate.promote(first, published, {"style_loss": 0.1},
@@ -76,7 +77,7 @@ def test_promote_copies_the_model_with_metrics_lineage_and_history(tmp_path):
     assert json.loads((published / "model.json").read_text()) == {"tag": "one"}
 
     second = make_model(tmp_path / "m2", "two")
-    sha2 = eval_gate.file_sha256(second / "model.safetensors")
+    sha2 = sha256_file(second / "model.safetensors")
     eval_gate.promote(second, published, {"style_loss": 0.05},
                       {"promoted_at": "t2", "model_sha256": sha2, "replaces_sha256": sha1})
     assert eval_gate.published_sha(published) == sha2
