@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from stylepipe.config import PreprocessParams, load_params
 from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from tasks.images import Rejected, decode, resize_short_side_and_crop
 
@@ -168,7 +169,7 @@ def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str,
             sha = entry.get("sha256") if entry.get("size") == size else None
             if sha is None:
                 try:
-                    sha = _sha256(path)
+                    sha = sha256_file(path)
                 except OSError:
                     sha = None
             yield relpath, source, sha, hidden
@@ -320,14 +321,6 @@ def _read_json(path: Path) -> list[dict]:
         return []
     data = json.loads(path.read_text(encoding="utf-8"))
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove_if_empty(path: Path) -> None:
