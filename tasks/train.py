@@ -5,7 +5,15 @@
 Reads data/processed/train/*.png (preprocess) and the style image under data/raw/styles/<style>
 (download); writes data/models/<style>/ (model.safetensors + model.json) and the loss curve
 metrics/train/<style>.tsv. Checkpoints in .cache/checkpoints/<style> let a killed run resume;
-on CPU a resumed run ends bit-identical to an uninterrupted one.
+on CPU a resumed run ends bit-identical to an uninterrupted one. A checkpoint made with other
+params or other training code is refused, never silently mixed in (--fresh discards it).
+
+Several processes (DDP), e.g. one per GPU, or two CPU processes with the gloo backend:
+
+    torchrun --standalone --nproc_per_node=4 -m tasks.train --style swirls
+
+Each process takes its own `train.batch_size` crops per step (the effective batch is
+processes x batch_size); process 0 writes the log, the checkpoints and the model.
 """
 from __future__ import annotations
 
@@ -22,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 import stylepipe
@@ -125,6 +135,23 @@ class RandomCrops(Dataset):
         return to_tensor(img)
 
 
+class StepSamples(Sampler):
+    """The sample indices one process consumes for steps [start, steps): step s of process r
+    (of `world`) takes samples (s*world + r)*batch ... +batch, so every sample of the run is used
+    once whatever the process count, and one process reproduces the single-process stream."""
+
+    def __init__(self, start: int, steps: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.batch
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            first = (step * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
@@ -147,11 +174,25 @@ def resolve_layers(tp: TrainParams) -> tuple[list[str], list[str]]:
     return style_layers, content_layers
 
 
-def config_hash(config: dict) -> str:
+def code_hashes() -> dict[str, str]:
     root = Path(__file__).resolve().parents[1]
-    code = {f: sha256_file(root / f) for f in CODE_FILES if (root / f).is_file()}
+    return {f: sha256_file(root / f) for f in CODE_FILES if (root / f).is_file()}
+
+
+def config_hash(config: dict, code: dict[str, str]) -> str:
     blob = json.dumps({"config": config, "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def describe_mismatch(ckpt: dict, config: dict, code: dict[str, str]) -> str:
+    """What differs between a checkpoint's run and this one, in words a user can act on."""
+    old_config, old_code = ckpt.get("config"), ckpt.get("code")
+    if not isinstance(old_config, dict) or not isinstance(old_code, dict):
+        return "it was written by an older stylepipe that did not record its configuration"
+    changes = [f"{k}: {old_config.get(k)!r} -> {config.get(k)!r}"
+               for k in sorted(set(old_config) | set(config)) if old_config.get(k) != config.get(k)]
+    changes += [f"{f} changed" for f in sorted(set(old_code) | set(code)) if old_code.get(f) != code.get(f)]
+    return "; ".join(changes) or "its configuration hash differs"
 
 
 def rng_state() -> dict:
@@ -183,18 +224,31 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, want_hash: str) -> dict | None:
+class ResumeRefused(StageError):
+    pass
+
+
+def load_checkpoint(path: Path, config: dict, code: dict[str, str]) -> dict | None:
+    """The checkpoint to resume from, or None to start fresh. A checkpoint of a different run
+    (other params, data, style image or training code) is refused: resuming it would give a model
+    that belongs to neither configuration, and deleting it silently would throw away hours."""
     if not path.is_file():
         return None
     try:
         # on the CPU: RNG states must be CPU tensors; load_state_dict moves the rest to the device
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file from a crash mid-write, a foreign file
+    except Exception as e:  # not ours, or damaged after the fact (saves are atomic)
         log.warning("ignoring unreadable checkpoint %s: %s", path, e)
         return None
-    if not isinstance(ckpt, dict) or ckpt.get("config_hash") != want_hash:
-        log.info("checkpoint %s is stale (made with a different configuration); starting fresh", path)
+    if not isinstance(ckpt, dict):
+        log.warning("ignoring %s: not a stylepipe checkpoint", path)
         return None
+    if ckpt.get("config_hash") != config_hash(config, code):
+        raise ResumeRefused(
+            f"refusing to resume from {path} (step {ckpt.get('step')}): it was made with a different "
+            f"configuration ({describe_mismatch(ckpt, config, code)}). Restore those settings to "
+            f"resume, or discard it: `python -m tasks.train --style {config.get('style')} --fresh` "
+            f"or delete {path.parent}")
     return ckpt
 
 
@@ -209,6 +263,31 @@ def log_rows_upto(log_path: Path, step: int) -> list[str]:
         return []
     rows = log_path.read_text(encoding="utf-8").splitlines(keepends=True)[1:]
     return [r for r in rows if r.strip() and int(r.split("\t", 1)[0]) <= step]
+
+
+def start_processes(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): (0, 1) for a plain run; under torchrun, joins its process group (NCCL
+    on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def mean_over_processes(losses: dict[str, torch.Tensor], world: int) -> dict[str, float]:
+    """This step's losses averaged over all processes (each saw its own crops)."""
+    stacked = torch.stack([losses[k].detach().float() for k in LOSS_KEYS])
+    if world > 1:
+        dist.all_reduce(stacked)
+        stacked = stacked / world
+    return dict(zip(LOSS_KEYS, stacked.tolist()))
 
 
 def _on_step(step: int) -> None:
@@ -226,8 +305,10 @@ def train(
     model_dir: Path | None = None,
     log_path: Path | None = None,
     checkpoint_dir: Path | None = None,
+    fresh: bool = False,
 ) -> dict:
-    """Train the network for `style`; returns the sidecar written beside the weights."""
+    """Train the network for `style`; returns the sidecar written beside the weights.
+    fresh: discard an existing checkpoint instead of resuming from it."""
     if style not in params.styles:
         raise StageError(f"unknown style {style!r}; params.yaml defines: {', '.join(params.styles)}")
     style_dir = Path(style_dir) if style_dir is not None else Path("data/raw/styles") / style
@@ -243,8 +324,12 @@ def train(
     data_sha, style_sha = train_data_sha256(files), sha256_file(style_path)
     device = pick_device(tp.device)
     cuda = device.type == "cuda"
+    rank, world = start_processes(device)
+    if cuda and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not cuda and not os.environ.get("OMP_NUM_THREADS"):  # an explicit setting wins
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
     config = {
         "style": style, **tp.model_dump(exclude={"device", "workers", "log_every", "checkpoint_every",
@@ -252,10 +337,14 @@ def train(
         "style_layers": style_layers, "content_layers": content_layers,
         "content_weight": content_weight, "style_weight": style_weight,
         "train_data_sha256": data_sha, "style_image_sha256": style_sha, "device": device.type,
+        "processes": world,
     }
-    chash = config_hash(config)
-    log.info("style %s: %d training images, style image %s, %s network, %s encoder, %s",
-             style, len(files), style_path, tp.network, tp.encoder, device)
+    code = code_hashes()
+    chash = config_hash(config, code)
+    if rank == 0:
+        log.info("style %s: %d training images, style image %s, %s network, %s encoder, %s%s",
+                 style, len(files), style_path, tp.network, tp.encoder, device,
+                 f", {world} processes" if world > 1 else "")
 
     torch.manual_seed(tp.seed)
     random.seed(tp.seed)
@@ -272,40 +361,46 @@ def train(
     optimizer = torch.optim.Adam(net.parameters(), lr=tp.lr)
 
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE
-    ckpt = load_checkpoint(ckpt_path, chash)
+    if fresh and rank == 0 and ckpt_path.is_file():
+        log.info("discarding checkpoint %s (--fresh)", ckpt_path)
+        ckpt_path.unlink()
+    barrier(world)
+    ckpt = load_checkpoint(ckpt_path, config, code)
     start, window, seconds_before = 0, {k: 0.0 for k in LOSS_KEYS}, 0.0
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         start, window, seconds_before = ckpt["step"], dict(ckpt["window"]), ckpt["seconds"]
-        log.info("resuming from %s at step %d of %d", ckpt_path, start, tp.steps)
-        rewrite_log(log_path, log_rows_upto(log_path, start))
-    else:
+        if rank == 0:
+            log.info("resuming from %s at step %d of %d", ckpt_path, start, tp.steps)
+            rewrite_log(log_path, log_rows_upto(log_path, start))
+    elif rank == 0:
         rewrite_log(log_path, [])
 
     batch = tp.batch_size
-    sampler = range(start * batch, tp.steps * batch)
-    loader = DataLoader(RandomCrops(files, tp.image_size, tp.seed), batch_size=batch, sampler=sampler,
+    loader = DataLoader(RandomCrops(files, tp.image_size, tp.seed), batch_size=batch,
+                        sampler=StepSamples(start, tp.steps, batch, rank, world),
                         num_workers=tp.workers, pin_memory=cuda, persistent_workers=False)
+    model = DistributedDataParallel(net) if world > 1 else net  # averages gradients across processes
     t0 = time.perf_counter()
     last: dict[str, float] = {}
     net.train()
     bar = tqdm(total=tp.steps, initial=start, desc=f"train {style}", unit="step", file=sys.stderr,
-               mininterval=1.0, dynamic_ncols=True)
+               mininterval=1.0, dynamic_ncols=True, disable=rank != 0)
     step = start
     for content in loader:
         content = content.to(device, non_blocking=True)
         if cuda:
             content = content.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            losses = loss_fn(net(content), content)
+            losses = loss_fn(model(content), content)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
         step += 1
 
-        values = {k: v.item() for k, v in losses.items()}
+        values = mean_over_processes(losses, world)
         for k in LOSS_KEYS:
             window[k] += values[k]
         bar.update(1)
@@ -313,17 +408,20 @@ def train(
         if step % tp.log_every == 0 or step == tp.steps:
             n = step % tp.log_every or min(tp.log_every, step)
             last = {k: window[k] / n for k in LOSS_KEYS}
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(f"{step}\t" + "\t".join(f"{last[k]:.6g}" for k in LOSS_KEYS) + "\n")
+            if rank == 0:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(f"{step}\t" + "\t".join(f"{last[k]:.6g}" for k in LOSS_KEYS) + "\n")
             window = {k: 0.0 for k in LOSS_KEYS}
-        if step % tp.checkpoint_every == 0 and step < tp.steps:
+        if step % tp.checkpoint_every == 0 and step < tp.steps and rank == 0:
             save_checkpoint(ckpt_path, {
-                "config_hash": chash, "step": step, "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(), "rng": rng_state(), "window": window,
-                "seconds": seconds_before + time.perf_counter() - t0,
+                "config_hash": chash, "config": config, "code": code, "step": step,
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                "window": window, "seconds": seconds_before + time.perf_counter() - t0,
             })
         _on_step(step)
     bar.close()
+    if world > 1:
+        dist.destroy_process_group()
 
     seconds = seconds_before + time.perf_counter() - t0
     sidecar = {
@@ -334,8 +432,10 @@ def train(
         "style_size": tp.style_size, "seed": tp.seed,
         "train_data_sha256": data_sha, "style_image_sha256": style_sha,
         "code_version": code_version(), "seconds": round(seconds, 1), "device": str(device),
-        "final_losses": {k: round(v, 6) for k, v in last.items()},
+        "processes": world, "final_losses": {k: round(v, 6) for k, v in last.items()},
     }
+    if rank != 0:
+        return sidecar
     save_model(model_dir, net.eval(), sidecar)
     if checkpoint_dir.is_dir():
         ckpt_path.unlink(missing_ok=True)
@@ -353,8 +453,10 @@ def train(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--style", required=True, help="a style name from params.yaml `styles`")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard a checkpoint left by an interrupted run instead of resuming from it")
     args = parser.parse_args(argv)
-    run_main("train", lambda: train(load_params(), args.style))
+    run_main("train", lambda: train(load_params(), args.style, fresh=args.fresh))
 
 
 if __name__ == "__main__":

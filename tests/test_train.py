@@ -114,24 +114,62 @@ def test_resume_is_bit_identical(data, tmp_path, monkeypatch):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_changed_config_ignores_stale_checkpoint(data, tmp_path, monkeypatch, caplog):
-    def kill_at_4(step):
-        if step == 4:
+def kill_at(step_to_die: int):
+    def on_step(step):
+        if step == step_to_die:
             raise Killed
+    return on_step
 
-    monkeypatch.setattr(train_mod, "_on_step", kill_at_4)
+
+def test_resume_with_changed_config_is_refused(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
     with pytest.raises(Killed):
         run(make_params(steps=8), data, tmp_path, "first")
-    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    assert ckpt.is_file()
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    before = ckpt.read_bytes()
+    with pytest.raises(train_mod.ResumeRefused, match=r"step 3.*lr: 0\.01 -> 0\.02.*--fresh") as refused:
+        run(make_params(steps=8, lr=0.02), data, tmp_path, "second")
+    assert "steps" not in str(refused.value)  # names only what changed
+    assert ckpt.read_bytes() == before  # refusing loses nothing
+    assert not (tmp_path / "second" / "model").exists()
+
+
+def test_resume_refused_when_training_code_changed(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    real = train_mod.code_hashes
+    monkeypatch.setattr(train_mod, "code_hashes", lambda: {**real(), "models/losses.py": "edited"})
+    with pytest.raises(train_mod.ResumeRefused, match="models/losses.py changed"):
+        run(make_params(steps=8), data, tmp_path, "second")
+
+
+def test_fresh_discards_the_checkpoint_and_matches_a_clean_run(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
     monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
     changed = make_params(steps=8, lr=0.02)
-    with caplog.at_level("INFO", logger="stylepipe.train"):
-        _, out = run(changed, data, tmp_path, "second")
-    assert "stale" in caplog.text and "resuming" not in caplog.text
-    _, fresh = run(changed, data, tmp_path, "fresh")
-    a, _ = load_model(out / "model")
-    b, _ = load_model(fresh / "model")
+    train_dir, style_dir = data
+    train_mod.train(changed, "tiny", train_dir=train_dir, style_dir=style_dir,
+                    model_dir=tmp_path / "second" / "model", log_path=tmp_path / "second" / "log.tsv",
+                    checkpoint_dir=tmp_path / "ckpt", fresh=True)
+    _, clean = run(changed, data, tmp_path, "clean")
+    a, _ = load_model(tmp_path / "second" / "model")
+    b, _ = load_model(clean / "model")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_step_samples_partition_the_single_process_stream():
+    single = list(train_mod.StepSamples(0, 5, 3))
+    assert single == list(range(15))
+    assert list(train_mod.StepSamples(2, 5, 3)) == list(range(6, 15))  # a resumed run
+    two = [list(train_mod.StepSamples(0, 5, 3, rank=r, world=2)) for r in (0, 1)]
+    assert sorted(two[0] + two[1]) == list(range(30)) and not set(two[0]) & set(two[1])
+    assert two[0][:3] == [0, 1, 2] and two[1][:3] == [3, 4, 5]
 
 
 def test_bad_layer_name_lists_valid_ones(data, tmp_path):
