@@ -7,29 +7,16 @@ retries, logs, artifacts and schedules. docs/architecture.md says why it is spli
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.dag import select_stages, stage_order
+from stylepipe.stage import dvc_command, stage_env
 
 
-def stage_env() -> dict[str, str]:
-    """The environment for stage subprocesses: this interpreter's bin dir first, so dvc.yaml's
-    `python` is the one stylepipe runs in even when the venv is not activated."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("TQDM_MININTERVAL", "5")  # progress lines become log lines: keep them few
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def dvc_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
 
 
 @task(name="dvc-stage", task_run_name="{stage}", retries=1, retry_delay_seconds=5)

@@ -118,6 +118,34 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_styles(args: argparse.Namespace) -> int:
+    from stylepipe import log
+    from stylepipe.config import parse_override, read_raw, set_in, validate
+    from stylepipe.errors import StageError
+    from tasks import style_grid
+
+    root = _repo_root(args.repo)
+    raw = read_raw(root / PARAMS_FILE)
+    for assignment in args.set or []:
+        keys, value = parse_override(assignment)
+        if keys[0] != "train":
+            raise ConfigError(f"--set {assignment}: only train.* settings apply here")
+        set_in(raw, keys, value)
+    params = validate(raw, f"{PARAMS_FILE} with --set {' '.join(args.set or [])}")
+    out = Path(args.out) if Path(args.out).is_absolute() else root / args.out
+    log.setup()
+    try:
+        summary = style_grid.run(Path(args.folder), params, out, repo_root=root, photos=args.photos)
+    except StageError as e:
+        print(f"stylepipe styles: {e}", file=sys.stderr)
+        return 1
+    for s in summary["styles"]:
+        how = "kept (already trained)" if s["reused"] else "trained"
+        print(f"  {s['name']:<28} {how}, {s['seconds']:.0f} s of training  -> {s['model']}")
+    print(f"grid: {summary['grid']}")
+    return 0
+
+
 def cmd_dag(args: argparse.Namespace) -> int:
     from flows.dag import stage_order
 
@@ -207,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "`stylepipe nightly` or worker process to execute them)")
     nightly.add_argument("--repo", default=".", help="project root (default: current directory)")
     nightly.set_defaults(func=cmd_nightly)
+
+    styles = sub.add_parser(
+        "styles", help="train a model for every painting in a folder and draw a grid of results",
+        description="Try out new styles outside the pipeline: train one model per image in FOLDER "
+        "(params.yaml `train` settings, the pipeline's preprocessed photos), then render grid.png: "
+        "held-out photos down, styles across, with each style's training time. Finished models are "
+        "kept; an interrupted run resumes.")
+    styles.add_argument("folder", help="folder of style images (paintings)")
+    styles.add_argument("--out", default="data/style-grid", help="output folder (default data/style-grid)")
+    styles.add_argument("--set", action="append", metavar="train.KEY=VALUE",
+                        help="override a train setting for this command only (repeatable), "
+                        "e.g. --set train.steps=200")
+    styles.add_argument("--photos", type=int, default=4, help="held-out photos in the grid (default 4)")
+    styles.add_argument("--repo", default=".", help="project root (default: current directory)")
+    styles.set_defaults(func=cmd_styles)
 
     dag = sub.add_parser("dag", help="print the stage order derived from dvc.yaml")
     dag.add_argument("--repo", default=".", help="project root (default: current directory)")

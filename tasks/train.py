@@ -306,9 +306,11 @@ def train(
     log_path: Path | None = None,
     checkpoint_dir: Path | None = None,
     fresh: bool = False,
+    style_image: Path | None = None,
 ) -> dict:
     """Train the network for `style`; returns the sidecar written beside the weights.
-    fresh: discard an existing checkpoint instead of resuming from it."""
+    fresh: discard an existing checkpoint instead of resuming from it.
+    style_image: the painting itself, instead of the one download put under style_dir."""
     if style not in params.styles:
         raise StageError(f"unknown style {style!r}; params.yaml defines: {', '.join(params.styles)}")
     style_dir = Path(style_dir) if style_dir is not None else Path("data/raw/styles") / style
@@ -320,7 +322,7 @@ def train(
     style_layers, content_layers = resolve_layers(tp)
 
     files = list_train_images(train_dir)
-    style_path = find_style_image(style_dir)
+    style_path = Path(style_image) if style_image is not None else find_style_image(style_dir)
     data_sha, style_sha = train_data_sha256(files), sha256_file(style_path)
     device = pick_device(tp.device)
     cuda = device.type == "cuda"
@@ -354,9 +356,9 @@ def train(
     if cuda:
         net = net.to(memory_format=torch.channels_last)
         encoder = encoder.to(memory_format=torch.channels_last)
-    style_image = load_style_image(style_path, tp.style_size).to(device)
+    painting = load_style_image(style_path, tp.style_size).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        loss_fn = PerceptualLoss(encoder, style_image, style_layers, content_layers,
+        loss_fn = PerceptualLoss(encoder, painting, style_layers, content_layers,
                                  content_weight, style_weight, tp.tv_weight)
     optimizer = torch.optim.Adam(net.parameters(), lr=tp.lr)
 

@@ -2,41 +2,22 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import tasks.train as train_mod
 from models.weights import load_model
-from stylepipe.config import validate
 from stylepipe.errors import StageError
+from tests.tiny_training import tiny_params, write_painting, write_photos
 
-
-def make_params(**train):
-    base = dict(network="fast", image_size=32, style_size=48, batch_size=2, steps=6, log_every=2,
-                checkpoint_every=3, lr=0.01)
-    return validate({
-        "download": {"content": [{"url": "x"}]},
-        "styles": {"tiny": {"source": {"url": "y"}}},
-        "train": {**base, **train},
-    })
+make_params = tiny_params
 
 
 @pytest.fixture
 def data(tmp_path):
-    rng = np.random.default_rng(0)
-    train_dir = tmp_path / "processed" / "train"
-    train_dir.mkdir(parents=True)
-    yy, xx = np.mgrid[0:40, 0:40]
-    for i in range(4):  # smooth "photos": gradients plus a shape
-        img = np.stack([xx * 6, yy * 6, np.full_like(xx, 60 * i)], -1)
-        img[(xx - 10 - 4 * i) ** 2 + (yy - 20) ** 2 < 64] = rng.integers(0, 255, 3)
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(train_dir / f"{i:016x}.png")
+    train_dir = write_photos(tmp_path / "processed" / "train", 4)
     style_dir = tmp_path / "raw" / "styles" / "tiny"
-    (style_dir / "files" / "src-0123abcd").mkdir(parents=True)
-    stripes = ((xx // 3 + yy // 3) % 2)[..., None] * np.array([250, 200, 20]) + 5
-    Image.fromarray(stripes.astype(np.uint8)).save(style_dir / "files" / "src-0123abcd" / "paint.jpg")
+    write_painting(style_dir / "files" / "src-0123abcd" / "paint.jpg")
     return train_dir, style_dir
 
 

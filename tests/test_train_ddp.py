@@ -6,34 +6,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 import yaml
-from PIL import Image
 
 from tests.conftest import REPO_ROOT
+from tests.tiny_training import TINY_TRAIN, write_painting, write_photos
 
-TRAIN = dict(network="fast", image_size=32, style_size=48, batch_size=2, steps=12, log_every=4,
-             checkpoint_every=4, lr=0.01, device="cpu")
+TRAIN = {**TINY_TRAIN, "steps": 12, "log_every": 4, "checkpoint_every": 4, "device": "cpu"}
+
 
 def make_workspace(root: Path) -> Path:
     """params.yaml + the data/ layout train reads (data/processed/train, data/raw/styles/<style>)."""
-    rng = np.random.default_rng(0)
-    train_dir = root / "data" / "processed" / "train"
-    train_dir.mkdir(parents=True)
-    yy, xx = np.mgrid[0:40, 0:40]
-    for i in range(6):
-        img = np.stack([xx * 6, yy * 6, np.full_like(xx, 40 * i)], -1)
-        img[(xx - 8 - 4 * i) ** 2 + (yy - 20) ** 2 < 64] = rng.integers(0, 255, 3)
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(train_dir / f"{i:016x}.png")
-    files = root / "data" / "raw" / "styles" / "tiny" / "files" / "src-0"
-    files.mkdir(parents=True)
-    stripes = ((xx // 3 + yy // 3) % 2)[..., None] * np.array([250, 200, 20]) + 5
-    Image.fromarray(stripes.astype(np.uint8)).save(files / "paint.png")
+    write_photos(root / "data" / "processed" / "train", 6)
+    write_painting(root / "data" / "raw" / "styles" / "tiny" / "files" / "src-0" / "paint.png")
     params = {"download": {"content": [{"url": "x"}]}, "styles": {"tiny": {"source": {"url": "y"}}},
               "train": TRAIN}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
 
 def train_in(workdir: Path, processes: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}

@@ -1,0 +1,39 @@
+"""Tiny training inputs shared by the train tests: smooth 40-px "photos" and a striped "painting"."""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stylepipe.config import validate
+
+TINY_TRAIN = dict(network="fast", image_size=32, style_size=48, batch_size=2, steps=6, log_every=2,
+                  checkpoint_every=3, lr=0.01)
+
+
+def tiny_params(**train):
+    return validate({
+        "download": {"content": [{"url": "x"}]},
+        "styles": {"tiny": {"source": {"url": "y"}}},
+        "train": {**TINY_TRAIN, **train},
+    })
+
+
+def write_photos(folder: Path, count: int) -> Path:
+    """Gradients plus a coloured disc, named like preprocess names its outputs."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:40, 0:40]
+    for i in range(count):
+        img = np.stack([xx * 6, yy * 6, np.full_like(xx, 240 * i // max(count, 1))], -1)
+        img[(xx - 8 - 4 * i) ** 2 + (yy - 20) ** 2 < 64] = rng.integers(0, 255, 3)
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{i:016x}.png")
+    return folder
+
+
+def write_painting(path: Path, colour=(250, 200, 20), period: int = 3) -> Path:
+    """Diagonal stripes of one colour on near-black."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:40, 0:40]
+    stripes = ((xx // period + yy // period) % 2)[..., None] * np.array(colour) + 5
+    Image.fromarray(stripes.clip(0, 255).astype(np.uint8)).save(path)
+    return path
