@@ -146,6 +146,21 @@ def cmd_styles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from models.export import DEFAULT_OPSET, export_onnx
+    from stylepipe.errors import StageError
+
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    try:
+        out = export_onnx(args.model_dir, args.out, opset=opset)
+    except StageError as e:
+        print(f"stylepipe export-onnx: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {opset}): input 'image' "
+          "(N,3,H,W) float RGB in [0,1] -> output 'stylized', same shape")
+    return 0
+
+
 def cmd_dag(args: argparse.Namespace) -> int:
     from flows.dag import stage_order
 
@@ -250,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     styles.add_argument("--photos", type=int, default=4, help="held-out photos in the grid (default 4)")
     styles.add_argument("--repo", default=".", help="project root (default: current directory)")
     styles.set_defaults(func=cmd_styles)
+
+    export = sub.add_parser(
+        "export-onnx", help="export a trained model to ONNX (for onnxruntime)",
+        description="Write the network in MODEL_DIR (model.safetensors + model.json; pickles are "
+        "never loaded) as one ONNX file: input 'image' (N,3,H,W) float RGB in [0,1], output "
+        "'stylized' (same shape), batch/height/width dynamic; the sidecar's style, network, "
+        "code_version and the weights' sha256 are stored as ONNX metadata.")
+    export.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="trained model folder, e.g. data/models/swirls")
+    export.add_argument("--out", required=True, metavar="FILE.onnx",
+                        help="the file to write (replaced atomically)")
+    export.add_argument("--opset", type=int, default=None, metavar="N",
+                        help="ONNX opset, 11 to 20 (default 17)")
+    export.set_defaults(func=cmd_export_onnx)
 
     dag = sub.add_parser("dag", help="print the stage order derived from dvc.yaml")
     dag.add_argument("--repo", default=".", help="project root (default: current directory)")

@@ -1,0 +1,68 @@
+"""onnxruntime vs PyTorch on the CPU: one image through an exported network, median of --reps
+timed runs after two warm-up runs (the two runtimes alternate), for 1 thread and for every core;
+and the size of each network's .onnx file.
+
+    python benchmarks/bench_onnx.py --size 512 --reps 7 --networks fast classic
+
+Random (seeded) weights: speed and size do not depend on training.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench_stylize import OtherLoad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="image side (default 512)")
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--networks", nargs="+", default=["fast", "classic"])
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+    import torch
+
+    from models.export import export_onnx
+    from models.transformer import build_network
+    from models.weights import load_model, save_model
+
+    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.networks:
+            torch.manual_seed(0)
+            save_model(Path(tmp) / name, build_network(name), {"network": name})
+            path = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}.onnx")
+            net, _ = load_model(Path(tmp) / name)
+            print(f"{name}: {path.name} {path.stat().st_size:,} bytes "
+                  f"({(Path(tmp) / name / 'model.safetensors').stat().st_size:,} as safetensors)")
+            for threads in sorted({1, os.cpu_count() or 1}):
+                torch.set_num_threads(threads)
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = threads
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                runs = {"pytorch": lambda: net(image),
+                        "onnxruntime": lambda: session.run(None, {"image": image.numpy()})}
+                times: dict[str, list[float]] = {k: [] for k in runs}
+                with torch.inference_mode(), OtherLoad() as load:
+                    for rep in range(args.reps + 2):
+                        for key, run in runs.items():
+                            t0 = time.perf_counter()
+                            run()
+                            if rep >= 2:
+                                times[key].append(time.perf_counter() - t0)
+                med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+                spread = {k: f"{min(v) * 1000:.0f}-{max(v) * 1000:.0f}" for k, v in times.items()}
+                print(f"  {threads} thread(s), {args.size}x{args.size}: pytorch {med['pytorch']:.0f} ms "
+                      f"({spread['pytorch']}), onnxruntime {med['onnxruntime']:.0f} ms "
+                      f"({spread['onnxruntime']}), ratio {med['pytorch'] / med['onnxruntime']:.2f}x; "
+                      f"other load {load.cores:.1f} cores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Export a trained network (model.safetensors + model.json) to ONNX, for onnxruntime and friends.
+
+The graph has one input, `image` (N, 3, H, W) float32 RGB in [0,1], and one output, `stylized`, the
+same shape and range; batch, height and width are dynamic. The sidecar's key facts travel with it
+as ONNX metadata_props: style, network, code_version and weights_sha256.
+
+Exporter: the TorchScript one (`torch.onnx.export(..., dynamo=False)`), chosen over torch.export
+(`dynamo=True`, torch's default) after trying both on torch 2.14.1:
+
+- TransformerNet.forward pads only `if` a side is not a multiple of 4. Neither exporter can record
+  that Python `if`: the tracer keeps the branch of the sample it ran, and dynamo=True narrowed H/W
+  to "a multiple of 4" without an error. Both .onnx files were then off by up to 0.09 on a 30x45
+  image. `_Traceable` below always pads (a pad of 0 when the side is a multiple of 4 changes
+  nothing), so no branch depends on the size.
+- With that, the tracer records the pad and crop sizes as Shape arithmetic and the graph is right
+  at any size. torch.export still refuses dynamic H/W: it cannot prove "pad < side" for the
+  reflection pad or the crop's bounds, and torch.onnx.export(dynamo=True) then quietly falls
+  back (shapes narrowed by torch's suggested fixes, or draft_export) instead of failing: the trap
+  above.
+- The tracer needs no onnxscript / onnx-ir and exports in about a second (dynamo=True: 8-18 s).
+
+torch warns that the TorchScript exporter will be removed in a future release; torch is pinned,
+and tests/test_export_onnx.py (PyTorch vs onnxruntime, sides that are and are not multiples of 4,
+both networks) says when an upgrade breaks it.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.transformer import TransformerNet
+from models.weights import WEIGHTS_FILE, load_model
+from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
+
+# Every op here (InstanceNormalization, reflect Pad with computed sizes, Resize, DepthToSpace)
+# exists from opset 11; 17 runs on onnxruntime >= 1.12, and --opset serves older runtimes.
+DEFAULT_OPSET = 17
+OPSETS = range(11, 21)  # below 11 Pad needs constant sizes; the TorchScript exporter stops at 20
+INPUT_NAME, OUTPUT_NAME = "image", "stylized"
+SIDECAR_KEYS = ("style", "network", "code_version")  # copied to metadata_props; plus weights_sha256
+
+
+class _Traceable(nn.Module):
+    """TransformerNet.forward without its Python `if` on the input size: always reflect-pad to a
+    multiple of 4, run the same submodules, crop. Keep in step with TransformerNet.forward (the
+    parity tests compare the two on sides that are not multiples of 4)."""
+
+    def __init__(self, net: TransformerNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        x = F.pad(x, [0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4], mode="reflect")
+        y = self.net.decoder(self.net.res(self.net.encoder(x)))
+        return torch.sigmoid(y[..., :h, :w])
+
+
+def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path. StageError
+    when the folder holds no loadable safetensors model (pickles are refused, as everywhere)."""
+    import onnx
+
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    if opset not in OPSETS:
+        raise StageError(f"opset {opset}: not supported; use {OPSETS.start} to {OPSETS.stop - 1}")
+    if not model_dir.is_dir():
+        raise StageError(f"{model_dir}: no such model folder (expected model.safetensors + model.json)")
+    if out_path.is_dir():
+        raise StageError(f"{out_path}: is a folder; give the path of the .onnx file to write")
+    net, sidecar = load_model(model_dir)
+
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # Known and harmless here: the TorchScript exporter's deprecation notice, TracerWarnings
+        # from InstanceNorm's input checks (they do not shape the graph), and notes on instance_norm's
+        # train flag (instance statistics are right in eval too) and on constant folding.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        torch.onnx.export(_Traceable(net).eval(), (torch.rand(1, 3, 64, 96),), buffer, dynamo=False,
+                          opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
+    proto = onnx.load_from_string(buffer.getvalue())
+    facts = {key: str(sidecar[key]) for key in SIDECAR_KEYS if key in sidecar}
+    facts["weights_sha256"] = sha256_file(model_dir / WEIGHTS_FILE)
+    onnx.helper.set_model_props(proto, facts)
+    onnx.checker.check_model(proto)
+
+    # Written under a temporary name beside the target, then renamed (atomic on one file system):
+    # a half-written file never carries the .onnx name. Plain open(), so the umask sets the mode.
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        onnx.save_model(proto, tmp)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
