@@ -76,7 +76,8 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Deco
             raise Rejected("not-an-image", "Pillow does not recognise the format") from None
         except (OSError, EOFError, SyntaxError, ValueError) as e:
             text = str(e)
-            if isinstance(e, EOFError) or "truncated" in text or "broken data stream" in text:
+            # Pillow says "image file is truncated", "Truncated File Read", "broken data stream"
+            if isinstance(e, EOFError) or re.search(r"truncated|broken data stream", text, re.IGNORECASE):
                 raise Rejected("truncated", text or type(e).__name__) from None
             raise Rejected("decode-error", f"{type(e).__name__}: {text}") from None
         except Exception as e:  # a bad file never stops the stage

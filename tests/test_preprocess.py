@@ -191,10 +191,10 @@ def test_a_split_emptied_by_rejections_gets_an_image_moved_into_it(sandbox):
 def test_too_many_rejects_fail_the_stage_but_the_manifest_explains(sandbox):
     bad = {name: data for name, (data, _) in corpus.bad_images().items()}
     fetch_folder(sandbox, {**bad, "ok.png": corpus.encode(corpus.noise_rgb(), "PNG")})
-    with pytest.raises(StageError, match=r"4 of 5 candidates rejected .* over preprocess.max_reject_fraction=0.5"):
+    with pytest.raises(StageError, match=r"5 of 6 candidates rejected .* over preprocess.max_reject_fraction=0.5"):
         run(sandbox, params(max_reject_fraction=0.5))
     m = pd.read_parquet(sandbox.data / "processed" / "manifest.parquet")
-    assert sorted(m.status) == ["ok"] + ["rejected"] * 4
+    assert sorted(m.status) == ["ok"] + ["rejected"] * 5
 
 
 def test_nothing_usable_fails_the_stage(sandbox):
