@@ -45,9 +45,12 @@ class Decoded:
     frames: int
 
 
-def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Decoded:
+def decode(data: bytes, max_pixels: int, *, min_side: int | None = None,
+           setting: str = "max_pixels") -> Decoded:
     """Decode image bytes. With min_side, JPEGs may be decoded at a reduced scale (DCT scaling) as
-    long as both sides stay >= min_side: much faster for training-size outputs, same file checks."""
+    long as both sides stay >= min_side: much faster for training-size outputs, same file checks.
+    setting: the caller's name for max_pixels (e.g. preprocess.max_pixels), which a too-large
+    rejection names."""
     if not data:
         raise Rejected("empty", "zero-byte file")
     previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
@@ -60,7 +63,7 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Deco
                 width, height = im.size  # before draft scaling: the original's size
                 orientation = _orientation(im)
                 if width * height > max_pixels:
-                    raise Rejected("too-large", f"{width}x{height} is over preprocess.max_pixels={max_pixels}")
+                    raise Rejected("too-large", f"{width}x{height} is over {setting}={max_pixels}")
                 if min_side and im.format == "JPEG":
                     im.draft(im.mode, (min_side, min_side))
                 im.load()
@@ -71,7 +74,7 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Deco
             # raised by Image.open itself, before the size is known here; Pillow's message has it
             pixels = re.search(r"\((\d+) pixels\)", str(e))
             size = f"{pixels[1]} pixels" if pixels else "the image"
-            raise Rejected("too-large", f"{size} is over preprocess.max_pixels={max_pixels}") from None
+            raise Rejected("too-large", f"{size} is over {setting}={max_pixels}") from None
         except UnidentifiedImageError:
             raise Rejected("not-an-image", "Pillow does not recognise the format") from None
         except (OSError, EOFError, SyntaxError, ValueError) as e:

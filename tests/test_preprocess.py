@@ -78,6 +78,7 @@ def test_every_candidate_gets_a_row_with_status_and_reason(hostile):
         assert by_name[name]["status"] == "ok"
     for name, (_, reason) in corpus.bad_images().items():
         assert (by_name[name]["status"], by_name[name]["reason"].split(":")[0]) == ("rejected", reason)
+    assert "over preprocess.max_pixels=" in by_name["bomb.png"]["reason"]
     assert by_name["photo copy.jpg"]["reason"].startswith("duplicate: same bytes as ")
     assert by_name["._photo.jpg"]["reason"].startswith("hidden")
     assert by_name[".DS_Store"]["reason"].startswith("hidden")
@@ -150,8 +151,10 @@ def test_animated_files_give_their_first_frame():
 def test_max_pixels_refuses_a_file_in_pillows_warning_band():
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; the stage refuses it anyway
     data = corpus.encode(corpus.noise_rgb(100, 100), "PNG")
-    with pytest.raises(Exception, match="too-large"):
+    with pytest.raises(Exception, match="too-large: 10000 pixels is over max_pixels=9999"):
         decode(data, max_pixels=9_999)
+    with pytest.raises(Exception, match="too-large: 10000 pixels is over stylize.max_pixels=9999"):
+        decode(data, max_pixels=9_999, setting="stylize.max_pixels")  # the caller names its setting
     assert decode(data, max_pixels=10_000).image.size == (100, 100)
 
 
