@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from stylepipe.config import EvaluateParams, Params, load_params
 from stylepipe.devices import pick_device
@@ -88,9 +89,21 @@ def find_val_images(val_dir: Path) -> list[Path]:
     return images
 
 
+def is_image_file(path: Path) -> bool:
+    """A known image suffix, or content Pillow recognises (a style URL without an extension gives
+    a file without one); the same rule as tasks/train.py's."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with Image.open(path):  # reads the header only
+            return True
+    except Exception:  # not an image, unreadable, or over Pillow's size limit
+        return False
+
+
 def find_style_image(styles_dir: Path, style: str) -> Path:
     files = styles_dir / style / "files"
-    found = sorted(p for p in files.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in files.rglob("*") if p.is_file() and is_image_file(p))
     if len(found) != 1:
         what = "no image" if not found else f"{len(found)} images ({', '.join(map(str, found[:3]))})"
         raise StageError(f"{files}: expected exactly one style image, found {what}; run the download stage")

@@ -50,12 +50,26 @@ CODE_FILES = ("models/encoders.py", "models/losses.py", "models/transformer.py",
 # ---------------------------------------------------------------------------------- inputs
 
 
+def is_image_file(path: Path) -> bool:
+    """A known image suffix, or content Pillow recognises: a style URL without an extension
+    (https://host/painting?id=3) is stored under the name `painting`."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with Image.open(path):  # reads the header only
+            return True
+    except Exception:  # not an image, unreadable, or over Pillow's size limit
+        return False
+
+
 def find_style_image(style_dir: Path) -> Path:
     files_dir = Path(style_dir) / "files"
-    images = sorted(p for p in files_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-        if files_dir.is_dir() else []
+    files = sorted(p for p in files_dir.rglob("*") if p.is_file()) if files_dir.is_dir() else []
+    images = [p for p in files if is_image_file(p)]
     if not images:
-        raise StageError(f"no style image under {files_dir}; run the download stage first")
+        listed = ", ".join(str(p.relative_to(files_dir)) for p in files[:5])
+        found = f" ({len(files)} files, none of them an image: {listed})" if files else ""
+        raise StageError(f"no style image under {files_dir}{found}; run the download stage first")
     if len(images) > 1:
         raise StageError(f"expected exactly one style image under {files_dir}, found {len(images)}: "
                          f"{', '.join(str(p.relative_to(files_dir)) for p in images[:5])}")
