@@ -189,12 +189,17 @@ def find_vgg_weights(name: str, weights_dir: Path) -> Path:
     )
 
 
-def load_vgg(name: str, weights_dir: Path) -> nn.Sequential:
+def vgg_features(name: str) -> nn.Sequential:
+    """torchvision's own VGG conv stack (its default random init), without building the
+    120M-parameter classifier."""
     import torchvision
 
+    return torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[VGG_CFG[name]])
+
+
+def load_vgg(name: str, weights_dir: Path) -> nn.Sequential:
     path = find_vgg_weights(name, weights_dir)
-    # torchvision's own VGG conv stack, without building the 120M-parameter classifier
-    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[VGG_CFG[name]])
+    features = vgg_features(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         # only the conv part is used: strict over "features.*", the classifier keys may be absent
@@ -279,11 +284,14 @@ def check_layers(name: str, layers: Sequence[str], what: str = "layer") -> None:
         raise StageError(f"encoder {name}: no {what}s given")
 
 
-def build_encoder(name: str, layers: Sequence[str], weights_dir: Path = Path("data/weights")) -> Encoder:
+def build_encoder(name: str, layers: Sequence[str], weights_dir: Path = Path("data/weights"),
+                  pretrained: bool = True) -> Encoder:
+    """pretrained=False: the same network with random initial weights and no weight file read, for
+    timing (benchmarks/bench_train.py): throughput does not depend on the weights' values."""
     layers = list(dict.fromkeys(layers))  # unique, order kept
     check_layers(name, layers)
     if name == "efficientnet_lite0":
-        net: nn.Module = load_efficientnet_lite0()
+        net: nn.Module = load_efficientnet_lite0() if pretrained else EfficientNetLite0()
     else:
-        net = load_vgg(name, Path(weights_dir))
+        net = load_vgg(name, Path(weights_dir)) if pretrained else vgg_features(name)
     return Encoder(name, layers, net)

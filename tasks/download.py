@@ -285,7 +285,7 @@ def check_style(name: str, root: Path, result: SetResult) -> list[str]:
         return [f"style {name}: its source gave {len(result.entries)} files; a style is exactly one image"]
     entry = result.entries[0]
     try:
-        decode((root / entry["path"]).read_bytes(), max_pixels=256_000_000)
+        decode((root / entry["path"]).read_bytes(), max_pixels=256_000_000, setting="the style-image limit")
     except Rejected as e:
         return [f"style {name}: {entry['source']} is not a usable image ({e})"]
     return []

@@ -30,9 +30,9 @@ from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from tasks import eval_gate, eval_metrics as em, eval_report
+from tasks.images import IMAGE_SUFFIXES, is_image_file
 
 log = logging.getLogger("stylepipe.evaluate")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 IMAGE_METRICS = ("content_loss", "style_loss", "style_loss_content", "ssim", "colour_distance",
                  "colour_distance_content", "lpips")
 
@@ -90,7 +90,7 @@ def find_val_images(val_dir: Path) -> list[Path]:
 
 def find_style_image(styles_dir: Path, style: str) -> Path:
     files = styles_dir / style / "files"
-    found = sorted(p for p in files.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in files.rglob("*") if p.is_file() and is_image_file(p))
     if len(found) != 1:
         what = "no image" if not found else f"{len(found)} images ({', '.join(map(str, found[:3]))})"
         raise StageError(f"{files}: expected exactly one style image, found {what}; run the download stage")

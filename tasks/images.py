@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 WHITE = (255, 255, 255, 255)
 HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -36,6 +37,18 @@ class Rejected(Exception):
         self.detail = detail
 
 
+def is_image_file(path) -> bool:
+    """A known image suffix, or content Pillow recognises: a style URL without an extension
+    (https://host/painting?id=3) is stored under the name `painting`."""
+    if str(path).lower().endswith(tuple(IMAGE_SUFFIXES)):
+        return True
+    try:
+        with Image.open(path):  # reads the header only
+            return True
+    except Exception:  # not an image, unreadable, or over Pillow's size limit
+        return False
+
+
 @dataclass
 class Decoded:
     image: Image.Image  # RGB, upright
@@ -45,9 +58,12 @@ class Decoded:
     frames: int
 
 
-def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Decoded:
+def decode(data: bytes, max_pixels: int, *, min_side: int | None = None,
+           setting: str = "max_pixels") -> Decoded:
     """Decode image bytes. With min_side, JPEGs may be decoded at a reduced scale (DCT scaling) as
-    long as both sides stay >= min_side: much faster for training-size outputs, same file checks."""
+    long as both sides stay >= min_side: much faster for training-size outputs, same file checks.
+    setting: the caller's name for max_pixels (e.g. preprocess.max_pixels), which a too-large
+    rejection names."""
     if not data:
         raise Rejected("empty", "zero-byte file")
     previous_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
@@ -60,7 +76,7 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Deco
                 width, height = im.size  # before draft scaling: the original's size
                 orientation = _orientation(im)
                 if width * height > max_pixels:
-                    raise Rejected("too-large", f"{width}x{height} is over preprocess.max_pixels={max_pixels}")
+                    raise Rejected("too-large", f"{width}x{height} is over {setting}={max_pixels}")
                 if min_side and im.format == "JPEG":
                     im.draft(im.mode, (min_side, min_side))
                 im.load()
@@ -71,12 +87,13 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None) -> Deco
             # raised by Image.open itself, before the size is known here; Pillow's message has it
             pixels = re.search(r"\((\d+) pixels\)", str(e))
             size = f"{pixels[1]} pixels" if pixels else "the image"
-            raise Rejected("too-large", f"{size} is over preprocess.max_pixels={max_pixels}") from None
+            raise Rejected("too-large", f"{size} is over {setting}={max_pixels}") from None
         except UnidentifiedImageError:
             raise Rejected("not-an-image", "Pillow does not recognise the format") from None
         except (OSError, EOFError, SyntaxError, ValueError) as e:
             text = str(e)
-            if isinstance(e, EOFError) or "truncated" in text or "broken data stream" in text:
+            # Pillow says "image file is truncated", "Truncated File Read", "broken data stream"
+            if isinstance(e, EOFError) or re.search(r"truncated|broken data stream", text, re.IGNORECASE):
                 raise Rejected("truncated", text or type(e).__name__) from None
             raise Rejected("decode-error", f"{type(e).__name__}: {text}") from None
         except Exception as e:  # a bad file never stops the stage

@@ -198,7 +198,8 @@ def process_one(job: Job) -> dict:
     if hashlib.sha256(data).hexdigest() != job.sha256:
         return rejected_row(job.source, job.relpath, "changed", "edit data/raw only through download", job.sha256)
     try:
-        decoded = decode(data, job.max_pixels, min_side=job.train_size if job.split == "train" else None)
+        decoded = decode(data, job.max_pixels, min_side=job.train_size if job.split == "train" else None,
+                         setting="preprocess.max_pixels")
     except Rejected as e:
         return rejected_row(job.source, job.relpath, e.reason, e.detail, job.sha256)
     del data

@@ -36,7 +36,8 @@ from stylepipe.config import Params, StyleParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import dvc_command, stage_env
-from tasks.train import IMAGE_SUFFIXES, list_train_images, load_rgb, to_tensor, train, train_data_sha256
+from tasks.images import IMAGE_SUFFIXES
+from tasks.train import list_train_images, load_rgb, to_tensor, train, train_data_sha256
 
 log = logging.getLogger("stylepipe.styles")
 

@@ -19,6 +19,7 @@ from tasks.images import Rejected, decode
 from tasks.stylize_sources import Payload, ReadError, read_limited
 
 SAVE_OPTIONS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+MAX_PIXELS_SETTING = "stylize.max_pixels"  # what a too-large rejection names (the CLI: --max-pixels)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
     try:
         data = read_payload(job.payload, job.max_bytes)
         digest = hashlib.sha256(data).hexdigest()
-        decoded = decode(data, job.max_pixels, min_side=job.max_size)
+        decoded = decode(data, job.max_pixels, min_side=job.max_size, setting=MAX_PIXELS_SETTING)
     except Rejected as e:
         return Failed(job.key, str(e))
     image = decoded.image

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from tasks.archives import archive_suffix, member_path
+from tasks.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # Inside the output folder this name holds the ledger and temporary files; no input may claim it.
 RESERVED_NAME = ".stylepipe"
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")

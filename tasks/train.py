@@ -46,10 +46,10 @@ from stylepipe.devices import cpu_count, pick_device
 from stylepipe.hashing import sha256_file
 from stylepipe.errors import StageError
 from stylepipe.stage import run_main
+from tasks.images import is_image_file
 
 log = logging.getLogger("stylepipe.train")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 CHECKPOINT_FILE = "checkpoint.pt"
 TSV_HEADER = "step\ttotal\tcontent\tstyle\ttv\n"
 LOSS_KEYS = ("total", "content", "style", "tv")
@@ -62,10 +62,12 @@ CODE_FILES = ("models/encoders.py", "models/losses.py", "models/transformer.py",
 
 def find_style_image(style_dir: Path) -> Path:
     files_dir = Path(style_dir) / "files"
-    images = sorted(p for p in files_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-        if files_dir.is_dir() else []
+    files = sorted(p for p in files_dir.rglob("*") if p.is_file()) if files_dir.is_dir() else []
+    images = [p for p in files if is_image_file(p)]
     if not images:
-        raise StageError(f"no style image under {files_dir}; run the download stage first")
+        listed = ", ".join(str(p.relative_to(files_dir)) for p in files[:5])
+        found = f" ({len(files)} files, none of them an image: {listed})" if files else ""
+        raise StageError(f"no style image under {files_dir}{found}; run the download stage first")
     if len(images) > 1:
         raise StageError(f"expected exactly one style image under {files_dir}, found {len(images)}: "
                          f"{', '.join(str(p.relative_to(files_dir)) for p in images[:5])}")

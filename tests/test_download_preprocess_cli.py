@@ -57,13 +57,13 @@ def test_both_stages_run_as_modules_on_the_hostile_corpus(project, tmp_path):
         assert again.returncode == 0, again.stderr
         assert len(server.routes["/corpus.zip"].requests) == 2  # one cut, one resumed; none on re-run
     assert (project / "data/raw/content/manifest.json").read_bytes() == manifest
-    assert "content: 27 files from 2 sources (0 fetched, 27 already here)" in again.stderr
+    assert "content: 28 files from 2 sources (0 fetched, 28 already here)" in again.stderr
 
     pre = stage(project, "preprocess")
     assert pre.returncode == 0, pre.stderr
-    assert "preprocess: 23 ok" in pre.stderr and "4 rejected (empty 1, not-an-image 1, too-large 1, truncated 1)" in pre.stderr
+    assert "preprocess: 23 ok" in pre.stderr and "5 rejected (empty 1, not-an-image 1, too-large 1, truncated 2)" in pre.stderr
     m = pd.read_parquet(project / "data/processed/manifest.parquet")
-    assert len(m) == 27 and (m.status == "ok").sum() == 23
+    assert len(m) == 28 and (m.status == "ok").sum() == 23
     assert json.loads((project / "data/raw/styles/tiny/manifest.json").read_text())[0]["size"] > 0
     assert json.loads((project / "data/weights/manifest.json").read_text()) == []
     assert changed_outside(before, snapshot(tmp_path), project / "data") == []

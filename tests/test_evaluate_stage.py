@@ -251,6 +251,17 @@ def test_missing_inputs_are_stage_errors(tree):
         ev.evaluate(make_params(), tree)
 
 
+def test_a_style_image_without_an_extension_is_found_by_its_content(tmp_path):
+    folder = tmp_path / "styles" / "p" / "files" / "painting-0123abcd"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(folder / "painting", "JPEG")  # from .../painting?id=3
+    (folder / "notes").write_text("not an image")
+    assert ev.find_style_image(tmp_path / "styles", "p") == folder / "painting"
+    (folder / "copy").write_bytes((folder / "painting").read_bytes())
+    with pytest.raises(StageError, match="exactly one style image, found 2 images"):
+        ev.find_style_image(tmp_path / "styles", "p")
+
+
 def test_main_exits_1_with_a_clear_message(tree, tmp_path, monkeypatch, caplog):
     (tmp_path / "params.yaml").write_text(json.dumps(make_params().model_dump(mode="json")))
     shutil.rmtree(tree.val)

@@ -69,6 +69,21 @@ def test_vgg_missing_weights_says_how_to_get_them(tmp_path, monkeypatch):
     assert "vgg16-397923af.pth" in msg and "run the download stage with download.weights including VGG" in msg
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "vgg16", "vgg19"])
+def test_pretrained_false_builds_the_same_network_without_reading_weights(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no VGG file anywhere
+    style, content = default_layers(name)
+    enc = build_encoder(name, style + content, weights_dir=tmp_path / "none", pretrained=False)
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    with torch.no_grad():
+        feats = enc(torch.rand(1, 3, 64, 64))
+    assert list(feats) == list(dict.fromkeys(style + content))
+    if name == "efficientnet_lite0":  # same architecture as the pretrained one: its state dict fits
+        enc.net.load_state_dict(load_efficientnet_lite0().state_dict(), strict=True)
+    else:
+        assert feats[content[0]].shape[1] in (128, 512)
+
+
 @pytest.mark.parametrize("name", ["vgg16", "vgg19"])
 def test_vgg_loads_from_weights_dir(tmp_path, monkeypatch, name):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -78,6 +78,7 @@ def test_every_candidate_gets_a_row_with_status_and_reason(hostile):
         assert by_name[name]["status"] == "ok"
     for name, (_, reason) in corpus.bad_images().items():
         assert (by_name[name]["status"], by_name[name]["reason"].split(":")[0]) == ("rejected", reason)
+    assert "over preprocess.max_pixels=" in by_name["bomb.png"]["reason"]
     assert by_name["photo copy.jpg"]["reason"].startswith("duplicate: same bytes as ")
     assert by_name["._photo.jpg"]["reason"].startswith("hidden")
     assert by_name[".DS_Store"]["reason"].startswith("hidden")
@@ -150,8 +151,10 @@ def test_animated_files_give_their_first_frame():
 def test_max_pixels_refuses_a_file_in_pillows_warning_band():
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; the stage refuses it anyway
     data = corpus.encode(corpus.noise_rgb(100, 100), "PNG")
-    with pytest.raises(Exception, match="too-large"):
+    with pytest.raises(Exception, match="too-large: 10000 pixels is over max_pixels=9999"):
         decode(data, max_pixels=9_999)
+    with pytest.raises(Exception, match="too-large: 10000 pixels is over stylize.max_pixels=9999"):
+        decode(data, max_pixels=9_999, setting="stylize.max_pixels")  # the caller names its setting
     assert decode(data, max_pixels=10_000).image.size == (100, 100)
 
 
@@ -191,10 +194,10 @@ def test_a_split_emptied_by_rejections_gets_an_image_moved_into_it(sandbox):
 def test_too_many_rejects_fail_the_stage_but_the_manifest_explains(sandbox):
     bad = {name: data for name, (data, _) in corpus.bad_images().items()}
     fetch_folder(sandbox, {**bad, "ok.png": corpus.encode(corpus.noise_rgb(), "PNG")})
-    with pytest.raises(StageError, match=r"4 of 5 candidates rejected .* over preprocess.max_reject_fraction=0.5"):
+    with pytest.raises(StageError, match=r"5 of 6 candidates rejected .* over preprocess.max_reject_fraction=0.5"):
         run(sandbox, params(max_reject_fraction=0.5))
     m = pd.read_parquet(sandbox.data / "processed" / "manifest.parquet")
-    assert sorted(m.status) == ["ok"] + ["rejected"] * 4
+    assert sorted(m.status) == ["ok"] + ["rejected"] * 5
 
 
 def test_nothing_usable_fails_the_stage(sandbox):

@@ -152,9 +152,10 @@ def test_bad_inputs_are_recorded_and_skipped(tmp_path, tiny_model):
     assert set(rows) == {"ok.jpg", "readme.txt", *corpus.bad_images()}  # every file accounted for
     for name, (_, reason) in corpus.bad_images().items():
         assert rows[name]["status"] == "failed" and rows[name]["reason"].startswith(reason), rows[name]
+    assert "over stylize.max_pixels=10000000" in rows["bomb.png"]["reason"]  # stylize's own setting
     assert rows["readme.txt"]["status"] == "ignored"
-    assert (summary.done, summary.failed, summary.ignored) == (1, 4, 1)
-    assert summary.failed_fraction == pytest.approx(0.8)
+    assert (summary.done, summary.failed, summary.ignored) == (1, 5, 1)
+    assert summary.failed_fraction == pytest.approx(5 / 6)
     # settled failures are not retried
     assert stylize(make_job(src, out, tiny_model, max_pixels=10_000_000), progress=False).run.processed == 0
 

@@ -8,6 +8,7 @@ import torch
 import tasks.train as train_mod
 from models.weights import load_model
 from stylepipe.errors import StageError
+from tests.hostile.fixtures import dl_params, sandbox, server  # noqa: F401 (fixtures)
 from tests.tiny_training import tiny_params, write_painting, write_photos
 
 make_params = tiny_params
@@ -173,3 +174,29 @@ def test_main_help(capsys):
     with pytest.raises(SystemExit) as e:
         train_mod.main(["--help"])
     assert e.value.code == 0 and "--style" in capsys.readouterr().out
+
+
+def test_a_style_url_without_an_extension_is_found_by_its_content(sandbox, server):
+    # https://host/painting?id=3: download stores it as files/<source-id>/painting
+    from stylepipe.config import Params, Source, StyleParams
+    from tasks.download import download
+    from tests.hostile import corpus
+
+    photo = server.add("/photo.png", corpus.encode(corpus.noise_rgb(seed=1), "PNG"))
+    url = server.add("/painting", corpus.encode(corpus.noise_rgb(seed=2), "JPEG")) + "?id=3"
+    params = Params(download=dl_params(Source(url=photo)), styles={"p": StyleParams(source=Source(url=url))})
+    download(params, raw_dir=sandbox.data / "raw", weights_dir=sandbox.data / "weights")
+    style_dir = sandbox.data / "raw" / "styles" / "p"
+    found = train_mod.find_style_image(style_dir)
+    assert found.name == "painting" and found.parent.parent == style_dir / "files"
+    assert train_mod.load_style_image(found, 32).shape == (3, 24, 32)
+
+    (found.parent / "notes").write_text("not an image")  # other files are not candidates
+    assert train_mod.find_style_image(style_dir) == found
+    (found.parent / "copy").write_bytes(found.read_bytes())  # still exactly one image
+    with pytest.raises(StageError, match=r"exactly one style image .*found 2: .*copy, .*painting"):
+        train_mod.find_style_image(style_dir)
+    found.unlink()
+    (found.parent / "copy").unlink()
+    with pytest.raises(StageError, match=r"no style image .*\(1 files, none of them an image: .*notes\)"):
+        train_mod.find_style_image(style_dir)

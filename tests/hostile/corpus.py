@@ -67,6 +67,17 @@ def png_header_claiming(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def png_cut_in_a_text_chunk() -> bytes:
+    """A PNG cut off inside a long tEXt chunk: Pillow says "Truncated File Read" (capitalised),
+    not "image file is truncated"."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 5000)
+    data = encode(noise_rgb(seed=12), "PNG", pnginfo=info)
+    return data[:200]
+
+
 def palette_with_transparency() -> bytes:
     """P mode, index 0 transparent: the left half is transparent, the right half dark red."""
     img = Image.new("P", (40, 20), 0)
@@ -120,6 +131,7 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
     return {
         "zero.jpg": (b"", "empty"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "truncated-text.png": (png_cut_in_a_text_chunk(), "truncated"),
         "text.jpg": (b"<html>404 not found</html>\n", "not-an-image"),
         "bomb.png": (png_header_claiming(40000, 40000), "too-large"),
     }
