@@ -20,6 +20,18 @@ PROJECT_FILES = ["assets", "flows", "models", "stylepipe", "tasks", "dvc.yaml", 
                  ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny tensors (use: pytestmark = pytest.mark.usefixtures("one_torch_thread")):
+    one thread is faster than two there, and immune to a busy machine's scheduling."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness

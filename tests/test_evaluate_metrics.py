@@ -9,6 +9,8 @@ import torch
 
 from tasks import eval_metrics as em
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CPU = torch.device("cpu")
 
 
@@ -27,15 +29,6 @@ def stripes(h: int = 64, w: int = 80) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
     band = ((x + y) // 5) % 2
     return np.where(band[..., None] == 1, [0.95, 0.8, 0.1], [0.1, 0.2, 0.7]).astype(np.float32)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two, and immune to a busy machine's scheduling."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

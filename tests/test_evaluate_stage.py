@@ -23,6 +23,8 @@ from stylepipe.config import validate
 from stylepipe.errors import StageError
 from tasks import evaluate as ev
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STYLE = "stripes"
 NAMES = ["aaa0", "bbb1", "ccc2"]
 
@@ -65,15 +67,6 @@ def make_model(model_dir: Path, seed: int) -> torch.nn.Module:
         "final_losses": {"total": 1.0},
     })
     return net
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two, and immune to a busy machine's scheduling."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

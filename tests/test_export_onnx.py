@@ -15,6 +15,8 @@ from stylepipe.cli import build_parser, main
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # float32 through ~20 layers, two runtimes: measured max differences are about 1e-6
 TOLERANCE = 1e-4
 # (N, 3, H, W); 30x45 has sides that are not multiples of 4, where the network pads and crops
@@ -35,15 +37,6 @@ def make_model(model_dir, name, seed=0):
                 module.bias.normal_(0, 0.3)
     save_model(model_dir, net, {**SIDECAR, "network": name})
     return net
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # tiny images: on a busy 2-core machine two threads spend seconds waiting for each other
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def session(path):
