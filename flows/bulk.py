@@ -28,7 +28,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from stylepipe.config import StylizeParams
 from tasks.stylize_engine import execute, sweep_temp
-from tasks.stylize_plan import Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan, record_refused, summarize
+from tasks.stylize_plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan,
+                                record_refused, summarize)
 from tasks.stylize_ledger import Ledger, merge_segments, segment_path
 
 PROGRESS_LOG_S = 30.0
@@ -72,10 +73,12 @@ def stylize_shard(index: int, shard_plan: Plan, items: list[WorkItem], run_id: s
 
 @flow(name="stylepipe-bulk", log_prints=True)
 def bulk_stylize(source: str, out: str, models: list[dict], params: dict, ledger: str,
-                 resume: bool = True, limit: int | None = None) -> Summary:
+                 resume: bool = True, limit: int | None = None,
+                 gatys_max_inputs: int | None = GATYS_MAX_INPUTS) -> Summary:
     """Stylize every image in `source` with `models` into `out`."""
     logger = get_run_logger()
-    job = Job(source, Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger))
+    job = Job(source, Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger),
+              gatys_max_inputs)
     sweep_temp(job.out)
     p = plan(job, resume=resume, limit=limit)
     record_refused(p)
@@ -118,4 +121,5 @@ def run_bulk(job: Job, *, resume: bool = True, limit: int | None = None,
         runner = ThreadPoolTaskRunner(max_workers=1)
     return bulk_stylize.with_options(task_runner=runner)(
         source=job.source, out=str(job.out), models=[dataclasses.asdict(m) for m in job.models],
-        params=job.params.model_dump(), ledger=str(job.ledger), resume=resume, limit=limit)
+        params=job.params.model_dump(), ledger=str(job.ledger), resume=resume, limit=limit,
+        gatys_max_inputs=job.gatys_max_inputs)

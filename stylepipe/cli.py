@@ -53,10 +53,17 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tasks.stylize_engine import stylize
     from tasks.stylize_plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
 
+    if bool(args.model) == bool(args.gatys_style):
+        raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
+    if args.gatys_max_inputs < 0:
+        raise ConfigError(f"--gatys-max-inputs {args.gatys_max_inputs}: must be 0 (no cap) or more")
+    paths = args.model or [args.gatys_style]
+    gatys = _gatys_bulk_config(args) if args.gatys_style else None
+
     def per_model(values: list, name: str) -> list:
-        if len(values) not in (1, len(args.model)):
-            raise ConfigError(f"{name}: give one value for all models or one per --model ({len(args.model)})")
-        return values * len(args.model) if len(values) == 1 else values
+        if len(values) not in (1, len(paths)):
+            raise ConfigError(f"{name}: give one value for all models or one per --model ({len(paths)})")
+        return values * len(paths) if len(values) == 1 else values
 
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
@@ -72,10 +79,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for strength in strengths:
         if not 0 <= strength <= 1:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
-    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes")
-                   for path, strength, keep in zip(args.model, strengths, colors))
+    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys)
+                   for path, strength, keep in zip(paths, strengths, colors))
     out = Path(args.out)
-    job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out))
+    job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
+              gatys_max_inputs=args.gatys_max_inputs or None)
     try:
         if args.dry_run:
             p = plan(job, resume=not args.no_resume, limit=args.limit, readonly=True)
@@ -97,6 +105,37 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if summary.failed_fraction > params.max_failed_fraction:
         print(f"stylepipe stylize: {summary.failed} of {summary.done + summary.failed} outputs failed, more "
               f"than --max-failed-fraction {params.max_failed_fraction}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _gatys_bulk_config(args: argparse.Namespace):
+    from models.gatys import GatysConfig
+    from stylepipe.errors import StageError
+    from tasks.gatys import parse_sizes
+
+    try:
+        return GatysConfig(sizes=parse_sizes(args.gatys_size), steps=args.gatys_steps)
+    except StageError as e:
+        raise ConfigError(f"--gatys-size/--gatys-steps: {e}") from None
+
+
+def cmd_gatys(args: argparse.Namespace) -> int:
+    from models.gatys import GatysConfig
+    from stylepipe.errors import StageError
+    from tasks.gatys import parse_sizes, run_gatys
+
+    try:
+        sizes = parse_sizes(args.coarse_to_fine) if args.coarse_to_fine else (512 if args.size is None else args.size,)
+        if args.size is not None and sizes[-1] != args.size:
+            raise StageError(f"--size {args.size} differs from the last --coarse-to-fine size {sizes[-1]}")
+        config = GatysConfig(sizes=sizes, steps=args.steps, optimizer=args.optimizer, lr=args.lr,
+                             content_weight=args.content_weight, style_weight=args.style_weight,
+                             tv_weight=args.tv_weight, encoder=args.encoder, style_scale=args.style_scale,
+                             init=args.init, seed=args.seed)
+        run_gatys(args.content, args.style, args.out, config, device=args.device)
+    except StageError as e:
+        print(f"stylepipe gatys: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -196,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in a ledger; a second run resumes: it skips what is done. Exit code 1 when more than "
         "--max-failed-fraction of the inputs failed.")
     stylize.add_argument("source", help="folder, archive, image file, or fsspec URL")
-    stylize.add_argument("--model", required=True, action="append",
+    stylize.add_argument("--model", action="append",
                          help="model folder with model.safetensors + model.json (repeatable: one "
                          "pass applies every model)")
     stylize.add_argument("--out", required=True, help="output folder")
@@ -238,7 +277,45 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run as the Prefect bulk flow on this Dask cluster (prefect-dask); "
                          "SOURCE, --model and --out must be reachable from its workers")
     stylize.add_argument("--shard-size", type=int, default=1000, help="images per Prefect task (default 1000)")
+    stylize.add_argument("--gatys-style", metavar="PAINTING",
+                         help="instead of --model: optimise every image after this painting (Gatys; "
+                         "seconds to minutes per image, for small jobs; see `stylepipe gatys`)")
+    stylize.add_argument("--gatys-steps", type=int, default=150,
+                         help="Gatys: L-BFGS loss evaluations per size (default 150)")
+    stylize.add_argument("--gatys-size", default="256,512", metavar="S[,S...]",
+                         help="Gatys: long side of each coarse-to-fine level; the last caps the output "
+                         "size (default 256,512)")
+    stylize.add_argument("--gatys-max-inputs", type=int, default=200, metavar="N",
+                         help="Gatys: refuse a job of more images than this unless --limit is given "
+                         "(default 200; 0: no cap)")
     stylize.set_defaults(func=cmd_stylize)
+
+    gatys = sub.add_parser(
+        "gatys", help="stylize one image by optimisation after any painting (no training)",
+        description="Gatys et al.'s style transfer: optimise the pixels of CONTENT until its features "
+        "match CONTENT's and its feature statistics match STYLE's (models/gatys.py). Seconds to minutes "
+        "per image on a CPU; --coarse-to-fine optimises small first and refines at each larger size.")
+    gatys.add_argument("content", help="the photo")
+    gatys.add_argument("style", help="the painting")
+    gatys.add_argument("--out", required=True, help="output image (.png, .jpg, .webp); written atomically")
+    gatys.add_argument("--size", type=int, default=None, help="long side of the output (default 512)")
+    gatys.add_argument("--coarse-to-fine", metavar="S,S,...",
+                       help="long sides of the levels, increasing, e.g. 256,512; the last is the output's")
+    gatys.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    gatys.add_argument("--steps", type=int, default=150,
+                       help="per level: L-BFGS loss evaluations or Adam steps (default 150; Adam needs more)")
+    gatys.add_argument("--lr", type=float, default=None, help="step size (default: 1 for L-BFGS, 0.02 for Adam)")
+    gatys.add_argument("--content-weight", type=float, default=1.0, help="default 1")
+    gatys.add_argument("--style-weight", type=float, default=100.0, help="default 100")
+    gatys.add_argument("--tv-weight", type=float, default=20.0, help="total variation: smoothness (default 20)")
+    gatys.add_argument("--style-scale", type=float, default=1.0,
+                       help="painting's long side relative to the output's: larger, larger strokes (default 1)")
+    gatys.add_argument("--encoder", choices=["efficientnet_lite0", "vgg16", "vgg19"], default="efficientnet_lite0",
+                       help="loss network (VGG needs its weights in data/weights)")
+    gatys.add_argument("--init", choices=["content", "noise"], default="content")
+    gatys.add_argument("--seed", type=int, default=0, help="noise for --init noise (default 0)")
+    gatys.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    gatys.set_defaults(func=cmd_gatys)
 
     nightly = sub.add_parser("nightly", help="serve (or register) the nightly Prefect deployment",
                              description="Create the scheduled deployment of the pipeline flow and "

@@ -258,16 +258,16 @@ class Pipeline:
     def __init__(self, job_plan: Plan, items: list[WorkItem], ledger: Ledger, writer: str,
                  progress=None, run_id: str | None = None):
         from stylepipe.devices import pick_device
-        from tasks.stylize_models import StyleModels, configure_parallelism, default_batch_size
+        from tasks.stylize_models import build_models, configure_parallelism, default_batch_size
 
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
         device = pick_device(self.params.device)
         self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
         self.batch_size = self.params.batch_size or default_batch_size(device)
-        self.models = StyleModels(list(self.job.models), device, tile_size=self.params.tile_size,
-                                  tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                  batch_size=self.batch_size)
+        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
+                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
+                                   batch_size=self.batch_size)
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]

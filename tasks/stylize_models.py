@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from models.weights import load_model
 from stylepipe.devices import cpu_count
+from stylepipe.errors import StageError
 from tasks.stylize_plan import ModelSpec
 from tasks.stylize_tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 
@@ -131,3 +133,60 @@ class StyleModels:
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
                                          batch_size=self.batch_size))
         return results
+
+
+class GatysModels:
+    """Gatys mode: a painting instead of a trained network (models/gatys.py). The same contract as
+    StyleModels, but every image is optimised on its own, with gradients: `stylize` is deliberately
+    not under inference_mode (gatys() also leaves it by itself, so either way works). An image
+    larger than the last Gatys size is scaled down to it (the output has that size); one smaller is
+    optimised at its own size, never upscaled (below MIN_SIZE: at MIN_SIZE, then scaled back). It
+    never tiles: the style statistics are the whole picture's."""
+
+    def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
+        from models.gatys import build_gatys_encoder
+        from tasks.gatys import read_image
+
+        if len(specs) != 1:
+            raise StageError("Gatys mode runs one painting alone, without trained models in the same job")
+        self.specs, self.device = specs, device
+        self.spec, self.config = specs[0], specs[0].gatys
+        self.painting = read_image(self.spec.path)
+        self.encoder = build_gatys_encoder(self.config, device)
+
+    def describe(self, parallel: int = 1) -> str:
+        threads = torch.get_num_threads()
+        return f"{self.device} (Gatys, {self.config.optimizer}, {parallel} images at once x {threads} threads)"
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return False
+
+    def sizes_for(self, long_side: int) -> tuple[int, ...]:
+        """The configured coarse-to-fine sizes, ending at `long_side` (at most the last of them)."""
+        from models.gatys import MIN_SIZE
+
+        long_side = max(MIN_SIZE, min(long_side, self.config.sizes[-1]))
+        return tuple(s for s in self.config.sizes if s < long_side) + (long_side,)
+
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N,H,W,3) uint8 images of one size -> [(N,h,w,3) uint8 results], h x w <= H x W."""
+        from models.gatys import gatys, resize, shape_for
+
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        height, width = x.shape[-2:]
+        out_shape = shape_for(height, width, min(max(height, width), self.config.sizes[-1]))
+        config = replace(self.config, sizes=self.sizes_for(max(height, width)))
+        styled = torch.cat([gatys(photo[None], self.painting, config, encoder=self.encoder, device=self.device).image
+                            for photo in x]).to(self.device)
+        x = resize(x, out_shape)
+        return [StyleModels._to_uint8(finish(resize(styled, out_shape), x, self.spec))]
+
+    def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return [r[0] for r in self.stylize(pixels[None])]
+
+
+def build_models(specs: list[ModelSpec], device: torch.device, **settings) -> StyleModels | GatysModels:
+    """Trained networks, or a Gatys painting (ModelSpec.gatys)."""
+    if any(spec.gatys is not None for spec in specs):
+        return GatysModels(specs, device, **settings)
+    return StyleModels(specs, device, **settings)

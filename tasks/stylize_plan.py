@@ -9,11 +9,13 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from stylepipe.config import StylizeParams
 from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
 from tasks.stylize_ledger import Ledger, Row, merge_segments, options_json
 from tasks.stylize_sources import RESERVED_NAME, Entry, Source, SourceError, open_source
 
@@ -21,6 +23,12 @@ LEDGER_NAME = "ledger.sqlite"
 WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that module imports torch)
 # Failures that say nothing about the input itself: the next run tries these inputs again.
 TRANSIENT_FAILURES = ("unreadable", "worker error", "cannot write the output")
+# Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
+# caller names a --limit or raises this (`Job.gatys_max_inputs`).
+GATYS_MAX_INPUTS = 200
+
+if TYPE_CHECKING:
+    from models.gatys import GatysConfig
 
 
 @dataclass(frozen=True)
@@ -29,10 +37,20 @@ class ModelSpec:
     label: str = ""            # names the model in the ledger and its output subfolder; default: folder name
     strength: float = 1.0
     preserve_colors: bool = False
+    # Gatys mode: `path` is a painting, and every image is optimised (models/gatys.py) instead of
+    # run through a trained network. A dict (a Prefect flow's parameters) becomes a GatysConfig.
+    gatys: GatysConfig | dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.gatys, dict):
+            from models.gatys import GatysConfig  # torch: only a Gatys job pays for it here
+            object.__setattr__(self, "gatys", GatysConfig(**self.gatys))
 
     @property
     def name(self) -> str:
-        return self.label or Path(self.path).resolve().name
+        if self.label:
+            return self.label
+        return f"gatys-{Path(self.path).stem}" if self.gatys is not None else Path(self.path).resolve().name
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -46,6 +64,16 @@ def weights_sha256(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_hash(spec: ModelSpec) -> str:
+    """The ledger's model identity: the weights' sha256; in Gatys mode the painting's sha256 plus
+    the hash of the optimisation's settings."""
+    if spec.gatys is None:
+        return weights_sha256(spec.path)
+    if not Path(spec.path).is_file():
+        raise StageError(f"{spec.path}: no such file (the Gatys painting)")
+    return f"{sha256_file(Path(spec.path))}+gatys-{options_hash(asdict(spec.gatys))}"
+
+
 @dataclass(frozen=True)
 class Job:
     source: str
@@ -53,6 +81,7 @@ class Job:
     models: tuple[ModelSpec, ...]
     params: StylizeParams
     ledger: Path
+    gatys_max_inputs: int | None = GATYS_MAX_INPUTS  # None: no cap
 
 
 def default_ledger(out: Path) -> Path:
@@ -85,11 +114,14 @@ class Plan:
 
 def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     """What changes an output's pixels or bytes; its hash is part of the ledger identity."""
-    return {
+    options = {
         "format": params.format, "quality": None if params.format == "png" else params.quality,
         "max_size": params.max_size, "strength": spec.strength, "preserve_colors": spec.preserve_colors,
         "tile_above": params.tile_above, "tile_size": params.tile_size, "tile_overlap": params.tile_overlap,
     }
+    if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
+        options["gatys"] = asdict(spec.gatys)
+    return options
 
 
 def options_hash(options: dict) -> str:
@@ -109,7 +141,7 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     if not readonly:
         merge_segments(job.ledger)
     source = open_job_source(job)
-    p = Plan(job, [weights_sha256(s.path) for s in job.models],
+    p = Plan(job, [model_hash(s) for s in job.models],
              [output_options(job.params, s) for s in job.models])
     hashes = [options_hash(o) for o in p.options]
     multi = len(job.models) > 1
@@ -157,7 +189,24 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     finally:
         if ledger:
             ledger.close()
+    check_gatys_size(p, limit)
     return p
+
+
+def check_gatys_size(p: Plan, limit: int | None) -> None:
+    """Gatys mode is for small jobs: refuse more than job.gatys_max_inputs images to do, unless
+    --limit says how many."""
+    cap = p.job.gatys_max_inputs
+    if limit is not None or cap is None or len(p.items) <= cap:
+        return
+    if not any(spec.gatys is not None for spec in p.job.models):
+        return
+    raise StageError(
+        f"{len(p.items)} images to stylize with Gatys optimisation, more than the {cap} it is meant for: "
+        "it optimises every image, seconds to minutes each (about 10-15 s at 256 px and 40-55 s at the "
+        "default 256,512 on a 2-core CPU). For a job this size train a feed-forward model of the "
+        "painting (add it under `styles:` in params.yaml, `stylepipe run --stage train`) and stylize "
+        "with --model; or give --limit N, or raise --gatys-max-inputs, to go ahead anyway")
 
 
 def max_input_bytes(params: StylizeParams) -> int:
