@@ -57,11 +57,7 @@ def weights_sha256(model_dir: str | Path) -> str:
     path = Path(model_dir) / WEIGHTS_FILE
     if not path.is_file():
         raise StageError(f"{path}: no such file; is {model_dir} a trained model folder?")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def model_hash(spec: ModelSpec) -> str:
