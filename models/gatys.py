@@ -240,7 +240,7 @@ def gatys(content: Tensor, style: Tensor, config: GatysConfig = GatysConfig(), *
             started = time.perf_counter()
             shape = shape_for(*content.shape[-2:], size)
             photo = resize(content, shape)
-            painting = resize_long_side(style, max(MIN_SIZE, round(size * config.style_scale)))
+            painting = resize_long_side(style, min(MAX_SIZE, max(MIN_SIZE, round(size * config.style_scale))))
             if image is not None:
                 init = resize(image, shape)
             elif config.init == "noise":

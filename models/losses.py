@@ -48,8 +48,10 @@ def style_loss(out_feats: Mapping[str, Tensor], target_stats: Mapping[str, Tenso
 
 def total_variation(images: Tensor) -> Tensor:
     """Mean absolute difference of neighbouring pixels (anisotropic TV, L1)."""
-    dh = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean()
-    dw = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean()
+    zero = images.new_zeros(())
+    # a side of 1 px has no neighbours along it (the mean of nothing would be NaN)
+    dh = (images[:, :, 1:, :] - images[:, :, :-1, :]).abs().mean() if images.shape[2] > 1 else zero
+    dw = (images[:, :, :, 1:] - images[:, :, :, :-1]).abs().mean() if images.shape[3] > 1 else zero
     return dh + dw
 
 

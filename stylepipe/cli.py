@@ -174,7 +174,8 @@ def cmd_styles(args: argparse.Namespace) -> int:
     out = Path(args.out) if Path(args.out).is_absolute() else root / args.out
     log.setup()
     try:
-        summary = style_grid.run(Path(args.folder), params, out, repo_root=root, photos=args.photos)
+        summary = style_grid.run(Path(args.folder), params, out, repo_root=root, photos=args.photos,
+                                 fresh=args.fresh)
     except StageError as e:
         print(f"stylepipe styles: {e}", file=sys.stderr)
         return 1
@@ -182,7 +183,9 @@ def cmd_styles(args: argparse.Namespace) -> int:
         how = "kept (already trained)" if s["reused"] else "trained"
         print(f"  {s['name']:<28} {how}, {s['seconds']:.0f} s of training  -> {s['model']}")
     print(f"grid: {summary['grid']}")
-    return 0
+    for painting, why in summary["failed"].items():
+        print(f"stylepipe styles: skipped {painting}: {why}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -340,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a train setting for this command only (repeatable), "
                         "e.g. --set train.steps=200")
     styles.add_argument("--photos", type=int, default=4, help="held-out photos in the grid (default 4)")
+    styles.add_argument("--fresh", action="store_true",
+                        help="discard checkpoints of interrupted runs instead of resuming from them")
     styles.add_argument("--repo", default=".", help="project root (default: current directory)")
     styles.set_defaults(func=cmd_styles)
 

@@ -35,7 +35,7 @@ from tasks import archives
 from tasks.fetch import (FetchError, Location, basename, fetch, is_folder, locate, source_id,
                          walk_folder, write_json_atomic)
 from tasks.fetch import Skipped as SkippedFile
-from tasks.images import Rejected, decode
+from tasks.images import STYLE_IMAGE_MAX_PIXELS, Rejected, decode
 
 log = logging.getLogger("stylepipe.download")
 
@@ -285,7 +285,8 @@ def check_style(name: str, root: Path, result: SetResult) -> list[str]:
         return [f"style {name}: its source gave {len(result.entries)} files; a style is exactly one image"]
     entry = result.entries[0]
     try:
-        decode((root / entry["path"]).read_bytes(), max_pixels=256_000_000, setting="the style-image limit")
+        decode((root / entry["path"]).read_bytes(), max_pixels=STYLE_IMAGE_MAX_PIXELS,
+               setting="the style-image limit")
     except Rejected as e:
         return [f"style {name}: {entry['source']} is not a usable image ({e})"]
     return []

@@ -33,7 +33,13 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file -> (3,H,W) float in [0,1], by tasks/images.py's rules (EXIF orientation, any
     mode to RGB; truncated files and decompression bombs refused)."""
     path = Path(path)
+    max_bytes = max_pixels * 8 + (1 << 20)  # 16-bit RGBA, uncompressed, plus headers (as stylize)
     try:
+        if not path.is_file():  # a folder, a device like /dev/zero
+            raise StageError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
+        if path.stat().st_size > max_bytes:
+            raise StageError(f"{path}: {path.stat().st_size} bytes, more than any image of "
+                             f"{max_pixels} pixels needs: refused")
         data = path.read_bytes()
     except FileNotFoundError:
         raise StageError(f"{path}: no such file") from None

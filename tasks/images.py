@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+# A painting is one image: larger than preprocess's photo limit is fine, a bomb is not.
+STYLE_IMAGE_MAX_PIXELS = 256_000_000
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 WHITE = (255, 255, 255, 255)
 HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}

@@ -13,8 +13,9 @@ the `train` section of params.yaml. Writes, under --out:
   summary.json                                 per style: painting, seconds, final losses
 
 A model whose sidecar matches (same painting, data and train params) is kept, not retrained; an
-interrupted run resumes from its checkpoint. A painting that cannot be read is reported and
-skipped.
+interrupted run resumes from its checkpoint (--fresh discards checkpoints). A painting that cannot
+be used (unreadable, too large, a refused resume) is reported in summary.json and skipped; the
+command then exits 1.
 """
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ from stylepipe.config import Params, StyleParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import dvc_command, stage_env
-from tasks.images import IMAGE_SUFFIXES
-from tasks.train import list_train_images, load_rgb, to_tensor, train, train_data_sha256
+from tasks.images import IMAGE_SUFFIXES, STYLE_IMAGE_MAX_PIXELS, Rejected, decode
+from tasks.train import (ResumeRefused, list_train_images, load_rgb, resolve_layers, to_tensor, train,
+                         train_data_sha256)
 
 log = logging.getLogger("stylepipe.styles")
 
@@ -55,7 +57,8 @@ class TrainedStyle:
 
 
 def style_name(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "style"
+    # no dots: a name never collides with grid.png or summary.json beside the model folders
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-") or "style"
 
 
 def find_paintings(folder: Path) -> list[Path]:
@@ -87,7 +90,8 @@ def is_current(model_dir: Path, params: Params, painting_sha: str, data_sha: str
     except (OSError, ValueError):
         return None
     tp = params.train
-    wanted = {"style_image_sha256": painting_sha, "train_data_sha256": data_sha, "network": tp.network,
+    style_layers, content_layers = resolve_layers(tp)
+    wanted = {"style_layers": style_layers, "content_layers": content_layers, "style_image_sha256": painting_sha, "train_data_sha256": data_sha, "network": tp.network,
               "encoder": tp.encoder, "steps": tp.steps, "batch_size": tp.batch_size, "lr": tp.lr,
               "image_size": tp.image_size, "style_size": tp.style_size, "seed": tp.seed,
               "weights": {"content": tp.content_weight, "style": tp.style_weight, "tv": tp.tv_weight}}
@@ -95,34 +99,51 @@ def is_current(model_dir: Path, params: Params, painting_sha: str, data_sha: str
     return sidecar if ok else None
 
 
+def check_painting(painting: Path) -> None:
+    """The painting decodes within the style-image limit (tasks/images.py's rules: bombs and
+    truncated files refused), else StageError."""
+    try:
+        decode(painting.read_bytes(), STYLE_IMAGE_MAX_PIXELS, setting="the style-image limit")
+    except OSError as e:
+        raise StageError(f"{painting}: cannot read: {e}") from None
+    except Rejected as e:
+        raise StageError(f"{painting}: not a usable image ({e})") from None
+
+
 def train_styles(paintings: list[Path], params: Params, out: Path, train_dir: Path,
-                 checkpoints: Path = Path(".cache/checkpoints")) -> list[TrainedStyle]:
+                 checkpoints: Path = Path(".cache/checkpoints"), fresh: bool = False,
+                 ) -> tuple[list[TrainedStyle], dict[str, str]]:
+    """Train (or keep) a model per painting; returns the trained styles and, per painting that
+    failed, why. One painting failing never stops the others."""
     files = list_train_images(train_dir)
     data_sha = train_data_sha256(files)
-    trained = []
+    trained, failed = [], {}
     for i, painting in enumerate(paintings, 1):
         name = style_name(painting)
         model_dir = out / name
         try:
-            load_rgb(painting)
+            check_painting(painting)
+            sidecar = is_current(model_dir, params, sha256_file(painting), data_sha)
+            reused = sidecar is not None
+            if reused:
+                log.info("[%d/%d] %s: already trained (%s), kept", i, len(paintings), name, model_dir)
+            else:
+                log.info("[%d/%d] %s: training on %s", i, len(paintings), name, painting)
+                style_params = params.model_copy(
+                    update={"styles": {name: StyleParams(source={"url": str(painting)})}})
+                sidecar = train(style_params, name, train_dir=train_dir, model_dir=model_dir,
+                                log_path=model_dir / "loss.tsv", checkpoint_dir=checkpoints / f"styles-{name}",
+                                style_image=painting, fresh=fresh)
+        except ResumeRefused as e:
+            failed[str(painting)] = f"{e} (here: re-run `stylepipe styles` with --fresh)"
         except StageError as e:
-            log.error("skipping %s: %s", painting, e)
-            continue
-        sidecar = is_current(model_dir, params, sha256_file(painting), data_sha)
-        reused = sidecar is not None
-        if reused:
-            log.info("[%d/%d] %s: already trained (%s), kept", i, len(paintings), name, model_dir)
+            failed[str(painting)] = str(e)
         else:
-            log.info("[%d/%d] %s: training on %s", i, len(paintings), name, painting)
-            style_params = params.model_copy(update={"styles": {name: StyleParams(source={"url": str(painting)})}})
-            sidecar = train(style_params, name, train_dir=train_dir, model_dir=model_dir,
-                            log_path=model_dir / "loss.tsv", checkpoint_dir=checkpoints / f"styles-{name}",
-                            style_image=painting)
-        trained.append(TrainedStyle(name, painting, model_dir, sidecar["seconds"], reused,
-                                    sidecar.get("final_losses", {})))
-    if not trained:
-        raise StageError("no style could be trained (every painting was unreadable)")
-    return trained
+            trained.append(TrainedStyle(name, painting, model_dir, sidecar["seconds"], reused,
+                                        sidecar.get("final_losses", {})))
+            continue
+        log.error("skipping %s: %s", painting, failed[str(painting)])
+    return trained, failed
 
 
 def fit(img: Image.Image, size: int = GRID_CELL) -> Image.Image:
@@ -177,14 +198,18 @@ def held_out_photos(val_dir: Path, count: int) -> list[Path]:
     return photos[:count]
 
 
-def run(folder: Path, params: Params, out: Path, repo_root: Path = Path("."), photos: int = 4) -> dict:
+def run(folder: Path, params: Params, out: Path, repo_root: Path = Path("."), photos: int = 4,
+        fresh: bool = False) -> dict:
     paintings = find_paintings(folder)
     ensure_preprocessed(repo_root)
     processed = repo_root / "data" / "processed"
-    trained = train_styles(paintings, params, out, processed / "train", repo_root / ".cache" / "checkpoints")
+    trained, failed = train_styles(paintings, params, out, processed / "train",
+                                   repo_root / ".cache" / "checkpoints", fresh=fresh)
+    if not trained:
+        raise StageError("no style could be trained:\n" + "\n".join(f"  {p}: {why}" for p, why in failed.items()))
     render_grid(trained, held_out_photos(processed / "val", photos), out / "grid.png")
     summary = {"grid": str(out / "grid.png"), "styles": [
         {"name": t.name, "painting": str(t.painting), "model": str(t.model_dir), "seconds": t.seconds,
-         "reused": t.reused, "final_losses": t.final_losses} for t in trained]}
+         "reused": t.reused, "final_losses": t.final_losses} for t in trained], "failed": failed}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -92,7 +92,7 @@ def load_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return ImageOps.exif_transpose(im).convert("RGB")
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise StageError(f"{path}: cannot read image: {e}") from None
 
 
@@ -278,6 +278,18 @@ def start_processes(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def same_start_everywhere(start: int, world: int, checkpoint_dir: Path) -> None:
+    """Every process must resume from the same step, or DDP would hang mid-step: on several
+    machines the checkpoint folder has to be shared storage."""
+    if world == 1:
+        return
+    steps = torch.tensor([start, -start])
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    if steps[0].item() != -steps[1].item():
+        raise StageError(f"the processes found different checkpoints in {checkpoint_dir} (steps "
+                         f"{-steps[1].item()} to {steps[0].item()}): put it on storage every machine shares")
+
+
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
@@ -332,8 +344,9 @@ def train(
     if cuda and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not cuda and not os.environ.get("OMP_NUM_THREADS"):  # an explicit setting wins
-        torch.set_num_threads(max(1, cpu_count() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    # An explicit OMP_NUM_THREADS wins; torchrun sets it to 1 per process unless it is given.
+    if not cuda and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(cpu_count())
 
     config = {
         "style": style, **tp.model_dump(exclude={"device", "workers", "log_every", "checkpoint_every",
@@ -371,6 +384,7 @@ def train(
     barrier(world)
     ckpt = load_checkpoint(ckpt_path, config, code)
     start, window, seconds_before = 0, {k: 0.0 for k in LOSS_KEYS}, 0.0
+    same_start_everywhere(ckpt["step"] if ckpt is not None else 0, world, checkpoint_dir)
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

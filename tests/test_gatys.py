@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 
 import numpy as np
@@ -141,6 +142,7 @@ def test_cli_writes_a_decodable_image_and_reports_each_level(images, tmp_path, c
     ("sizes", "must increase"),
     ("size-mismatch", "differs from the last --coarse-to-fine"),
     ("suffix", "unsupported output type"),
+    ("folder", "not a regular file"),
 ])
 def test_cli_errors_cleanly(images, tmp_path, capsys, case, message):
     content, painting = images
@@ -153,6 +155,8 @@ def test_cli_errors_cleanly(images, tmp_path, capsys, case, message):
         extra = ["--coarse-to-fine", "48,24"]
     elif case == "size-mismatch":
         extra = ["--coarse-to-fine", "24,48", "--size", "32"]
+    elif case == "folder":
+        painting = tmp_path
     else:
         out = tmp_path / "o.xyz"
     assert main(["gatys", str(content), str(painting), "--out", str(out), *extra]) == 1
@@ -239,3 +243,11 @@ def test_flow_parameters_round_trip_the_gatys_settings():
     assert again == spec and isinstance(again.gatys, GatysConfig)
     listed = ModelSpec(**{**dataclasses.asdict(spec), "gatys": {"sizes": [16, 24], "steps": 4}})  # from JSON
     assert listed == spec
+
+
+def test_an_image_one_pixel_high_is_optimised_not_nan(style, encoder):
+    """Total variation along a 1-px side is 0, not the NaN mean of nothing (which crashed L-BFGS)."""
+    thin = torch.rand(3, 2, 300, generator=torch.Generator().manual_seed(0))
+    result = gatys(thin, style, GatysConfig(sizes=(64,), steps=3), encoder=encoder, device="cpu")
+    assert result.image.shape == (1, 3, 1, 64)
+    assert all(math.isfinite(v) for v in result.levels[0].final.values())

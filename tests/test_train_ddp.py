@@ -1,5 +1,6 @@
-"""torchrun DDP on CPU: two gloo processes train the tiny config and match a one-process run's
-step count and loss range. Real processes, real process group, through `python -m tasks.train`."""
+"""torchrun DDP on CPU: two gloo processes with batch 2 each train exactly what one process with
+batch 4 trains (the same crops per step, gradients averaged by DDP), through `python -m
+tasks.train` in real processes with a real process group."""
 import json
 import os
 import subprocess
@@ -11,15 +12,17 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tests.tiny_training import TINY_TRAIN, write_painting, write_photos
 
-TRAIN = {**TINY_TRAIN, "steps": 12, "log_every": 4, "checkpoint_every": 4, "device": "cpu"}
+STEPS = 8
 
 
-def make_workspace(root: Path) -> Path:
+def make_workspace(root: Path, batch_size: int) -> Path:
     """params.yaml + the data/ layout train reads (data/processed/train, data/raw/styles/<style>)."""
     write_photos(root / "data" / "processed" / "train", 6)
     write_painting(root / "data" / "raw" / "styles" / "tiny" / "files" / "src-0" / "paint.png")
+    train = {**TINY_TRAIN, "steps": STEPS, "log_every": 1, "checkpoint_every": 4, "device": "cpu",
+             "batch_size": batch_size}
     params = {"download": {"content": [{"url": "x"}]}, "styles": {"tiny": {"source": {"url": "y"}}},
-              "train": TRAIN}
+              "train": train}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -33,12 +36,14 @@ def train_in(workdir: Path, processes: int) -> subprocess.CompletedProcess:
                f"--nproc_per_node={processes}", "-m", "tasks.train", "--style", "tiny"]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
+
 def read_log(path: Path) -> list[list[float]]:
     lines = path.read_text().splitlines()
     return [[float(v) for v in line.split("\t")] for line in lines[1:]]
 
-def test_two_gloo_processes_match_the_single_process_run(tmp_path):
-    single, ddp = make_workspace(tmp_path / "single"), make_workspace(tmp_path / "ddp")
+
+def test_two_gloo_processes_train_what_one_process_with_their_joint_batch_trains(tmp_path):
+    single, ddp = make_workspace(tmp_path / "single", 4), make_workspace(tmp_path / "ddp", 2)
     for workdir, n in ((single, 1), (ddp, 2)):
         result = train_in(workdir, n)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -46,13 +51,16 @@ def test_two_gloo_processes_match_the_single_process_run(tmp_path):
     one = json.loads((single / "data/models/tiny/model.json").read_text())
     two = json.loads((ddp / "data/models/tiny/model.json").read_text())
     assert one["processes"] == 1 and two["processes"] == 2
-    assert one["steps"] == two["steps"] == TRAIN["steps"]
+    assert one["steps"] == two["steps"] == STEPS
 
     log_one, log_two = read_log(single / "metrics/train/tiny.tsv"), read_log(ddp / "metrics/train/tiny.tsv")
-    assert [r[0] for r in log_one] == [r[0] for r in log_two] == [4, 8, 12]
-    for rows in (log_one, log_two):
-        assert rows[-1][1] < rows[0][1]  # both learn
-    # same task, twice the crops per step: the losses stay in the same range
+    assert [r[0] for r in log_one] == [r[0] for r in log_two] == list(range(1, STEPS + 1))
+    assert log_two[-1][1] < log_two[0][1]  # it learns
+    # Step 1's loss is computed before any update; steps 2 and 3 match only if each update
+    # applied the gradient of all 4 crops (without DDP each process would follow its own 2).
+    # Later, float sums taken in another order drift apart, as training amplifies them.
+    for a, b in zip(log_one[:3], log_two[:3]):
+        assert abs(b[1] - a[1]) <= 1e-4 * a[1], (a, b)
     for a, b in zip(log_one, log_two):
-        assert 0.5 < b[1] / a[1] < 2, (a, b)
+        assert abs(b[1] - a[1]) <= 0.1 * a[1], (a, b)
     assert not (ddp / ".cache/checkpoints/tiny").exists()  # rank 0 cleaned up after the final save
