@@ -14,11 +14,14 @@ from PIL import Image
 
 from models.gatys import GatysConfig, Level, build_gatys_encoder, gatys
 from stylepipe.devices import pick_device
+from stylepipe.config import StylizeParams
 from stylepipe.errors import StageError
 from tasks.images import Rejected, decode
+from tasks.stylize_plan import max_input_bytes
 from tasks.train import to_tensor
 
-MAX_PIXELS = 64_000_000  # as `stylepipe stylize --max-pixels`: larger files are refused as bombs
+# as `stylepipe stylize --max-pixels`: larger images are refused as bombs
+MAX_PIXELS = StylizeParams.model_fields["max_pixels"].default
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -33,7 +36,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """An image file -> (3,H,W) float in [0,1], by tasks/images.py's rules (EXIF orientation, any
     mode to RGB; truncated files and decompression bombs refused)."""
     path = Path(path)
-    max_bytes = max_pixels * 8 + (1 << 20)  # 16-bit RGBA, uncompressed, plus headers (as stylize)
+    max_bytes = max_input_bytes(max_pixels)
     try:
         if not path.is_file():  # a folder, a device like /dev/zero
             raise StageError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")

@@ -334,7 +334,7 @@ class Pipeline:
             key, payload = got
             self.inflight[key] = InFlight(self.items[key])
             job = stylize_io.DecodeJob(key, payload, self.params.max_size, self.params.max_pixels,
-                                       max_input_bytes(self.params))
+                                       max_input_bytes(self.params.max_pixels))
             self.decoding[self.pool.submit(stylize_io.decode_job, job)] = key
 
     def _next_batch(self, final: bool) -> list[int]:

@@ -205,8 +205,9 @@ def check_gatys_size(p: Plan, limit: int | None) -> None:
         "with --model; or give --limit N, or raise --gatys-max-inputs, to go ahead anyway")
 
 
-def max_input_bytes(params: StylizeParams) -> int:
-    return params.max_pixels * 8 + (1 << 20)  # 16-bit RGBA, uncompressed, plus headers
+def max_input_bytes(max_pixels: int) -> int:
+    """The largest file an image of max_pixels can need: 16-bit RGBA, uncompressed, plus headers."""
+    return max_pixels * 8 + (1 << 20)
 
 
 def open_job_source(job: Job) -> Source:
@@ -215,7 +216,7 @@ def open_job_source(job: Job) -> Source:
         raise StageError(f"the output folder {job.out} holds the source {job.source}: outputs could "
                          "overwrite inputs; choose another --out")
     try:
-        return open_source(job.source, max_bytes=max_input_bytes(job.params), exclude=job.out)
+        return open_source(job.source, max_bytes=max_input_bytes(job.params.max_pixels), exclude=job.out)
     except SourceError as e:
         raise StageError(str(e)) from None
 
