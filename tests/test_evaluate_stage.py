@@ -22,21 +22,12 @@ from models.weights import save_model
 from stylepipe.config import validate
 from stylepipe.errors import StageError
 from tasks import evaluate as ev
+from tests.test_evaluate_metrics import photo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 STYLE = "stripes"
 NAMES = ["aaa0", "bbb1", "ccc2"]
-
-
-def photo(h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([x / w, y / h, 0.5 + 0.3 * np.sin(x / 7 + y / 11)], axis=-1)
-    for _ in range(4):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 14)
-        img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 1, 3)
-    return img
 
 
 def save(arr: np.ndarray, path: Path) -> Path:
