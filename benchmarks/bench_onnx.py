@@ -29,7 +29,7 @@ def main() -> None:
     import torch
 
     from models.export import export_onnx
-    from models.transformer import build_network
+    from models.johnson.network import build_network
     from models.weights import load_model, save_model
 
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))

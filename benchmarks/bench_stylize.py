@@ -88,7 +88,7 @@ def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
 def save_model(folder: Path, network: str) -> Path:
     import torch
 
-    from models.transformer import build_network
+    from models.johnson.network import build_network
     from models.weights import save_model as save
 
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
     from PIL import Image
 
     from models.weights import load_model
-    from tasks.stylize_models import configure_parallelism, default_batch_size
+    from tasks.bulk.runners import configure_parallelism, default_batch_size
 
     parallel = configure_parallelism(torch.device("cpu"), parallel, threads)
     batch_size = batch_size or default_batch_size(torch.device("cpu"))
@@ -131,8 +131,8 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
                parallel: int | None, threads: int | None) -> tuple[float, float]:
     """(b) images/s of stylepipe from files to files; also the wall seconds per image."""
     from stylepipe.config import StylizeParams
-    from tasks.stylize_engine import stylize
-    from tasks.stylize_plan import Job, ModelSpec, default_ledger
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     shutil.rmtree(out, ignore_errors=True)
     params = StylizeParams(max_size=None, batch_size=batch_size, workers=workers, parallel_batches=parallel,

@@ -4,10 +4,9 @@ classic pytorch/examples fast_neural_style loop measured in the same run (the ra
     python benchmarks/bench_train.py --size 256 --batch 4 --steps 5
     python benchmarks/bench_train.py --device cuda --amp --steps 50 --warmup 10 --json train.json
 
-  stylepipe <encoder>/<network>: the step tasks/train.py runs (reproduced in `stylepipe_step`; keep
-      the two in line): build_network, build_encoder with the encoder's default layers,
-      PerceptualLoss with train's default weights, Adam, the four loss .item()s of its progress bar;
-      on CUDA with --amp, bf16 autocast and channels_last net and input (train's CUDA path).
+  stylepipe <encoder>/<network>: the johnson family's own training step (models/johnson/family.py,
+      the one tasks/train.py calls) with its default weights, plus the loss .item()s of the
+      progress bar; on CUDA it runs the family's path (bf16 autocast, channels_last).
   pytorch-examples: pytorch/examples' fast_neural_style train loop (VGG-16 to relu4_3, its
       TransformerNet, Adam, MSE losses, the style Grams computed once, inputs in 0-255), written
       here as that script writes it: fp32, NCHW, no AMP, whatever --amp says.
@@ -36,7 +35,7 @@ from torch import nn
 
 from bench_stylize import OtherLoad  # this script's folder is on sys.path when it runs
 from models.encoders import ENCODERS, find_vgg_weights, load_vgg, vgg_features
-from models.transformer import NETWORKS
+from models.johnson.network import NETWORKS
 from stylepipe.devices import cpu_count, pick_device
 from stylepipe.errors import StageError
 
@@ -49,40 +48,29 @@ VARIANTS = [f"{e}/{n}" for e in ENCODERS for n in NETWORKS]
 
 def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: bool, weights_dir: Path,
                    pretrained: bool) -> Callable[[], None]:
-    """One training step exactly as tasks/train.py's train() sets up and runs it."""
-    from models.encoders import build_encoder
-    from models.losses import PerceptualLoss
-    from models.transformer import build_network
-    from stylepipe.config import TrainParams
-    from tasks.train import resolve_layers
+    """One training step of the johnson family: its own Trainer.train_step, the one tasks/train.py
+    calls (on CUDA: bf16 autocast and channels_last, the family's CUDA path; --amp is that path)."""
+    from unittest import mock
+
+    from models.family import TrainInputs
+    from models.johnson import family
+    from models.johnson.params import TrainParams
 
     encoder_name, network = variant.split("/")
     tp = TrainParams(encoder=encoder_name, network=network)
     device = content.device
-    style_layers, content_layers = resolve_layers(tp)
     torch.manual_seed(tp.seed)
-    net = build_network(tp.network).to(device)
-    encoder = build_encoder(tp.encoder, list(dict.fromkeys(style_layers + content_layers)), weights_dir,
-                            pretrained=pretrained).to(device)
-    if amp:
-        net = net.to(memory_format=torch.channels_last)
-        encoder = encoder.to(memory_format=torch.channels_last)
-    style_image = torch.rand(3, tp.style_size, tp.style_size, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        loss_fn = PerceptualLoss(encoder, style_image, style_layers, content_layers,
-                                 tp.content_weight, tp.style_weight, tp.tv_weight)
-    optimizer = torch.optim.Adam(net.parameters(), lr=tp.lr)
-    net.train()
+    real_build = family.build_encoder
+    with mock.patch.object(family, "build_encoder",  # weights from --weights-dir, or random for timing
+                           lambda name, layers: real_build(name, layers, weights_dir, pretrained=pretrained)):
+        trainer = family.JohnsonTrainer(tp, TrainInputs(
+            device, painting=lambda size: torch.rand(3, size, size, device=device)))
+    trainer.cuda = amp and device.type == "cuda"
     if compile_:
-        net, loss_fn = torch.compile(net), torch.compile(loss_fn)
+        trainer.nets["net"], trainer.loss = torch.compile(trainer.nets["net"]), torch.compile(trainer.loss)
 
     def step() -> None:
-        x = content.contiguous(memory_format=torch.channels_last) if amp else content  # per batch, as train
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            losses = loss_fn(net(x), x)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
+        losses = trainer.train_step({"image": content})
         _ = {k: v.item() for k, v in losses.items()}  # train logs every loss every step
 
     return step

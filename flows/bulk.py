@@ -3,7 +3,7 @@
 A shard is `stylize.shard_size` images (hundreds to thousands), never one task per image: a
 Prefect task run costs milliseconds to tens of milliseconds of API traffic and state handling,
 and flows with tens of thousands of task runs are slow to orchestrate and to show. Each shard
-runs the whole engine (tasks/stylize_engine.py: worker processes, batches, the device) and writes
+runs the whole engine (tasks/bulk/engine.py: worker processes, batches, the device) and writes
 its own ledger segment; the flow folds the segments into the main ledger as shards finish.
 
 Task runners: a ThreadPoolTaskRunner with one worker by default (one shard at a time: the engine
@@ -27,10 +27,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from stylepipe.config import StylizeParams
-from tasks.stylize_engine import execute, sweep_temp
-from tasks.stylize_plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan,
+from tasks.bulk.engine import execute, sweep_temp
+from tasks.bulk.plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan,
                                 record_refused, summarize)
-from tasks.stylize_ledger import Ledger, merge_segments, segment_path
+from tasks.bulk.ledger import Ledger, merge_segments, segment_path
 
 PROGRESS_LOG_S = 30.0
 

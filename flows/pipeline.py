@@ -75,11 +75,13 @@ class QualityGateBlocked(RuntimeError):
 
 @task(name="quality-gate")
 def check_quality_gate(repo_root: str) -> None:
-    """Fail the run, with evaluate's reasons, when any style's candidate was blocked."""
+    """Fail the run, with evaluate's reasons, when any model's candidate (style or generator) was
+    blocked."""
     summary_path = Path(repo_root) / EVAL_SUMMARY
     if not summary_path.is_file():
         return
-    styles = json.loads(summary_path.read_text()).get("styles", {})
+    summary = json.loads(summary_path.read_text())
+    styles = {**summary.get("styles", {}), **summary.get("generators", {})}
     blocked = {name: s.get("reason", "") for name, s in styles.items() if s.get("decision") == "blocked"}
     for name, s in styles.items():
         get_run_logger().info("quality gate %s: %s. %s", name, s.get("decision"), s.get("reason", ""))

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.transformer import TransformerNet
+from models.johnson.network import TransformerNet
 from models.weights import WEIGHTS_FILE, load_model
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file

@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.transformer import NETWORKS, build_network
+from models import registry
 from stylepipe.errors import StageError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -54,9 +54,13 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StageError(f"{sidecar_path}: not a valid JSON sidecar: {e}") from None
-    network = sidecar.get("network") if isinstance(sidecar, dict) else None
-    if network not in NETWORKS:
-        raise StageError(f"{sidecar_path}: 'network' must be one of {', '.join(NETWORKS)}, got {network!r}")
+    if not isinstance(sidecar, dict):
+        raise StageError(f"{sidecar_path}: the sidecar must be a JSON object")
+    family = sidecar.get("family", "johnson")  # sidecars from before families existed are johnson's
+    try:
+        net = registry.load(family).build(sidecar)
+    except (KeyError, ValueError, TypeError) as e:
+        raise StageError(f"{sidecar_path}: cannot rebuild the {family!r} network: {e}") from None
     try:
         state = load_file(weights, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -64,9 +68,8 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.
             f"{weights}: not a safetensors file ({e}); only safetensors weights are loaded, "
             "never pickles (.pt/.pth) - retrain or convert the model"
         ) from None
-    net = build_network(network)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise StageError(f"{weights}: does not match the {network!r} network: {e}") from None
+        raise StageError(f"{weights}: does not match the {family!r} network its sidecar describes: {e}") from None
     return net.to(device).eval(), sidecar

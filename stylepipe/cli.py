@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\nstylepipe run failed: {e}", file=sys.stderr)
         return 1
     print("\nstylepipe run finished.")
-    print(f"  stylized images: {root / 'data/stylized'}")
+    print(f"  model outputs:   {root / 'data/infer'}")
     print(f"  report:          {root / 'data/eval/report/index.html'}")
     print(f"  metrics:         {root / 'metrics/metrics.json'}")
     for style, values in (metrics or {}).items():
@@ -45,13 +45,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Draw --count images from a generator through the bulk engine: (model, seed, label) is the
+    ledger's identity, so a job is exactly-once and resumable like stylization."""
+    import json
+
+    from stylepipe.config import StylizeParams
+    from stylepipe.errors import StageError
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, default_ledger
+    from tasks.bulk.sources import seeds_spec
+
+    model = Path(args.model)
+    try:
+        sidecar = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{model}: not a trained model folder ({e})") from None
+    if args.count < 0 or args.seed < 0:
+        raise ConfigError("--count and --seed must be whole numbers >= 0")
+    labels = [int(x) for x in args.labels.split(",")] if args.labels else []
+    classes = int(sidecar.get("num_classes") or 0)
+    if labels and not sidecar.get("conditional"):
+        raise ConfigError(f"--labels: {model} is not a conditional model")
+    if any(not 0 <= y < classes for y in labels):
+        raise ConfigError(f"--labels: this model's classes are 0..{classes - 1}")
+    if sidecar.get("conditional") and not labels:
+        labels = list(range(classes))
+    out = Path(args.out)
+    params = StylizeParams(format="png", workers=args.workers, device=args.device, max_size=None,
+                           batch_size=args.batch_size or 256)
+    job = Job(seeds_spec(args.count, args.seed, labels), out, (ModelSpec(str(model)),), params,
+              default_ledger(out))
+    try:
+        if args.prefect or args.dask_address:
+            from flows.bulk import run_bulk
+            summary = run_bulk(job, limit=args.limit, dask_address=args.dask_address)
+        else:
+            summary = stylize(job, limit=args.limit, progress=not args.quiet)
+    except StageError as e:
+        print(f"stylepipe sample: {e}", file=sys.stderr)
+        return 1
+    for line in summary.lines():
+        print(line.replace("stylized", "sampled", 1))
+    return 1 if summary.failed else 0
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
-    from tasks.stylize_engine import stylize
-    from tasks.stylize_plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
 
     if bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
@@ -110,9 +155,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _gatys_bulk_config(args: argparse.Namespace):
-    from models.gatys import GatysConfig
+    from models.gatys.optimize import GatysConfig
     from stylepipe.errors import StageError
-    from tasks.gatys import parse_sizes
+    from tasks.tools.gatys import parse_sizes
 
     try:
         return GatysConfig(sizes=parse_sizes(args.gatys_size), steps=args.gatys_steps)
@@ -121,9 +166,9 @@ def _gatys_bulk_config(args: argparse.Namespace):
 
 
 def cmd_gatys(args: argparse.Namespace) -> int:
-    from models.gatys import GatysConfig
+    from models.gatys.optimize import GatysConfig
     from stylepipe.errors import StageError
-    from tasks.gatys import parse_sizes, run_gatys
+    from tasks.tools.gatys import parse_sizes, run_gatys
 
     try:
         sizes = parse_sizes(args.coarse_to_fine) if args.coarse_to_fine else (512 if args.size is None else args.size,)
@@ -161,15 +206,16 @@ def cmd_styles(args: argparse.Namespace) -> int:
     from stylepipe import log
     from stylepipe.config import parse_override, read_raw, set_in, validate
     from stylepipe.errors import StageError
-    from tasks import style_grid
+    from tasks.tools import style_grid
 
     root = _repo_root(args.repo)
     raw = read_raw(root / PARAMS_FILE)
+    template, _ = style_grid.template_model(validate(raw))
     for assignment in args.set or []:
         keys, value = parse_override(assignment)
         if keys[0] != "train":
             raise ConfigError(f"--set {assignment}: only train.* settings apply here")
-        set_in(raw, keys, value)
+        set_in(raw, ["models", template, *keys], value)  # the settings every painting is trained with
     params = validate(raw, f"{PARAMS_FILE} with --set {' '.join(args.set or [])}")
     out = Path(args.out) if Path(args.out).is_absolute() else root / args.out
     log.setup()
@@ -293,10 +339,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default 200; 0: no cap)")
     stylize.set_defaults(func=cmd_stylize)
 
+    sample = sub.add_parser(
+        "sample", help="draw images from a trained generator (dcgan, cgan, vae) into a folder",
+        description="Draw --count samples from a generator model folder. Sample i has seed --seed + i; "
+        "a conditional model deals the --labels round-robin (default: every class) and writes "
+        "OUT/<label>/<seed>.png, an unconditional one OUT/<seed>.png. Each image is a pure function of "
+        "(model, seed, label), recorded in a ledger: a re-run resumes, a larger --count adds only the "
+        "new seeds.")
+    sample.add_argument("model", help="model folder (model.safetensors + model.json)")
+    sample.add_argument("--count", type=int, required=True, help="how many samples")
+    sample.add_argument("--out", required=True, help="output folder")
+    sample.add_argument("--labels", help="conditional models: comma-separated classes, e.g. 0,3,7")
+    sample.add_argument("--seed", type=int, default=0, help="the first sample's seed (default 0)")
+    sample.add_argument("--batch-size", type=int, default=None, help="samples per forward pass (default 256)")
+    sample.add_argument("--workers", type=int, default=2, help="PNG encoder processes (0: in this process)")
+    sample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sample.add_argument("--limit", type=int, default=None, help="draw at most this many in this run")
+    sample.add_argument("--quiet", action="store_true", help="no progress bar")
+    sample.add_argument("--prefect", action="store_true", help="run as the Prefect bulk flow (shards)")
+    sample.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run the bulk flow on this Dask cluster")
+    sample.set_defaults(func=cmd_sample)
+
     gatys = sub.add_parser(
         "gatys", help="stylize one image by optimisation after any painting (no training)",
         description="Gatys et al.'s style transfer: optimise the pixels of CONTENT until its features "
-        "match CONTENT's and its feature statistics match STYLE's (models/gatys.py). Seconds to minutes "
+        "match CONTENT's and its feature statistics match STYLE's (models/gatys/optimize.py). Seconds to minutes "
         "per image on a CPU; --coarse-to-fine optimises small first and refines at each larger size.")
     gatys.add_argument("content", help="the photo")
     gatys.add_argument("style", help="the painting")

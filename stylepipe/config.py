@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
-STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # models and datasets: folder and stage names
 
 
 class ConfigError(ValueError):
@@ -34,7 +34,6 @@ class Source(Section):
 
 
 class DownloadParams(Section):
-    content: list[Source] = Field(min_length=1)
     # Pretrained weights fetched into data/weights/ (e.g. torchvision's VGG-16/19 checkpoints).
     weights: list[Source] = Field(default_factory=list)
     timeout_s: float = Field(default=60.0, gt=0)
@@ -44,11 +43,82 @@ class DownloadParams(Section):
     max_extract_files: int = Field(default=1_000_000, gt=0)
 
 
-class StyleParams(Section):
-    source: Source
-    # Per-style overrides of the train section's loss weights (None: use train.*).
-    style_weight: float | None = Field(default=None, gt=0)
-    content_weight: float | None = Field(default=None, gt=0)
+class DatasetParams(Section):
+    """A named dataset (params.yaml `datasets:`): what download fetches into data/raw/datasets/<name>
+    and preprocess turns into data/processed/<name>.
+
+    kind: photos (any images: decoded, deduplicated, split), labelled (MNIST-style idx files:
+    train-images/-labels and t10k-images/-labels, kept in their own train/test split)."""
+
+    kind: Literal["photos", "labelled"]
+    sources: list[Source] = Field(min_length=1)
+
+
+class TrainBase(Section):
+    """The training settings every family has; the generic loop (tasks/train.py) reads these, the
+    family its own (models/<family>/params.py extends this class)."""
+
+    steps: int = Field(default=400, ge=0, le=10_000_000)
+    batch_size: int = Field(default=4, ge=1, le=65_536)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default=0, ge=0, le=64)      # DataLoader processes
+    log_every: int = Field(default=10, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class ModelParams(Section):
+    """One model (params.yaml `models:`): a family, the dataset it trains on, and the family's own
+    `train` and `infer` settings, validated by models/<family>/params.py."""
+
+    family: str
+    dataset: str
+    style: Source | None = None        # the painting, for families that learn one (johnson, gatys)
+    train: Any = Field(default_factory=dict)
+    infer: Any = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _family_params(self) -> ModelParams:
+        from models import registry  # torch-free: the table of families and their params classes
+
+        try:
+            info = registry.info(self.family)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        if info.needs_style and self.style is None:
+            raise ValueError(f"family {self.family!r} learns a painting: give `style: {{url: ...}}`")
+        if not info.needs_style and self.style is not None:
+            raise ValueError(f"family {self.family!r} takes no `style`")
+        # already-validated sections (ModelParams built in code) are dumped; anything else, e.g. a
+        # `train:` left empty (None) or a list, goes to _nested, which names it
+        train = self.train.model_dump() if isinstance(self.train, BaseModel) else self.train
+        infer = self.infer.model_dump() if isinstance(self.infer, BaseModel) else self.infer
+        module = registry.params_module(self.family)
+        object.__setattr__(self, "train", _nested(module.TrainParams, train, "train"))
+        object.__setattr__(self, "infer", _nested(module.InferParams, infer, "infer"))
+        return self
+
+
+class SubsectionErrors(ValueError):
+    """A family's `train` / `infer` settings are invalid: (key inside the model entry, message)
+    pairs, which _format_errors prefixes with the entry's own key (models.<name>.train.<setting>)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{key}: {msg}" for key, msg in errors))
+
+
+def _nested(cls: type[Section], raw: Any, key: str) -> Section:
+    """Validate a family's sub-section, re-raising its errors with their key."""
+    if not isinstance(raw, dict):
+        raise SubsectionErrors([(key, f"must be a mapping of settings (got {raw!r})")])
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        raise SubsectionErrors([
+            (f"{key}.{'.'.join(map(str, err['loc']))}",
+             err["msg"] + ("" if err["type"] == "missing" else f" (got {err.get('input')!r})"))
+            for err in e.errors()]) from None
 
 
 class PreprocessParams(Section):
@@ -56,34 +126,14 @@ class PreprocessParams(Section):
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     train_size: int = Field(default=256, ge=32)
     max_pixels: int = Field(default=64_000_000, gt=0)
+    # labelled datasets: an idx images file whose header implies more pixel bytes is refused
+    max_labelled_bytes: int = Field(default=2 * 2**30, gt=0)
     max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
     workers: int = Field(default=2, ge=1)
 
 
-class TrainParams(Section):
-    network: Literal["fast", "classic"] = "fast"
-    encoder: Literal["efficientnet_lite0", "vgg16", "vgg19"] = "efficientnet_lite0"
-    image_size: int = Field(default=192, ge=32)
-    # Long side the style image is resized to: sets the scale of the brush texture it teaches.
-    style_size: int = Field(default=256, ge=32)
-    batch_size: int = Field(default=4, ge=1)
-    steps: int = Field(default=400, ge=1)
-    lr: float = Field(default=2e-3, gt=0)
-    content_weight: float = Field(default=3.0, gt=0)
-    style_weight: float = Field(default=100.0, gt=0)
-    tv_weight: float = Field(default=20.0, ge=0)
-    # Empty: the encoder's default layer set (models/encoders.py).
-    style_layers: list[str] = Field(default_factory=list)
-    content_layers: list[str] = Field(default_factory=list)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(default=0, ge=0)
-    log_every: int = Field(default=10, ge=1)
-    checkpoint_every: int = Field(default=100, ge=1)
-
-
 class StylizeParams(Section):
-    """The stylize stage, and the defaults of `stylepipe stylize` (tasks/stylize_engine.py)."""
+    """The stylize stage, and the defaults of `stylepipe stylize` (tasks/bulk/engine.py)."""
 
     max_size: int | None = Field(default=512, ge=32)   # longest output side; None keeps the size
     format: Literal["jpg", "png", "webp"] = "jpg"
@@ -142,6 +192,15 @@ class GateParams(Section):
     max_ssim_drop: float = Field(default=0.05, ge=0)
 
 
+class GenerationGateParams(Section):
+    """What a generator (dcgan, cgan, vae) must reach before evaluate promotes it."""
+
+    min_label_accuracy: float = Field(default=0.5, ge=0, le=1)     # conditional: the judge agrees with the label
+    min_confident_fraction: float = Field(default=0.3, ge=0, le=1)  # GANs: samples judged with p >= 0.9
+    min_heldout_elbo: float = -200.0                                # VAE: nats per image
+    max_fd_ratio: float = Field(default=50.0, gt=0)                 # fd_effnetl0 / its real-vs-real floor
+
+
 class EvaluateParams(Section):
     image_size: int = Field(default=256, ge=32)
     report_images: int = Field(default=6, ge=1)
@@ -151,6 +210,8 @@ class EvaluateParams(Section):
     timing_repeats: int = Field(default=3, ge=1)
     promote: bool = True
     gate: GateParams = GateParams()
+    generation_samples: int = Field(default=2000, ge=100, le=100_000)  # drawn per generator for its metrics
+    generation_gate: GenerationGateParams = GenerationGateParams()
 
     @field_validator("timing_sizes")
     @classmethod
@@ -180,36 +241,57 @@ class ScheduleParams(Section):
 
 
 class Params(Section):
-    download: DownloadParams
-    styles: dict[str, StyleParams] = Field(min_length=1)
+    download: DownloadParams = DownloadParams()
+    datasets: dict[str, DatasetParams] = Field(min_length=1)
+    models: dict[str, ModelParams] = Field(min_length=1)
     preprocess: PreprocessParams = PreprocessParams()
-    train: TrainParams = TrainParams()
     stylize: StylizeParams = StylizeParams()
     evaluate: EvaluateParams = EvaluateParams()
     schedule: ScheduleParams = ScheduleParams()
 
-    @field_validator("styles")
+    @field_validator("datasets", "models")
     @classmethod
-    def _style_names(cls, styles: dict[str, StyleParams]) -> dict[str, StyleParams]:
-        for name in styles:
-            if not STYLE_NAME.match(name):
-                raise ValueError(
-                    f"style name {name!r} must be lowercase letters, digits, '-' or '_' "
-                    "(it becomes a folder and a DVC stage name)"
-                )
-        return styles
+    def _names(cls, entries: dict) -> dict:
+        for name in entries:
+            if not NAME.match(name):
+                raise ValueError(f"name {name!r} must be lowercase letters, digits, '-' or '_' "
+                                 "(it becomes a folder and a DVC stage name)")
+        return entries
 
-    def style_loss_weights(self, style: str) -> tuple[float, float]:
-        """(content_weight, style_weight) for one style: its overrides, else the train section's."""
-        s = self.styles[style]
-        return (s.content_weight or self.train.content_weight, s.style_weight or self.train.style_weight)
+    @model_validator(mode="after")
+    def _datasets_exist(self) -> Params:
+        from models import registry
+
+        for name, m in self.models.items():
+            if m.dataset not in self.datasets:
+                raise ValueError(f"models.{name}.dataset: no dataset {m.dataset!r} in `datasets` "
+                                 f"({', '.join(self.datasets)})")
+            wanted, kind = registry.info(m.family).data, self.datasets[m.dataset].kind
+            if wanted != kind:
+                raise ValueError(f"models.{name}: family {m.family!r} trains on {wanted} data, but dataset "
+                                 f"{m.dataset!r} is {kind}")
+        return self
+
+    def model(self, name: str) -> ModelParams:
+        if name not in self.models:
+            from stylepipe.errors import StageError
+
+            raise StageError(f"unknown model {name!r}; params.yaml `models:` has {', '.join(self.models)}")
+        return self.models[name]
 
 
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        nested = (e.get("ctx") or {}).get("error")
+        if isinstance(nested, SubsectionErrors):  # models.<name>: its train / infer settings
+            lines += [f"  {key}.{sub}: {msg}" for sub, msg in nested.errors]
+            continue
+        # a check of a whole section (its input a mapping) names what is wrong itself: echoing
+        # the section would print the model entry, or all of params.yaml
+        whole_section = e["type"] == "value_error" and isinstance(e.get("input"), dict)
+        got = "" if e["type"] == "missing" or whole_section else f" (got {e.get('input')!r})"
         lines.append(f"  {key}: {e['msg']}{got}")
     return f"invalid parameters in {origin}:\n" + "\n".join(lines)
 

@@ -2,18 +2,24 @@
 
     python -m tasks.download
 
-Each set of sources (data/raw/content, data/raw/styles/<style>, data/weights) gets a folder with
+Each set of sources gets a folder:
+  data/raw/datasets/<dataset>   params.yaml `datasets.<dataset>.sources`
+  data/raw/models/<model>       the model's `style` painting; written for every model, with an
+                                empty manifest when it has none (the folder is its stage's DVC dep)
+  data/weights                  `download.weights`
+each holding
   manifest.json   [{source, path, size, sha256, fetched_at}], path relative to the folder;
                   files extracted from an archive add archive_sha256 (the archive's)
   rejected.json   [{source, path, reason}]: archive members and folder entries that were refused
   files/<source-id>/...   (weights: flat, data/weights/<file name>, as torch.hub names them)
 (docs/architecture.md). Idempotent: data/raw is a DVC `persist` output, so a re-run keeps every file
 that is still listed and verifies, with its original fetched_at (the manifest stays byte-identical
-when nothing changed), fetches what is new or changed, and deletes what is no longer listed.
+when nothing changed), fetches what is new or changed, and deletes what is no longer listed: the
+folders of datasets and models removed from params.yaml too.
 
-A bad source (404, checksum mismatch, unreadable archive) fails the stage, after every other source
-has been tried, with one message naming them all: the parameters need fixing. A bad file inside a
-folder or archive is only refused and recorded; preprocess reports it.
+A bad source (404, checksum mismatch, unreadable archive, a style that is not one image) fails the
+stage, after every other source has been tried, with one message naming them all: the parameters
+need fixing. A bad file inside a folder or archive is only refused and recorded; preprocess reports it.
 """
 from __future__ import annotations
 
@@ -27,19 +33,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stylepipe.config import DownloadParams, Params, Source, load_params
+from stylepipe.config import DownloadParams, ModelParams, Params, Source, load_params
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks import archives
-from tasks.fetch import (FetchError, Location, basename, fetch, is_folder, locate, source_id,
+from tasks.data import archives
+from tasks.data.fetch import (FetchError, Location, basename, fetch, is_folder, locate, source_id,
                          walk_folder, write_json_atomic)
-from tasks.fetch import Skipped as SkippedFile
-from tasks.images import STYLE_IMAGE_MAX_PIXELS, Rejected, decode
+from tasks.data.fetch import Skipped as SkippedFile
+from tasks.data.images import STYLE_IMAGE_MAX_PIXELS, Rejected, decode
 
 log = logging.getLogger("stylepipe.download")
 
 RAW_DIR = Path("data/raw")
+DATASETS, MODELS = "datasets", "models"  # data/raw/datasets/<dataset>, data/raw/models/<model>
 WEIGHTS_DIR = Path("data/weights")
 PARTIAL = ".partial"  # temp files and resumable downloads; listed in .dvcignore
 # torch.hub names checkpoints <name>-<first hex digits of sha256>.<ext> and checks that prefix.
@@ -56,15 +63,27 @@ class SetResult:
 
 def download(params: Params, raw_dir: Path = RAW_DIR, weights_dir: Path = WEIGHTS_DIR) -> None:
     dl = params.download
-    failures = sync_set("content", dl.content, raw_dir / "content", dl).failures
-    for name, style in params.styles.items():
-        result = sync_set(f"style {name}", [style.source], raw_dir / "styles" / name, dl)
-        failures += result.failures or check_style(name, raw_dir / "styles" / name, result)
-    remove_unlisted(raw_dir / "styles", keep=set(params.styles))
+    failures = []
+    for name, dataset in params.datasets.items():
+        failures += sync_set(f"dataset {name}", dataset.sources, raw_dir / DATASETS / name, dl).failures
+    for name, model in params.models.items():
+        failures += sync_model(name, model, raw_dir / MODELS / name, dl)
+    remove_unlisted(raw_dir / DATASETS, keep=set(params.datasets), why="dataset no longer in params.yaml")
+    remove_unlisted(raw_dir / MODELS, keep=set(params.models), why="model no longer in params.yaml")
+    # data/raw/content and data/raw/styles of the layout before datasets/models
+    remove_unlisted(raw_dir, keep={DATASETS, MODELS}, why="not part of data/raw's layout")
     failures += sync_set("weights", dl.weights, weights_dir, dl, weights=True).failures
     if failures:
         raise StageError("download failed for these sources (the others are in place):\n  "
                          + "\n  ".join(failures))
+
+
+def sync_model(name: str, model: ModelParams, root: Path, dl: DownloadParams) -> list[str]:
+    """data/raw/models/<name>: its style painting, or nothing (an empty manifest) without one."""
+    result = sync_set(f"model {name}", [model.style] if model.style else [], root, dl)
+    if result.failures or not model.style:
+        return result.failures
+    return check_style(name, root, result)
 
 
 def sync_set(label: str, sources: list[Source], root: Path, dl: DownloadParams, *,
@@ -279,16 +298,16 @@ def is_unchanged(location: Location, size: int, previous: dict) -> bool:
     return location.kind != "local" or sha256_file(Path(location.where)) == previous["sha256"]
 
 
-def check_style(name: str, root: Path, result: SetResult) -> list[str]:
+def check_style(model: str, root: Path, result: SetResult) -> list[str]:
     """A style source must give exactly one decodable image."""
     if len(result.entries) != 1:
-        return [f"style {name}: its source gave {len(result.entries)} files; a style is exactly one image"]
+        return [f"model {model}: its style source gave {len(result.entries)} files; a style is exactly one image"]
     entry = result.entries[0]
     try:
         decode((root / entry["path"]).read_bytes(), max_pixels=STYLE_IMAGE_MAX_PIXELS,
                setting="the style-image limit")
     except Rejected as e:
-        return [f"style {name}: {entry['source']} is not a usable image ({e})"]
+        return [f"model {model}: style {entry['source']} is not a usable image ({e})"]
     return []
 
 
@@ -330,11 +349,12 @@ def prune(root: Path, keep: set[str], keep_partials: set[str], flat: bool = Fals
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def remove_unlisted(styles_dir: Path, keep: set[str]) -> None:
-    if styles_dir.is_dir():
-        for path in styles_dir.iterdir():
-            if path.name not in keep:
-                log.info("removing %s: style no longer in params.yaml", path)
+def remove_unlisted(parent: Path, keep: set[str], why: str) -> None:
+    """Delete the entries of `parent` not named in `keep` (dotfiles are left alone)."""
+    if parent.is_dir():
+        for path in parent.iterdir():
+            if path.name not in keep and not path.name.startswith("."):
+                log.info("removing %s: %s", path, why)
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 

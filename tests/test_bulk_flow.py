@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flows.bulk import run_bulk
-from tests.test_stylize_support import (all_files, decodes, ledger_rows, make_job, make_photos,  # noqa: F401
+from tests.tasks.bulk.test_support import (all_files, decodes, ledger_rows, make_job, make_photos,  # noqa: F401
                                         output_files, tiny_model)
 
 NAMES = [f"{d}/{i}.jpg" for d in ("x", "y") for i in range(5)]

@@ -6,7 +6,7 @@ import pytest
 from stylepipe.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["stylize"], ["nightly"], ["dag"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["stylize"], ["sample"], ["styles"], ["nightly"], ["dag"]])
 def test_every_command_has_help(command):
     out = subprocess.run([sys.executable, "-m", "stylepipe.cli", *command, "--help"],
                          capture_output=True, text=True, check=True).stdout
@@ -15,15 +15,18 @@ def test_every_command_has_help(command):
 
 def test_commands_listed():
     help_text = build_parser().format_help()
-    for name in ("run", "stylize", "nightly", "dag"):
+    for name in ("run", "stylize", "sample", "styles", "nightly", "dag"):
         assert name in help_text
 
 
 def test_bad_set_fails_before_running(project_copy, capsys):
     before = (project_copy / "params.yaml").read_bytes()
-    assert main(["run", "--repo", str(project_copy), "--set", "train.steps=zero"]) == 2
+    assert main(["run", "--repo", str(project_copy), "--set", "models.swirls.train.steps=zero"]) == 2
     err = capsys.readouterr().err
-    assert "train.steps" in err and "zero" in err
+    assert "models.swirls.train.steps: Input should be a valid integer" in err and "zero" in err
+    # the layout before models: (a top-level train section) is refused too, not silently ignored
+    assert main(["run", "--repo", str(project_copy), "--set", "train.steps=10"]) == 2
+    assert "train: Extra inputs are not permitted" in capsys.readouterr().err
     assert (project_copy / "params.yaml").read_bytes() == before
 
 

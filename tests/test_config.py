@@ -1,61 +1,170 @@
+import copy
 from pathlib import Path
 
 import pytest
 
-from stylepipe.config import ConfigError, load_params, read_raw, validate, write_overrides
+from stylepipe.config import ConfigError, ModelParams, load_params, read_raw, validate, write_overrides
+from stylepipe.errors import StageError
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def test_repo_params_are_valid():
     params = load_params(REPO_PARAMS)
-    assert params.styles, "the default params must define at least one style"
-    assert params.train.network in {"fast", "classic"}
+    assert params.datasets and params.models, "the default params must define a dataset and a model"
+    johnson = [m for m in params.models.values() if m.family == "johnson"]
+    assert johnson, "the default params must define at least one style (johnson) model"
+    assert johnson[0].train.network in {"fast", "classic"}
+    assert all(m.dataset in params.datasets for m in params.models.values())
+
+
+def test_family_settings_get_their_family_class_and_defaults():
+    from models.cgan.params import TrainParams as CganTrain
+    from models.johnson.params import TrainParams as JohnsonTrain
+
+    params = load_params(REPO_PARAMS)
+    assert isinstance(params.model("swirls").train, JohnsonTrain)
+    digits = params.model("digits")
+    assert isinstance(digits.train, CganTrain)
+    assert digits.train.steps == 3000 and digits.train.loss == "hinge"  # given, and cgan's default
+    assert digits.infer.count == 200
+
+
+def test_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(StageError, match=r"unknown model 'nope'.*swirls, digits"):
+        load_params(REPO_PARAMS).model("nope")
 
 
 def test_unknown_key_is_named():
     raw = read_raw(REPO_PARAMS)
-    raw["train"]["stepz"] = 3
-    with pytest.raises(ConfigError, match=r"train\.stepz"):
+    raw["models"]["swirls"]["train"]["stepz"] = 3
+    with pytest.raises(ConfigError, match=r"models\.swirls\.train\.stepz"):
         validate(raw)
 
 
 def test_bad_value_names_key_and_value():
     raw = read_raw(REPO_PARAMS)
-    raw["train"]["steps"] = -5
-    with pytest.raises(ConfigError, match=r"train\.steps.*-5"):
+    raw["models"]["swirls"]["train"]["steps"] = -5
+    with pytest.raises(ConfigError, match=r"models\.swirls\.train\.steps.*-5"):
+        validate(raw)
+
+
+def test_bad_family_param_names_the_full_key():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["train"]["loss"] = "nope"
+    with pytest.raises(ConfigError, match=r"models\.digits\.train\.loss: .*'bce' or 'hinge'.*'nope'") as e:
+        validate(raw)
+    assert "swirls" not in str(e.value)  # only the bad entry; the rest of params.yaml is not echoed
+
+
+def test_a_setting_of_another_family_is_refused():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["train"]["style_weight"] = 5.0  # a johnson setting on a cgan model
+    with pytest.raises(ConfigError, match=r"models\.digits\.train\.style_weight: Extra inputs"):
+        validate(raw)
+
+
+@pytest.mark.parametrize("value", [None, [1], 3])
+def test_family_settings_that_are_not_a_mapping_are_named(value):
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["infer"] = value
+    with pytest.raises(ConfigError, match=r"models\.digits\.infer: must be a mapping"):
+        validate(raw)
+
+
+def test_unknown_family_is_named():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["family"] = "stylegan"
+    with pytest.raises(ConfigError, match=r"models\.digits: .*unknown model family 'stylegan'; known: .*johnson"):
+        validate(raw)
+
+
+def test_johnson_model_without_a_style_is_refused():
+    raw = read_raw(REPO_PARAMS)
+    del raw["models"]["swirls"]["style"]
+    with pytest.raises(ConfigError, match=r"models\.swirls: .*family 'johnson' learns a painting.*style"):
+        validate(raw)
+
+
+def test_dcgan_model_with_a_style_is_refused():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["family"] = "dcgan"
+    raw["models"]["digits"]["style"] = {"url": "assets/styles/swirls.jpg"}
+    with pytest.raises(ConfigError, match=r"models\.digits: .*family 'dcgan' takes no `style`"):
+        validate(raw)
+
+
+def test_missing_dataset_is_named():
+    raw = read_raw(REPO_PARAMS)
+    del raw["models"]["digits"]["dataset"]
+    with pytest.raises(ConfigError, match=r"models\.digits\.dataset: Field required"):
+        validate(raw)
+    raw["models"]["digits"]["dataset"] = "fashion"  # not in `datasets`
+    with pytest.raises(ConfigError, match=r"models\.digits\.dataset: no dataset 'fashion' .*photos, mnist"):
+        validate(raw)
+
+
+def test_dataset_of_the_wrong_kind_is_refused():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["digits"]["dataset"] = "photos"  # cgan needs labelled data
+    with pytest.raises(ConfigError, match=r"models\.digits: family 'cgan' trains on labelled data, but "
+                                          r"dataset 'photos' is photos") as e:
+        validate(raw)
+    assert "pkg://" not in str(e.value)  # the whole params.yaml is not echoed
+
+
+def test_bad_dataset_kind_is_named():
+    raw = read_raw(REPO_PARAMS)
+    raw["datasets"]["mnist"]["kind"] = "paired"
+    with pytest.raises(ConfigError, match=r"datasets\.mnist\.kind.*'paired'"):
         validate(raw)
 
 
 def test_missing_section_is_named():
-    raw = read_raw(REPO_PARAMS)
-    del raw["download"]
-    with pytest.raises(ConfigError, match=r"download: Field required"):
-        validate(raw)
+    for section in ("datasets", "models"):
+        raw = read_raw(REPO_PARAMS)
+        del raw[section]
+        with pytest.raises(ConfigError, match=rf"{section}: Field required"):
+            validate(raw)
 
 
-def test_bad_style_name():
+@pytest.mark.parametrize("section", ["models", "datasets"])
+def test_bad_name(section):
     raw = read_raw(REPO_PARAMS)
-    raw["styles"]["Bad Name!"] = raw["styles"][next(iter(raw["styles"]))]
+    raw[section]["Bad Name!"] = copy.deepcopy(raw[section][next(iter(raw[section]))])
     with pytest.raises(ConfigError, match="Bad Name!"):
         validate(raw)
 
 
-def test_per_style_weight_override():
+def test_per_model_train_settings():
+    """Each model has its own settings: a second johnson model keeps the family defaults while
+    the first overrides its style weight."""
     raw = read_raw(REPO_PARAMS)
-    name = next(iter(raw["styles"]))
-    raw["styles"][name]["style_weight"] = 7.0
+    raw["models"]["swirls"]["train"]["style_weight"] = 7.0
+    raw["models"]["second"] = {"family": "johnson", "dataset": "photos", "style": {"url": "x.jpg"}}
     params = validate(raw)
-    assert params.style_loss_weights(name) == (params.train.content_weight, 7.0)
+    assert params.model("swirls").train.style_weight == 7.0
+    assert params.model("second").train.style_weight == 100.0  # models/johnson/params.py's default
+    assert params.model("second").train.content_weight == params.model("swirls").train.content_weight
+
+
+def test_model_params_built_in_code_are_validated_the_same_way():
+    from models.johnson.params import TrainParams
+
+    m = ModelParams(family="johnson", dataset="photos", style={"url": "x"}, train=TrainParams(steps=3))
+    assert isinstance(m.train, TrainParams) and m.train.steps == 3
+    with pytest.raises(ValueError, match=r"train\.steps"):
+        ModelParams(family="johnson", dataset="photos", style={"url": "x"}, train={"steps": -1})
 
 
 def test_write_overrides_keeps_comments_and_validates(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
-    changes = write_overrides(path, ["train.steps=10", "stylize.format=png"])
-    assert changes[0].startswith("train.steps:") and changes[0].endswith("-> 10")
+    changes = write_overrides(path, ["models.swirls.train.steps=10", "stylize.format=png"])
+    assert changes[0].startswith("models.swirls.train.steps:") and changes[0].endswith("-> 10")
     params = load_params(path)
-    assert (params.train.steps, params.stylize.format) == (10, "png")
+    assert (params.model("swirls").train.steps, params.stylize.format) == (10, "png")
+    assert params.model("digits").train.steps == 3000  # other models untouched
     assert "# stylepipe parameters" in path.read_text()  # comments survive the round trip
 
 
@@ -63,10 +172,12 @@ def test_write_overrides_rejects_bad_value_without_touching_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
     before = path.read_bytes()
-    with pytest.raises(ConfigError, match=r"train\.nosuch"):
-        write_overrides(path, ["train.nosuch=1"])
+    with pytest.raises(ConfigError, match=r"models\.swirls\.train\.nosuch"):
+        write_overrides(path, ["models.swirls.train.nosuch=1"])
+    with pytest.raises(ConfigError, match=r"models\.digits\.train\.loss"):
+        write_overrides(path, ["models.digits.train.loss=nope"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        write_overrides(path, ["train.steps"])
+        write_overrides(path, ["models.swirls.train.steps"])
     assert path.read_bytes() == before
 
 

@@ -10,16 +10,27 @@ def test_stage_order_comes_from_dvc_yaml(project_copy):
     for upstream, downstream in graph.edges:
         assert order.index(upstream) < order.index(downstream)
     assert order[0] == "download" and order[-1] == "evaluate"
-    assert {"preprocess", "train@swirls", "stylize@swirls"} <= set(order)
+    assert {"preprocess@photos", "preprocess@mnist", "train@swirls", "infer@swirls",
+            "train@digits", "infer@digits"} <= set(order)
+    # each model's stages hang off its own dataset's preprocess
+    assert set(graph.predecessors("train@swirls")) == {"download", "preprocess@photos"}
+    assert set(graph.predecessors("train@digits")) == {"download", "preprocess@mnist"}
+    assert "train@swirls" in set(graph.predecessors("infer@swirls"))
 
 
-def test_adding_a_style_adds_its_stages(project_copy):
+def test_adding_a_model_adds_its_stages(project_copy):
     params = project_copy / "params.yaml"
-    text = params.read_text().replace(
-        "styles:\n", "styles:\n  second:\n    source: {url: assets/styles/swirls.jpg}\n", 1)
+    text = params.read_text()
+    assert text.count("\nmodels:\n") == 1
+    text = text.replace("\nmodels:\n", "\nmodels:\n  second:\n    family: johnson\n    dataset: photos\n"
+                                       "    style: {url: assets/styles/swirls.jpg}\n", 1)
     params.write_text(text)
     order = stage_order(project_copy)
-    assert order.index("train@second") < order.index("stylize@second") < order.index("evaluate")
+    assert order.index("train@second") < order.index("infer@second") < order.index("evaluate")
+    graph = stage_graph(project_copy)
+    # its own stages only: nothing of another model's is upstream of them
+    assert set(graph.predecessors("train@second")) == {"download", "preprocess@photos"}
+    assert set(graph.predecessors("infer@second")) == {"download", "preprocess@photos", "train@second"}
 
 
 def test_order_matches_dvc_dag(project_copy):
@@ -30,8 +41,9 @@ def test_order_matches_dvc_dag(project_copy):
 
 
 def test_select_stages():
-    order = ["download", "preprocess", "train@a", "train@b", "stylize@a", "evaluate"]
+    order = ["download", "preprocess@p", "train@a", "train@b", "infer@a", "evaluate"]
     assert select_stages(order, ["train"]) == ["train@a", "train@b"]
+    assert select_stages(order, ["preprocess", "infer@a"]) == ["preprocess@p", "infer@a"]
     assert select_stages(order, ["evaluate", "download"]) == ["download", "evaluate"]
     with pytest.raises(ValueError, match="unknown stage.*nope"):
         select_stages(order, ["nope"])

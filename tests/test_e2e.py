@@ -15,13 +15,21 @@ from tests.conftest import run
 
 pytestmark = pytest.mark.e2e
 
+STYLE = "swirls"    # params.yaml's johnson model, on the photos dataset
+SAMPLER = "digits"  # its cgan model, on mnist
 TINY = [
-    "train.steps=6", "train.image_size=48", "train.batch_size=2", "train.log_every=2",
-    "train.checkpoint_every=3", "preprocess.train_size=64", "stylize.max_size=96",
+    f"models.{STYLE}.train.steps=6", f"models.{STYLE}.train.image_size=48", f"models.{STYLE}.train.batch_size=2",
+    f"models.{STYLE}.train.log_every=2", f"models.{STYLE}.train.checkpoint_every=3",
+    f"models.{SAMPLER}.train.steps=4", f"models.{SAMPLER}.train.batch_size=8", f"models.{SAMPLER}.train.log_every=2",
+    f"models.{SAMPLER}.train.preview_every=0", f"models.{SAMPLER}.infer.count=6",
+    "preprocess.train_size=64", "stylize.max_size=96",
     "evaluate.image_size=64", "evaluate.report_images=2", "evaluate.timing_sizes=[64]",
     "evaluate.timing_repeats=1", "evaluate.gate.latency_size=64",
     # Six training steps cannot meet the default quality bar; the gate itself is tested below.
     "evaluate.gate.min_style_drop=0", "evaluate.gate.min_ssim=0",
+    # ... nor can four steps of the generator meet the generation gate's.
+    "evaluate.generation_samples=100", "evaluate.generation_gate.min_label_accuracy=0",
+    "evaluate.generation_gate.min_confident_fraction=0", "evaluate.generation_gate.max_fd_ratio=1000000.0",
 ]
 
 
@@ -30,7 +38,7 @@ def tiny_project(project: Path) -> Path:
     params = project / "params.yaml"
     # Five of the default photos keep the run short; the download path is the default one.
     lines = params.read_text().splitlines(keepends=True)
-    sources = [i for i, line in enumerate(lines) if line.lstrip().startswith("- {url:")]
+    sources = [i for i, line in enumerate(lines) if line.lstrip().startswith('- {url: "pkg://skimage/')]
     params.write_text("".join(line for i, line in enumerate(lines) if i not in sources[5:]))
     subprocess.run(["git", "commit", "-qam", "tiny params", "--author", "t <t@t>"], cwd=project,
                    check=True, env={"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
@@ -40,18 +48,24 @@ def tiny_project(project: Path) -> Path:
 
 def assert_outputs(project: Path) -> dict:
     params = load_params(project / "params.yaml")
-    style = next(iter(params.styles))
+    style, tp = STYLE, params.model(STYLE).train
+    processed = project / "data/processed" / params.model(STYLE).dataset
     model_dir = project / "data/models" / style
     sidecar = json.loads((model_dir / "model.json").read_text())
     assert (model_dir / "model.safetensors").stat().st_size > 10_000
-    assert sidecar["steps"] == params.train.steps and sidecar["network"] == params.train.network
+    assert sidecar["steps"] == tp.steps and sidecar["network"] == tp.network and sidecar["family"] == "johnson"
 
-    manifest = pd.read_parquet(project / "data/processed/manifest.parquet")
+    manifest = pd.read_parquet(processed / "manifest.parquet")
     assert len(manifest) == 5 and set(manifest["status"]) == {"ok"}
-    val = sorted((project / "data/processed/val").glob("*.png"))
-    assert val and len(val) + len(list((project / "data/processed/train").glob("*.png"))) == 5
+    val = sorted((processed / "val").glob("*.png"))
+    assert val and len(val) + len(list((processed / "train").glob("*.png"))) == 5
 
-    stylized = sorted((project / "data/stylized" / style).iterdir())
+    sampler = json.loads((project / "data/models" / SAMPLER / "model.json").read_text())
+    assert sampler["family"] == "cgan" and sampler["steps"] == params.model(SAMPLER).train.steps
+    samples = sorted(p for p in (project / "data/infer" / SAMPLER).rglob("*") if p.is_file())
+    assert len(samples) == params.model(SAMPLER).infer.count and all(p.suffix == ".png" for p in samples)
+
+    stylized = sorted((project / "data/infer" / style).iterdir())
     assert [p.stem for p in stylized] == [p.stem for p in val]
     for path in stylized:
         with Image.open(path) as im:
@@ -80,7 +94,8 @@ def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_p
     assert_outputs(project)
     assert_up_to_date(project)
     lock = (project / "dvc.lock").read_text()
-    for stage in ("download", "preprocess", "train@swirls", "stylize@swirls", "evaluate"):
+    for stage in ("download", "preprocess@photos", "preprocess@mnist", "train@swirls", "infer@swirls",
+                  "train@digits", "infer@digits", "evaluate"):
         assert f"  {stage}:" in lock
 
     # Push everything to a local remote, lose the workspace copies, pull them back.
@@ -97,7 +112,7 @@ def test_flow_runs_pipeline_and_dvc_is_clean(prefect_server, project_copy, tmp_p
     # A new candidate (another seed) under a quality bar it cannot meet: the flow run fails and
     # says why; the candidate, its report and the previously promoted model all stay.
     published = (project / "data/published/swirls/model.safetensors").read_bytes()
-    write_overrides(project / "params.yaml", ["evaluate.gate.min_style_drop=0.999", "train.seed=1"])
+    write_overrides(project / "params.yaml", ["evaluate.gate.min_style_drop=0.999", f"models.{STYLE}.train.seed=1"])
     with pytest.raises(QualityGateBlocked, match="swirls blocked"):
         pipeline(repo_root=str(project))
     metrics = json.loads((project / "metrics/metrics.json").read_text())

@@ -11,10 +11,11 @@ TINY_TRAIN = dict(network="fast", image_size=32, style_size=48, batch_size=2, st
 
 
 def tiny_params(**train):
+    """Params with one johnson model, `tiny`, on a photos dataset `photos`."""
     return validate({
-        "download": {"content": [{"url": "x"}]},
-        "styles": {"tiny": {"source": {"url": "y"}}},
-        "train": {**TINY_TRAIN, **train},
+        "datasets": {"photos": {"kind": "photos", "sources": [{"url": "x"}]}},
+        "models": {"tiny": {"family": "johnson", "dataset": "photos", "style": {"url": "y"},
+                            "train": {**TINY_TRAIN, **train}}},
     })
 
 

@@ -137,6 +137,24 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
     }
 
 
+# --- idx files (MNIST's format) ------------------------------------------------------------------
+
+
+def idx(array: np.ndarray) -> bytes:
+    """An idx file of unsigned bytes: 0x0000, type 0x08, the number of dimensions, big-endian sizes."""
+    header = bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def idx_set(n_train: int = 12, n_val: int = 5, size: tuple[int, int] = (4, 3), classes: int = 3) -> dict[str, bytes]:
+    """A tiny labelled dataset as MNIST's four files (name -> bytes), labels 0..classes-1."""
+    rng = np.random.default_rng(0)
+    return {"train-images-idx3-ubyte": idx(rng.integers(0, 256, (n_train, *size))),
+            "train-labels-idx1-ubyte": idx(np.arange(n_train) % classes),
+            "t10k-images-idx3-ubyte": idx(rng.integers(0, 256, (n_val, *size))),
+            "t10k-labels-idx1-ubyte": idx(np.arange(n_val)[::-1] % classes)}
+
+
 # --- archives -----------------------------------------------------------------------------------
 
 def zip_bytes(members: list[tuple[str, bytes]] | list[tuple[str, bytes, int]]) -> bytes:

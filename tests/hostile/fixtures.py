@@ -7,14 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from stylepipe.config import DownloadParams, Source
+from stylepipe.config import DatasetParams, DownloadParams, ModelParams, Params, Source
 from tests.hostile.guard import changed_outside, snapshot, symlinks_under
 from tests.hostile.server import HostileServer
 
 
-def dl_params(*sources: Source, **overrides) -> DownloadParams:
-    settings = {"timeout_s": 5, "retries": 3, "backoff_s": 0, **overrides}
-    return DownloadParams(content=list(sources) or [Source(url="unused")], **settings)
+def dl_params(**overrides) -> DownloadParams:
+    return DownloadParams(**{"timeout_s": 5, "retries": 3, "backoff_s": 0, **overrides})
+
+
+def pipeline_params(photos: list[Source] | None = None, styles: dict[str, Source] | None = None, *,
+                    labelled: dict[str, list[Source]] | None = None, weights: list[Source] | None = None,
+                    **download_overrides) -> Params:
+    """Params with a photos dataset `photos` (the given sources), a johnson model on it per style,
+    and any labelled datasets."""
+    datasets = {"photos": DatasetParams(kind="photos", sources=photos or [Source(url="unused")])}
+    datasets.update({name: DatasetParams(kind="labelled", sources=sources)
+                     for name, sources in (labelled or {}).items()})
+    models = {name: ModelParams(family="johnson", dataset="photos", style=style)
+              for name, style in (styles or {"unused": Source(url="pkg://skimage/data/chelsea.png")}).items()}
+    return Params(download=dl_params(weights=weights or [], **download_overrides), datasets=datasets,
+                  models=models)
 
 
 class Sandbox:
@@ -25,7 +38,8 @@ class Sandbox:
         self.data = self.work / "data"
         for d in (self.served, self.data):
             d.mkdir(parents=True)
-        self.content = self.data / "raw" / "content"
+        self.raw = self.data / "raw"
+        self.photos = self.raw / "datasets" / "photos"   # the photos dataset's download folder
         self.settle()
 
     def settle(self) -> None:
@@ -39,10 +53,10 @@ class Sandbox:
         return path
 
     def manifest(self, root: Path | None = None) -> list[dict]:
-        return json.loads(((root or self.content) / "manifest.json").read_text())
+        return json.loads(((root or self.photos) / "manifest.json").read_text())
 
     def rejected(self, root: Path | None = None) -> list[dict]:
-        return json.loads(((root or self.content) / "rejected.json").read_text())
+        return json.loads(((root or self.photos) / "rejected.json").read_text())
 
 
 @pytest.fixture

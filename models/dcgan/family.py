@@ -1,0 +1,22 @@
+"""dcgan: an unconditional GAN (Radford et al. 2016) in DCGAN form, sized for 28-64 px; the
+training step is models/gan.py's (D, then G, then the EMA of G)."""
+from __future__ import annotations
+
+from models.dcgan.network import Discriminator, Generator
+from models.dcgan.params import TrainParams
+from models.family import Family, TrainInputs
+from models.gan import GANTrainer, Sampler
+
+
+def make_trainer(tp: TrainParams, inputs: TrainInputs) -> GANTrainer:
+    G = Generator(tp.nz, tp.ngf, inputs.channels, tp.image_size)
+    D = Discriminator(tp.ndf, inputs.channels, tp.image_size, tp.spectral_norm)
+    return GANTrainer(tp, G, D, inputs.device, inputs.channels)
+
+
+def build(sidecar: dict) -> Sampler:
+    tp = TrainParams.model_validate(sidecar["train"])
+    return Sampler(Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size), tp.nz, conditional=False)
+
+
+FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py",))

@@ -1,0 +1,133 @@
+"""Shared GAN machinery for the dcgan and cgan families: losses, the EMA generator, per-seed noise
+and one trainer that steps D, then G. The families differ only in their networks (models/dcgan,
+models/cgan) and in whether G and D see a class label."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.family import Trainer, seeded_noise
+
+LOSSES = ("bce", "hinge")
+
+
+def d_loss(loss: str, real: Tensor, fake: Tensor) -> Tensor:
+    if loss == "bce":
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()  # hinge
+
+
+def g_loss(loss: str, fake: Tensor) -> Tensor:
+    if loss == "bce":  # non-saturating
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    return -fake.mean()  # hinge
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Exponential moving average of the parameters; buffers (BatchNorm statistics) are copied."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1.0 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA warm-up: early on, an average over about all steps so far; then the fixed decay."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def to_model_range(images: Tensor, image_size: int) -> Tensor:
+    """[0, 1] images at any size -> [-1, 1] at image_size."""
+    if images.shape[-1] != image_size:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return images * 2.0 - 1.0
+
+
+class Sampler(nn.Module):
+    """The inference network of a GAN: the EMA generator, plus `sample(seeds, labels)`."""
+
+    def __init__(self, generator: nn.Module, nz: int, conditional: bool):
+        super().__init__()
+        self.G, self.nz, self.conditional = generator, nz, conditional
+
+    @torch.no_grad()
+    def sample(self, seeds: list[int], labels: list[int] | None = None) -> Tensor:
+        """(N, C, H, W) in [0, 1], one image per seed (and label, for a conditional model)."""
+        device = next(self.G.parameters()).device
+        z = seeded_noise(seeds, self.nz).to(device)
+        if self.conditional:
+            if labels is None or len(labels) != len(seeds):
+                raise ValueError("a conditional generator needs one label per seed")
+            images = self.G(z, torch.as_tensor(labels, dtype=torch.long, device=device))
+        else:
+            images = self.G(z)
+        return images.float().add(1).div(2).clamp(0, 1)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.G(z, labels) if self.conditional else self.G(z)
+
+
+class GANTrainer(Trainer):
+    """Alternating GAN training: one D step on real and fake images, then one G step against the
+    updated D on the same fakes, then the EMA update of G. All noise (z, fake labels) comes from
+    torch's global RNG, which the training loop checkpoints."""
+
+    loss_names = ("loss_D", "loss_G", "D_real", "D_fake")
+
+    def __init__(self, tp, generator: nn.Module, discriminator: nn.Module, device: torch.device,
+                 channels: int, num_classes: int = 0):
+        super().__init__()
+        self.tp, self.device, self.channels, self.num_classes = tp, device, channels, num_classes
+        self.conditional = num_classes > 0
+        G, D = generator.to(device), discriminator.to(device)
+        self.nets = {"G": G, "D": D}
+        self.extra = {"G_ema": copy.deepcopy(G).eval().requires_grad_(False)}
+        betas = (tp.beta1, tp.beta2)
+        self.opts = {"G": torch.optim.Adam(G.parameters(), lr=tp.lr_g, betas=betas),
+                     "D": torch.optim.Adam(D.parameters(), lr=tp.lr_d, betas=betas)}
+
+    def _d(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.nets["D"](x, y) if self.conditional else self.nets["D"](x)
+
+    def _g(self, z: Tensor, y: Tensor | None) -> Tensor:
+        return self.nets["G"](z, y) if self.conditional else self.nets["G"](z)
+
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        tp = self.tp
+        real = to_model_range(batch["image"], tp.image_size)
+        n = real.shape[0]
+        z = torch.randn(n, tp.nz, device=self.device)
+        y_real = batch["label"] if self.conditional else None
+        y_fake = torch.randint(0, self.num_classes, (n,), device=self.device) if self.conditional else None
+
+        fake = self._g(z, y_fake)
+        d_real, d_fake = self._d(real, y_real), self._d(fake.detach(), y_fake)
+        loss_d = d_loss(tp.loss, d_real, d_fake)
+        self.opts["D"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opts["D"].step()
+
+        loss_g = g_loss(tp.loss, self._d(fake, y_fake))
+        self.opts["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opts["G"].step()
+
+        ema_update(self.extra["G_ema"], self.modules()["G"], ema_decay_at(self.step, tp.ema_decay))
+        return {"loss_D": loss_d.detach(), "loss_G": loss_g.detach(),
+                "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean()}
+
+    def inference_network(self) -> nn.Module:
+        return Sampler(self.extra["G_ema"], self.tp.nz, self.conditional)
+
+    def preview(self, count: int = 100) -> Tensor:
+        """A fixed-noise grid of the EMA generator (seeds 0..count-1; labels 0..9 row by row)."""
+        labels = [i * self.num_classes // count for i in range(count)] if self.conditional else None
+        return self.inference_network().sample(list(range(count)), labels)
+
+    def sidecar(self) -> dict:
+        return {"conditional": self.conditional, "num_classes": self.num_classes, "channels": self.channels}

@@ -1,0 +1,141 @@
+"""The work done in the decode/encode worker processes: bytes -> RGB pixels, pixels -> an output
+file written under a temporary name and renamed into place.
+
+This module must stay free of torch: worker processes import it, and nothing else of the engine.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tasks.data.images import Rejected, decode
+from tasks.bulk.sources import Payload, ReadError, Seed, read_limited
+
+SAVE_OPTIONS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+MAX_PIXELS_SETTING = "stylize.max_pixels"  # what a too-large rejection names (the CLI: --max-pixels)
+
+
+@dataclass
+class DecodeJob:
+    key: int
+    payload: Payload
+    max_size: int | None
+    max_pixels: int
+    max_bytes: int
+
+
+@dataclass
+class Decoded:
+    key: int
+    pixels: np.ndarray  # (H, W, 3) uint8, upright, at most max_size on its long side; a Seed: (1, 2) int64
+    sha256: str
+    width: int          # the input's upright size, before any downscaling
+    height: int
+    seconds: float
+
+
+@dataclass
+class EncodeJob:
+    key: int
+    model: int
+    pixels: np.ndarray
+    out_root: str
+    relpath: str        # safe, '/'-separated, relative to out_root
+    tmp_dir: str        # inside out_root: same filesystem, so the rename is atomic
+    format: str
+    quality: int
+
+
+@dataclass
+class Written:
+    key: int
+    model: int
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class Failed:
+    key: int
+    reason: str
+    model: int | None = None
+
+
+def read_payload(payload: Payload, max_bytes: int) -> bytes:
+    if isinstance(payload, ReadError):
+        raise Rejected(payload.reason)
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        if payload.fsspec:
+            import fsspec
+            with fsspec.open(payload.where, "rb") as f:
+                return read_limited(f, max_bytes)
+        with open(payload.where, "rb") as f:
+            return read_limited(f, max_bytes)
+    except ValueError as e:
+        raise Rejected(str(e)) from None
+    except OSError as e:
+        raise Rejected("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
+
+
+def decode_job(job: DecodeJob) -> Decoded | Failed:
+    start = time.perf_counter()
+    if isinstance(job.payload, Seed):  # a generator's input: (seed, label), batched like pixels
+        seed = np.array([[job.payload.seed, job.payload.label]], dtype=np.int64)
+        return Decoded(job.key, seed, f"seed:{job.payload.seed}:{job.payload.label}", 0, 0, 0.0)
+    try:
+        data = read_payload(job.payload, job.max_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        decoded = decode(data, job.max_pixels, min_side=job.max_size, setting=MAX_PIXELS_SETTING)
+    except Rejected as e:
+        return Failed(job.key, str(e))
+    image = decoded.image
+    if job.max_size and max(image.size) > job.max_size:
+        image.thumbnail((job.max_size, job.max_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    pixels = np.asarray(image)
+    return Decoded(job.key, pixels, digest, decoded.width, decoded.height, time.perf_counter() - start)
+
+
+def encode_job(job: EncodeJob) -> Written | Failed:
+    start = time.perf_counter()
+    tmp = Path(job.tmp_dir) / f"{uuid.uuid4().hex}.{job.format}"
+    try:
+        final = safe_target(Path(job.out_root), job.relpath)
+        options = {} if job.format == "png" else {"quality": job.quality}
+        pixels = job.pixels[..., 0] if job.pixels.shape[-1] == 1 else job.pixels  # grey
+        Image.fromarray(pixels).save(tmp, SAVE_OPTIONS[job.format], **options)
+        size = tmp.stat().st_size
+        os.replace(tmp, final)  # the final name only ever holds a complete file
+    except (OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        return Failed(job.key, f"cannot write the output: {type(e).__name__}: {e}", job.model)
+    return Written(job.key, job.model, size, time.perf_counter() - start)
+
+
+def safe_target(out_root: Path, relpath: str) -> Path:
+    """out_root/relpath, creating its folders one by one and refusing any symlink on the way: a link
+    planted in the output folder must not carry a write outside it."""
+    parts = relpath.split("/")
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"unsafe output name {relpath!r}")
+    folder = out_root
+    for part in parts[:-1]:
+        folder = folder / part
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            pass
+        if folder.is_symlink() or not folder.is_dir():
+            raise ValueError(f"{folder} is a symlink or a file, not a folder")
+    target = folder / parts[-1]
+    if target.is_dir() and not target.is_symlink():
+        raise ValueError(f"{target} is a folder")
+    return target

@@ -1,0 +1,501 @@
+"""Bulk stylization: a source of images -> N style models -> an output folder, exactly once.
+
+    reader thread --(bounded queue)--> decode workers --> size buckets --> models on the device
+        --> encode workers (temp file + rename) --> ledger rows (after the rename)
+
+`execute()` runs this pipeline over the work items of a plan (tasks/bulk/plan.py) and records
+every outcome; `stylize()` is plan + execute + summary in this process. The Prefect flow
+(flows/bulk.py) plans in its driver and runs `execute()` once per shard.
+
+Memory stays flat for any archive size: at most `prefetch` decoded images wait for the model and
+at most `encode_limit` results wait for the encoders; the reader blocks when they are full.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import stylepipe
+from stylepipe.errors import StageError
+from tasks.bulk import codec
+from tasks.bulk.ledger import Ledger, Row, options_json
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, open_job_source,
+                                options_hash, plan, record_refused, summarize)
+from tasks.bulk.sources import RESERVED_NAME, Source
+from tasks.data.images import max_input_bytes
+
+log = logging.getLogger("stylepipe.stylize")
+
+LEDGER_FLUSH_S = 1.0
+LEDGER_FLUSH_ROWS = 256
+WORKER_NICENESS = 0  # decode/encode yield to the forward pass's threads when both want the cores
+
+
+# --- temporary files ----------------------------------------------------------------------------
+
+
+class TempArea:
+    """<out>/.stylepipe/tmp/<writer>/: where one writer's outputs are born. Held under an flock, so
+    a sweep never removes the files of a live writer; whatever a killed writer left is removed by
+    the next run (sweep_temp) or by the next writer of the same name."""
+
+    def __init__(self, out: Path, writer: str):
+        self.root = Path(out) / RESERVED_NAME / "tmp"
+        self.dir = self.root / writer
+        self.lock_path = self.root / f"{writer}.lock"
+
+    def __enter__(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock.close()
+            raise StageError(f"another stylize process is writing to {self.dir.parent.parent.parent} "
+                             f"as {self.dir.name!r}") from None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir()
+        return self.dir
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.lock_path.unlink(missing_ok=True)
+        self.lock.close()
+        remove_empty_internal(self.root.parent.parent)
+
+
+def sweep_temp(out: Path) -> int:
+    """Remove the temp folders of writers that are gone (their lock is free); returns how many."""
+    root = Path(out) / RESERVED_NAME / "tmp"
+    if not root.is_dir():
+        return 0
+    swept = 0
+    for child in sorted(root.iterdir()):
+        if child.suffix == ".lock" or not child.is_dir():
+            continue
+        lock_path = root / f"{child.name}.lock"
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer
+            shutil.rmtree(child, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+            swept += 1
+    for stray in root.glob("*.lock"):
+        if not (root / stray.stem).exists():
+            stray.unlink(missing_ok=True)
+    remove_empty_internal(out)
+    return swept
+
+
+def remove_empty_internal(out: Path) -> None:
+    """Drop <out>/.stylepipe/tmp and <out>/.stylepipe when nothing is left in them."""
+    for folder in (Path(out) / RESERVED_NAME / "tmp", Path(out) / RESERVED_NAME):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+# --- worker pool --------------------------------------------------------------------------------
+
+
+def _worker_init(engine_pid: int) -> None:
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
+    # A pool worker holds both ends of its task pipe, so it never sees EOF when the engine is
+    # killed (-9): it would wait forever. It watches the engine instead and leaves with it.
+    threading.Thread(target=_exit_with, args=(engine_pid,), daemon=True, name="watch-engine").start()
+
+
+def _exit_with(pid: int) -> None:
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def _why_no_processes() -> str:
+    if multiprocessing.current_process().daemon:
+        return "running in a daemonic process (a Dask worker?), which may not start children"
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is None and main_file and not os.path.isfile(main_file):
+        return f"__main__ ({main_file}) cannot be re-imported by worker processes"
+    return ""
+
+
+class InlineExecutor(Executor):
+    """workers: 0 - decode and encode in the calling thread (debugging, tiny jobs)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(e)
+        return future
+
+
+def make_pool(workers: int) -> Executor:
+    if workers == 0:
+        return InlineExecutor()
+    reason = _why_no_processes()
+    if reason:
+        # Pillow releases the GIL while it decodes, resizes and encodes: threads still overlap.
+        log.info("%s: decode/encode in %d threads instead of processes", reason, workers)
+        return ThreadPoolExecutor(workers, thread_name_prefix="stylize-io")
+    # forkserver, not fork: this process runs torch's thread pools and maybe Prefect's event loop;
+    # its children should inherit neither. They import codec and __main__, nothing more
+    # (tasks.infer and stylepipe.cli keep torch out of their imports for this reason).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tasks.bulk.codec"])
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+
+class Reader:
+    """Reads payloads in a thread (archive members are read and decompressed here, folder files by
+    the workers), handing them over through a bounded queue."""
+
+    DONE = object()
+
+    def __init__(self, source: Source, items: list[WorkItem], depth: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.exhausted = False
+        by_relpath = {item.entry.relpath: n for n, item in enumerate(items)}
+        self._pairs = ((by_relpath[e.relpath], payload) for e, payload in source.read(i.entry for i in items))
+        self.thread = threading.Thread(target=self._run, name="stylize-reader", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for pair in self._pairs:
+                if not self._put(pair):
+                    return
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            self._put(e)
+            return
+        self._put(self.DONE)
+
+    def _put(self, value) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(value, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, timeout: float) -> tuple[int, object] | None:
+        """The next (item index, payload), or None if none arrived in time / the reader is done."""
+        if self.exhausted:
+            return None
+        try:
+            value = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()
+        except queue.Empty:
+            return None
+        if value is self.DONE:
+            self.exhausted = True
+            return None
+        if isinstance(value, BaseException):
+            self.exhausted = True
+            raise StageError(f"reading the source failed: {type(value).__name__}: {value}")
+        return value
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+@dataclass
+class InFlight:
+    item: WorkItem
+    decoded: codec.Decoded | None = None
+    shape: tuple[int, int] = (0, 0)     # of the outputs
+    model_seconds: float = 0.0
+    outputs_left: int = 0
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{stylepipe.__version__}+{rev or 'unknown'}"
+
+
+class Pipeline:
+    def __init__(self, job_plan: Plan, items: list[WorkItem], ledger: Ledger, writer: str,
+                 progress=None, run_id: str | None = None):
+        from stylepipe.devices import pick_device
+        from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
+
+        self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
+        self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
+        device = pick_device(self.params.device)
+        self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
+        self.batch_size = self.params.batch_size or default_batch_size(device)
+        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
+                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
+                                   batch_size=self.batch_size)
+        self.labels = [spec.name for spec in self.job.models]
+        self.options = [options_json(o) for o in job_plan.options]
+        self.option_hashes = [options_hash(o) for o in job_plan.options]
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.code_version = code_version()
+        self.stats = RunStats(device=self.models.describe(self.parallel))
+        workers, batch = self.params.workers, self.batch_size
+        # decoded images waiting for the model, at most: a batch for every pass plus two in reserve
+        self.prefetch = max((self.parallel + 2) * batch, 2 * workers + batch)
+        self.encode_limit = 2 * workers + self.parallel * batch * len(self.labels)
+        self.rows: list[Row] = []
+        self.last_flush = time.monotonic()
+
+    def run(self, source: Source) -> RunStats:
+        start = time.perf_counter()
+        self.inflight: dict[int, InFlight] = {}
+        self.buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
+        self.large: list[int] = []    # decoded images above tile_above, stylized one at a time
+        self.decoding: dict[Future, int] = {}
+        self.inferring: dict[Future, list[int]] = {}
+        self.encoding: dict[Future, tuple[int, int]] = {}
+        with (TempArea(self.job.out, self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
+              ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
+            self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
+            reader = Reader(source, self.items, depth=self.prefetch)
+            try:
+                self._loop(reader)
+            finally:
+                reader.close()
+                for f in [*self.decoding, *self.inferring, *self.encoding]:
+                    f.cancel()
+                self._flush(force=True)
+        self.stats.seconds = time.perf_counter() - start
+        return self.stats
+
+    def _loop(self, reader: Reader) -> None:
+        while True:
+            self._feed(reader)
+            while len(self.inferring) < self.parallel:
+                batch = self._next_batch(final=reader.exhausted and not self.decoding)
+                if not batch:
+                    break
+                self._submit(batch)
+            busy = [*self.decoding, *self.inferring, *self.encoding]
+            if not (busy or self.buffered or not reader.exhausted):
+                return
+            if busy:
+                done, _ = wait(busy, timeout=0.05 if not reader.exhausted else None, return_when=FIRST_COMPLETED)
+                self._collect(done)
+            elif not reader.exhausted:
+                self._feed(reader, block=True)
+            self._flush()
+
+    @property
+    def buffered(self) -> int:
+        return len(self.large) + sum(len(keys) for keys in self.buckets.values())
+
+    def _feed(self, reader: Reader, block: bool = False) -> None:
+        while len(self.decoding) + self.buffered < self.prefetch:
+            got = reader.take(timeout=0.2 if block else 0)
+            if got is None:
+                return
+            block = False
+            key, payload = got
+            self.inflight[key] = InFlight(self.items[key])
+            job = codec.DecodeJob(key, payload, self.params.max_size, self.params.max_pixels,
+                                       max_input_bytes(self.params.max_pixels))
+            self.decoding[self.pool.submit(codec.decode_job, job)] = key
+
+    def _next_batch(self, final: bool) -> list[int]:
+        """Keys of one batch of equal-sized images: a full bucket, else the fullest one when waiting
+        longer would not fill it (nothing left to decode) or would hold too many images. A large
+        image makes a batch of its own, in tiles."""
+        if self.large:
+            return [self.large.pop(0)]
+        full = next((shape for shape, keys in self.buckets.items() if len(keys) >= self.batch_size), None)
+        if full is None and self.buckets and (final or not self.decoding or self.buffered >= self.prefetch):
+            full = max(self.buckets, key=lambda shape: len(self.buckets[shape]))
+        if full is None:
+            return []
+        keys = self.buckets[full][: self.batch_size]
+        del self.buckets[full][: self.batch_size]
+        if not self.buckets[full]:
+            del self.buckets[full]
+        return keys
+
+    def _collect(self, done) -> None:
+        for future in done:
+            if future in self.decoding:
+                self._decoded(self.decoding.pop(future), future)
+            elif future in self.inferring:
+                self._stylized(self.inferring.pop(future), future)
+            else:
+                self._encoded(*self.encoding.pop(future), future)
+
+    def _decoded(self, key: int, future: Future) -> None:
+        result = _result(future, key)
+        state = self.inflight[key]
+        if isinstance(result, codec.Failed):
+            for model, _ in state.item.outputs:
+                self._record_failure(state, model, result.reason)
+            self._finish(key)
+            return
+        state.decoded = result
+        if self.models.needs_tiles(*result.pixels.shape[:2]):
+            self.large.append(key)
+        else:
+            self.buckets[result.pixels.shape[:2]].append(key)
+
+    def _submit(self, keys: list[int]) -> None:
+        decoded = [self.inflight[k].decoded for k in keys]
+        tiled = self.models.needs_tiles(*decoded[0].pixels.shape[:2])
+        pixels = decoded[0].pixels if tiled else np.stack([d.pixels for d in decoded])
+        for d in decoded:
+            d.pixels = None  # the batch holds them now
+        self.inferring[self.model_pool.submit(self._forward, pixels, tiled)] = keys
+
+    def _forward(self, pixels: np.ndarray, tiled: bool) -> tuple[list[np.ndarray], float]:
+        """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
+        started = time.perf_counter()
+        if tiled:
+            results = [r[None] for r in self.models.stylize_large(pixels)]
+        else:
+            results = self.models.stylize(pixels)
+        return results, time.perf_counter() - started
+
+    def _stylized(self, keys: list[int], future: Future) -> None:
+        results, seconds = future.result()  # a model error is no input's fault: it stops the run
+        for n, key in enumerate(keys):
+            state = self.inflight[key]
+            state.model_seconds = seconds / len(keys)
+            state.shape = results[0].shape[1:3]
+            state.outputs_left = len(state.item.outputs)
+            for model, target in state.item.outputs:
+                self._wait_for_encoders()
+                job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
+                                           self.tmp_dir, self.params.format, self.params.quality)
+                self.encoding[self.pool.submit(codec.encode_job, job)] = (key, model)
+
+    def _wait_for_encoders(self) -> None:
+        while len(self.encoding) >= self.encode_limit:
+            done, _ = wait(set(self.encoding), return_when=FIRST_COMPLETED)
+            for future in done:
+                self._encoded(*self.encoding.pop(future), future)
+
+    def _encoded(self, key: int, model: int, future: Future) -> None:
+        result = _result(future, key, model)
+        state = self.inflight[key]
+        if isinstance(result, codec.Failed):
+            self._record_failure(state, model, result.reason)
+        else:
+            d = state.decoded
+            target = dict(state.item.outputs)[model]
+            h, w = state.shape
+            self.rows.append(self._row(state, model, "done", output=target, output_bytes=result.bytes,
+                                       width=w, height=h, input_sha256=d.sha256,
+                                       seconds=d.seconds + state.model_seconds + result.seconds))
+            self.stats.outputs += 1
+        state.outputs_left -= 1
+        if state.outputs_left == 0:
+            self._finish(key)
+
+    def _record_failure(self, state: InFlight, model: int, reason: str) -> None:
+        sha = state.decoded.sha256 if state.decoded else ""
+        self.rows.append(self._row(state, model, "failed", reason=reason, input_sha256=sha))
+        self.stats.failed += 1
+        if len(self.stats.failures) < 20:
+            self.stats.failures.append((state.item.entry.relpath, reason))
+
+    def _row(self, state: InFlight, model: int, status: str, **values) -> Row:
+        e = state.item.entry
+        return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
+                   input_stamp=e.stamp, model_hash=self.plan.model_hashes[model],
+                   options_hash=self.option_hashes[model], options=self.options[model],
+                   code_version=self.code_version, device=self.stats.device,
+                   finished_at=time.time(), run_id=self.run_id, **values)
+
+    def _finish(self, key: int) -> None:
+        del self.inflight[key]
+        self.stats.processed += 1
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def _flush(self, force: bool = False) -> None:
+        due = len(self.rows) >= LEDGER_FLUSH_ROWS or time.monotonic() - self.last_flush >= LEDGER_FLUSH_S
+        if self.rows and (force or due):
+            self.ledger.write(self.rows)
+            self.rows = []
+            self.last_flush = time.monotonic()
+
+
+def _result(future: Future, key: int, model: int | None = None):
+    """A worker's answer. An exception in a worker fails that one input (and is retried by the next
+    run); a worker process that died takes the pool with it, so the run stops, unrecorded items
+    to be redone by the next run."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise StageError("a decode/encode worker process died (out of memory, or a crash in an image "
+                         "library); outputs so far are recorded, run again to resume") from None
+    except Exception as e:  # noqa: BLE001
+        return codec.Failed(key, f"worker error: {type(e).__name__}: {e}", model)
+
+
+def execute(job_plan: Plan, items: list[WorkItem] | None = None, *, ledger_path: Path | None = None,
+            writer: str = "main", progress=None, run_id: str | None = None) -> RunStats:
+    """Stylize `items` (default: all of the plan's), recording outcomes in `ledger_path` (default:
+    the job's main ledger; a shard passes its own segment)."""
+    items = job_plan.items if items is None else items
+    if not items:
+        return RunStats()
+    with Ledger(ledger_path or job_plan.job.ledger) as ledger:
+        pipeline = Pipeline(job_plan, items, ledger, writer, progress, run_id)
+        return pipeline.run(open_job_source(job_plan.job))
+
+
+def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress: bool = True) -> Summary:
+    """Plan, record the refused files, run the pipeline in this process, summarize."""
+    from tqdm import tqdm
+
+    sweep_temp(job.out)
+    p = plan(job, resume=resume, limit=limit)
+    record_refused(p)
+    log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
+             p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
+    bar = tqdm(total=len(p.items), unit="img", desc="stylize", disable=not progress or not p.items,
+               smoothing=0.05, dynamic_ncols=True)
+    with bar:
+        stats = execute(p, progress=bar)
+    return summarize(p, stats)

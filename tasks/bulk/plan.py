@@ -1,0 +1,313 @@
+"""What a bulk stylization job is, and what is left of it: `plan()` lists the source and asks the
+ledger which (input, model) outputs are already settled; `summarize()` adds up a run's outcome.
+
+Planning needs no torch: the Prefect flow plans in its driver process and ships only the work.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from stylepipe.config import StylizeParams
+from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
+from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
+from tasks.data.images import max_input_bytes
+from tasks.bulk.sources import RESERVED_NAME, Entry, Source, SourceError, open_source
+
+LEDGER_NAME = "ledger.sqlite"
+WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that module imports torch)
+# Failures that say nothing about the input itself: the next run tries these inputs again.
+TRANSIENT_FAILURES = ("unreadable", "worker error", "cannot write the output")
+# Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
+# caller names a --limit or raises this (`Job.gatys_max_inputs`).
+GATYS_MAX_INPUTS = 200
+
+if TYPE_CHECKING:
+    from models.gatys.optimize import GatysConfig
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str
+    label: str = ""            # names the model in the ledger and its output subfolder; default: folder name
+    strength: float = 1.0
+    preserve_colors: bool = False
+    # Gatys mode: `path` is a painting, and every image is optimised (models/gatys/optimize.py) instead of
+    # run through a trained network. A dict (a Prefect flow's parameters) becomes a GatysConfig.
+    gatys: GatysConfig | dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.gatys, dict):
+            from models.gatys.optimize import GatysConfig  # torch: only a Gatys job pays for it here
+            object.__setattr__(self, "gatys", GatysConfig(**self.gatys))
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        return f"gatys-{Path(self.path).stem}" if self.gatys is not None else Path(self.path).resolve().name
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    path = Path(model_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        raise StageError(f"{path}: no such file; is {model_dir} a trained model folder?")
+    return sha256_file(path)
+
+
+def model_hash(spec: ModelSpec) -> str:
+    """The ledger's model identity: the weights' sha256; in Gatys mode the painting's sha256 plus
+    the hash of the optimisation's settings."""
+    if spec.gatys is None:
+        return weights_sha256(spec.path)
+    if Path(spec.path).is_dir():  # a gatys model folder: its stored painting
+        return f"{weights_sha256(spec.path)}+gatys-{options_hash(asdict(spec.gatys))}"
+    if not Path(spec.path).is_file():
+        raise StageError(f"{spec.path}: no such file (the Gatys painting)")
+    return f"{sha256_file(Path(spec.path))}+gatys-{options_hash(asdict(spec.gatys))}"
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str
+    out: Path
+    models: tuple[ModelSpec, ...]
+    params: StylizeParams
+    ledger: Path
+    gatys_max_inputs: int | None = GATYS_MAX_INPUTS  # None: no cap
+
+
+def default_ledger(out: Path) -> Path:
+    return Path(out) / RESERVED_NAME / LEDGER_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    entry: Entry
+    outputs: tuple[tuple[int, str], ...]  # (model index, output path relative to out) still to make
+
+
+@dataclass
+class Plan:
+    job: Job
+    model_hashes: list[str]
+    options: list[dict]                     # per model: everything that changes its output
+    items: list[WorkItem] = field(default_factory=list)        # to do, in listing order
+    refused_rows: list[Row] = field(default_factory=list)      # to record (not yet in the ledger)
+    expected: dict[str, str] = field(default_factory=dict)     # output relpath -> input relpath
+    inputs: int = 0                         # files listed
+    finished: Counter = field(default_factory=Counter)  # done/failed -> (image, model) pairs settled before
+    refused_known: Counter = field(default_factory=Counter)  # failed/ignored -> refused pairs recorded before
+    limited: int = 0                        # items left for a later run by --limit
+
+    @property
+    def outputs_to_make(self) -> int:
+        return sum(len(i.outputs) for i in self.items)
+
+
+def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
+    """What changes an output's pixels or bytes; its hash is part of the ledger identity."""
+    options = {
+        "format": params.format, "quality": None if params.format == "png" else params.quality,
+        "max_size": params.max_size, "strength": spec.strength, "preserve_colors": spec.preserve_colors,
+        "tile_above": params.tile_above, "tile_size": params.tile_size, "tile_overlap": params.tile_overlap,
+    }
+    if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
+        options["gatys"] = asdict(spec.gatys)
+    return options
+
+
+def options_hash(options: dict) -> str:
+    return hashlib.sha256(options_json(options).encode()).hexdigest()[:16]
+
+
+def output_name(relpath: str, fmt: str) -> str:
+    return PurePosixPath(relpath).with_suffix(f".{fmt}").as_posix()
+
+
+def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: bool = False) -> Plan:
+    """List the source and decide what is left to do. Reads the ledger, never writes it, except to
+    fold in segments a killed run left behind (not when readonly, as for --dry-run)."""
+    labels = [spec.name for spec in job.models]
+    if len(set(labels)) != len(labels):
+        raise StageError(f"two models have the same name ({', '.join(labels)}): give them labels")
+    if not readonly:
+        merge_segments(job.ledger)
+    source = open_job_source(job)
+    p = Plan(job, [model_hash(s) for s in job.models],
+             [output_options(job.params, s) for s in job.models])
+    hashes = [options_hash(o) for o in p.options]
+    multi = len(job.models) > 1
+
+    entries, refused = [], []
+    try:
+        for record in source.scan():
+            (entries if isinstance(record, Entry) else refused).append(record)
+    except SourceError as e:
+        raise StageError(str(e)) from None
+    p.inputs = len(entries) + len(refused)
+    names = _output_names(entries, job.params.format)
+
+    ledger = Ledger(job.ledger) if (job.ledger.is_file() or not readonly) else None
+    try:
+        for r in refused:
+            known = ledger.finished(r.relpath) if ledger and resume else {}
+            for label in labels:
+                f = known.get(label)
+                if f and f.status == r.status and f.input_stamp == r.stamp:
+                    p.refused_known[r.status] += 1
+                else:
+                    p.refused_rows.append(Row(r.relpath, label, r.status, r.reason, source.label,
+                                              r.size, r.stamp, finished_at=time.time()))
+        for entry in entries:
+            known = ledger.finished(entry.relpath) if ledger and resume else {}
+            outputs = []
+            for i, label in enumerate(labels):
+                target = f"{label}/{names[entry.relpath]}" if multi else names[entry.relpath]
+                p.expected[target] = entry.relpath
+                f = known.get(label)
+                settled = f is not None and (f.input_stamp, f.model_hash, f.options_hash) == (
+                    entry.stamp, p.model_hashes[i], hashes[i])
+                if settled and f.status == "done" and (job.out / f.output).is_file():
+                    p.finished["done"] += 1
+                elif settled and f.status == "failed" and not f.reason.startswith(TRANSIENT_FAILURES):
+                    p.finished["failed"] += 1
+                else:
+                    outputs.append((i, target))
+            if outputs:
+                if limit is not None and len(p.items) >= limit:
+                    p.limited += 1
+                else:
+                    p.items.append(WorkItem(entry, tuple(outputs)))
+    finally:
+        if ledger:
+            ledger.close()
+    check_gatys_size(p, limit)
+    return p
+
+
+def check_gatys_size(p: Plan, limit: int | None) -> None:
+    """Gatys mode is for small jobs: refuse more than job.gatys_max_inputs images to do, unless
+    --limit says how many."""
+    cap = p.job.gatys_max_inputs
+    if limit is not None or cap is None or len(p.items) <= cap:
+        return
+    if not any(spec.gatys is not None for spec in p.job.models):
+        return
+    raise StageError(
+        f"{len(p.items)} images to stylize with Gatys optimisation, more than the {cap} it is meant for: "
+        "it optimises every image, seconds to minutes each (about 10-15 s at 256 px and 40-55 s at the "
+        "default 256,512 on a 2-core CPU). For a job this size train a feed-forward model of the "
+        "painting (add it under `styles:` in params.yaml, `stylepipe run --stage train`) and stylize "
+        "with --model; or give --limit N, or raise --gatys-max-inputs, to go ahead anyway")
+
+
+def open_job_source(job: Job) -> Source:
+    source, out = Path(job.source), job.out.resolve()
+    if source.is_dir() and (source.resolve() == out or source.resolve().is_relative_to(out)):
+        raise StageError(f"the output folder {job.out} holds the source {job.source}: outputs could "
+                         "overwrite inputs; choose another --out")
+    try:
+        return open_source(job.source, max_bytes=max_input_bytes(job.params.max_pixels), exclude=job.out)
+    except SourceError as e:
+        raise StageError(str(e)) from None
+
+
+def _output_names(entries: list[Entry], fmt: str) -> dict[str, str]:
+    """relpath -> output relpath. `a.png` -> `a.jpg`; when two inputs would share a name (a.png and
+    a.jpg), the later in listing order keeps its suffix too (a.jpg.jpg)."""
+    names, taken = {}, set()
+    for e in entries:
+        name = output_name(e.relpath, fmt)
+        if name in taken:
+            name = f"{e.relpath}.{fmt}"
+            n = 1
+            while name in taken:
+                name, n = f"{e.relpath}~{n}.{fmt}", n + 1
+        taken.add(name)
+        names[e.relpath] = name
+    return names
+
+
+# --- outcome ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    processed: int = 0           # inputs finished by this run (all their outputs, or failed)
+    outputs: int = 0             # output files written
+    failed: int = 0              # (input, model) pairs that failed in this run
+    seconds: float = 0.0
+    device: str = ""
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason), first few
+
+    def add(self, other: RunStats) -> None:
+        self.processed += other.processed
+        self.outputs += other.outputs
+        self.failed += other.failed
+        self.seconds = max(self.seconds, other.seconds)
+        self.device = self.device or other.device
+        self.failures.extend(other.failures[: 20 - len(self.failures)])
+
+    @property
+    def rate(self) -> float:
+        return self.processed / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Summary:
+    inputs: int
+    outputs: int                 # (image input, model) pairs the job has
+    done: int
+    failed: int
+    ignored: int
+    pending: int                 # left for a later run (--limit, or dry run)
+    run: RunStats
+    ledger: Path
+
+    @property
+    def failed_fraction(self) -> float:
+        return self.failed / max(1, self.done + self.failed)
+
+    def run_line(self) -> str:
+        r = self.run
+        return (f"stylized {r.processed} inputs ({r.outputs} outputs) in {r.seconds:.1f} s "
+                f"({r.rate:.2f} images/s) on {r.device or '-'}")
+
+    def job_line(self) -> str:
+        return (f"job: {self.done} done, {self.failed} failed, {self.ignored} ignored (not images), "
+                f"{self.pending} pending, of {self.outputs} outputs from {self.inputs} files")
+
+    def lines(self) -> Iterator[str]:
+        yield self.run_line()
+        yield self.job_line()
+        for relpath, reason in self.run.failures[:10]:
+            yield f"  failed {relpath}: {reason}"
+        if self.run.failed > 10:
+            yield f"  ... and {self.run.failed - 10} more failures: see the ledger"
+        yield f"ledger: {self.ledger}"
+
+
+def summarize(plan: Plan, run: RunStats) -> Summary:
+    refused = plan.refused_known + Counter(r.status for r in plan.refused_rows)
+    settled = plan.finished["done"] + plan.finished["failed"] + run.outputs + run.failed
+    return Summary(
+        inputs=plan.inputs, outputs=len(plan.expected),
+        done=plan.finished["done"] + run.outputs,
+        failed=plan.finished["failed"] + run.failed + refused["failed"],
+        ignored=refused["ignored"],
+        pending=len(plan.expected) - settled,
+        run=run, ledger=plan.job.ledger,
+    )
+
+
+def record_refused(plan: Plan) -> None:
+    if plan.refused_rows:
+        with Ledger(plan.job.ledger) as ledger:
+            ledger.write(plan.refused_rows)

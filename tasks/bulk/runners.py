@@ -1,0 +1,250 @@
+"""The models of one bulk run on one device, behind one interface: `stylize(batch)` -> per model,
+a batch of finished uint8 images. Three kinds: trained image-to-image networks (StyleModels: any
+"image" family, e.g. johnson), Gatys optimisation (GatysModels), and generators (SampleModels: any
+"sample" family, whose inputs are (seed, label) pairs instead of pixels).
+
+For image networks:
+
+"Finished" means after the per-model touches: colour preservation (the stylized luminance on the
+photo's own colours) and strength (a blend with the photo). On CUDA the networks run in fp16
+autocast with channels_last tensors, and only uint8 crosses the bus (a quarter of fp32's bytes);
+on the CPU they run in fp32 NCHW (channels_last measured no faster there).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.weights import load_model
+from stylepipe.devices import cpu_count
+from stylepipe.errors import StageError
+from tasks.bulk.plan import ModelSpec
+from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
+
+# On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
+# cache); a GPU needs batches to fill up.
+DEFAULT_BATCH = {"cpu": 1, "cuda": 16}
+MAX_AUTO_PARALLEL = 8  # beyond this, more cores go to threads per pass (memory: one batch per pass)
+# ITU-R BT.601 luma: in YCbCr, changing Y alone moves R, G and B by the same amount.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def default_batch_size(device: torch.device) -> int:
+    return DEFAULT_BATCH.get(device.type, 1)
+
+
+def configure_parallelism(device: torch.device, parallel_batches: int | None, threads: int | None) -> int:
+    """How many forward passes run at once (each on its own batch, in its own thread), and torch's
+    threads per pass; returns the former. On CPUs the default is one pass per core with one thread
+    each: an intra-op thread pool stalls at every op's barrier whenever one of its threads is
+    descheduled (by a decode worker, or another job on the machine), while independent passes
+    never wait for each other. On CUDA one pass feeds the GPU."""
+    if device.type == "cuda":
+        parallel = parallel_batches or 1
+        torch.set_num_threads(threads or 2)
+    else:
+        cores = cpu_count()
+        parallel = parallel_batches or min(cores, MAX_AUTO_PARALLEL)
+        torch.set_num_threads(threads or max(1, cores // parallel))
+    return parallel
+
+
+def luma(x: Tensor) -> Tensor:
+    r, g, b = x.unbind(1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
+
+
+def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
+    """Colour preservation, then strength; both in [0,1] float, (N,3,H,W)."""
+    if spec.preserve_colors:
+        styled = (photo + (luma(styled) - luma(photo))).clamp(0, 1)
+    if spec.strength < 1:
+        styled = torch.lerp(photo, styled, spec.strength)
+    return styled
+
+
+class StyleModels:
+    def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
+                 tile_overlap: int, tile_above: int, batch_size: int):
+        self.specs, self.device = specs, device
+        self.cuda = device.type == "cuda"
+        self.nets = [load_model(Path(s.path), device)[0] for s in specs]
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
+            self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]
+        self.per_thread = threading.local()  # tiled copies: their norms hold one image's statistics
+        self.tile_size, self.tile_overlap, self.tile_above = tile_size, tile_overlap, tile_above
+        self.batch_size = batch_size
+
+    def describe(self, parallel: int = 1) -> str:
+        if self.cuda:
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {parallel} at once)"
+        return f"cpu ({parallel} passes x {torch.get_num_threads()} threads)"
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return max(height, width) > self.tile_above
+
+    def _to_device(self, pixels: np.ndarray) -> Tensor:
+        """(N,H,W,3) uint8 -> (N,3,H,W) float in [0,1] on the device."""
+        t = torch.from_numpy(pixels)
+        if self.cuda:
+            # NHWC uint8 permuted to NCHW *is* channels_last: no copy on either side.
+            return t.pin_memory().to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        return t.permute(0, 3, 1, 2).contiguous().float().div_(255)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.cuda else contextlib.nullcontext()
+
+    @staticmethod
+    def _to_uint8(y: Tensor) -> np.ndarray:
+        return (y * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    @torch.inference_mode()
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
+        x = self._to_device(batch)
+        results = []
+        for net, spec in zip(self.nets, self.specs):
+            with self._autocast():
+                y = net(x)
+            results.append(self._to_uint8(finish(y.float(), x, spec)))
+        return results
+
+    @torch.inference_mode()
+    def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result."""
+        small = self._to_device(thumbnail(pixels, self.tile_above)[None])
+        if not hasattr(self.per_thread, "tiled_nets"):
+            self.per_thread.tiled_nets = [with_shared_stats(net) for net in self.nets]
+        results = []
+        for tiled, spec in zip(self.per_thread.tiled_nets, self.specs):
+            set_recording(tiled, True)
+            with self._autocast():
+                tiled(small)
+            set_recording(tiled, False)
+
+            def run(tiles: np.ndarray, tiled=tiled, spec=spec) -> np.ndarray:
+                x = self._to_device(tiles)
+                with self._autocast():
+                    y = tiled(x)
+                return finish(y.float(), x, spec).permute(0, 2, 3, 1).cpu().numpy()
+
+            results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
+                                         batch_size=self.batch_size))
+        return results
+
+
+class GatysModels:
+    """Gatys mode: a painting instead of a trained network (models/gatys/optimize.py). The same contract as
+    StyleModels, but every image is optimised on its own, with gradients: `stylize` is deliberately
+    not under inference_mode (gatys() also leaves it by itself, so either way works). An image
+    larger than the last Gatys size is scaled down to it (the output has that size); one smaller is
+    optimised at its own size, never upscaled (below MIN_SIZE: at MIN_SIZE, then scaled back). It
+    never tiles: the style statistics are the whole picture's."""
+
+    def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
+        from models.gatys.optimize import build_gatys_encoder
+        from tasks.data.datasets import read_image
+
+        if len(specs) != 1:
+            raise StageError("Gatys mode runs one painting alone, without trained models in the same job")
+        self.specs, self.device = specs, device
+        self.spec, self.config = specs[0], specs[0].gatys
+        if Path(self.spec.path).is_dir():  # a gatys model folder (the infer stage): its stored painting
+            self.painting = load_model(Path(self.spec.path), "cpu")[0].image()
+        else:
+            self.painting = read_image(self.spec.path)
+        self.encoder = build_gatys_encoder(self.config, device)
+
+    def describe(self, parallel: int = 1) -> str:
+        threads = torch.get_num_threads()
+        return f"{self.device} (Gatys, {self.config.optimizer}, {parallel} images at once x {threads} threads)"
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return False
+
+    def sizes_for(self, long_side: int) -> tuple[int, ...]:
+        """The configured coarse-to-fine sizes, ending at `long_side` (at most the last of them)."""
+        from models.gatys.optimize import MIN_SIZE
+
+        long_side = max(MIN_SIZE, min(long_side, self.config.sizes[-1]))
+        return tuple(s for s in self.config.sizes if s < long_side) + (long_side,)
+
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N,H,W,3) uint8 images of one size -> [(N,h,w,3) uint8 results], h x w <= H x W."""
+        from models.gatys.optimize import gatys, resize, shape_for
+
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        height, width = x.shape[-2:]
+        out_shape = shape_for(height, width, min(max(height, width), self.config.sizes[-1]))
+        config = replace(self.config, sizes=self.sizes_for(max(height, width)))
+        styled = torch.cat([gatys(photo[None], self.painting, config, encoder=self.encoder, device=self.device).image
+                            for photo in x]).to(self.device)
+        x = resize(x, out_shape)
+        return [StyleModels._to_uint8(finish(resize(styled, out_shape), x, self.spec))]
+
+    def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return [r[0] for r in self.stylize(pixels[None])]
+
+
+class SampleModels:
+    """A generator ("sample" family): each input is a (seed, label) pair (tasks/bulk/sources.py's
+    SeedSource), each output the image the model draws for it, a pure function of (weights, seed,
+    label) whatever batch it lands in."""
+
+    def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
+        if len(specs) != 1:
+            raise StageError("a sampling job runs one generator alone")
+        self.specs, self.device = specs, device
+        self.net, self.sidecar = load_model(Path(specs[0].path), device)
+        self.conditional = bool(self.sidecar.get("conditional"))
+        self.num_classes = int(self.sidecar.get("num_classes") or 0)
+
+    def describe(self, parallel: int = 1) -> str:
+        return f"{self.device} (sampling {self.sidecar.get('family')}, {parallel} batches at once)"
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return False
+
+    @torch.inference_mode()
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+        """(N,1,2) int64 (seed, label) -> [(N,H,W,C) uint8 samples]."""
+        seeds, labels = batch[:, 0, 0].tolist(), batch[:, 0, 1].tolist()
+        if self.conditional:
+            bad = [y for y in labels if not 0 <= y < self.num_classes]
+            if bad:
+                raise StageError(f"labels {sorted(set(bad))} are outside this model's 0..{self.num_classes - 1}")
+        images = self.net.sample(seeds, labels if self.conditional else None)
+        return [StyleModels._to_uint8(images)]
+
+    def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        raise AssertionError("samples are never tiled")
+
+
+def is_sampler(spec: ModelSpec) -> bool:
+    from models import registry
+
+    if spec.gatys is not None:
+        return False
+    sidecar = Path(spec.path) / "model.json"
+    try:
+        family = json.loads(sidecar.read_text(encoding="utf-8")).get("family", "johnson")
+        return registry.info(family).runner == "sample"
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False  # load_model says what is wrong with it
+
+
+def build_models(specs: list[ModelSpec], device: torch.device, **settings) -> StyleModels | GatysModels | SampleModels:
+    """Trained networks, a Gatys painting (ModelSpec.gatys), or a generator."""
+    if any(spec.gatys is not None for spec in specs):
+        return GatysModels(specs, device, **settings)
+    if any(is_sampler(spec) for spec in specs):
+        return SampleModels(specs, device, **settings)
+    return StyleModels(specs, device, **settings)

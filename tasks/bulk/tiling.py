@@ -1,0 +1,142 @@
+"""Tiled inference for images too large to stylize in one piece.
+
+The image is cut into overlapping tiles of one size (so they batch), each tile is stylized, and
+neighbours are cross-faded over the middle of their overlap with linear weights that sum to one.
+Two things keep seams invisible:
+  - the feed-forward networks use instance norm, whose statistics would otherwise be each tile's
+    own (every tile a slightly different colour and contrast). As in "Thumbnail Instance
+    Normalization" (Chen et al., AAAI 2022), the statistics of every norm layer are taken once
+    from a thumbnail of the whole image and then applied to all of its tiles;
+  - the cross-fade stays away from tile edges, where the network sees reflection padding instead
+    of the real neighbourhood.
+Memory: the uint8 input and output plus one strip of tile rows in float32.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+import torch
+from torch import Tensor, nn
+
+
+STRIDE = 4  # models/johnson/network.py: two stride-2 convs down, two 2x upsamples back
+
+
+class SharedStatsNorm(nn.Module):
+    """An InstanceNorm2d that records its per-channel statistics on one input (the thumbnail) and
+    then normalizes every later input (the tiles) with them."""
+
+    def __init__(self, norm: nn.InstanceNorm2d):
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        self.recording = False
+        self.stats: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()  # statistics in fp32 under autocast too
+        if self.recording:
+            var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+            self.stats = (mean, var)
+        if self.stats is None:
+            raise RuntimeError("record the thumbnail's statistics before stylizing tiles")
+        mean, var = self.stats
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.float()[None, :, None, None] + self.bias.float()[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def with_shared_stats(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose instance norms are SharedStatsNorm (the weights are shared, not copied)."""
+    tiled = copy.copy(net)
+    tiled._modules = dict(net._modules)
+    for name, child in net.named_children():
+        if isinstance(child, nn.InstanceNorm2d):
+            tiled._modules[name] = SharedStatsNorm(child)
+        elif len(child._modules):
+            tiled._modules[name] = with_shared_stats(child)
+    return tiled
+
+
+def set_recording(net: nn.Module, recording: bool) -> None:
+    for m in net.modules():
+        if isinstance(m, SharedStatsNorm):
+            m.recording = recording
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Evenly spread starts, on the stride grid, of the fewest tiles of `tile` that cover `length`
+    with at least `overlap` (length and tile are multiples of STRIDE)."""
+    if length <= tile:
+        return [0]
+    n = -(-(length - tile) // (tile - overlap)) + 1
+    return [round(i * (length - tile) / (n - 1) / STRIDE) * STRIDE for i in range(n)]
+
+
+def blend_weights(starts: list[int], tile: int, fade: int) -> list[np.ndarray]:
+    """1-D weights per tile, summing to 1 at every position: each boundary cross-fades over `fade`
+    pixels centred in the overlap of the two tiles."""
+    weights = [np.ones(tile, np.float32) for _ in starts]
+    for i in range(len(starts) - 1):
+        overlap_start, overlap_end = starts[i + 1], starts[i] + tile
+        width = max(1, min(fade, overlap_end - overlap_start))
+        begin = (overlap_start + overlap_end - width) // 2  # absolute position of the fade
+        ramp = (np.arange(width, dtype=np.float32) + 0.5) / width
+        left, right = weights[i], weights[i + 1]
+        a = begin - starts[i]
+        left[a:a + width] = 1 - ramp
+        left[a + width:] = 0
+        b = begin - starts[i + 1]
+        right[b:b + width] = ramp
+        right[:b] = 0
+    return weights
+
+
+def thumbnail(pixels: np.ndarray, long_side: int) -> np.ndarray:
+    """The whole image scaled down so its long side is `long_side` (antialiased)."""
+    h, w = pixels.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1:
+        return pixels
+    size = (max(4, round(w * scale)), max(4, round(h * scale)))
+    return np.array(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def stylize_tiled(
+    pixels: np.ndarray,                               # (H, W, 3) uint8
+    run: Callable[[np.ndarray], np.ndarray],          # (N, th, tw, 3) uint8 -> same shape, float in [0,1]
+    *, tile: int, overlap: int, batch_size: int,
+) -> np.ndarray:
+    """The stylized image as (H, W, 3) uint8. Norm statistics must have been recorded already."""
+    height, width = pixels.shape[:2]
+    # Pad to the networks' stride (as their forward does) so that every tile starts on the stride
+    # grid of the whole image: a tile off the grid samples differently and shows as a seam.
+    pixels = np.pad(pixels, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="reflect")
+    h, w = pixels.shape[:2]
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    # the fade keeps 3/8 of the overlap away from each tile edge, where padding shows
+    wy, wx = blend_weights(ys, th, overlap // 4), blend_weights(xs, tw, overlap // 4)
+
+    out = np.empty((h, w, 3), np.uint8)
+    strip = np.zeros((0, w, 3), np.float32)   # rows [strip_top, strip_top + len(strip)), unfinished
+    strip_top = 0
+    for r, y in enumerate(ys):
+        tiles = np.stack([pixels[y:y + th, x:x + tw] for x in xs])
+        results = np.concatenate([run(tiles[i:i + batch_size]) for i in range(0, len(xs), batch_size)])
+        row = np.zeros((th, w, 3), np.float32)
+        for c, x in enumerate(xs):
+            row[:, x:x + tw] += results[c] * wx[c][None, :, None]
+        row *= wy[r][:, None, None]
+        end = y + th
+        if end > strip_top + len(strip):
+            strip = np.concatenate([strip, np.zeros((end - strip_top - len(strip), w, 3), np.float32)])
+        strip[y - strip_top:end - strip_top] += row
+        final_until = ys[r + 1] if r + 1 < len(ys) else h   # no later tile row reaches above this
+        n = final_until - strip_top
+        out[strip_top:final_until] = np.clip(strip[:n] * 255 + 0.5, 0, 255).astype(np.uint8)
+        strip, strip_top = strip[n:], final_until
+    return out[:height, :width]

@@ -1,0 +1,153 @@
+"""ONNX export (models/export.py, `stylepipe export-onnx`): onnxruntime must reproduce PyTorch at
+any input size, and the file must carry the model's identity."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from models.export import DEFAULT_OPSET, export_onnx
+from models.johnson.network import build_network
+from models.weights import WEIGHTS_FILE, save_model
+from stylepipe.cli import build_parser, main
+from stylepipe.errors import StageError
+from stylepipe.hashing import sha256_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# float32 through ~20 layers, two runtimes: measured max differences are about 1e-6
+TOLERANCE = 1e-4
+# (N, 3, H, W); 30x45 has sides that are not multiples of 4, where the network pads and crops
+SHAPES = [(1, 3, 64, 96), (2, 3, 80, 80), (1, 3, 30, 45)]
+SIDECAR = {"network": None, "style": "swirls", "code_version": "0.1.0+abc123", "steps": 400}
+
+
+def make_model(model_dir, name, seed=0):
+    """A random network saved like a trained one. Instance-norm scales and shifts are randomised
+    too (an export that dropped them would otherwise still match); convs keep their default init,
+    which leaves the output sigmoid unsaturated, so differences show."""
+    torch.manual_seed(seed)
+    net = build_network(name).eval()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.InstanceNorm2d):
+                module.weight.normal_(1, 0.3)
+                module.bias.normal_(0, 0.3)
+    save_model(model_dir, net, {**SIDECAR, "network": name})
+    return net
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module", params=["fast", "classic"])
+def exported(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    net = make_model(tmp / "model", request.param)
+    out = export_onnx(tmp / "model", tmp / "out" / f"{request.param}.onnx")
+    return request.param, net, tmp / "model", out, session(out)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_onnxruntime_matches_pytorch(exported, shape):
+    _, net, _, _, runtime = exported
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    # the comparison means something only if the output is not stuck at 0 or 1
+    assert expected.std() > 0.02 and ((expected > 0.01) & (expected < 0.99)).mean() > 0.9
+    (got,) = runtime.run(["stylized"], {"image": x.numpy()})
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() < TOLERANCE
+
+
+def test_graph_interface_and_metadata(exported):
+    name, _, model_dir, path, _ = exported
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["stylized"]
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, "height", "width"]
+    assert {o.domain: o.version for o in model.opset_import}[""] == DEFAULT_OPSET
+    assert {p.key: p.value for p in model.metadata_props} == {
+        "style": "swirls", "network": name, "code_version": "0.1.0+abc123",
+        "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE)}
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    make_model(tmp_path / "model", "fast")
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"previous export")
+
+    def half_write(proto, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString()[:1000])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx, "save_model", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        export_onnx(tmp_path / "model", out)
+    assert out.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.onnx"]
+
+
+def test_cli_exports_a_working_model(tmp_path, capsys):
+    net = make_model(tmp_path / "model", "fast", seed=3)
+    out = tmp_path / "exports" / "fast.onnx"
+    assert main(["export-onnx", str(tmp_path / "model"), "--out", str(out), "--opset", "13"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert {o.domain: o.version for o in model.opset_import}[""] == 13
+    x = torch.rand(1, 3, 37, 50)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    (got,) = session(out).run(None, {"image": x.numpy()})
+    assert np.abs(got - expected).max() < TOLERANCE
+
+
+def test_cli_refuses_pickled_model(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps({**SIDECAR, "network": "fast"}))
+    torch.save(build_network("fast").state_dict(), model_dir / "model.pt")
+    out = tmp_path / "fast.onnx"
+    assert main(["export-onnx", str(model_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stylepipe export-onnx: ")
+    assert "model.pt: pickled checkpoints are never loaded" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing"], "missing: no such model folder"),
+    (["model", "--opset", "9"], "opset 9: not supported; use 11 to 20"),
+])
+def test_cli_errors(tmp_path, capsys, args, message):
+    make_model(tmp_path / "model", "fast")
+    out = tmp_path / "x.onnx"
+    args[0] = str(tmp_path / args[0])
+    assert main(["export-onnx", *args, "--out", str(out)]) == 1
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_refuses_pickle_renamed_to_safetensors(tmp_path):
+    model_dir = tmp_path / "model"
+    make_model(model_dir, "fast")
+    torch.save(build_network("fast").state_dict(), model_dir / WEIGHTS_FILE)
+    with pytest.raises(StageError, match="never pickles"):
+        export_onnx(model_dir, tmp_path / "x.onnx")
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["export-onnx", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: stylepipe export-onnx") and f"(default {DEFAULT_OPSET})" in text

@@ -1,0 +1,212 @@
+"""The engine in-process: outputs, ledger accounting and lineage, resume and what invalidates it,
+several models per pass, strength and colour preservation, formats and sizes, bad inputs, and
+hostile archives that must not write outside the output folder."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.bulk.engine import stylize
+from tasks.bulk.plan import ModelSpec, plan
+from tests.hostile import corpus
+from tests.hostile.guard import changed_outside, snapshot
+from tests.tasks.bulk.test_support import (decodes, encoded, ledger_rows, make_job, make_photos,  # noqa: F401
+                                        other_model, output_files, photo, tiny_model)
+
+NAMES = ["a.jpg", "b.png", "sub/c.jpg", "sub/deep/d.webp"]
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    make_photos(tmp_path / "src", NAMES)
+    return tmp_path / "src"
+
+
+def test_folder_tree_is_stylized_with_lineage(src, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    summary = stylize(make_job(src, out, tiny_model, workers=2), progress=False)
+    assert output_files(out) == ["a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"]
+    assert all(decodes(out / p) for p in output_files(out))
+    assert (summary.done, summary.failed, summary.pending, summary.run.processed) == (4, 0, 0, 4)
+    rows = ledger_rows(out / ".stylepipe/ledger.sqlite")
+    assert [r["relpath"] for r in rows] == NAMES
+    row = rows[0]
+    assert row["status"] == "done" and row["output"] == "a.jpg" and row["model"] == "tiny"
+    assert len(row["input_sha256"]) == len(row["model_hash"]) == 64
+    assert row["code_version"].startswith("0.") and row["device"].startswith("cpu") and row["seconds"] > 0
+    assert (row["width"], row["height"]) == (96, 64)
+    assert sorted(os.listdir(out / ".stylepipe")) == ["ledger.sqlite"]  # no temp files left
+
+
+def test_resume_skips_done_and_redoes_what_changed(src, tmp_path, tiny_model, other_model):
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model)
+    stylize(job, progress=False)
+    assert stylize(job, progress=False).run.processed == 0
+
+    (src / "a.jpg").write_bytes(encoded(photo(seed=99)))   # a changed input
+    (out / "b.jpg").unlink()                              # a lost output
+    again = stylize(job, progress=False)
+    assert again.run.processed == 2 and again.done == 4
+
+    requality = dataclasses.replace(job, params=job.params.model_copy(update={"quality": 50}))
+    assert stylize(requality, progress=False).run.processed == 4   # options are part of the identity
+
+    retrained = make_job(src, out, ModelSpec(str(other_model), label="tiny"))
+    assert stylize(retrained, progress=False).run.processed == 4   # so are the weights
+    assert stylize(retrained, resume=False, progress=False).run.processed == 4
+    rows = ledger_rows(out / ".stylepipe/ledger.sqlite")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+
+
+def test_limit_and_dry_run(src, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model)
+    dry = plan(job, readonly=True)
+    assert len(dry.items) == 4 and not out.exists()  # a dry run writes nothing
+    first = stylize(job, limit=3, progress=False)
+    assert (first.run.processed, first.pending) == (3, 1)
+    assert stylize(job, progress=False).run.processed == 1
+
+
+def test_several_models_in_one_pass(src, tmp_path, tiny_model, other_model):
+    out = tmp_path / "out"
+    summary = stylize(make_job(src, out, tiny_model, other_model), progress=False)
+    assert summary.done == 8 and summary.run.processed == 4
+    assert output_files(out) == sorted(f"{m}/{n}" for m in ("other", "tiny")
+                                       for n in ("a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"))
+    a, b = (np.asarray(Image.open(out / m / "a.jpg"), np.float32) for m in ("tiny", "other"))
+    assert np.abs(a - b).mean() > 5  # two different networks
+
+
+def test_strength_zero_is_the_photo_and_preserve_colors_keeps_its_chroma(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    src.mkdir()
+    original = photo(96, 64, seed=3)
+    original.save(src / "p.png")
+    out = tmp_path / "out"
+    specs = [ModelSpec(str(tiny_model), label="zero", strength=0.0),
+             ModelSpec(str(tiny_model), label="colors", preserve_colors=True),
+             ModelSpec(str(tiny_model), label="plain")]
+    stylize(make_job(src, out, *specs, format="png"), progress=False)
+    result = {s.label: np.asarray(Image.open(out / s.label / "p.png"), np.float32) for s in specs}
+    photo_px = np.asarray(original, np.float32)
+    assert np.abs(result["zero"] - photo_px).max() <= 1
+
+    def chroma(a):  # RGB minus its luma: what luminance transfer must keep from the photo
+        return a - (a @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    unclipped = (result["colors"] > 2).all(-1) & (result["colors"] < 253).all(-1)
+    assert np.abs(chroma(result["colors"]) - chroma(photo_px))[unclipped].mean() < 1.5
+    assert np.abs(chroma(result["plain"]) - chroma(photo_px)).mean() > 5
+
+
+def test_formats_and_sizes(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    make_photos(src, ["wide.jpg", "small.jpg"], size=(200, 100))
+    Image.open(src / "small.jpg").resize((40, 20)).save(src / "small.jpg")
+    for fmt in ("jpg", "png", "webp"):
+        out = tmp_path / f"out-{fmt}"
+        stylize(make_job(src, out, tiny_model, format=fmt, quality=80, max_size=120), progress=False)
+        with Image.open(out / f"wide.{fmt}") as im:
+            assert im.format == {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt] and im.size == (120, 60)
+        with Image.open(out / f"small.{fmt}") as im:
+            assert im.size == (40, 20)  # never enlarged
+    keep = tmp_path / "keep"
+    stylize(make_job(src, keep, tiny_model, max_size=None), progress=False)
+    assert Image.open(keep / "wide.jpg").size == (200, 100)
+
+
+def test_exif_orientation_is_applied(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "rotated.jpg").write_bytes(corpus.exif_oriented_jpeg(6))  # stored 32x48, upright 48x32
+    out = tmp_path / "out"
+    stylize(make_job(src, out, tiny_model), progress=False)
+    assert Image.open(out / "rotated.jpg").size == (48, 32)
+
+
+def test_names_that_collide_get_distinct_outputs(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    make_photos(src, ["x.jpg", "x.png"])
+    out = tmp_path / "out"
+    stylize(make_job(src, out, tiny_model), progress=False)
+    assert output_files(out) == ["x.jpg", "x.png.jpg"]
+
+
+def test_bad_inputs_are_recorded_and_skipped(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    make_photos(src, ["ok.jpg"])
+    for name, (data, _) in corpus.bad_images().items():
+        (src / name).write_bytes(data)
+    (src / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    summary = stylize(make_job(src, out, tiny_model, max_pixels=10_000_000), progress=False)
+    assert output_files(out) == ["ok.jpg"]
+    rows = {r["relpath"]: r for r in ledger_rows(out / ".stylepipe/ledger.sqlite")}
+    assert set(rows) == {"ok.jpg", "readme.txt", *corpus.bad_images()}  # every file accounted for
+    for name, (_, reason) in corpus.bad_images().items():
+        assert rows[name]["status"] == "failed" and rows[name]["reason"].startswith(reason), rows[name]
+    assert "over stylize.max_pixels=10000000" in rows["bomb.png"]["reason"]  # stylize's own setting
+    assert rows["readme.txt"]["status"] == "ignored"
+    assert (summary.done, summary.failed, summary.ignored) == (1, 5, 1)
+    assert summary.failed_fraction == pytest.approx(5 / 6)
+    # settled failures are not retried
+    assert stylize(make_job(src, out, tiny_model, max_pixels=10_000_000), progress=False).run.processed == 0
+
+
+def test_hostile_archives_never_write_outside_the_output_folder(tmp_path, tiny_model):
+    marker = f"stylepipe-evil-{uuid.uuid4().hex}"
+    img = encoded(photo(seed=5), "PNG")
+    work = tmp_path / "work"
+    work.mkdir()
+    archives = {
+        "traversal.zip": corpus.traversal_zip(marker),
+        "links.tar.gz": corpus.link_tar(marker),
+        "nested.zip": corpus.nested_archive(marker),
+        "names.tar": corpus.tar_bytes([
+            ("../" * 8 + f"tmp/{marker}.jpg", img), (f"/tmp/{marker}-abs.jpg", img),
+            (".stylepipe/ledger.sqlite.jpg", img), ("ok/./fine.jpg", img), ("a\\..\\..\\b.jpg", img),
+            ("ctrl\x1b[31m.jpg", img)], mode="w"),
+    }
+    for name, data in archives.items():
+        (work / name).write_bytes(data)
+    before = snapshot(tmp_path)
+    for name in archives:
+        out = work / f"out-{name}"
+        stylize(make_job(work / name, out, tiny_model), progress=False)
+        assert all(decodes(out / p) for p in output_files(out))
+    assert changed_outside(before, snapshot(tmp_path), work) == []
+    assert sorted(p.name for p in work.iterdir() if p.name not in archives) == sorted(f"out-{n}" for n in archives)
+    for escaped in (Path("/tmp") / f"{marker}.jpg", Path("/tmp") / f"{marker}-abs.jpg", Path("/tmp") / marker):
+        assert not escaped.exists()
+    assert output_files(work / "out-names.tar") == ["ctrl\x1b[31m.jpg", "ok/fine.jpg"]
+    rows = {r["relpath"]: r for r in ledger_rows(work / "out-names.tar/.stylepipe/ledger.sqlite")}
+    assert rows[".stylepipe/ledger.sqlite.jpg"]["reason"].startswith("unsafe name")
+    assert sum(r["status"] == "failed" for r in rows.values()) == 4
+
+
+def test_a_symlink_planted_in_the_output_folder_is_not_followed(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    make_photos(src, ["sub/a.jpg", "b.jpg"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(outside)
+    summary = stylize(make_job(src, out, tiny_model), progress=False)
+    assert list(outside.iterdir()) == []
+    assert summary.failed == 1 and summary.run.failures[0][0] == "sub/a.jpg"
+    assert "symlink" in summary.run.failures[0][1]
+
+
+def test_output_folder_inside_the_source_is_not_an_input(src, tmp_path, tiny_model):
+    out = src / "styled"
+    stylize(make_job(src, out, tiny_model), progress=False)
+    again = stylize(make_job(src, out, tiny_model), progress=False)
+    assert again.inputs == 4 and again.run.processed == 0

@@ -1,0 +1,95 @@
+"""kill -9 at several moments of `stylepipe stylize`, then run again: every input is done exactly
+once, every output decodes, no temporary file is left, and the ledger accounts for every file."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tasks.bulk.plan import default_ledger
+from tests.hostile import corpus
+from tests.tasks.bulk.test_support import (all_files, decodes, ledger_rows, make_photos, output_files,  # noqa: F401
+                                        tiny_model)
+
+IMAGES = [f"{'sub/' if i % 2 else ''}{i:02d}.jpg" for i in range(120)]  # enough that four kills land mid-run
+
+
+def start(src: Path, out: Path, model: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stylepipe.cli", "stylize", str(src), "--model", str(model),
+           "--out", str(out), "--quiet", "--batch-size", "2", "--workers", "2", "--max-failed-fraction", "0.1"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def done_rows(out: Path) -> int:
+    ledger = default_ledger(out)
+    if not ledger.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM items WHERE status = 'done'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
+    """SIGKILL the stylize process (not its workers) once ready() holds; False if it finished first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if ready():
+            children = psutil.Process(proc.pid).children(recursive=True)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            # Orphaned decode/encode workers notice their parent is gone and exit by themselves.
+            _, alive = psutil.wait_procs(children, timeout=20)
+            assert alive == [], f"worker processes outlived the kill: {alive}"
+            return True
+        time.sleep(0.01)
+    proc.communicate(timeout=timeout)
+    return False
+
+
+def test_kill_9_at_several_points_then_resume(tmp_path, tiny_model):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_photos(src, IMAGES, size=(224, 160))
+    (src / "broken.jpg").write_bytes(corpus.bad_images()["truncated.jpg"][0])
+
+    # Each kill point sees the run's start time, outputs and done rows, so it counts that run's own
+    # progress (earlier runs left outputs behind).
+    kill_points = [
+        lambda t0, outputs, rows: time.monotonic() - t0 >= 0.5,            # importing, listing, loading
+        lambda t0, outputs, rows: len(output_files(out)) >= outputs + 1,   # the first outputs
+        lambda t0, outputs, rows: done_rows(out) >= rows + 6,              # while ledger rows are written
+        lambda t0, outputs, rows: len(output_files(out)) >= outputs + 10,  # well into the run
+    ]
+    killed = 0
+    for point in kill_points:
+        baseline = (time.monotonic(), len(output_files(out)), done_rows(out))
+        killed += kill_when(start(src, out, tiny_model), lambda: point(*baseline))
+        # Whatever a kill leaves, a file under its final name is a complete image.
+        assert all(decodes(out / p) for p in output_files(out))
+    assert killed >= 3, "the runs finished before most kill points; make the work bigger"
+    assert 0 < len(output_files(out)) < len(IMAGES)
+
+    settled_before_final = len(ledger_rows(default_ledger(out)))
+    final = start(src, out, tiny_model)
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+
+    rows = ledger_rows(default_ledger(out))
+    by_status = {s: sorted(r["relpath"] for r in rows if r["status"] == s) for s in ("done", "failed")}
+    assert by_status == {"done": sorted(IMAGES), "failed": ["broken.jpg"]}
+    assert len(rows) == len(IMAGES) + 1                       # one row per input: done exactly once
+    assert output_files(out) == sorted(IMAGES)                 # one output per input, nothing else
+    assert all(decodes(out / p) for p in output_files(out))
+    assert all_files(out / ".stylepipe") == ["ledger.sqlite"]  # no temporary files, no segments
+    # the final run redid only what no earlier run had recorded
+    assert f"stylized {len(IMAGES) + 1 - settled_before_final} inputs" in stdout, stdout

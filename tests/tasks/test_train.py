@@ -1,0 +1,219 @@
+"""tasks/train.py on tiny configs (32-px crops, a handful of steps): seconds, not minutes."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import tasks.train as train_mod
+from models.weights import load_model
+from stylepipe.errors import StageError
+from tasks.data.datasets import StepSamples, find_style_image, load_style_image
+from tests.hostile.fixtures import sandbox, server  # noqa: F401 (fixtures)
+from tests.tiny_training import tiny_params, write_painting, write_photos
+
+make_params = tiny_params
+
+
+@pytest.fixture
+def data(tmp_path):
+    """(data/processed/<dataset>, data/raw/models/<model>) as preprocess and download leave them."""
+    data_dir = tmp_path / "processed" / "photos"
+    write_photos(data_dir / "train", 4)
+    style_dir = tmp_path / "raw" / "models" / "tiny"
+    write_painting(style_dir / "files" / "src-0123abcd" / "paint.jpg")
+    return data_dir, style_dir
+
+
+def paths(data, tmp_path, name="run") -> train_mod.Paths:
+    data_dir, style_dir = data
+    out = tmp_path / name
+    return train_mod.Paths(data=data_dir, inputs=style_dir, model_dir=out / "model", log=out / "log.tsv",
+                           checkpoints=tmp_path / "ckpt")
+
+
+def run(params, data, tmp_path, name="run"):
+    sidecar = train_mod.train(params, "tiny", paths(data, tmp_path, name))
+    return sidecar, tmp_path / name
+
+
+def read_log(path: Path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step\ttotal\tcontent\tstyle\ttv"
+    return [[float(v) for v in line.split("\t")] for line in lines[1:]]
+
+
+def test_tiny_run_writes_model_sidecar_and_log(data, tmp_path):
+    sidecar, out = run(make_params(), data, tmp_path)
+    net, saved = load_model(out / "model")
+    assert saved == json.loads((out / "model" / "model.json").read_text()) == sidecar
+    for key in ("family", "style", "model", "dataset", "train", "network", "encoder", "style_layers",
+                "content_layers", "weights", "style_size", "image_size", "steps", "batch_size", "seed",
+                "train_data_sha256", "style_image_sha256", "code_version", "seconds", "device",
+                "processes", "final_losses"):
+        assert key in sidecar, key
+    assert sidecar["family"] == "johnson" and sidecar["style"] == sidecar["model"] == "tiny"
+    assert sidecar["dataset"] == "photos" and sidecar["processes"] == 1
+    assert sidecar["train"]["lr"] == 0.01 and sidecar["train"]["image_size"] == 32
+    assert sidecar["steps"] == 6 and sidecar["device"] == "cpu" and sidecar["network"] == "fast"
+    assert sidecar["code_version"].startswith("0.1.0+")
+    assert set(sidecar["final_losses"]) == {"total", "content", "style", "tv"}
+    rows = read_log(out / "log.tsv")
+    assert [r[0] for r in rows] == [2, 4, 6]
+    assert all(abs(r[1] - sum(r[2:])) < 1e-3 * r[1] for r in rows)  # total = content + style + tv
+    assert not (tmp_path / "ckpt").exists()  # removed after the final save
+    # a rerun starts the log afresh
+    run(make_params(), data, tmp_path)
+    assert [r[0] for r in read_log(out / "log.tsv")] == [2, 4, 6]
+
+
+def test_loss_goes_down(data, tmp_path):
+    _, out = run(make_params(steps=30, log_every=5, checkpoint_every=100), data, tmp_path)
+    rows = read_log(out / "log.tsv")
+    assert rows[-1][1] < 0.7 * rows[0][1]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_is_bit_identical(data, tmp_path, monkeypatch):
+    params = make_params(steps=8, checkpoint_every=3)
+    _, ref = run(params, data, tmp_path, "uninterrupted")
+
+    def kill_at_5(step):
+        if step == 5:
+            raise Killed
+
+    monkeypatch.setattr(train_mod, "_on_step", kill_at_5)
+    with pytest.raises(Killed):
+        run(params, data, tmp_path, "resumed")
+    ckpt = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    resumed_from = []
+    real_load = train_mod.load_checkpoint
+    monkeypatch.setattr(train_mod, "load_checkpoint",
+                        lambda *a: resumed_from.append(r := real_load(*a)) or r)
+    run(params, data, tmp_path, "resumed")
+    assert resumed_from[0] is not None and resumed_from[0]["step"] == 3
+
+    a, _ = load_model(ref / "model")
+    b, _ = load_model(tmp_path / "resumed" / "model")
+    for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), k
+    assert (ref / "log.tsv").read_text() == (tmp_path / "resumed" / "log.tsv").read_text()
+    assert not (tmp_path / "ckpt").exists()
+
+
+def kill_at(step_to_die: int):
+    def on_step(step):
+        if step == step_to_die:
+            raise Killed
+    return on_step
+
+
+def test_resume_with_changed_config_is_refused(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    assert ckpt.is_file()
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    before = ckpt.read_bytes()
+    with pytest.raises(train_mod.ResumeRefused, match=r"step 3.*lr: 0\.01 -> 0\.02.*--model tiny --fresh") as refused:
+        run(make_params(steps=8, lr=0.02), data, tmp_path, "second")
+    assert "steps" not in str(refused.value)  # names only what changed
+    assert ckpt.read_bytes() == before  # refusing loses nothing
+    assert not (tmp_path / "second" / "model").exists()
+
+
+def test_resume_refused_when_training_code_changed(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    real = train_mod.code_hashes
+    assert "models/losses.py" in real("johnson") and "models/johnson/network.py" in real("johnson")
+    monkeypatch.setattr(train_mod, "code_hashes", lambda family: {**real(family), "models/losses.py": "edited"})
+    with pytest.raises(train_mod.ResumeRefused, match="models/losses.py changed"):
+        run(make_params(steps=8), data, tmp_path, "second")
+
+
+def test_fresh_discards_the_checkpoint_and_matches_a_clean_run(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_mod, "_on_step", kill_at(4))
+    with pytest.raises(Killed):
+        run(make_params(steps=8), data, tmp_path, "first")
+    monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
+    changed = make_params(steps=8, lr=0.02)
+    train_mod.train(changed, "tiny", paths(data, tmp_path, "second"), fresh=True)
+    _, clean = run(changed, data, tmp_path, "clean")
+    a, _ = load_model(tmp_path / "second" / "model")
+    b, _ = load_model(clean / "model")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_step_samples_partition_the_single_process_stream():
+    single = list(StepSamples(0, 5, 3))
+    assert single == list(range(15))
+    assert list(StepSamples(2, 5, 3)) == list(range(6, 15))  # a resumed run
+    two = [list(StepSamples(0, 5, 3, rank=r, world=2)) for r in (0, 1)]
+    assert sorted(two[0] + two[1]) == list(range(30)) and not set(two[0]) & set(two[1])
+    assert two[0][:3] == [0, 1, 2] and two[1][:3] == [3, 4, 5]
+
+
+def test_bad_layer_name_lists_valid_ones(data, tmp_path):
+    with pytest.raises(StageError, match=r"'block5.expnd'.*valid names: .*block5\.expand"):
+        run(make_params(style_layers=["stem", "block5.expnd"]), data, tmp_path)
+
+
+def test_missing_inputs_name_the_upstream_stage(data, tmp_path):
+    from dataclasses import replace
+
+    params = make_params()
+    with pytest.raises(StageError, match="run the preprocess stage"):
+        train_mod.train(params, "tiny", replace(paths(data, tmp_path), data=tmp_path / "nope"))
+    with pytest.raises(StageError, match="run the download stage"):
+        train_mod.train(params, "tiny", replace(paths(data, tmp_path), inputs=tmp_path / "nope"))
+    with pytest.raises(StageError, match="unknown model 'other'"):
+        train_mod.train(params, "other", paths(data, tmp_path))
+
+
+def test_default_paths_are_the_dvc_stages():
+    p = train_mod.Paths.for_model(make_params(), "tiny", Path("root"))
+    assert p == train_mod.Paths(Path("root/data/processed/photos"), Path("root/data/raw/models/tiny"),
+                                Path("root/data/models/tiny"), Path("root/metrics/train/tiny.tsv"),
+                                Path("root/.cache/checkpoints/tiny"))
+
+
+def test_main_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_mod.main(["--help"])
+    assert e.value.code == 0 and "--model" in capsys.readouterr().out
+
+
+def test_a_style_url_without_an_extension_is_found_by_its_content(sandbox, server):
+    # https://host/painting?id=3: download stores it as files/<source-id>/painting
+    from stylepipe.config import Source
+    from tasks.download import download
+    from tests.hostile import corpus
+    from tests.hostile.fixtures import pipeline_params
+
+    photo = server.add("/photo.png", corpus.encode(corpus.noise_rgb(seed=1), "PNG"))
+    url = server.add("/painting", corpus.encode(corpus.noise_rgb(seed=2), "JPEG")) + "?id=3"
+    params = pipeline_params([Source(url=photo)], {"p": Source(url=url)})
+    download(params, raw_dir=sandbox.data / "raw", weights_dir=sandbox.data / "weights")
+    style_dir = sandbox.data / "raw" / "models" / "p"
+    found = find_style_image(style_dir)
+    assert found.name == "painting" and found.parent.parent == style_dir / "files"
+    assert load_style_image(found, 32).shape == (3, 24, 32)
+
+    (found.parent / "notes").write_text("not an image")  # other files are not candidates
+    assert find_style_image(style_dir) == found
+    (found.parent / "copy").write_bytes(found.read_bytes())  # still exactly one image
+    with pytest.raises(StageError, match=r"exactly one style image .*found 2: .*copy, .*painting"):
+        find_style_image(style_dir)
+    found.unlink()
+    (found.parent / "copy").unlink()
+    with pytest.raises(StageError, match=r"no style image .*\(1 files, none of them an image: .*notes\)"):
+        find_style_image(style_dir)
