@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test browser clean
+.PHONY: setup run test browser fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: setup
 	$(BIN)/stylepipe run
+
+# Debian's Fashion-MNIST (params.yaml has it commented out, ready to enable): root + apt-get.
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
 test: setup browser
 	$(BIN)/python -m pytest -q

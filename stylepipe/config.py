@@ -63,6 +63,9 @@ class TrainBase(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(default=0, ge=0, le=64)      # DataLoader processes
+    # CPU threads; None: OMP_NUM_THREADS if set, else every core. On a machine other jobs share,
+    # 1 can be several times faster than 2 (each op waits for a descheduled thread).
+    threads: int | None = Field(default=None, ge=1, le=1024)
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
 

@@ -58,7 +58,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIEW_DIR = "previews"  # inside the model folder: fixed-noise sample grids during training
 ROOT = Path(__file__).resolve().parents[1]
 # Settings that change how a run is executed, not what it computes: not part of the resume check.
-RUN_ONLY = {"device", "workers", "log_every", "checkpoint_every"}
+RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every"}
 
 
 @dataclass(frozen=True)
@@ -317,9 +317,9 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
     if cuda and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    # An explicit OMP_NUM_THREADS wins; torchrun sets it to 1 per process unless it is given.
-    if not cuda and not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(cpu_count())
+    # train.threads, else an explicit OMP_NUM_THREADS (torchrun sets it to 1 per process), else all cores
+    if not cuda and (tp.threads or not os.environ.get("OMP_NUM_THREADS")):
+        torch.set_num_threads(tp.threads or cpu_count())
 
     config = {
         "model": model, "family": entry.family, "dataset": entry.dataset,

@@ -12,32 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image size -> (base resolution, number of 2x resamplings)
-
-
-def _check_size(image_size: int) -> tuple[int, int]:
-    if image_size not in SIZES:
-        raise ValueError(f"image_size must be one of {sorted(SIZES)}, got {image_size}")
-    return SIZES[image_size]
-
-
-def init_dcgan_weights(module: nn.Module) -> None:
-    """N(0, 0.02) conv/linear weights, N(1, 0.02) BatchNorm scales (DCGAN paper)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
+from models.layers import init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
     def __init__(self, nz: int = 64, ngf: int = 64, channels: int = 1, image_size: int = 28,
                  num_classes: int = 10, emb_dim: int = 16):
         super().__init__()
-        base, n_up = _check_size(image_size)
+        base, n_up = resolution_plan(image_size)
         self.nz, self.num_classes = nz, num_classes
         self.embed = nn.Embedding(num_classes, emb_dim)
         width = ngf * 2 ** (n_up - 1)
@@ -64,7 +45,7 @@ class Discriminator(nn.Module):
         super().__init__()
         if cond not in ("projection", "concat"):
             raise ValueError(f"cond must be 'projection' or 'concat', got {cond!r}")
-        base, n_down = _check_size(image_size)
+        base, n_down = resolution_plan(image_size)
         self.cond, self.num_classes = cond, num_classes
         sn = _sn if spectral_norm else (lambda m: m)
         in_ch = channels + (num_classes if cond == "concat" else 0)

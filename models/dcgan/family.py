@@ -19,4 +19,4 @@ def build(sidecar: dict) -> Sampler:
     return Sampler(Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size), tp.nz, conditional=False)
 
 
-FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py",))
+FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py", "models/layers.py"))

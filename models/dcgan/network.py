@@ -10,31 +10,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image size -> (base resolution, number of 2x upsamplings)
-
-
-def _check_size(image_size: int) -> tuple[int, int]:
-    if image_size not in SIZES:
-        raise ValueError(f"image_size must be one of {sorted(SIZES)}, got {image_size}")
-    return SIZES[image_size]
-
-
-def init_dcgan_weights(module: nn.Module) -> None:
-    """N(0, 0.02) conv/linear weights, N(1, 0.02) BatchNorm scales (DCGAN paper)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
+from models.layers import init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
     def __init__(self, nz: int = 64, ngf: int = 32, channels: int = 1, image_size: int = 28):
         super().__init__()
-        base, n_up = _check_size(image_size)
+        base, n_up = resolution_plan(image_size)
         self.nz, self.image_size = nz, image_size
         width = ngf * 2 ** (n_up - 1)  # channels at the base resolution, halved at each upsampling
         self.stem = nn.Sequential(
@@ -56,7 +37,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     def __init__(self, ndf: int = 32, channels: int = 1, image_size: int = 28, spectral_norm: bool = False):
         super().__init__()
-        base, n_down = _check_size(image_size)
+        base, n_down = resolution_plan(image_size)
         sn = _sn if spectral_norm else (lambda m: m)
         layers, width = [sn(nn.Conv2d(channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)], ndf
         for i in range(1, n_down):

@@ -8,19 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}  # image size -> (base resolution, number of 2x resamplings)
-
-
-def _check_size(image_size: int) -> tuple[int, int]:
-    if image_size not in SIZES:
-        raise ValueError(f"image_size must be one of {sorted(SIZES)}, got {image_size}")
-    return SIZES[image_size]
-
+from models.layers import resolution_plan
 
 class Encoder(nn.Module):
     def __init__(self, zdim: int, width: int, hidden: int, channels: int, image_size: int):
         super().__init__()
-        base, n_down = _check_size(image_size)
+        base, n_down = resolution_plan(image_size)
         layers, ch = [], channels
         for i in range(n_down):
             out = width * 2 ** i
@@ -38,7 +31,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, zdim: int, width: int, hidden: int, channels: int, image_size: int):
         super().__init__()
-        base, n_up = _check_size(image_size)
+        base, n_up = resolution_plan(image_size)
         ch = width * 2 ** (n_up - 1)
         self.mlp = nn.Sequential(nn.Linear(zdim, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, ch * base * base), nn.ReLU(inplace=True),
