@@ -63,6 +63,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
     if args.count < 0 or args.seed < 0:
         raise ConfigError("--count and --seed must be whole numbers >= 0")
+    check_out(args.out)
+    check_limit(args.limit)
     labels = [int(x) for x in args.labels.split(",")] if args.labels else []
     classes = int(sidecar.get("num_classes") or 0)
     if labels and not sidecar.get("conditional"):
@@ -110,9 +112,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             raise ConfigError(f"{name}: give one value for all models or one per --model ({len(paths)})")
         return values * len(paths) if len(values) == 1 else values
 
+    check_out(args.out)
+    check_limit(args.limit)
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
-        "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_failed_fraction", "shard_size")}
+        "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
+        "shard_size")}
     try:
         params = StylizeParams(**settings)
     except ValidationError as e:
@@ -151,6 +156,36 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         print(f"stylepipe stylize: {summary.failed} of {summary.done + summary.failed} outputs failed, more "
               f"than --max-failed-fraction {params.max_failed_fraction}", file=sys.stderr)
         return 1
+    return 0
+
+
+def check_out(out: str) -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder (outputs go into a folder)")
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit {limit}: must be 0 or more")
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """What a bulk job did, from its ledger: counts, and why each failure failed."""
+    from tasks.bulk.ledger import read_rows, report_csv, report_lines
+    from tasks.bulk.plan import default_ledger
+
+    path = Path(args.out)
+    if path.is_dir():
+        path = default_ledger(path)
+    if not path.is_file():
+        raise ConfigError(f"{args.out}: no ledger there (give a --out folder of stylize/sample, or a ledger file)")
+    rows = read_rows(path, failed_only=args.failed)
+    if args.csv:
+        report_csv(rows, sys.stdout)
+        return 0
+    print(f"ledger: {path}")
+    for line in report_lines(rows):
+        print(line)
     return 0
 
 
@@ -312,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--tile-overlap", type=int, default=128, help="overlap of neighbouring tiles")
     stylize.add_argument("--max-pixels", type=int, default=64_000_000,
                          help="refuse larger images (decompression bombs; default 64M)")
+    stylize.add_argument("--max-input-bytes", type=int, default=128 * 2**20,
+                         help="refuse larger files and archive members, counted while they are read and "
+                         "decompressed (default 128 MiB)")
     stylize.add_argument("--max-failed-fraction", type=float, default=0.01,
                          help="exit 1 when more than this fraction of inputs failed (default 0.01)")
     stylize.add_argument("--ledger", help="ledger file (default: OUT/.stylepipe/ledger.sqlite)")
@@ -429,6 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX opset, 11 to 20 (default 17)")
     export.set_defaults(func=cmd_export_onnx)
 
+    ledger = sub.add_parser(
+        "ledger", help="what a stylize/sample job did, and why each failure failed",
+        description="Read the ledger of a bulk job (OUT/.stylepipe/ledger.sqlite, or a ledger file such as "
+        ".cache/infer/<model>/ledger.sqlite): counts by status and reason code, then one line per "
+        "(input, model). Reason codes are listed in tasks/data/reasons.py.")
+    ledger.add_argument("out", metavar="OUT", help="the job's --out folder, or a ledger file")
+    ledger.add_argument("--failed", action="store_true", help="only the failed rows")
+    ledger.add_argument("--csv", action="store_true", help="CSV on stdout: relpath, model, status, code, reason, "
+                        "output, input_sha256, finished_at, run_id")
+    ledger.set_defaults(func=cmd_ledger)
+
     dag = sub.add_parser("dag", help="print the stage order derived from dvc.yaml")
     dag.add_argument("--repo", default=".", help="project root (default: current directory)")
     dag.set_defaults(func=cmd_dag)
@@ -443,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"stylepipe: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # what is done is recorded (bulk jobs resume); a traceback would only hide that
+        print(f"stylepipe {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

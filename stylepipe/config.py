@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PARAMS_FILE = "params.yaml"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # models and datasets: folder and stage names
+# Upper bounds on sizes, so that a typo (100000) is refused at validation, before a stage (or DVC,
+# which removes a stage's outputs before running it) has emptied anything.
+MAX_TRAIN_SIDE = 4096          # a side that is resized to and held in memory whole (training, evaluation)
+MAX_OUTPUT_SIDE = 65_535       # JPEG's largest side
+MAX_TILE_SIDE = 16_384         # one pass of the network on one tile or untiled image
+MAX_PIXELS = 2_000_000_000     # a decompression-bomb cap above this guards nothing
 
 
 class ConfigError(ValueError):
@@ -39,8 +45,11 @@ class DownloadParams(Section):
     timeout_s: float = Field(default=60.0, gt=0)
     retries: int = Field(default=4, ge=0)
     backoff_s: float = Field(default=1.0, ge=0)
-    max_extract_bytes: int = Field(default=20 * 2**30, gt=0)
-    max_extract_files: int = Field(default=1_000_000, gt=0)
+    # Archive extraction: all members of one source together, and each member alone (a member over
+    # it is refused, the rest go on). Raise them for a trusted archive that is larger.
+    max_extract_bytes: int = Field(default=2 * 2**30, gt=0, le=2**40)
+    max_member_bytes: int = Field(default=256 * 2**20, gt=0, le=2**36)
+    max_extract_files: int = Field(default=1_000_000, gt=0, le=100_000_000)
 
 
 class DatasetParams(Section):
@@ -127,8 +136,8 @@ def _nested(cls: type[Section], raw: Any, key: str) -> Section:
 class PreprocessParams(Section):
     seed: int = 0
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
-    train_size: int = Field(default=256, ge=32)
-    max_pixels: int = Field(default=64_000_000, gt=0)
+    train_size: int = Field(default=256, ge=32, le=MAX_TRAIN_SIDE)
+    max_pixels: int = Field(default=64_000_000, gt=0, le=MAX_PIXELS)
     # labelled datasets: an idx images file whose header implies more pixel bytes is refused
     max_labelled_bytes: int = Field(default=2 * 2**30, gt=0)
     max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
@@ -138,7 +147,7 @@ class PreprocessParams(Section):
 class StylizeParams(Section):
     """The stylize stage, and the defaults of `stylepipe stylize` (tasks/bulk/engine.py)."""
 
-    max_size: int | None = Field(default=512, ge=32)   # longest output side; None keeps the size
+    max_size: int | None = Field(default=512, ge=32, le=MAX_OUTPUT_SIDE)  # longest output side; None keeps the size
     format: Literal["jpg", "png", "webp"] = "jpg"
     quality: int = Field(default=92, ge=1, le=100)     # jpg and webp
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -155,10 +164,12 @@ class StylizeParams(Section):
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
-    tile_above: int = Field(default=2048, ge=64)
-    tile_size: int = Field(default=1024, ge=64)
+    tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)
+    tile_size: int = Field(default=1024, ge=64, le=MAX_TILE_SIDE)
     tile_overlap: int = Field(default=128, ge=0)
-    max_pixels: int = Field(default=64_000_000, gt=0)  # larger inputs are refused (decompression bombs)
+    max_pixels: int = Field(default=64_000_000, gt=0, le=MAX_PIXELS)  # larger inputs are refused (decompression bombs)
+    # Larger files or archive members are refused, counted while they are read and decompressed.
+    max_input_bytes: int = Field(default=128 * 2**20, gt=0, le=2**32)
     # The run exits non-zero when more than this fraction of its inputs fail.
     max_failed_fraction: float = Field(default=0.0, ge=0, le=1)
     shard_size: int = Field(default=1000, ge=1)        # images per Prefect task (flows/bulk.py)
@@ -187,7 +198,7 @@ class GateParams(Section):
     min_ssim: float = Field(default=0.1, ge=-1, le=1)
     # Median ms per latency_size x latency_size image on the device evaluate runs on.
     max_latency_ms: float = Field(default=5000.0, gt=0)
-    latency_size: int = Field(default=512, ge=32)
+    latency_size: int = Field(default=512, ge=32, le=MAX_TILE_SIDE)
     # Against the published model of the same style, both run on the same validation images:
     # the candidate's style loss may exceed the published one's by at most this fraction ...
     max_style_regression: float = Field(default=0.1, ge=0)
@@ -205,9 +216,9 @@ class GenerationGateParams(Section):
 
 
 class EvaluateParams(Section):
-    image_size: int = Field(default=256, ge=32)
+    image_size: int = Field(default=256, ge=32, le=MAX_TRAIN_SIDE)
     report_images: int = Field(default=6, ge=1)
-    thumb_size: int = Field(default=320, ge=32)
+    thumb_size: int = Field(default=320, ge=32, le=MAX_TRAIN_SIDE)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     timing_sizes: list[int] = Field(default_factory=lambda: [256, 512, 1024], min_length=1)
     timing_repeats: int = Field(default=3, ge=1)
@@ -219,8 +230,8 @@ class EvaluateParams(Section):
     @field_validator("timing_sizes")
     @classmethod
     def _sizes(cls, sizes: list[int]) -> list[int]:
-        if any(s < 32 for s in sizes):
-            raise ValueError("every timing size must be >= 32 px")
+        if any(not 32 <= s <= MAX_TILE_SIDE for s in sizes):
+            raise ValueError(f"every timing size must be 32 to {MAX_TILE_SIDE} px")
         return sorted(set(sizes))
 
 

@@ -111,6 +111,12 @@ def sync_set(label: str, sources: list[Source], root: Path, dl: DownloadParams, 
         result.entries += entries
         result.rejected += rejected
         result.fetched += fetched
+    if result.failures:
+        # The stage fails and the parameters need fixing; until then the folder keeps what it had,
+        # sources no longer listed included (a style URL that now 404s must not cost the old style).
+        listed = {s.url for s in sources}
+        result.entries += [e for url, old in old_entries.items() if url not in listed for e in old]
+        result.rejected += [r for url, old in old_rejected.items() if url not in listed for r in old]
     prune(root, keep={e["path"] for e in result.entries},
           keep_partials={source_id(s.url) for s in sources}, flat=weights)
     result.entries.sort(key=lambda e: e["path"])
@@ -202,7 +208,7 @@ def fetch_file_source(source: Source, location: Location, root: Path, dl: Downlo
     now = utc_now()
     try:
         if is_archive:
-            budget = archives.Budget(dl.max_extract_bytes, dl.max_extract_files)
+            budget = archives.Budget(dl.max_extract_bytes, dl.max_extract_files, dl.max_member_bytes)
             extracted = archives.extract(partial, staging, budget, name=name)
             partial.unlink()
             entries = [{"source": source.url, "path": f"files/{sid}/{rel}", "size": size, "sha256": sha,

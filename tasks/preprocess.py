@@ -71,11 +71,14 @@ import pyarrow.parquet as pq
 from safetensors.numpy import save
 from tqdm import tqdm
 
+from stylepipe.children import leave_with
 from stylepipe.config import Params, PreprocessParams, load_params
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks.data.images import Rejected, decode, resize_short_side_and_crop
+from stylepipe.names import text_name
+from tasks.data.images import MIN_SIDE, Rejected, decode, resize_short_side_and_crop
+from tasks.data.reasons import reason
 from tasks.download import replace_folder
 
 log = logging.getLogger("stylepipe.preprocess")
@@ -96,30 +99,17 @@ SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("mode", pa.string()),
     ("status", pa.string()),   # ok | rejected
-    ("reason", pa.string()),   # '' when ok, else "<code>: <detail>" (REASONS)
+    ("reason", pa.string()),   # '' when ok, else "<code>: <detail>" (tasks/data/reasons.py)
     ("split", pa.string()),    # train | val | ''
     ("output", pa.string()),
 ])
-REASONS = {
-    "empty": "zero-byte file",
-    "not-an-image": "Pillow does not recognise the format (text, HTML error page, ...)",
-    "truncated": "the file ends before the image data does",
-    "too-large": "width * height over preprocess.max_pixels (decompression bomb guard)",
-    "decode-error": "any other decoding failure",
-    "unsupported-mode": "a Pillow mode with no conversion to RGB",
-    "crashed": "the decoding process died on it (a decoder crash, out of memory)",
-    "unreadable": "the file could not be read",
-    "changed": "its bytes no longer match data/raw/datasets/NAME/manifest.json",
-    "download": "refused by the download stage (unsafe archive member, link out of the tree, ...)",
-    "duplicate": "same bytes as another candidate (not counted against max_reject_fraction)",
-    "hidden": "a dotfile or __MACOSX entry (not counted against max_reject_fraction)",
-}
-NOT_COUNTED = {"duplicate", "hidden"}
+NOT_COUNTED = {"duplicate", "hidden"}  # reason codes (tasks/data/reasons.py) not held against max_reject_fraction
 
 
 @dataclass(frozen=True)
 class Candidate:
     relpath: str
+    path: str    # on disk (relpath is its text form, see list_candidates)
     source: str
     sha256: str  # from download's manifest, or computed here for a file it does not list
     key: str     # split order: sha256("<seed>:<sha256>")
@@ -129,7 +119,7 @@ class Candidate:
 class Job:
     """What a worker process needs to turn one candidate into one output image."""
 
-    path: str
+    path: str          # as the OS has it (surrogate escapes for bytes that are not UTF-8)
     relpath: str
     source: str
     sha256: str
@@ -164,7 +154,7 @@ def build_photos(params: PreprocessParams, raw: Path, build: Path) -> list[dict]
                         for r in _read_json(raw / "rejected.json")]
     candidates = []
     first_of_sha: dict[str, str] = {}
-    for relpath, source, sha, hidden in list_candidates(raw, _read_json(raw / "manifest.json")):
+    for relpath, path, source, sha, hidden in list_candidates(raw, _read_json(raw / "manifest.json")):
         if hidden:
             rows.append(rejected_row(source, relpath, "hidden", "not an image candidate", sha))
         elif sha is None:
@@ -174,16 +164,16 @@ def build_photos(params: PreprocessParams, raw: Path, build: Path) -> list[dict]
         else:
             first_of_sha[sha] = relpath
             key = hashlib.sha256(f"{params.seed}:{sha}".encode()).hexdigest()
-            candidates.append(Candidate(relpath, source, sha, key))
+            candidates.append(Candidate(relpath, str(path), source, sha, key))
 
     splits = assign_splits(candidates, params.val_fraction)
-    jobs = (make_job(c, splits[c.relpath], raw, build, params) for c in candidates)
+    jobs = (make_job(c, splits[c.relpath], build, params) for c in candidates)
     results = []
     with tqdm(total=len(candidates), desc="preprocess", unit="img", file=sys.stderr, disable=None) as bar:
         for row in parallel_map(process_one, jobs, params.workers, on_crash=crashed_row):
             results.append(row)
             bar.update()
-    results = ensure_both_splits(results, candidates, raw, build, params)
+    results = ensure_both_splits(results, candidates, build, params)
     rows += results
     rows.sort(key=lambda r: (r["relpath"], r["source"]))
     write_table(rows, SCHEMA, build / "manifest.parquet", build / PARTIAL)
@@ -217,20 +207,23 @@ def publish(build: Path, out: Path) -> None:
     _remove_if_empty(build.parent)
 
 
-def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str, str | None, bool]]:
-    """(relpath, source, sha256, hidden) for every file under raw/files, in sorted order. The sha256
-    comes from download's manifest when it lists the file with this size, else it is computed."""
+def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, Path, str, str | None, bool]]:
+    """(relpath, path, source, sha256, hidden) for every file under raw/files, in sorted order. The
+    sha256 comes from download's manifest when it lists the file with this size, else it is
+    computed. relpath is the name as text: download writes names already escaped
+    (stylepipe.names), so they are taken as they are; a name that is not UTF-8 (put there by hand)
+    is escaped."""
     listed = {e["path"]: e for e in manifest if isinstance(e, dict) and "path" in e}
     for dirpath, dirnames, filenames in os.walk(raw / "files"):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath, name)
-            relpath = path.relative_to(raw).as_posix()
+            relpath = text_name(path.relative_to(raw).as_posix())
             entry = listed.get(relpath, {})
             source = entry.get("source", "")
             hidden = is_hidden(relpath)
             if not path.is_file():  # (a symlink is fine: DVC may link data/raw to its cache)
-                yield relpath, source, None, False
+                yield relpath, path, source, None, False
                 continue
             size = path.stat().st_size
             sha = entry.get("sha256") if entry.get("size") == size else None
@@ -239,7 +232,7 @@ def list_candidates(raw: Path, manifest: list[dict]) -> Iterator[tuple[str, str,
                     sha = sha256_file(path)
                 except OSError:
                     sha = None
-            yield relpath, source, sha, hidden
+            yield relpath, path, source, sha, hidden
 
 
 def is_hidden(relpath: str) -> bool:
@@ -256,8 +249,8 @@ def assign_splits(candidates: list[Candidate], val_fraction: float) -> dict[str,
     return {c.relpath: ("val" if i < n_val else "train") for i, c in enumerate(ordered)}
 
 
-def make_job(c: Candidate, split: str, raw: Path, out: Path, params: PreprocessParams) -> Job:
-    return Job(str(raw / c.relpath), c.relpath, c.source, c.sha256, split, str(out),
+def make_job(c: Candidate, split: str, out: Path, params: PreprocessParams) -> Job:
+    return Job(c.path, c.relpath, c.source, c.sha256, split, str(out),
                params.train_size, params.max_pixels)
 
 
@@ -275,6 +268,9 @@ def process_one(job: Job) -> dict:
     except Rejected as e:
         return rejected_row(job.source, job.relpath, e.reason, e.detail, job.sha256)
     del data
+    if min(decoded.width, decoded.height) < MIN_SIDE:
+        return rejected_row(job.source, job.relpath, "too-small", f"{decoded.width}x{decoded.height}: a side "
+                            f"below {MIN_SIDE} px", job.sha256)
     image = decoded.image
     if job.split == "train":
         image = resize_short_side_and_crop(image, job.train_size)
@@ -287,7 +283,7 @@ def process_one(job: Job) -> dict:
             "split": job.split, "output": output}
 
 
-def ensure_both_splits(results: list[dict], candidates: list[Candidate], raw: Path, out: Path,
+def ensure_both_splits(results: list[dict], candidates: list[Candidate], out: Path,
                        params: PreprocessParams) -> list[dict]:
     """Rejections can empty a split: then move the usable image nearest the split boundary over."""
     ok = [r for r in results if r["status"] == "ok"]
@@ -300,7 +296,7 @@ def ensure_both_splits(results: list[dict], candidates: list[Candidate], raw: Pa
         # val takes the smallest keys, so the boundary image is the smallest train / largest val key
         pick = (min if empty == "val" else max)((r for r in ok if r["split"] == full),
                                                 key=lambda r: keys[r["relpath"]].key)
-        moved = process_one(make_job(keys[pick["relpath"]], empty, raw, out, params))
+        moved = process_one(make_job(keys[pick["relpath"]], empty, out, params))
         if moved["status"] == "ok":
             (out / pick["output"]).unlink()
             results = [moved if r is pick else r for r in results]
@@ -351,17 +347,16 @@ def parallel_map(fn: Callable[[Job], dict], jobs: Iterable[Job], workers: int,
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the stage may run inside a threaded host (a Prefect worker), where fork can hang.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=leave_with)
 
 
 def crashed_row(job: Job) -> dict:
     return rejected_row(job.source, job.relpath, "crashed", "the decoder process died on this file", job.sha256)
 
 
-def rejected_row(source: str, relpath: str, reason: str, detail: str, sha256: str = "") -> dict:
+def rejected_row(source: str, relpath: str, code: str, detail: str, sha256: str = "") -> dict:
     return {"source": source, "relpath": relpath, "sha256": sha256 or "", "width": None, "height": None,
-            "mode": "", "status": "rejected", "reason": f"{reason}: {detail}" if detail else reason,
-            "split": "", "output": ""}
+            "mode": "", "status": "rejected", "reason": reason(code, detail), "split": "", "output": ""}
 
 
 def write_table(rows: list[dict], schema: pa.Schema, path: Path, tmp_dir: Path) -> None:

@@ -186,3 +186,28 @@ def test_bad_timezone_is_named():
     raw["schedule"]["timezone"] = "Mars/Olympus"
     with pytest.raises(ConfigError, match=r"schedule\.timezone.*Mars/Olympus"):
         validate(raw)
+
+
+@pytest.mark.parametrize("keys", [
+    ["preprocess", "train_size"], ["models", "swirls", "train", "image_size"],
+    ["models", "swirls", "train", "style_size"], ["stylize", "max_size"], ["stylize", "tile_above"],
+    ["stylize", "tile_size"], ["evaluate", "image_size"],
+    ["evaluate", "thumb_size"], ["evaluate", "gate", "latency_size"], ["download", "max_extract_bytes"],
+    ["download", "max_member_bytes"], ["stylize", "max_input_bytes"],
+])
+def test_sizes_are_bounded_at_validation(keys):
+    """A side of 100000 px would end in MemoryError after a stage emptied its outputs: refused first."""
+    raw = read_raw(REPO_PARAMS)
+    node = raw
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = 100_000 if "bytes" not in keys[-1] else 2**50
+    with pytest.raises(ConfigError, match=r"\.".join(keys) + ".*less than or equal"):
+        validate(raw)
+
+
+def test_download_extraction_caps_are_sane_by_default():
+    from stylepipe.config import DownloadParams
+
+    assert DownloadParams().max_extract_bytes <= 4 * 2**30
+    assert DownloadParams().max_member_bytes <= 1 * 2**30

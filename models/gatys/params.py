@@ -3,11 +3,11 @@
 (models/gatys/optimize.py's GatysConfig)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from stylepipe.config import Section, TrainBase
+from stylepipe.config import MAX_TRAIN_SIDE, Section, TrainBase
 
 
 class TrainParams(TrainBase):
@@ -16,7 +16,8 @@ class TrainParams(TrainBase):
 
 
 class InferParams(Section):
-    sizes: list[int] = Field(default_factory=lambda: [256, 512], min_length=1)  # coarse to fine
+    sizes: list[Annotated[int, Field(ge=16, le=MAX_TRAIN_SIDE)]] = Field(default_factory=lambda: [256, 512],
+                                                                      min_length=1)  # coarse to fine
     steps: int = Field(default=150, ge=1, le=10_000)
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     lr: float | None = Field(default=None, gt=0)

@@ -5,6 +5,7 @@ This module must stay free of torch: worker processes import it, and nothing els
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -16,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.images import Rejected, decode
-from tasks.bulk.sources import Payload, ReadError, Seed, read_limited
+from tasks.bulk.sources import Payload, ReadError, Seed, TooLarge, read_limited
+from tasks.data.reasons import reason
 
 SAVE_OPTIONS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 MAX_PIXELS_SETTING = "stylize.max_pixels"  # what a too-large rejection names (the CLI: --max-pixels)
@@ -70,7 +72,7 @@ class Failed:
 
 def read_payload(payload: Payload, max_bytes: int) -> bytes:
     if isinstance(payload, ReadError):
-        raise Rejected(payload.reason)
+        raise Rejected(*payload.reason.split(": ", 1))
     if isinstance(payload, bytes):
         return payload
     try:
@@ -80,8 +82,8 @@ def read_payload(payload: Payload, max_bytes: int) -> bytes:
                 return read_limited(f, max_bytes)
         with open(payload.where, "rb") as f:
             return read_limited(f, max_bytes)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
+    except TooLarge as e:
+        raise Rejected(*str(e).split(": ", 1)) from None
     except OSError as e:
         raise Rejected("unreadable", f"{type(e).__name__}: {e.strerror or e}") from None
 
@@ -116,8 +118,18 @@ def encode_job(job: EncodeJob) -> Written | Failed:
         os.replace(tmp, final)  # the final name only ever holds a complete file
     except (OSError, ValueError) as e:
         tmp.unlink(missing_ok=True)
-        return Failed(job.key, f"cannot write the output: {type(e).__name__}: {e}", job.model)
+        return Failed(job.key, write_failure(e), job.model)
     return Written(job.key, job.model, size, time.perf_counter() - start)
+
+
+def write_failure(e: OSError | ValueError) -> str:
+    """An encoder's own error is this output's fault; a system call's says nothing about it (tried
+    again), except a full disk, which stops the job."""
+    detail = f"{type(e).__name__}: {e}"
+    errno_ = getattr(e, "errno", None)
+    if errno_ in (errno.ENOSPC, errno.EDQUOT):
+        return reason("disk-full", detail)
+    return reason("write-error" if errno_ is not None else "encode-error", detail)
 
 
 def safe_target(out_root: Path, relpath: str) -> Path:
@@ -134,8 +146,8 @@ def safe_target(out_root: Path, relpath: str) -> Path:
         except FileExistsError:
             pass
         if folder.is_symlink() or not folder.is_dir():
-            raise ValueError(f"{folder} is a symlink or a file, not a folder")
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a symlink or a file, not a folder")
     target = folder / parts[-1]
     if target.is_dir() and not target.is_symlink():
-        raise ValueError(f"{target} is a folder")
+        raise IsADirectoryError(errno.EISDIR, f"{target} is a folder")
     return target

@@ -32,16 +32,21 @@ from pathlib import Path
 import numpy as np
 
 import stylepipe
+from stylepipe.children import leave_with
 from stylepipe.errors import StageError
 from tasks.bulk import codec
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, open_job_source,
-                                options_hash, plan, record_refused, summarize)
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, open_job_source,
+                             options_hash, plan, record_refused, summarize)
 from tasks.bulk.sources import RESERVED_NAME, Source
-from tasks.data.images import max_input_bytes
+from tasks.data.reasons import is_fatal, reason
 
 log = logging.getLogger("stylepipe.stylize")
 
+WORKER_DIED = ("a decode/encode worker process died (out of memory, or a crash in an image library); "
+               "outputs so far are recorded, run again to resume")
+# No forward pass has worked yet and this many inputs failed alone: the model, not the inputs.
+MODEL_BROKEN_AFTER = 4
 LEDGER_FLUSH_S = 1.0
 LEDGER_FLUSH_ROWS = 256
 WORKER_NICENESS = 0  # decode/encode yield to the forward pass's threads when both want the cores
@@ -122,20 +127,7 @@ def _worker_init(engine_pid: int) -> None:
         os.nice(WORKER_NICENESS)
     except OSError:
         pass
-    # A pool worker holds both ends of its task pipe, so it never sees EOF when the engine is
-    # killed (-9): it would wait forever. It watches the engine instead and leaves with it.
-    threading.Thread(target=_exit_with, args=(engine_pid,), daemon=True, name="watch-engine").start()
-
-
-def _exit_with(pid: int) -> None:
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:
-            pass
+    leave_with(engine_pid)  # (its parent is the forkserver, which waits for the workers to go first)
 
 
 def _why_no_processes() -> str:
@@ -246,6 +238,13 @@ class InFlight:
     outputs_left: int = 0
 
 
+@dataclass
+class Batch:
+    keys: list[int]
+    pixels: np.ndarray  # kept until the pass worked: a failed batch is retried image by image
+    tiled: bool
+
+
 def code_version() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
@@ -281,6 +280,8 @@ class Pipeline:
         self.encode_limit = 2 * workers + self.parallel * batch * len(self.labels)
         self.rows: list[Row] = []
         self.last_flush = time.monotonic()
+        self.forward_works = False
+        self.unproven_failures: list[tuple[int, str]] = []  # (key, reason) held until a pass works
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()
@@ -288,7 +289,7 @@ class Pipeline:
         self.buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.large: list[int] = []    # decoded images above tile_above, stylized one at a time
         self.decoding: dict[Future, int] = {}
-        self.inferring: dict[Future, list[int]] = {}
+        self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
         with (TempArea(self.job.out, self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
@@ -296,6 +297,7 @@ class Pipeline:
             reader = Reader(source, self.items, depth=self.prefetch)
             try:
                 self._loop(reader)
+                self._settle_unproven()  # too few inputs to tell a broken model: they failed
             finally:
                 reader.close()
                 for f in [*self.decoding, *self.inferring, *self.encoding]:
@@ -335,8 +337,8 @@ class Pipeline:
             key, payload = got
             self.inflight[key] = InFlight(self.items[key])
             job = codec.DecodeJob(key, payload, self.params.max_size, self.params.max_pixels,
-                                       max_input_bytes(self.params.max_pixels))
-            self.decoding[self.pool.submit(codec.decode_job, job)] = key
+                                  input_byte_cap(self.params))
+            self.decoding[self._to_workers(codec.decode_job, job)] = key
 
     def _next_batch(self, final: bool) -> list[int]:
         """Keys of one batch of equal-sized images: a full bucket, else the fullest one when waiting
@@ -361,22 +363,25 @@ class Pipeline:
                 self._decoded(self.decoding.pop(future), future)
             elif future in self.inferring:
                 self._stylized(self.inferring.pop(future), future)
-            else:
+            elif future in self.encoding:  # (_wait_for_encoders may have taken it already)
                 self._encoded(*self.encoding.pop(future), future)
 
     def _decoded(self, key: int, future: Future) -> None:
         result = _result(future, key)
-        state = self.inflight[key]
         if isinstance(result, codec.Failed):
-            for model, _ in state.item.outputs:
-                self._record_failure(state, model, result.reason)
-            self._finish(key)
+            self._fail_input(key, result.reason)
             return
-        state.decoded = result
+        self.inflight[key].decoded = result
         if self.models.needs_tiles(*result.pixels.shape[:2]):
             self.large.append(key)
         else:
             self.buckets[result.pixels.shape[:2]].append(key)
+
+    def _to_workers(self, fn, job) -> Future:
+        try:
+            return self.pool.submit(fn, job)
+        except BrokenProcessPool:
+            raise StageError(WORKER_DIED) from None
 
     def _submit(self, keys: list[int]) -> None:
         decoded = [self.inflight[k].decoded for k in keys]
@@ -384,7 +389,10 @@ class Pipeline:
         pixels = decoded[0].pixels if tiled else np.stack([d.pixels for d in decoded])
         for d in decoded:
             d.pixels = None  # the batch holds them now
-        self.inferring[self.model_pool.submit(self._forward, pixels, tiled)] = keys
+        self._submit_pixels(keys, pixels, tiled)
+
+    def _submit_pixels(self, keys: list[int], pixels: np.ndarray, tiled: bool) -> None:
+        self.inferring[self.model_pool.submit(self._forward, pixels, tiled)] = Batch(keys, pixels, tiled)
 
     def _forward(self, pixels: np.ndarray, tiled: bool) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
@@ -395,8 +403,14 @@ class Pipeline:
             results = self.models.stylize(pixels)
         return results, time.perf_counter() - started
 
-    def _stylized(self, keys: list[int], future: Future) -> None:
-        results, seconds = future.result()  # a model error is no input's fault: it stops the run
+    def _stylized(self, batch: Batch, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            self._forward_failed(batch, error)
+            return
+        results, seconds = future.result()
+        keys = batch.keys
+        self._forward_worked()
         for n, key in enumerate(keys):
             state = self.inflight[key]
             state.model_seconds = seconds / len(keys)
@@ -406,7 +420,7 @@ class Pipeline:
                 self._wait_for_encoders()
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
                                            self.tmp_dir, self.params.format, self.params.quality)
-                self.encoding[self.pool.submit(codec.encode_job, job)] = (key, model)
+                self.encoding[self._to_workers(codec.encode_job, job)] = (key, model)
 
     def _wait_for_encoders(self) -> None:
         while len(self.encoding) >= self.encode_limit:
@@ -430,6 +444,41 @@ class Pipeline:
         state.outputs_left -= 1
         if state.outputs_left == 0:
             self._finish(key)
+
+    def _forward_failed(self, batch: Batch, error: BaseException) -> None:
+        """A batch that fails is split and its images tried alone; an image that fails alone is
+        that input's fault (`model-error`), unless no forward pass of the run has worked yet and
+        several inputs in a row failed: then the model is broken, and the run stops."""
+        if not forward_error_is_inputs_fault(error):
+            raise StageError(f"the model failed: {one_line(error)}") from error
+        if len(batch.keys) > 1:
+            for n, key in enumerate(batch.keys):
+                self._submit_pixels([key], batch.pixels[n:n + 1], batch.tiled)
+            return
+        failure = (batch.keys[0], reason("model-error", one_line(error)))
+        if self.forward_works:
+            self._fail_input(*failure)
+            return
+        self.unproven_failures.append(failure)
+        if len(self.unproven_failures) >= MODEL_BROKEN_AFTER:
+            raise StageError(f"the model failed on each of the first {MODEL_BROKEN_AFTER} inputs, none worked: "
+                             f"{one_line(error)}")
+
+    def _forward_worked(self) -> None:
+        if not self.forward_works:
+            self.forward_works = True
+            self._settle_unproven()
+
+    def _settle_unproven(self) -> None:
+        for failure in self.unproven_failures:
+            self._fail_input(*failure)
+        self.unproven_failures.clear()
+
+    def _fail_input(self, key: int, why: str) -> None:
+        state = self.inflight[key]
+        for model, _ in state.item.outputs:
+            self._record_failure(state, model, why)
+        self._finish(key)
 
     def _record_failure(self, state: InFlight, model: int, reason: str) -> None:
         sha = state.decoded.sha256 if state.decoded else ""
@@ -463,14 +512,30 @@ class Pipeline:
 def _result(future: Future, key: int, model: int | None = None):
     """A worker's answer. An exception in a worker fails that one input (and is retried by the next
     run); a worker process that died takes the pool with it, so the run stops, unrecorded items
-    to be redone by the next run."""
+    to be redone by the next run. A failure that is no input's fault (a full disk) stops the run."""
     try:
-        return future.result()
+        result = future.result()
     except BrokenProcessPool:
-        raise StageError("a decode/encode worker process died (out of memory, or a crash in an image "
-                         "library); outputs so far are recorded, run again to resume") from None
+        raise StageError(WORKER_DIED) from None
     except Exception as e:  # noqa: BLE001
-        return codec.Failed(key, f"worker error: {type(e).__name__}: {e}", model)
+        return codec.Failed(key, reason("worker-error", one_line(e)), model)
+    if isinstance(result, codec.Failed) and is_fatal(result.reason):
+        raise StageError(f"{result.reason}; outputs so far are recorded, free space and run again to resume")
+    return result
+
+
+def forward_error_is_inputs_fault(error: BaseException) -> bool:
+    """A forward pass that raises on one input (a size the network cannot take, ...) is that input's
+    fault; a lost device, host memory running out or our own refusal (StageError) is not."""
+    if isinstance(error, (StageError, MemoryError)) or not isinstance(error, Exception):
+        return False
+    text = str(error)
+    return not (type(error).__name__ == "AcceleratorError" or "CUDA error" in text or "device-side" in text)
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def execute(job_plan: Plan, items: list[WorkItem] | None = None, *, ledger_path: Path | None = None,

@@ -16,11 +16,17 @@ into the main ledger; a segment left by a killed process is merged by the next r
 """
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import TextIO
+
+from tasks.data.reasons import code_of
 
 STATUSES = ("done", "failed", "ignored")
 
@@ -30,7 +36,7 @@ class Row:
     relpath: str
     model: str
     status: str                  # done | failed | ignored
-    reason: str = ""
+    reason: str = ""             # `code: detail` (tasks/data/reasons.py)
     source: str = ""
     input_size: int = 0
     input_stamp: str = ""
@@ -108,6 +114,11 @@ class Ledger:
             (relpath,))
         return {model: Finished(*rest) for model, *rest in cur}
 
+    def outputs(self) -> dict[tuple[str, str], str]:
+        """(relpath, model) -> the output file of every done row."""
+        cur = self.db.execute("SELECT relpath, model, output FROM items WHERE status = 'done' AND output != ''")
+        return {(relpath, model): output for relpath, model, output in cur}
+
     def rows(self, where: str = "", params: tuple = ()) -> list[Row]:
         cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM items {where}", params)
         return [Row(*r) for r in cur]
@@ -162,3 +173,41 @@ def merge_segments(ledger_path: Path, segments: list[Path] | None = None) -> int
 
 def options_json(options: dict) -> str:
     return json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+# --- reading it: `stylepipe ledger` -------------------------------------------------------------
+
+REPORT_COLUMNS = ["relpath", "model", "status", "code", "reason", "output", "input_sha256", "finished_at", "run_id"]
+
+
+def read_rows(path: Path, *, failed_only: bool = False) -> list[Row]:
+    """Every row (or the failed ones), by input and model; read-only, so a running job is not disturbed."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    try:
+        where = "WHERE status = 'failed' " if failed_only else ""
+        cur = db.execute(f"SELECT {', '.join(COLUMNS)} FROM items {where}ORDER BY relpath, model")
+        return [Row(*r) for r in cur]
+    finally:
+        db.close()
+
+
+def report_lines(rows: list[Row]) -> Iterator[str]:
+    """What a job did: counts by status and by reason code, then one line per row."""
+    by_status = Counter(r.status for r in rows)
+    yield ", ".join(f"{by_status[s]} {s}" for s in STATUSES) + f" ({len(rows)} rows)"
+    for status in ("failed", "ignored"):
+        codes = Counter(code_of(r.reason) for r in rows if r.status == status)
+        if codes:
+            yield f"{status} by reason: " + ", ".join(f"{code} {n}" for code, n in codes.most_common())
+    for r in rows:
+        what = f"-> {r.output}" if r.status == "done" else r.reason
+        yield f"{r.status:<7} {r.model}  {r.relpath}  {what}"
+
+
+def report_csv(rows: list[Row], out: TextIO) -> None:
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for r in rows:
+        finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.finished_at)) if r.finished_at else ""
+        writer.writerow([r.relpath, r.model, r.status, code_of(r.reason), r.reason, r.output, r.input_sha256,
+                         finished, r.run_id])

@@ -6,6 +6,7 @@ Planning needs no torch: the Prefect flow plans in its driver process and ships 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,13 +18,12 @@ from stylepipe.config import StylizeParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
-from tasks.data.images import max_input_bytes
 from tasks.bulk.sources import RESERVED_NAME, Entry, Source, SourceError, open_source
+from tasks.data.images import max_input_bytes
+from tasks.data.reasons import is_transient
 
 LEDGER_NAME = "ledger.sqlite"
 WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that module imports torch)
-# Failures that say nothing about the input itself: the next run tries these inputs again.
-TRANSIENT_FAILURES = ("unreadable", "worker error", "cannot write the output")
 # Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
 # caller names a --limit or raises this (`Job.gatys_max_inputs`).
 GATYS_MAX_INPUTS = 200
@@ -152,10 +152,9 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     except SourceError as e:
         raise StageError(str(e)) from None
     p.inputs = len(entries) + len(refused)
-    names = _output_names(entries, job.params.format)
-
     ledger = Ledger(job.ledger) if (job.ledger.is_file() or not readonly) else None
     try:
+        names = OutputNames(job.params.format, ledger.outputs() if ledger else {})
         for r in refused:
             known = ledger.finished(r.relpath) if ledger and resume else {}
             for label in labels:
@@ -169,14 +168,14 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
             known = ledger.finished(entry.relpath) if ledger and resume else {}
             outputs = []
             for i, label in enumerate(labels):
-                target = f"{label}/{names[entry.relpath]}" if multi else names[entry.relpath]
+                target = names.assign(entry.relpath, label, f"{label}/" if multi else "")
                 p.expected[target] = entry.relpath
                 f = known.get(label)
                 settled = f is not None and (f.input_stamp, f.model_hash, f.options_hash) == (
                     entry.stamp, p.model_hashes[i], hashes[i])
                 if settled and f.status == "done" and (job.out / f.output).is_file():
                     p.finished["done"] += 1
-                elif settled and f.status == "failed" and not f.reason.startswith(TRANSIENT_FAILURES):
+                elif settled and f.status == "failed" and not is_transient(f.reason):
                     p.finished["failed"] += 1
                 else:
                     outputs.append((i, target))
@@ -214,25 +213,45 @@ def open_job_source(job: Job) -> Source:
         raise StageError(f"the output folder {job.out} holds the source {job.source}: outputs could "
                          "overwrite inputs; choose another --out")
     try:
-        return open_source(job.source, max_bytes=max_input_bytes(job.params.max_pixels), exclude=job.out)
+        return open_source(job.source, max_bytes=input_byte_cap(job.params), exclude=job.out)
     except SourceError as e:
         raise StageError(str(e)) from None
 
 
-def _output_names(entries: list[Entry], fmt: str) -> dict[str, str]:
-    """relpath -> output relpath. `a.png` -> `a.jpg`; when two inputs would share a name (a.png and
-    a.jpg), the later in listing order keeps its suffix too (a.jpg.jpg)."""
-    names, taken = {}, set()
-    for e in entries:
-        name = output_name(e.relpath, fmt)
-        if name in taken:
-            name = f"{e.relpath}.{fmt}"
-            n = 1
-            while name in taken:
-                name, n = f"{e.relpath}~{n}.{fmt}", n + 1
-        taken.add(name)
-        names[e.relpath] = name
-    return names
+def input_byte_cap(params: StylizeParams) -> int:
+    """The most bytes one input may have once read (and decompressed): max_input_bytes, and never
+    more than an image of max_pixels can need."""
+    return min(params.max_input_bytes, max_input_bytes(params.max_pixels))
+
+
+class OutputNames:
+    """Input -> output name, never colliding within a job or with an output the ledger records.
+
+    An input keeps the output name the ledger gives it (earlier runs' outputs keep their names, even
+    if the rule below changed). A new one gets `a.png` -> `a.jpg`; when another input holds that
+    name (a.jpg beside a.png, or an earlier run's output) it keeps its suffix too (`a.png.jpg`), then
+    `a.png~1.jpg`, ... Decided at planning, before anything is written."""
+
+    def __init__(self, fmt: str, recorded: dict[tuple[str, str], str]):
+        self.fmt = fmt
+        self.recorded = recorded                                   # (relpath, model) -> output
+        self.owner = {out: key for key, out in recorded.items()}   # output -> (relpath, model)
+
+    def assign(self, relpath: str, model: str, prefix: str) -> str:
+        key = (relpath, model)
+        recorded = self.recorded.get(key)
+        if recorded is not None and recorded.endswith(f".{self.fmt}"):
+            return recorded
+        name = next(c for c in self._candidates(relpath, prefix) if self.owner.get(c, key) == key)
+        self.owner[name] = key
+        self.recorded[key] = name
+        return name
+
+    def _candidates(self, relpath: str, prefix: str) -> Iterator[str]:
+        yield prefix + output_name(relpath, self.fmt)
+        yield f"{prefix}{relpath}.{self.fmt}"
+        for n in itertools.count(1):
+            yield f"{prefix}{relpath}~{n}.{self.fmt}"
 
 
 # --- outcome ----------------------------------------------------------------------------------------

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from models.weights import load_model
 from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
 from tasks.bulk.plan import ModelSpec
 from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
+from tasks.data.images import MIN_SIDE
 
 # On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
 # cache); a GPU needs batches to fill up.
@@ -56,6 +58,23 @@ def configure_parallelism(device: torch.device, parallel_batches: int | None, th
     return parallel
 
 
+class PadToMinSide(nn.Module):
+    """An image network that also takes images with a side below MIN_SIDE (tasks/data/images.py):
+    they are padded by replicating their edge, and the result cropped back to their size."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if min(h, w) >= MIN_SIDE:
+            return self.net(x)
+        pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        return self.net(padded)[..., :h, :w]
+
+
 def luma(x: Tensor) -> Tensor:
     r, g, b = x.unbind(1)
     return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
@@ -75,7 +94,7 @@ class StyleModels:
                  tile_overlap: int, tile_above: int, batch_size: int):
         self.specs, self.device = specs, device
         self.cuda = device.type == "cuda"
-        self.nets = [load_model(Path(s.path), device)[0] for s in specs]
+        self.nets = [PadToMinSide(load_model(Path(s.path), device)[0]) for s in specs]
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
             self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]

@@ -10,17 +10,22 @@ tasks.data.archives.member_path, so a name that would escape the output folder n
 """
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from stylepipe.names import escape_name
 from tasks.data.archives import archive_suffix, member_path
 from tasks.data.images import IMAGE_SUFFIXES
+from tasks.data.reasons import reason
 
 # Inside the output folder this name holds the ledger and temporary files; no input may claim it.
 RESERVED_NAME = ".stylepipe"
@@ -33,7 +38,7 @@ class SourceError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    relpath: str      # '/'-separated and safe: no '..', not absolute, not under RESERVED_NAME
+    relpath: str      # '/'-separated, safe (no '..', not absolute, not under RESERVED_NAME), escaped (stylepipe.names)
     size: int
     stamp: str        # changes whenever the file does (size + mtime, or size + CRC for zips)
     ref: str | int    # how `read` finds it: a path or URL (folders), an index (zip), an offset (tar)
@@ -41,9 +46,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    relpath: str      # the name as found, printable (control characters escaped)
+    relpath: str      # the name as found, escaped (stylepipe.names) and printable (control characters too)
     status: Literal["failed", "ignored"]  # failed: a bad input; ignored: not an image at all
-    reason: str
+    reason: str       # `code: detail` (tasks/data/reasons.py)
     size: int = 0
     stamp: str = ""
 
@@ -75,7 +80,8 @@ Payload = bytes | Locator | ReadError | Seed
 
 
 def printable(name: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    """A name as text to show and store: escaped (stylepipe.names), control characters as \\n etc."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escape_name(name))
 
 
 def classify(raw_name: str, size: int, stamp: str, ref: str | int, max_bytes: int) -> Entry | Refused:
@@ -84,18 +90,23 @@ def classify(raw_name: str, size: int, stamp: str, ref: str | int, max_bytes: in
     try:
         relpath = member_path(raw_name)
     except ValueError as e:
-        return Refused(shown, "failed", f"unsafe name: {e}", size, stamp)
+        return Refused(shown, "failed", reason("unsafe-name", str(e)), size, stamp)
     parts = relpath.split("/")
     if parts[0] == RESERVED_NAME:
-        return Refused(shown, "failed", f"unsafe name: {RESERVED_NAME}/ is reserved for stylepipe", size, stamp)
-    if "__MACOSX" in parts or parts[-1].startswith("._"):
-        return Refused(relpath, "ignored", "macOS resource fork, not an image", size, stamp)
-    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
-        return Refused(relpath, "ignored", "not an image file name", size, stamp)
-    if size > max_bytes:
-        return Refused(relpath, "failed", f"too-large: {size} bytes is over the {max_bytes}-byte limit",
+        return Refused(shown, "failed", reason("unsafe-name", f"{RESERVED_NAME}/ is reserved for stylepipe"),
                        size, stamp)
+    if "__MACOSX" in parts or parts[-1].startswith("._"):
+        return Refused(relpath, "ignored", reason("hidden", "macOS resource fork, not an image"), size, stamp)
+    if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+        return Refused(relpath, "ignored", reason("not-an-image-name"), size, stamp)
+    if size > max_bytes:
+        return Refused(relpath, "failed", too_large(max_bytes, size), size, stamp)
     return Entry(relpath, size, stamp, ref)
+
+
+def too_large(max_bytes: int, size: int | None = None) -> str:
+    what = f"{size} bytes is" if size is not None else "it is"
+    return reason("too-large", f"{what} over the {max_bytes}-byte limit (max_input_bytes)")
 
 
 class Source:
@@ -109,11 +120,22 @@ class Source:
         raise NotImplementedError
 
 
+class TooLarge(ValueError):
+    """More bytes than the cap: the stream was cut there, never read to its end."""
+
+
+READ_CHUNK = 1 << 20
+
+
 def read_limited(f: BinaryIO, max_bytes: int) -> bytes:
-    data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"too-large: over the {max_bytes}-byte limit")
-    return data
+    """At most max_bytes, read (and decompressed) in chunks: a member that claims little and
+    inflates to gigabytes costs max_bytes, not its size."""
+    data = bytearray()
+    while chunk := f.read(min(READ_CHUNK, max_bytes + 1 - len(data))):
+        data += chunk
+        if len(data) > max_bytes:
+            raise TooLarge(too_large(max_bytes))
+    return bytes(data)
 
 
 # --- folders ------------------------------------------------------------------------------------
@@ -136,7 +158,8 @@ class FolderSource(Source):
         try:
             children = sorted(os.scandir(path), key=lambda d: d.name)
         except OSError as e:
-            yield Refused(prefix.rstrip("/") or ".", "failed", f"unreadable folder: {e.strerror or e}")
+            yield Refused(printable(prefix.rstrip("/") or "."), "failed",
+                          reason("unreadable", f"folder: {e.strerror or e}"))
             return
         for child in children:
             relpath = prefix + child.name
@@ -147,7 +170,7 @@ class FolderSource(Source):
             try:
                 st = self._regular_file_stat(child)
             except ValueError as e:
-                yield Refused(printable(relpath), "ignored", str(e))
+                yield Refused(printable(relpath), "ignored", str(e))  # coded by _regular_file_stat
                 continue
             yield classify(relpath, st.st_size, f"{st.st_size}:{st.st_mtime_ns}", child.path, self.max_bytes)
 
@@ -155,13 +178,13 @@ class FolderSource(Source):
         if child.is_symlink():
             target = os.path.realpath(child.path)
             if os.path.commonpath([str(self.root), target]) != str(self.root):
-                raise ValueError("symlink points outside the source folder: not followed")
+                raise ValueError(reason("link", "symlink points outside the source folder: not followed"))
             if not os.path.isfile(target):
-                raise ValueError("symlink to a folder or a missing file: not followed")
+                raise ValueError(reason("link", "symlink to a folder or a missing file: not followed"))
             return os.stat(target)
         st = child.stat(follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file (device, socket or FIFO)")
+            raise ValueError(reason("special-file", "not a regular file (device, socket or FIFO)"))
         return st
 
     def read(self, entries: Iterable[Entry]) -> Iterator[tuple[Entry, Payload]]:
@@ -236,15 +259,14 @@ class ZipSource(Source):
                 continue
             stamp = f"{info.file_size}:{info.CRC:08x}"
             if file_type == stat.S_IFLNK:
-                yield Refused(printable(info.filename), "ignored", "symlink (links are not followed)", 0, stamp)
+                yield Refused(printable(info.filename), "ignored", LINK, 0, stamp)
             elif file_type not in (0, stat.S_IFREG):
-                yield Refused(printable(info.filename), "ignored", "special file (device, FIFO or socket)",
-                              0, stamp)
+                yield Refused(printable(info.filename), "ignored", SPECIAL, 0, stamp)
             elif info.flag_bits & 0x1:
-                yield Refused(printable(info.filename), "failed", "encrypted member", info.file_size, stamp)
+                yield Refused(printable(info.filename), "failed", reason("encrypted"), info.file_size, stamp)
             elif last_index[info.filename] != i:
-                yield Refused(printable(info.filename) + f" (member {i})", "ignored",
-                              "duplicate member name: the last one is used", info.file_size, stamp)
+                yield Refused(printable(info.filename) + f" (member {i})", "ignored", DUPLICATE, info.file_size,
+                              stamp)
             else:
                 yield classify(info.filename, info.file_size, stamp, i, self.max_bytes)
 
@@ -255,7 +277,7 @@ class ZipSource(Source):
                 try:
                     with zf.open(infos[int(entry.ref)]) as member:
                         yield entry, read_limited(member, self.max_bytes)
-                except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+                except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as e:
                     yield entry, _unreadable(e)
 
 
@@ -290,20 +312,19 @@ class TarSource(Source):
                 for m in tf:
                     members.append((m.name, m.type, m.size, int(m.mtime), m.offset_data))
             except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-                yield Refused(f"{self.label} (after member {len(members)})", "failed",
-                              f"the archive is damaged from here on: {type(e).__name__}: {e}")
+                yield Refused(printable(f"{self.label} (after member {len(members)})"), "failed",
+                              reason("corrupt", f"the archive is damaged from here on: {type(e).__name__}: {e}"))
         last_index = {name: i for i, (name, *_rest) in enumerate(members)}
         for i, (name, kind, size, mtime, offset) in enumerate(members):
             stamp = f"{size}:{mtime}"
             if kind == tarfile.DIRTYPE:
                 continue
             if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
-                yield Refused(printable(name), "ignored", "link (links are not followed)", 0, stamp)
+                yield Refused(printable(name), "ignored", LINK, 0, stamp)
             elif kind not in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE):
-                yield Refused(printable(name), "ignored", "special file (device, FIFO or socket)", 0, stamp)
+                yield Refused(printable(name), "ignored", SPECIAL, 0, stamp)
             elif last_index[name] != i:
-                yield Refused(printable(name) + f" (member {i})", "ignored",
-                              "duplicate member name: the last one is used", size, stamp)
+                yield Refused(printable(name) + f" (member {i})", "ignored", DUPLICATE, size, stamp)
             else:
                 # compressed: the member's position in the stream; plain: its data offset
                 yield classify(name, size, stamp, i if self.compressed else offset, self.max_bytes)
@@ -333,11 +354,10 @@ class TarSource(Source):
                     if entry is None:
                         break
                     if index == int(entry.ref):
-                        src = tf.extractfile(member)
-                        yield entry, read_limited(src, self.max_bytes) if src else _unreadable(None)
+                        yield entry, self._member(tf, member)
                         entry = next(wanted, None)
                     index += 1
-            except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+            except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
                 error = e
             else:
                 error = None
@@ -346,11 +366,30 @@ class TarSource(Source):
             entry = next(wanted, None)
 
 
+    def _member(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> Payload:
+        src = tf.extractfile(member)
+        try:
+            return read_limited(src, self.max_bytes) if src else _unreadable(None)
+        except TooLarge as e:  # this member only: the stream goes on past it
+            return ReadError(str(e))
+
+
+LINK = reason("link", "links are not followed")
+SPECIAL = reason("special-file", "device, FIFO or socket")
+DUPLICATE = reason("duplicate", "the member name appears again later: the last one is used")
+# A damaged archive stays damaged: its members fail for good (the stamp changes if it is replaced).
+# Any other OSError may pass (a network store, a full page cache): the next run tries again.
+CORRUPT_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile,
+                  NotImplementedError)
+
+
 def _unreadable(e: BaseException | None) -> ReadError:
     if e is None:
-        return ReadError("unreadable: not a regular file")
-    text = str(e)
-    return ReadError(text if text.startswith("too-large") else f"unreadable: {type(e).__name__}: {text}")
+        return ReadError(reason("special-file", "not a regular file"))
+    if isinstance(e, TooLarge):
+        return ReadError(str(e))
+    code = "corrupt" if isinstance(e, CORRUPT_ERRORS) else "unreadable"
+    return ReadError(reason(code, f"{type(e).__name__}: {e}"))
 
 
 # --- seeds (generation) --------------------------------------------------------------------------

@@ -6,10 +6,12 @@ read as a stream and written by us as a regular file under the destination, so
   - symlinks and hardlinks are never created: a link to another member of the archive becomes a copy
     of that member, a link that leads anywhere else (/etc, ../..) is refused;
   - devices, FIFOs and other special members are refused; modes and owners are not applied;
-  - total extracted bytes and file count are capped (zip bombs), counting the bytes actually
-    written, not the sizes the archive claims.
+  - each member's bytes are capped (a member over it is refused, the rest go on), and so are the
+    total extracted bytes and file count (zip bombs), counting the bytes actually written while
+    streaming, not the sizes the archive claims;
+  - names that are not UTF-8 are written escaped (stylepipe.names), so manifests can hold them.
 A refused member is reported with its reason and extraction goes on; an archive that cannot be read
-at all, or that breaks a cap, raises ExtractError.
+at all, or that breaks a total cap, raises ExtractError.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from stylepipe.names import escape_name
+from tasks.data.reasons import reason
 
 CHUNK = 1 << 20
 MAX_NESTING = 3  # archives inside archives are extracted this many levels deep
@@ -45,6 +50,7 @@ class Budget:
 
     max_bytes: int
     max_files: int
+    max_member_bytes: int | None = None  # None: only the total cap
     bytes: int = 0
     files: int = 0
 
@@ -59,6 +65,12 @@ class Budget:
         if self.bytes > self.max_bytes:
             raise ExtractError(f"more than {self.max_bytes} bytes extracted (download.max_extract_bytes); "
                                "raise the cap if this archive is trusted")
+
+    def check_member(self, size: int) -> None:
+        """ValueError (the member is refused) when one member holds more than max_member_bytes."""
+        if self.max_member_bytes is not None and size > self.max_member_bytes:
+            raise ValueError(reason("too-large", f"over {self.max_member_bytes} bytes decompressed "
+                                                 "(download.max_member_bytes)"))
 
 
 @dataclass
@@ -114,7 +126,8 @@ def _nested_target(dest: Path, relpath: str) -> str:
 
 
 def member_path(name: str) -> str:
-    """The '/'-separated relative path a member name may be written to; ValueError says why not."""
+    """The '/'-separated relative path a member name may be written to, escaped (stylepipe.names);
+    ValueError says why not."""
     if "\x00" in name:
         raise ValueError("name contains a NUL byte")
     posix = name.replace("\\", "/")
@@ -125,10 +138,11 @@ def member_path(name: str) -> str:
         raise ValueError("path goes up out of the archive ('..')")
     if not parts:
         raise ValueError("empty name")
-    return "/".join(parts)
+    return escape_name("/".join(parts))
 
 
 def _write(src: BinaryIO, dest: Path, relpath: str, budget: Budget, declared_size: int) -> tuple[int, str]:
+    budget.check_member(declared_size)
     if budget.bytes + declared_size > budget.max_bytes:
         budget.add_bytes(declared_size)  # raises, before anything is written
     target = dest / relpath
@@ -140,10 +154,11 @@ def _write(src: BinaryIO, dest: Path, relpath: str, budget: Budget, declared_siz
     try:
         with open(target, "wb") as out:
             while chunk := src.read(CHUNK):
+                size += len(chunk)
+                budget.check_member(size)
                 budget.add_bytes(len(chunk))
                 out.write(chunk)
                 digest.update(chunk)
-                size += len(chunk)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -174,7 +189,7 @@ def _extract_zip(archive: Path, dest: Path, budget: Budget, result: Extracted) -
             except ExtractError:
                 raise
             except (ValueError, OSError, zipfile.BadZipFile, NotImplementedError, EOFError) as e:
-                result.refused.append((info.filename, _reason(e)))
+                result.refused.append((escape_name(info.filename), _reason(e)))
 
 
 def _extract_tar(archive: Path, dest: Path, budget: Budget, result: Extracted) -> None:
@@ -194,7 +209,7 @@ def _extract_tar(archive: Path, dest: Path, budget: Budget, result: Extracted) -
             except ExtractError:
                 raise
             except (ValueError, OSError, KeyError) as e:
-                result.refused.append((member.name, _reason(e)))
+                result.refused.append((escape_name(member.name), _reason(e)))
 
 
 def _copy_link(member: tarfile.TarInfo, relpath: str, dest: Path, budget: Budget,

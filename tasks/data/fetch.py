@@ -31,6 +31,8 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
+from stylepipe.names import escape_name
+
 log = logging.getLogger("stylepipe.download")
 
 CHUNK = 1 << 20
@@ -142,7 +144,7 @@ def is_folder(location: Location) -> bool:
 
 @dataclass(frozen=True)
 class TreeFile:
-    relpath: str  # '/'-separated, relative to the folder
+    relpath: str  # '/'-separated, relative to the folder, escaped (stylepipe.names)
     location: Location
     size: int
 
@@ -165,7 +167,7 @@ def walk_folder(location: Location) -> Iterator[TreeFile | Skipped]:
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
             full = os.path.join(dirpath, name)
-            relpath = PurePosixPath(*Path(rel_dir, name).parts).as_posix() if rel_dir != "." else name
+            relpath = escape_name(PurePosixPath(*Path(rel_dir, name).parts).as_posix() if rel_dir != "." else name)
             if os.path.islink(full):
                 target = os.path.realpath(full)
                 if os.path.commonpath([root, target]) != root:
@@ -184,7 +186,7 @@ def _walk_fsspec(url: str) -> Iterator[TreeFile | Skipped]:
     fs, root = _fsspec(url)
     root = root.rstrip("/")
     for path, info in sorted(fs.find(root, detail=True).items()):
-        relpath = path[len(root):].lstrip("/")
+        relpath = escape_name(path[len(root):].lstrip("/"))
         if info.get("type", "file") != "file" or not relpath:
             continue
         yield TreeFile(relpath, Location("fsspec", fs.unstrip_protocol(path)), int(info.get("size") or 0))

@@ -24,6 +24,11 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # A painting is one image: larger than preprocess's photo limit is fine, a bomb is not.
 STYLE_IMAGE_MAX_PIXELS = 256_000_000
+# The smallest side an image-to-image network takes (their reflection padding needs more than 4 px
+# at a quarter of the resolution). Below it, preprocess refuses the image (`too-small`: no use as a
+# photo to learn from or to evaluate on) and the bulk engine pads it by replicating its edge, runs
+# the network, and crops the result back: a 1x1 input gives a 1x1 output.
+MIN_SIDE = 16
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 WHITE = (255, 255, 255, 255)
 HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}

@@ -118,8 +118,8 @@ def good_images() -> dict[str, bytes]:
         "animated.gif": animated_gif(),
         "café crème ü.png": encode(noise_rgb(seed=7), "PNG"),
         "写真 スペース.png": encode(noise_rgb(seed=8), "PNG"),
-        "int32.tif": encode(Image.fromarray(np.full((10, 12), 70000, np.int32), "I"), "TIFF"),
-        "float.tif": encode(Image.fromarray(np.full((10, 12), 0.5, np.float32), "F"), "TIFF"),
+        "int32.tif": encode(Image.fromarray(np.full((20, 24), 70000, np.int32), "I"), "TIFF"),
+        "float.tif": encode(Image.fromarray(np.full((20, 24), 0.5, np.float32), "F"), "TIFF"),
     }
     files.update({f"exif-{o}.jpg": exif_oriented_jpeg(o) for o in range(1, 9)})
     return files

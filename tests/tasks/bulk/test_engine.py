@@ -187,7 +187,7 @@ def test_hostile_archives_never_write_outside_the_output_folder(tmp_path, tiny_m
         assert not escaped.exists()
     assert output_files(work / "out-names.tar") == ["ctrl\x1b[31m.jpg", "ok/fine.jpg"]
     rows = {r["relpath"]: r for r in ledger_rows(work / "out-names.tar/.stylepipe/ledger.sqlite")}
-    assert rows[".stylepipe/ledger.sqlite.jpg"]["reason"].startswith("unsafe name")
+    assert rows[".stylepipe/ledger.sqlite.jpg"]["reason"].startswith("unsafe-name")
     assert sum(r["status"] == "failed" for r in rows.values()) == 4
 
 

@@ -41,9 +41,14 @@ def done_rows(out: Path) -> int:
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
-    """SIGKILL the stylize process (not its workers) once ready() holds; False if it finished first."""
+    """SIGKILL the stylize process (not its workers) once ready() holds; False if it finished first.
+
+    The process runs only while this loop is looking: it is stopped (SIGSTOP) before each check and
+    continued after, so a busy machine that delays this loop cannot let the run get past the kill
+    point (workers finish only what they hold, a few images)."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
+        os.kill(proc.pid, signal.SIGSTOP)
         if ready():
             children = psutil.Process(proc.pid).children(recursive=True)
             os.kill(proc.pid, signal.SIGKILL)
@@ -52,6 +57,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
             _, alive = psutil.wait_procs(children, timeout=20)
             assert alive == [], f"worker processes outlived the kill: {alive}"
             return True
+        os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.01)
     proc.communicate(timeout=timeout)
     return False
@@ -93,3 +99,59 @@ def test_kill_9_at_several_points_then_resume(tmp_path, tiny_model):
     assert all_files(out / ".stylepipe") == ["ledger.sqlite"]  # no temporary files, no segments
     # the final run redid only what no earlier run had recorded
     assert f"stylized {len(IMAGES) + 1 - settled_before_final} inputs" in stdout, stdout
+
+
+def started(src: Path, out: Path, model: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """A run that has written its first output, and its descendants (forkserver, workers, tracker)."""
+    proc = start(src, out, model)
+    deadline = time.monotonic() + 120
+    while not output_files(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before its first output"
+    return proc, psutil.Process(proc.pid).children(recursive=True)
+
+
+def test_workers_leave_a_killed_parent_that_nobody_reaps(tmp_path, tiny_model):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_photos(src, IMAGES, size=(224, 160))
+    proc, children = started(src, out, tiny_model)
+    assert len(children) >= 3
+    os.kill(proc.pid, signal.SIGKILL)
+    # not reaped: as under subprocess.run(capture_output=True) reading the output first
+    time.sleep(0.5)
+    assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+    _, alive = psutil.wait_procs(children, timeout=20)
+    for p in alive:
+        p.kill()
+    proc.wait()
+    assert alive == [], f"processes outlived their zombie parent: {alive}"
+
+
+def test_a_dead_worker_ends_the_run_with_one_line(tmp_path, tiny_model):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_photos(src, IMAGES, size=(224, 160))
+    proc, children = started(src, out, tiny_model)
+    forkserver = next(p for p in children if "forkserver" in " ".join(p.cmdline()))
+    forkserver.children()[0].kill()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "worker process died" in stderr and "run again to resume" in stderr
+
+
+def test_ctrl_c_ends_the_run_with_one_line(tmp_path, tiny_model):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_photos(src, IMAGES, size=(224, 160))
+    proc, children = started(src, out, tiny_model)
+    proc.send_signal(signal.SIGINT)
+    for child in children:  # a terminal's Ctrl-C reaches the whole foreground group
+        try:
+            child.send_signal(signal.SIGINT)
+        except psutil.NoSuchProcess:
+            pass
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "interrupted" in stderr
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert alive == []

@@ -61,3 +61,42 @@ def test_missing_source_and_model(tmp_path, tiny_model, capsys):
 def test_output_folder_may_not_contain_the_source(src, tiny_model, capsys):
     assert stylize(src, "--model", tiny_model, "--out", src) == 1
     assert "could overwrite inputs" in capsys.readouterr().err
+
+
+def test_out_naming_an_existing_file_is_refused(src, tmp_path, tiny_model, capsys):
+    target = tmp_path / "taken.jpg"
+    target.write_bytes(b"mine")
+    assert stylize(src / "a.jpg", "--model", tiny_model, "--out", target) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "not a folder" in err and len(err.strip().splitlines()) == 1
+    assert target.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("flag", ["--limit", "--max-input-bytes"])
+def test_negative_counts_are_refused(src, tmp_path, tiny_model, capsys, flag):
+    assert stylize(src, "--model", tiny_model, "--out", tmp_path / "out", flag, "-1") == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ledger_command_says_what_a_job_did(src, tmp_path, tiny_model, capsys):
+    out = tmp_path / "out"
+    (src / "bad.jpg").write_bytes(b"nope")
+    (src / "notes.txt").write_text("not an image")
+    stylize(src, "--model", tiny_model, "--out", out)
+    capsys.readouterr()
+
+    assert main(["ledger", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 done" in text and "1 failed" in text and "1 ignored" in text
+    assert "not-an-image" in text and "bad.jpg" in text
+
+    assert main(["ledger", str(out), "--failed", "--csv"]) == 0
+    import csv
+    import io
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["relpath"], r["status"], r["code"]) for r in rows] == [("bad.jpg", "failed", "not-an-image")]
+    assert rows[0]["reason"].startswith("not-an-image")
+
+    assert main(["ledger", str(tmp_path / "nowhere")]) == 2
+    assert "no ledger" in capsys.readouterr().err
