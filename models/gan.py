@@ -36,6 +36,33 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         be.copy_(b)
 
 
+@torch.no_grad()
+def recalibrate_bn(G: nn.Module, nz: int, num_classes: int = 0, n: int = 2048, batch_size: int = 256,
+                   seed: int = 0) -> None:
+    """Re-estimate the BatchNorm running statistics of an EMA generator for its own weights (it
+    copies the live G's, which belong to other weights): a plain average over n samples, noise
+    from a CPU generator seeded with `seed` (the global RNG is untouched). Leaves G in eval mode."""
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+    G.train()
+    for _ in range(n // batch_size):
+        z = torch.randn(batch_size, nz, generator=gen).to(device)
+        if num_classes:
+            G(z, torch.randint(0, num_classes, (batch_size,), generator=gen).to(device))
+        else:
+            G(z)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    G.eval()
+
+
 def ema_decay_at(step: int, decay: float) -> float:
     """EMA warm-up: early on, an average over about all steps so far; then the fixed decay."""
     return min(decay, (1.0 + step) / (10.0 + step))
@@ -122,7 +149,12 @@ class GANTrainer(Trainer):
                 "D_real": d_real.detach().mean(), "D_fake": d_fake.detach().mean()}
 
     def inference_network(self) -> nn.Module:
-        return Sampler(self.extra["G_ema"], self.tp.nz, self.conditional)
+        """The EMA generator, its BatchNorm statistics recomputed for its own weights when
+        tp.ema_bn_recalibrate (training is unaffected: the next step copies G's again)."""
+        G_ema = self.extra["G_ema"]
+        if self.tp.ema_bn_recalibrate:
+            recalibrate_bn(G_ema, self.tp.nz, self.num_classes)
+        return Sampler(G_ema, self.tp.nz, self.conditional)
 
     def preview(self, count: int = 100) -> Tensor:
         """A fixed-noise grid of the EMA generator (seeds 0..count-1; labels 0..9 row by row)."""

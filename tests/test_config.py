@@ -2,6 +2,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
 from stylepipe.config import ConfigError, ModelParams, load_params, read_raw, validate, write_overrides
 from stylepipe.errors import StageError
@@ -26,8 +27,10 @@ def test_family_settings_get_their_family_class_and_defaults():
     assert isinstance(params.model("swirls").train, JohnsonTrain)
     digits = params.model("digits")
     assert isinstance(digits.train, CganTrain)
-    assert digits.train.steps == 3000 and digits.train.loss == "hinge"  # given, and cgan's default
-    assert digits.infer.count == 200
+    raw = yaml.safe_load(REPO_PARAMS.read_text())["models"]["digits"]
+    assert digits.train.steps == raw["train"]["steps"]                    # given in params.yaml
+    assert digits.train.loss == CganTrain.model_fields["loss"].default    # cgan's default
+    assert digits.infer.count == raw["infer"]["count"]
 
 
 def test_unknown_model_name_lists_the_known_ones():
@@ -162,9 +165,10 @@ def test_write_overrides_keeps_comments_and_validates(tmp_path):
     path.write_text(REPO_PARAMS.read_text())
     changes = write_overrides(path, ["models.swirls.train.steps=10", "stylize.format=png"])
     assert changes[0].startswith("models.swirls.train.steps:") and changes[0].endswith("-> 10")
+    before = load_params(REPO_PARAMS)
     params = load_params(path)
     assert (params.model("swirls").train.steps, params.stylize.format) == (10, "png")
-    assert params.model("digits").train.steps == 3000  # other models untouched
+    assert params.model("digits") == before.model("digits")  # other models untouched
     assert "# stylepipe parameters" in path.read_text()  # comments survive the round trip
 
 

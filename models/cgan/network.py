@@ -16,7 +16,7 @@ from models.layers import init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
     def __init__(self, nz: int = 64, ngf: int = 64, channels: int = 1, image_size: int = 28,
-                 num_classes: int = 10, emb_dim: int = 16):
+                 num_classes: int = 10, emb_dim: int = 16, extra_layers: int = 0):
         super().__init__()
         base, n_up = resolution_plan(image_size)
         self.nz, self.num_classes = nz, num_classes
@@ -25,6 +25,8 @@ class Generator(nn.Module):
         self.stem = nn.Sequential(nn.ConvTranspose2d(nz + emb_dim, width, base, 1, 0, bias=False),
                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks = []
+        for _ in range(extra_layers):  # 3x3 stride-1 blocks at the base resolution
+            blocks += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         for _ in range(n_up - 1):
             blocks += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True)]
@@ -41,7 +43,7 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(self, ndf: int = 64, channels: int = 1, image_size: int = 28, num_classes: int = 10,
-                 spectral_norm: bool = True, cond: str = "projection"):
+                 spectral_norm: bool = False, cond: str = "projection", extra_layers: int = 0):
         super().__init__()
         if cond not in ("projection", "concat"):
             raise ValueError(f"cond must be 'projection' or 'concat', got {cond!r}")
@@ -56,6 +58,11 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width * 2))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
+        for _ in range(extra_layers):  # 3x3 stride-1 layers at the base resolution (more depth, same size)
+            layers.append(sn(nn.Conv2d(width, width, 3, 1, 1, bias=spectral_norm)))
+            if not spectral_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Conv2d(width, 1, base, 1, 0))
         init_dcgan_weights(self)

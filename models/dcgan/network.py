@@ -13,7 +13,8 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from models.layers import init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
-    def __init__(self, nz: int = 64, ngf: int = 32, channels: int = 1, image_size: int = 28):
+    def __init__(self, nz: int = 64, ngf: int = 64, channels: int = 1, image_size: int = 28,
+                 extra_layers: int = 0):
         super().__init__()
         base, n_up = resolution_plan(image_size)
         self.nz, self.image_size = nz, image_size
@@ -22,6 +23,8 @@ class Generator(nn.Module):
             nn.ConvTranspose2d(nz, width, base, 1, 0, bias=False),  # 1x1 -> base x base
             nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks = []
+        for _ in range(extra_layers):  # 3x3 stride-1 blocks at the base resolution
+            blocks += [nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         for _ in range(n_up - 1):
             blocks += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True)]
@@ -35,7 +38,8 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, ndf: int = 32, channels: int = 1, image_size: int = 28, spectral_norm: bool = False):
+    def __init__(self, ndf: int = 64, channels: int = 1, image_size: int = 28, spectral_norm: bool = False,
+                 extra_layers: int = 0):
         super().__init__()
         base, n_down = resolution_plan(image_size)
         sn = _sn if spectral_norm else (lambda m: m)
@@ -46,6 +50,11 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width * 2))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
+        for _ in range(extra_layers):  # 3x3 stride-1 layers at the base resolution (more depth, same size)
+            layers.append(sn(nn.Conv2d(width, width, 3, 1, 1, bias=spectral_norm)))
+            if not spectral_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.features = nn.Sequential(*layers)
         self.head = sn(nn.Conv2d(width, 1, base, 1, 0))  # base x base -> 1x1 logit
         init_dcgan_weights(self)

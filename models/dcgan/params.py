@@ -22,6 +22,11 @@ class GANTrainParams(TrainBase):
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)  # the EMA copy of G is what is saved
+    # Recompute the EMA generator's BatchNorm statistics for its own weights before it is saved
+    # or previewed (it otherwise carries the live G's).
+    ema_bn_recalibrate: bool = True
+    g_extra_layers: int = Field(default=0, ge=0, le=8)   # 3x3 conv blocks at G's base resolution
+    d_extra_layers: int = Field(default=0, ge=0, le=8)   # 3x3 conv layers at D's last resolution
     preview_every: int = Field(default=1000, ge=0)       # fixed-noise sample grid every N steps (0: never)
 
 

@@ -38,7 +38,7 @@ from tasks.bulk import codec
 from tasks.bulk.ledger import Ledger, Row, options_json
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, open_job_source,
                              options_hash, plan, record_refused, summarize)
-from tasks.bulk.sources import RESERVED_NAME, Source
+from tasks.bulk.sources import RESERVED_NAME, Seed, Source
 from tasks.data.reasons import is_fatal, reason
 
 log = logging.getLogger("stylepipe.stylize")
@@ -338,7 +338,12 @@ class Pipeline:
             self.inflight[key] = InFlight(self.items[key])
             job = codec.DecodeJob(key, payload, self.params.max_size, self.params.max_pixels,
                                   input_byte_cap(self.params))
-            self.decoding[self._to_workers(codec.decode_job, job)] = key
+            if isinstance(payload, Seed):  # nothing to decode: a worker round trip would cost more
+                done: Future = Future()
+                done.set_result(codec.decode_job(job))
+                self.decoding[done] = key
+            else:
+                self.decoding[self._to_workers(codec.decode_job, job)] = key
 
     def _next_batch(self, final: bool) -> list[int]:
         """Keys of one batch of equal-sized images: a full bucket, else the fullest one when waiting

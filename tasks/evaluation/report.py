@@ -66,6 +66,9 @@ dt { color:var(--muted); } dd { margin:0; overflow-wrap:anywhere; }
 .note { font-size:14px; color:var(--muted); }
 .glossary dt { color:var(--ink); font-weight:600; }
 a { color:#2456c8; }
+.pixels { width:100%; image-rendering:pixelated; border-radius:6px; }
+.previews { display:grid; grid-template-columns:repeat(auto-fill,minmax(260px,1fr)); gap:14px; }
+figure { margin:0; }
 """
 
 VERDICT = {
@@ -320,11 +323,11 @@ def generator_section(name: str, r: dict, report_dir: Path) -> str:
         if key in m:
             floor = m.get(f"floor_{key}")
             cards.append(card(title, num(m[key]), meaning + (f" · real vs real: {num(floor)}" if floor is not None else "")))
-    cards.append(card("Classes", f'{m["classes_present"]}', f'judged present · share {pct(m["class_share_min"])}'
-                      f'–{pct(m["class_share_max"])} per class'))
-    cards.append(card("Judge", pct(m["judge_test_accuracy"]), "its accuracy on the held-out split"))
+    cards.append(card("Classes", f'{m["classes_present"]}', f'judged present · {m["class_share_min"]:.1%}'
+                      f'–{m["class_share_max"]:.1%} of samples per class'))
+    cards.append(card("Judge", f'{m["judge_test_accuracy"]:.1%}', "its accuracy on the held-out split"))
     grids = "".join(
-        f'<figure><img class="curve" src="images/{e(name)}/{e(f)}" alt="{e(k)} of {e(name)}">'
+        f'<figure><img class="pixels" src="images/{e(name)}/{e(f)}" alt="{e(k)} of {e(name)}">'
         f'<figcaption class="cap">{e(k)}</figcaption></figure>' for k, f in r.get("grids", {}).items())
     previews = r.get("previews") or []
     preview_html = ""
@@ -332,8 +335,8 @@ def generator_section(name: str, r: dict, report_dir: Path) -> str:
         shown = previews[-4:]
         for path in shown:
             shutil.copy2(path, report_dir / "images" / name / Path(path).name)
-        preview_html = "<h3>Fixed-noise samples during training</h3><div class=\"cards\">" + "".join(
-            f'<figure><img class="curve" src="images/{e(name)}/{e(Path(p).name)}" alt="preview">'
+        preview_html = "<h3>Fixed-noise samples during training</h3><div class=\"previews\">" + "".join(
+            f'<figure><img class="pixels" src="images/{e(name)}/{e(Path(p).name)}" alt="preview">'
             f'<figcaption class="cap">{e(Path(p).stem)}</figcaption></figure>' for p in shown) + "</div>"
     curve_src = f"images/{name}/losses.png"
     curve = (f'<img class="curve" src="{e(curve_src)}" alt="training losses of {e(name)}">'
@@ -350,7 +353,7 @@ def generator_section(name: str, r: dict, report_dir: Path) -> str:
   <p class="reason">{e(r["reason"])}</p>
   {checks_list(r["gate"]["checks"])}
   <div class="cards">{"".join(cards)}</div>
-  <h3>Samples</h3><div class="two">{grids}</div>
+  <h3>Samples (one row per class for a conditional model)</h3><div class="previews">{grids}</div>
   {preview_html}
   <h3>Training</h3>
   <div class="two"><div>{curve}</div><dl>{model_card}</dl></div>
