@@ -25,4 +25,4 @@ def build(sidecar: dict) -> Sampler:
     return Sampler(G, tp.nz, conditional=True)
 
 
-FAMILY = Family("cgan", make_trainer, build, shared_code=("models/gan.py", "models/layers.py"))
+FAMILY = Family("cgan", make_trainer, build, shared_code=("models/gan.py", "models/gan_params.py", "models/layers.py"))

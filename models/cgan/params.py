@@ -5,7 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from models.dcgan.params import GANTrainParams, InferParams  # noqa: F401 (the same infer settings)
+from models.gan_params import GANTrainParams
+from models.gan_params import SampleInferParams as InferParams  # noqa: F401 (the family's infer settings)
 
 
 class TrainParams(GANTrainParams):

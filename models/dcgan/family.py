@@ -20,4 +20,4 @@ def build(sidecar: dict) -> Sampler:
                    conditional=False)
 
 
-FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py", "models/layers.py"))
+FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py", "models/gan_params.py", "models/layers.py"))

@@ -112,4 +112,4 @@ def build(sidecar: dict) -> VAEModel:
     return VAEModel(TrainParams.model_validate(sidecar["train"]), int(sidecar["channels"]))
 
 
-FAMILY = Family("vae", VAETrainer, build, shared_code=("models/layers.py",))
+FAMILY = Family("vae", VAETrainer, build, shared_code=("models/gan_params.py", "models/layers.py"))

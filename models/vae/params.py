@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from models.dcgan.params import InferParams  # noqa: F401 (re-exported: the same infer settings)
+from models.gan_params import SampleInferParams as InferParams  # noqa: F401 (the family's infer settings)
 from stylepipe.config import TrainBase
 
 
@@ -17,7 +17,7 @@ class TrainParams(TrainBase):
     width: int = Field(default=32, ge=1, le=1024)       # first conv's channels (doubling per stride)
     hidden: int = Field(default=256, ge=1, le=65_536)   # the MLP between convs and latent
     lr: float = Field(default=1e-3, gt=0)
-    kl_warmup_steps: int = Field(default=2000, ge=0)    # the KL term's weight rises 0 -> 1 over these
+    kl_warmup_steps: int = Field(default=1000, ge=0)    # the KL term's weight rises 0 -> 1 over these
     # Bernoulli likelihood on dynamically binarised images: the held-out ELBO is then a bound on
     # log p(x) in nats, comparable with the binarised-MNIST literature.
     binarize: bool = True
