@@ -344,11 +344,12 @@ def set_in(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def write_overrides(path: str | Path, assignments: list[str]) -> list[str]:
+def write_overrides(path: str | Path, assignments: list[str], check=None) -> list[str]:
     """Apply KEY=VALUE overrides to params.yaml in place, as `dvc exp run -S` does, so DVC sees the
-    values the run used. The whole result is validated before the file is touched; comments and
-    layout are kept (ruamel round trip). Returns 'key: old -> new' lines."""
-    from ruamel.yaml import YAML
+    values the run used. The whole result is validated (and passed to `check`, if given) before the
+    file is touched; every byte but the changed values is kept (stylepipe/params_edit.py). Returns
+    'key: old -> new' lines."""
+    from stylepipe.params_edit import edit_text
 
     path = Path(path)
     raw = read_raw(path)
@@ -358,17 +359,13 @@ def write_overrides(path: str | Path, assignments: list[str]) -> list[str]:
         old = _get_in(raw, keys)
         set_in(raw, keys, value)
         changes.append(f"{'.'.join(keys)}: {old!r} -> {value!r}")
-    validate(raw, f"{path} with --set {' '.join(assignments)}")
+    params = validate(raw, f"{path} with --set {' '.join(assignments)}")
+    if check is not None:
+        check(params)
 
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 4096  # keep long flow-style lines (the source list) on one line each
-    doc = rt.load(path)
-    for keys, value in parsed:
-        set_in(doc, keys, value)
+    text = edit_text(path.read_text(encoding="utf-8"), parsed, raw)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        rt.dump(doc, f)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return changes
 
