@@ -116,6 +116,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from stylepipe.errors import StageError
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
+    from tasks.bulk.remote import is_remote
 
     if bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
@@ -145,7 +146,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
     models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys)
                    for path, strength, keep in zip(paths, strengths, colors))
-    out = Path(args.out)
+    out = args.out if is_remote(args.out) else Path(args.out)  # a folder, or s3://... (tasks/bulk/remote.py)
     job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
               gatys_max_inputs=args.gatys_max_inputs or None)
     try:

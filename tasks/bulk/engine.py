@@ -33,9 +33,9 @@ import numpy as np
 
 import stylepipe
 from stylepipe.errors import StageError
-from tasks.bulk import codec
+from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, open_job_source,
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, local_area, open_job_source,
                                 options_hash, plan, record_refused, summarize)
 from tasks.bulk.sources import RESERVED_NAME, Source
 from tasks.data.images import max_input_bytes
@@ -272,6 +272,7 @@ class Pipeline:
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
+        self.remote_out = remote.is_remote(job_plan.job.out)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
@@ -290,7 +291,7 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, list[int]] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        with (TempArea(self.job.out, self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
+        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
             reader = Reader(source, self.items, depth=self.prefetch)
@@ -404,8 +405,11 @@ class Pipeline:
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
+                e = state.item.entry
+                ident = remote.identity(e.relpath, e.stamp, self.plan.model_hashes[model],
+                                        self.option_hashes[model]) if self.remote_out else ""
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
-                                           self.tmp_dir, self.params.format, self.params.quality)
+                                      self.tmp_dir, self.params.format, self.params.quality, ident)
                 self.encoding[self.pool.submit(codec.encode_job, job)] = (key, model)
 
     def _wait_for_encoders(self) -> None:
@@ -489,7 +493,7 @@ def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress
     """Plan, record the refused files, run the pipeline in this process, summarize."""
     from tqdm import tqdm
 
-    sweep_temp(job.out)
+    sweep_temp(local_area(job.out))
     p = plan(job, resume=resume, limit=limit)
     record_refused(p)
     log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
