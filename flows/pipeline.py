@@ -20,6 +20,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.states import Completed, Failed, State
 
 from flows.dag import select_stages, stage_order
+from stylepipe import timings
 from stylepipe.stage import EXIT_BAD_INPUT, dvc_command, stage_env
 
 
@@ -152,6 +153,10 @@ def publish_artifacts(repo_root: Path) -> dict:
                      f"{'yes' if row.get('promoted') else 'no'} |")
     create_markdown_artifact(key="stylepipe-report", markdown="\n".join(lines),
                              description="the evaluation report and the gate's decisions")
+    measured = timings.read(repo_root / timings.TIMINGS)
+    if measured:
+        create_table_artifact(key="stylepipe-timings", table=[{"model": m, **v} for m, v in measured.items()],
+                              description="training seconds and inference ms on the machine that ran it")
     return metrics
 
 
