@@ -186,6 +186,14 @@ def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, d
     return {k: v for k, v in out.items() if isinstance(v, (int, float))}
 
 
+def headline(metrics: dict) -> dict:
+    """What metrics/metrics.json (the `dvc exp show` / `dvc metrics diff` columns) holds of a model's
+    metrics: its quality and the gate's verdict. Each check's flag and the head-to-head with the
+    published model are in the report's summary.json (`gate`, `comparison`)."""
+    return {k: v for k, v in metrics.items()
+            if not (k.startswith("gate_") and k != "gate_passed") and not k.startswith("vs_published_")}
+
+
 def split_timings(metrics: dict) -> dict:
     """Take the machine's measurements (ms_<size>) out of `metrics`: they go to metrics/timings.json,
     not into DVC outputs, whose bytes must not depend on the machine's speed."""
@@ -388,7 +396,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         "generators": generators,
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    every = {**{s: r["metrics"] for s, r in styles.items()}, **{g: r["metrics"] for g, r in generators.items()}}
+    every = {**{s: headline(r["metrics"]) for s, r in styles.items()},
+             **{g: headline(r["metrics"]) for g, r in generators.items()}}
     paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
     report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
