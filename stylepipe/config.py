@@ -51,7 +51,10 @@ class DatasetParams(Section):
     train-images/-labels and t10k-images/-labels, kept in their own train/test split)."""
 
     kind: Literal["photos", "labelled"]
-    sources: list[Source] = Field(min_length=1)
+    # The list, or the name of a YAML file holding it (relative to params.yaml, e.g.
+    # sources/photos.yaml): a file keeps long lists out of `dvc exp show`, and download tracks it
+    # as a dep by content. load_params reads the file.
+    sources: list[Source] | str = Field(min_length=1)
 
 
 class TrainBase(Section):
@@ -317,7 +320,27 @@ def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    return validate(read_raw(path), str(path))
+    path = Path(path)
+    return validate(resolve_source_files(read_raw(path), path.parent), str(path))
+
+
+def resolve_source_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`datasets.<d>.sources: FILE` -> the list FILE holds (FILE relative to `base`)."""
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, dict):
+        return raw
+    resolved = dict(datasets)
+    for name, d in datasets.items():
+        if isinstance(d, dict) and isinstance(d.get("sources"), str):
+            f = base / d["sources"]
+            try:
+                items = yaml.safe_load(f.read_text(encoding="utf-8"))
+            except OSError as e:
+                raise ConfigError(f"datasets.{name}.sources: cannot read {f}: {e.strerror or e}") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"datasets.{name}.sources: {f} is not valid YAML: {e}") from None
+            resolved[name] = {**d, "sources": items}
+    return {**raw, "datasets": resolved}
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

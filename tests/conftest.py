@@ -16,7 +16,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a clone of the project holds (plus its committed .dvc/config); never data/ or caches.
-PROJECT_FILES = ["assets", "flows", "models", "stylepipe", "tasks", "dvc.yaml", "params.yaml",
+PROJECT_FILES = ["assets", "flows", "models", "stylepipe", "tasks", "sources", "dvc.yaml", "params.yaml",
                  ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
