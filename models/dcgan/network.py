@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
-from models.layers import init_dcgan_weights, resolution_plan
+from models.layers import discriminator_features, init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
     def __init__(self, nz: int = 64, ngf: int = 64, channels: int = 1, image_size: int = 28,
@@ -43,19 +43,7 @@ class Discriminator(nn.Module):
         super().__init__()
         base, n_down = resolution_plan(image_size)
         sn = _sn if spectral_norm else (lambda m: m)
-        layers, width = [sn(nn.Conv2d(channels, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)], ndf
-        for i in range(1, n_down):
-            layers.append(sn(nn.Conv2d(width, width * 2, 4, 2, 1, bias=spectral_norm)))
-            if not spectral_norm:
-                layers.append(nn.BatchNorm2d(width * 2))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            width *= 2
-        for _ in range(extra_layers):  # 3x3 stride-1 layers at the base resolution (more depth, same size)
-            layers.append(sn(nn.Conv2d(width, width, 3, 1, 1, bias=spectral_norm)))
-            if not spectral_norm:
-                layers.append(nn.BatchNorm2d(width))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-        self.features = nn.Sequential(*layers)
+        self.features, width = discriminator_features(channels, ndf, n_down, extra_layers, spectral_norm)
         self.head = sn(nn.Conv2d(width, 1, base, 1, 0))  # base x base -> 1x1 logit
         init_dcgan_weights(self)
 
