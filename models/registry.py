@@ -41,6 +41,8 @@ FAMILIES: dict[str, FamilyInfo] = {f.name: f for f in (
     FamilyInfo("dcgan", "sample", "labelled", False, "unconditional GAN (Radford et al. 2016)"),
     FamilyInfo("cgan", "sample", "labelled", False, "class-conditional GAN, projection discriminator"),
     FamilyInfo("vae", "sample", "labelled", False, "convolutional variational autoencoder (Kingma & Welling 2014)"),
+    FamilyInfo("pix2pix", "image", "paired", False, "paired translation A -> B: U-Net + PatchGAN, L1 + GAN (Isola et al. 2017)"),
+    FamilyInfo("cyclegan", "image", "unpaired", False, "unpaired translation both ways: ResNet G, PatchGAN, cycle loss (Zhu et al. 2017)"),
 )}
 
 

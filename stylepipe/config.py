@@ -57,10 +57,21 @@ class DatasetParams(Section):
     and preprocess turns into data/processed/<name>.
 
     kind: photos (any images: decoded, deduplicated, split), labelled (MNIST-style idx files:
-    train-images/-labels and t10k-images/-labels, kept in their own train/test split)."""
+    train-images/-labels and t10k-images/-labels, kept in their own train/test split), paired
+    (translation pairs: files under a folder `A/` and the same path under `B/`, or pairs `make`s
+    from photos), unpaired (two domains: any images under `A/` and under `B/`)."""
 
-    kind: Literal["photos", "labelled"]
+    kind: Literal["photos", "labelled", "paired", "unpaired"]
     sources: list[Source] = Field(min_length=1)
+    # paired only: "folders" reads A/ and B/; "edges" (Canny edges -> the photo) and "grey"
+    # (greyscale -> the photo) make each pair from one photo.
+    make: Literal["folders", "edges", "grey"] = "folders"
+
+    @model_validator(mode="after")
+    def _make_is_paired(self) -> DatasetParams:
+        if self.make != "folders" and self.kind != "paired":
+            raise ValueError(f"`make: {self.make}` makes pairs: it needs `kind: paired`")
+        return self
 
 
 class TrainBase(Section):

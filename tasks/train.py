@@ -49,8 +49,9 @@ from stylepipe.devices import cpu_count, pick_device
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks.data.datasets import (LABELLED_FILES, LabelledImages, RandomCrops, StepSamples, files_sha256,
-                                 find_style_image, list_train_images, load_labelled, load_style_image)
+from tasks.data.datasets import (LABELLED_FILES, LabelledImages, RandomCrops, StepSamples, TranslationImages,
+                                 files_sha256, find_style_image, list_domains, list_train_images, load_labelled,
+                                 load_style_image)
 
 log = logging.getLogger("stylepipe.train")
 
@@ -103,6 +104,11 @@ def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
         return TrainData(LabelledImages(images, labels, seed), sha256_file(path),
                          f"{len(images)} labelled {images.shape[1]}x{images.shape[2]} images",
                          num_classes=int(labels.max()) + 1, channels=images.shape[3], image_size=images.shape[1])
+    if kind in ("paired", "unpaired"):
+        a, b = list_domains(data_dir / "train", paired=kind == "paired")
+        dataset = TranslationImages(a, b, kind == "paired", tp.image_size, tp.crop_load_size, tp.flip, seed)
+        what = f"{len(a)} pairs" if kind == "paired" else f"{len(a)} A and {len(b)} B images"
+        return TrainData(dataset, files_sha256(a + b), what)
     raise StageError(f"the training loop cannot read {kind} datasets yet")
 
 

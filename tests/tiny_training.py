@@ -38,3 +38,22 @@ def write_painting(path: Path, colour=(250, 200, 20), period: int = 3) -> Path:
     stripes = ((xx // period + yy // period) % 2)[..., None] * np.array(colour) + 5
     Image.fromarray(stripes.clip(0, 255).astype(np.uint8)).save(path)
     return path
+
+
+def write_pairs(split_dir: Path, count: int, size: int = 40) -> Path:
+    """A translation split in preprocess's layout: A/<name>.png a grey disc, B/<name>.png the same
+    disc in colour on a gradient (the same names: pairs)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for d in "AB":
+        (split_dir / d).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        cx, cy, r = rng.integers(size // 4, 3 * size // 4, 2).tolist() + [int(rng.integers(4, size // 4))]
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        a = np.where(disc, 200, 30)[..., None].repeat(3, -1)
+        b = np.stack([xx * 5, yy * 5, np.full_like(xx, 90)], -1)
+        b[disc] = rng.integers(0, 255, 3)
+        name = f"{i:016x}.png"
+        Image.fromarray(a.astype(np.uint8)).save(split_dir / "A" / name)
+        Image.fromarray(b.clip(0, 255).astype(np.uint8)).save(split_dir / "B" / name)
+    return split_dir

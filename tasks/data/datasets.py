@@ -7,6 +7,8 @@ float in [0,1], and "label" (int) for labelled data.
 
     photos    data/processed/<dataset>/train/*.png           random crops (+ flips) of the photos
     labelled  data/processed/<dataset>/train.safetensors     images uint8 (N,H,W,C), labels int64 (N,)
+    paired    data/processed/<dataset>/train/{A,B}/*.png     "a", "b": one pair, the same crop (+ flip) of both
+    unpaired  data/processed/<dataset>/train/{A,B}/*.png     "a", "b": an A image and an unrelated B image
 """
 from __future__ import annotations
 
@@ -34,6 +36,16 @@ def list_train_images(train_dir: Path) -> list[Path]:
     if not files:
         raise StageError(f"no training images (*.png) in {train_dir}; run the preprocess stage first")
     return files
+
+
+def list_domains(split_dir: Path, paired: bool) -> tuple[list[Path], list[Path]]:
+    """The A and B images of one split of a translation dataset; for paired data, the same names."""
+    a, b = (sorted((Path(split_dir) / d).glob("*.png")) if (Path(split_dir) / d).is_dir() else [] for d in "AB")
+    if not a or not b:
+        raise StageError(f"no training images (*.png) in {split_dir}/A and {split_dir}/B; run the preprocess stage first")
+    if paired and [p.name for p in a] != [p.name for p in b]:
+        raise StageError(f"{split_dir}/A and {split_dir}/B do not hold the same file names: run the preprocess stage again")
+    return a, b
 
 
 def files_sha256(files: list[Path]) -> str:
@@ -140,6 +152,44 @@ class RandomCrops(Dataset):
         if rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return {"image": to_tensor(img)}
+
+
+def _jitter(img: Image.Image, load: int, size: int, x0: int, y0: int, flip: bool) -> torch.Tensor:
+    img = img.resize((load, load), Image.BICUBIC) if img.size != (load, load) else img
+    img = img.crop((x0, y0, x0 + size, y0 + size))
+    return to_tensor(img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img)
+
+
+class TranslationImages(Dataset):
+    """Sample i -> {"a", "b"}: each image resized to load x load, then a random size x size crop,
+    flipped half the time (when flip). Paired: the i-th pair of an epoch's shuffled order, both
+    halves cropped and flipped alike. Unpaired: the i-th A image of the epoch's order and a B
+    image drawn at random, each with its own crop."""
+
+    def __init__(self, files_a: list[Path], files_b: list[Path], paired: bool, size: int, load: int,
+                 flip: bool, seed: int):
+        self.files_a, self.files_b, self.paired = files_a, files_b, paired
+        self.size, self.load, self.flip, self.seed = size, max(load, size), flip, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def _crop(self, rng: np.random.Generator) -> tuple[int, int, bool]:
+        x0, y0 = (int(v) for v in rng.integers(0, self.load - self.size + 1, 2))
+        return x0, y0, bool(self.flip and rng.random() < 0.5)
+
+    def __getitem__(self, i: int) -> dict:
+        epoch, j = divmod(i, len(self.files_a))
+        rng = np.random.default_rng([self.seed, 2, i])
+        k = _epoch_order(self.seed, epoch, len(self.files_a))[j]
+        crop = self._crop(rng)
+        a = _jitter(load_rgb(self.files_a[k]), self.load, self.size, *crop)
+        if self.paired:
+            b = _jitter(load_rgb(self.files_b[k]), self.load, self.size, *crop)
+        else:
+            other = int(rng.integers(0, len(self.files_b)))
+            b = _jitter(load_rgb(self.files_b[other]), self.load, self.size, *self._crop(rng))
+        return {"a": a, "b": b}
 
 
 class LabelledImages(Dataset):

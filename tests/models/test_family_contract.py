@@ -14,7 +14,7 @@ from models import registry
 from models.weights import load_model
 from stylepipe.config import validate
 from tasks.data.datasets import LABELLED_FILES
-from tests.tiny_training import write_painting, write_photos
+from tests.tiny_training import write_pairs, write_painting, write_photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,6 +25,11 @@ TINY = {
     "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
+    # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists
+    "pix2pix": {"batch_size": 2, "image_size": 64, "num_downs": 6, "ngf": 4, "ndf": 4, "decay_fraction": 0.5},
+    # a pool smaller than the fakes made: it fills up and its random swaps run before the kill
+    "cyclegan": {"batch_size": 2, "image_size": 16, "ngf": 4, "ndf": 4, "n_blocks": 1, "d_layers": 2,
+                 "pool_size": 3, "decay_fraction": 0.5},
 }
 STEPS = {"gatys": 0}
 
@@ -54,6 +59,8 @@ def setup(family: str, tmp: Path):
     if info.data == "photos":
         write_photos(data / "train", 4)
         write_photos(data / "val", 2)
+    elif info.data in ("paired", "unpaired"):
+        write_pairs(data / "train", 5)
     else:
         write_labelled(data)
     params = validate({"datasets": {"d": {"kind": info.data, "sources": [{"url": "x"}]}}, "models": {"m": model}})
