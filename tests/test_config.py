@@ -118,8 +118,8 @@ def test_dataset_of_the_wrong_kind_is_refused():
 
 def test_bad_dataset_kind_is_named():
     raw = read_raw(REPO_PARAMS)
-    raw["datasets"]["mnist"]["kind"] = "paired"
-    with pytest.raises(ConfigError, match=r"datasets\.mnist\.kind.*'paired'"):
+    raw["datasets"]["mnist"]["kind"] = "stereo"
+    with pytest.raises(ConfigError, match=r"datasets\.mnist\.kind.*'stereo'"):
         validate(raw)
 
 
@@ -215,3 +215,10 @@ def test_download_extraction_caps_are_sane_by_default():
 
     assert DownloadParams().max_extract_bytes <= 4 * 2**30
     assert DownloadParams().max_member_bytes <= 1 * 2**30
+
+
+def test_make_pairs_needs_a_paired_dataset():
+    raw = read_raw(REPO_PARAMS)
+    raw["datasets"]["mnist"]["make"] = "edges"
+    with pytest.raises(ConfigError, match=r"datasets\.mnist.*needs `kind: paired`"):
+        validate(raw)
