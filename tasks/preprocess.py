@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,7 +134,11 @@ def preprocess(params: Params, dataset: str, raw_root: Path = RAW_DATASETS,
     """data/raw/datasets/<dataset> -> data/processed/<dataset>, by the dataset's kind."""
     if dataset not in params.datasets:
         raise StageError(f"unknown dataset {dataset!r}; params.yaml `datasets:` has {', '.join(params.datasets)}")
-    run = preprocess_labelled if params.datasets[dataset].kind == "labelled" else preprocess_photos
+    kind = params.datasets[dataset].kind
+    if kind in ("paired", "unpaired"):
+        return preprocess_translation(params.preprocess, kind, params.datasets[dataset].make,
+                                      raw_root / dataset, out_root / dataset)
+    run = preprocess_labelled if kind == "labelled" else preprocess_photos
     return run(params.preprocess, raw_root / dataset, out_root / dataset)
 
 
@@ -610,6 +614,217 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
     except OSError:
         pass
+
+
+# --- translation datasets: paired and unpaired -------------------------------------------------
+
+# translation manifest.parquet: SCHEMA plus, per row (one per half of a pair, or per image):
+# domain (A or B) and pair (the pair's name: its path with the domain folder as `*`, or the photo's
+# relpath for pairs made from photos; '' for unpaired data).
+TRANSLATION_SCHEMA = pa.schema(list(SCHEMA) + [("domain", pa.string()), ("pair", pa.string())])
+DOMAINS = ("A", "B")
+
+
+@dataclass(frozen=True)
+class Half:
+    relpath: str
+    path: str
+    source: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """One pair (a and b), one image of an unpaired domain (a only), or one photo to make a pair
+    from (a only, make = edges | grey)."""
+
+    a: Half
+    b: Half | None
+    domain: str       # unpaired: the image's domain; else "A"
+    pair: str
+    make: str         # folders | edges | grey
+    split: str
+    name: str         # output file stem
+    out_dir: str
+    train_size: int
+    max_pixels: int
+
+
+def domain_of(relpath: str) -> tuple[str, str] | None:
+    """(domain, pair name) of a file under a folder A/ or B/ (the last such folder in its path):
+    files/src/B/x.png -> ("B", "files/src/*/x.png"); None when under neither."""
+    parts = relpath.split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in DOMAINS:
+            return parts[i], "/".join(parts[:i] + ["*"] + parts[i + 1:])
+    return None
+
+
+def preprocess_translation(params: PreprocessParams, kind: str, make: str, raw: Path, out: Path) -> dict[str, int]:
+    files_dir = raw / "files"
+    if not files_dir.is_dir():
+        raise StageError(f"{files_dir} not found: run the download stage first (python -m tasks.download)")
+    subfolders = tuple(f"{split}/{d}" for split in ("train", "val") for d in DOMAINS)
+    with new_build_folder(out, subfolders=("train", "val", *subfolders, PARTIAL)) as build:
+        rows = build_translation(params, kind, make, raw, build)
+        publish(build, out)
+    return summarise(rows, params.max_reject_fraction, out)
+
+
+def _row(row: dict, domain: str, pair: str) -> dict:
+    return {**row, "domain": domain, "pair": pair}
+
+
+def build_translation(params: PreprocessParams, kind: str, make: str, raw: Path, build: Path) -> list[dict]:
+    """List the candidates, group them into pairs (or domains), split, and write every one."""
+    rows = [_row(rejected_row(r.get("source", ""), r.get("path", ""), "download", r.get("reason", "")), "", "")
+            for r in _read_json(raw / "rejected.json")]
+    halves: dict[str, dict[str, Half]] = {}    # pair name -> domain -> half (folders)
+    singles: list[tuple[str, Half]] = []       # (domain, image): unpaired data, or photos to make pairs from
+    seen: dict[tuple[str, str], str] = {}      # (domain, sha256) -> first relpath
+    for relpath, path, source, sha, hidden in list_candidates(raw, _read_json(raw / "manifest.json")):
+        where = ("A", relpath) if make != "folders" else domain_of(relpath)
+        domain, pair = where if where else ("", "")
+        if hidden:
+            rows.append(_row(rejected_row(source, relpath, "hidden", "not an image candidate", sha), domain, pair))
+        elif sha is None:
+            rows.append(_row(rejected_row(source, relpath, "unreadable", "cannot read the file"), domain, pair))
+        elif where is None:
+            rows.append(_row(rejected_row(source, relpath, "no-domain", "put it under a folder A/ or B/", sha), "", ""))
+        elif kind == "unpaired" or make != "folders":
+            if (domain, sha) in seen:
+                rows.append(_row(rejected_row(source, relpath, "duplicate", f"same bytes as {seen[domain, sha]}", sha),
+                                 domain, pair if kind == "paired" else ""))
+            else:
+                seen[domain, sha] = relpath
+                singles.append((domain, Half(relpath, str(path), source, sha)))
+        else:
+            halves.setdefault(pair, {})[domain] = Half(relpath, str(path), source, sha)
+
+    jobs, keys = [], []
+    def add(a: Half, b: Half | None, domain: str, pair: str, identity: str) -> None:
+        keys.append(hashlib.sha256(f"{params.seed}:{identity}".encode()).hexdigest())
+        jobs.append(PairJob(a, b, domain, pair, make, "", hashlib.sha256(identity.encode()).hexdigest()[:16],
+                            str(build), params.train_size, params.max_pixels))
+
+    for pair, by_domain in sorted(halves.items()):
+        if len(by_domain) < 2:
+            (domain, half), = by_domain.items()
+            other = "B" if domain == "A" else "A"
+            rows.append(_row(rejected_row(half.source, half.relpath, "half-missing",
+                                          f"no {pair.replace('*', other)}", half.sha256), domain, pair))
+            continue
+        a, b = by_domain["A"], by_domain["B"]
+        identity = f"{a.sha256}:{b.sha256}"
+        if ("pair", identity) in seen:
+            for d, h in (("A", a), ("B", b)):
+                rows.append(_row(rejected_row(h.source, h.relpath, "duplicate", f"same pair as {seen['pair', identity]}",
+                                              h.sha256), d, pair))
+            continue
+        seen["pair", identity] = pair
+        add(a, b, "A", pair, identity)
+    for domain, half in singles:
+        add(half, None, domain, half.relpath if kind == "paired" else "", f"{domain}:{half.sha256}")
+
+    # split: per domain for unpaired data (each domain keeps its own val share), else over the pairs
+    splits: dict[int, str] = {}
+    for domain in (DOMAINS if kind == "unpaired" else ("A",)):
+        idx = [i for i, j in enumerate(jobs) if j.domain == domain]
+        order = sorted(idx, key=lambda i: keys[i])
+        n, n_val = len(order), round(len(order) * params.val_fraction)
+        if n >= 2:
+            n_val = min(max(n_val, 1), n - 1)
+        splits.update({i: "val" if rank < n_val else "train" for rank, i in enumerate(order)})
+    jobs = [replace(j, split=splits[i]) for i, j in enumerate(jobs)]
+
+    with tqdm(total=len(jobs), desc="preprocess", unit="pair" if kind == "paired" else "img", file=sys.stderr,
+              disable=None) as bar:
+        for result in parallel_map(process_translation, jobs, params.workers, on_crash=crashed_pair):
+            rows += result
+            bar.update()
+    rows.sort(key=lambda r: (r["relpath"], r["source"], r["domain"]))
+    write_table(rows, TRANSLATION_SCHEMA, build / "manifest.parquet", build / PARTIAL)
+    shutil.rmtree(build / PARTIAL)
+    return rows
+
+
+def _decode_half(half: Half, max_pixels: int):
+    """The decoded image, or a rejected row."""
+    try:
+        data = Path(half.path).read_bytes()
+    except OSError as e:
+        return rejected_row(half.source, half.relpath, "unreadable", e.strerror or str(e), half.sha256)
+    if hashlib.sha256(data).hexdigest() != half.sha256:
+        return rejected_row(half.source, half.relpath, "changed", "edit data/raw only through download", half.sha256)
+    try:
+        decoded = decode(data, max_pixels, setting="preprocess.max_pixels")
+    except Rejected as e:
+        return rejected_row(half.source, half.relpath, e.reason, e.detail, half.sha256)
+    if min(decoded.width, decoded.height) < MIN_SIDE:
+        return rejected_row(half.source, half.relpath, "too-small", f"{decoded.width}x{decoded.height}: a side "
+                            f"below {MIN_SIDE} px", half.sha256)
+    return decoded
+
+
+def made_input(photo, make: str):
+    """The A half made from a photo: its Canny edges (black on white) or its greyscale, as RGB."""
+    from PIL import Image
+
+    grey = photo.convert("L")
+    if make == "grey":
+        return grey.convert("RGB")
+    from skimage.feature import canny
+
+    edges = canny(np.asarray(grey, dtype=np.float32) / 255.0, sigma=2.0)
+    return Image.fromarray(np.where(edges, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def fit_for_split(image, split: str, train_size: int):
+    """Train: a centre square, its side scaled down to train_size when larger (never up: emoji
+    stay 64 px). Val: as it is."""
+    if split != "train":
+        return image
+    return resize_short_side_and_crop(image, min(train_size, min(image.size)))
+
+
+def process_translation(job: PairJob) -> list[dict]:
+    """Decode and write one pair (both halves, or neither) or one image; never raises for a bad file."""
+    halves = [(job.domain, job.a)] + ([("B", job.b)] if job.b is not None else [])
+    decoded = [(d, h, _decode_half(h, job.max_pixels)) for d, h in halves]
+    bad = [(d, h, r) for d, h, r in decoded if isinstance(r, dict)]
+    if bad:
+        first_domain, _, first = bad[0]
+        rows = [_row(r, d, job.pair) for d, h, r in bad]
+        rows += [_row(rejected_row(h.source, h.relpath, "half-missing",
+                                   f"its {first_domain} half was rejected ({first['reason']})", h.sha256), d, job.pair)
+                 for d, h, r in decoded if not isinstance(r, dict)]
+        return rows
+    if len(decoded) == 2 and decoded[0][2].image.size != decoded[1][2].image.size:
+        (_, ha, da), (_, hb, db) = decoded
+        detail = f"A is {da.width}x{da.height}, B is {db.width}x{db.height}"
+        return [_row(rejected_row(h.source, h.relpath, "size-mismatch", detail, h.sha256), d, job.pair)
+                for d, h in halves]
+    if job.make != "folders":  # one photo: B is the photo, A is made from it
+        d, h, photo = decoded[0]
+        image = fit_for_split(photo.image, job.split, job.train_size)
+        outputs = [("A", h, photo, made_input(image, job.make)), ("B", h, photo, image)]
+    else:
+        outputs = [(d, h, dec, fit_for_split(dec.image, job.split, job.train_size)) for d, h, dec in decoded]
+    rows = []
+    for domain, half, dec, image in outputs:
+        output = f"{job.split}/{domain}/{job.name}.png"
+        tmp = Path(job.out_dir, PARTIAL, f"{job.name}.{domain}.{os.getpid()}.png")
+        image.save(tmp, format="PNG", compress_level=3)
+        os.replace(tmp, Path(job.out_dir, output))
+        rows.append({"source": half.source, "relpath": half.relpath, "sha256": half.sha256, "width": dec.width,
+                     "height": dec.height, "mode": dec.mode, "status": "ok", "reason": "", "split": job.split,
+                     "output": output, "domain": domain, "pair": job.pair})
+    return rows
+
+
+def crashed_pair(job: PairJob) -> list[dict]:
+    return [_row(rejected_row(h.source, h.relpath, "crashed", "the decoder process died on this file", h.sha256),
+                 d, job.pair) for d, h in [(job.domain, job.a)] + ([("B", job.b)] if job.b else [])]
 
 
 def main(argv: list[str] | None = None) -> None:
