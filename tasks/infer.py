@@ -3,6 +3,8 @@
     python -m tasks.infer --model NAME
       image families (johnson, gatys):  data/processed/<dataset>/val/*.png -> data/infer/NAME/<stem>.<format>
       sample families (dcgan, cgan, vae): `infer.count` samples -> data/infer/NAME/[<label>/]<seed>.png
+      translation families (pix2pix, cyclegan): data/processed/<dataset>/val/A/*.png (B for
+        `infer.direction: b2a`) -> data/infer/NAME/<stem>.png, at their own size
 
 It runs the bulk engine (tasks/bulk/engine.py, also behind `stylepipe stylize` and `stylepipe
 sample`) with the `stylize` section of params.yaml. The output folder holds the images and nothing
@@ -48,6 +50,13 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
         source = seeds_spec(ip.count, ip.seed, list(ip.labels) or _all_labels(model_dir))
         return Job(source, out, (ModelSpec(str(model_dir), label=model),), sp.model_copy(update={"format": "png"}), ledger)
     val_dir = root / PROCESSED_DIR / entry.dataset / "val"
+    if info.data in ("paired", "unpaired"):  # translation: the held-out images of the input domain, as PNG
+        direction = entry.infer.direction
+        val_dir = val_dir / ("A" if direction == "a2b" else "B")
+        if not val_dir.is_dir():
+            raise StageError(f"{val_dir} is missing: run the preprocess stage first")
+        spec = ModelSpec(str(model_dir), label=model, direction=direction)
+        return Job(str(val_dir), out, (spec,), sp.model_copy(update={"format": "png", "max_size": None}), ledger)
     if not val_dir.is_dir():
         raise StageError(f"{val_dir} is missing: run the preprocess stage first")
     if entry.family == "gatys":  # the painting stored in the model folder, optimised per image

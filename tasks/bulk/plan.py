@@ -41,6 +41,8 @@ class ModelSpec:
     # Gatys mode: `path` is a painting, and every image is optimised (models/gatys/optimize.py) instead of
     # run through a trained network. A dict (a Prefect flow's parameters) becomes a GatysConfig.
     gatys: GatysConfig | dict[str, Any] | None = None
+    # Translation models (pix2pix, cyclegan): "a2b" or "b2a"; "" for every other model.
+    direction: str = ""
 
     def __post_init__(self):
         if isinstance(self.gatys, dict):
@@ -120,6 +122,8 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     }
     if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
         options["gatys"] = asdict(spec.gatys)
+    if spec.direction:  # likewise
+        options["direction"] = spec.direction
     return options
 
 

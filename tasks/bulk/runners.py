@@ -1,7 +1,8 @@
 """The models of one bulk run on one device, behind one interface: `stylize(batch)` -> per model,
-a batch of finished uint8 images. Three kinds: trained image-to-image networks (StyleModels: any
-"image" family, e.g. johnson), Gatys optimisation (GatysModels), and generators (SampleModels: any
-"sample" family, whose inputs are (seed, label) pairs instead of pixels).
+a batch of finished uint8 images. Four kinds: trained image-to-image networks (StyleModels: any
+"image" family, e.g. johnson), translation networks (TranslateModels: pix2pix, cyclegan, in a
+direction), Gatys optimisation (GatysModels), and generators (SampleModels: any "sample" family,
+whose inputs are (seed, label) pairs instead of pixels).
 
 For image networks:
 
@@ -160,6 +161,24 @@ class StyleModels:
         return results
 
 
+class TranslateModels(StyleModels):
+    """Translation networks (pix2pix, cyclegan: models/translation.py's Translator), each run in
+    its spec's direction (a2b by default); otherwise exactly StyleModels: fully convolutional,
+    tiled above tile_above (cyclegan's instance norms take the thumbnail's statistics)."""
+
+    def __init__(self, specs: list[ModelSpec], device: torch.device, **settings):
+        super().__init__(specs, device, **settings)
+        for net, spec in zip(self.nets, specs):
+            try:
+                net.net.set_direction(spec.direction or "a2b")
+            except ValueError as e:
+                raise StageError(f"{spec.path}: {e}") from None
+
+    def describe(self, parallel: int = 1) -> str:
+        directions = ", ".join(spec.direction or "a2b" for spec in self.specs)
+        return f"{super().describe(parallel)}, translating {directions}"
+
+
 class GatysModels:
     """Gatys mode: a painting instead of a trained network (models/gatys/optimize.py). The same contract as
     StyleModels, but every image is optimised on its own, with gradients: `stylize` is deliberately
@@ -260,10 +279,30 @@ def is_sampler(spec: ModelSpec) -> bool:
         return False  # load_model says what is wrong with it
 
 
+def is_translator(spec: ModelSpec) -> bool:
+    from models import registry
+
+    if spec.gatys is not None:
+        return False
+    try:
+        family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
+        return registry.info(family).data in ("paired", "unpaired")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
 def build_models(specs: list[ModelSpec], device: torch.device, **settings) -> StyleModels | GatysModels | SampleModels:
-    """Trained networks, a Gatys painting (ModelSpec.gatys), or a generator."""
+    """Trained networks, a Gatys painting (ModelSpec.gatys), a generator, or translation networks."""
     if any(spec.gatys is not None for spec in specs):
         return GatysModels(specs, device, **settings)
     if any(is_sampler(spec) for spec in specs):
         return SampleModels(specs, device, **settings)
+    translators = [is_translator(spec) for spec in specs]
+    if any(translators):
+        stray = [s.path for s, t in zip(specs, translators) if not t]
+        if stray:
+            raise StageError(f"a translation job runs translation models only, not {', '.join(stray)}")
+        return TranslateModels(specs, device, **settings)
+    if any(spec.direction for spec in specs):
+        raise StageError("a direction is for translation models (pix2pix, cyclegan) only")
     return StyleModels(specs, device, **settings)

@@ -1,0 +1,129 @@
+"""`stylepipe translate`: a small archive translated by pix2pix / cyclegan models through the bulk
+engine; a second run resumes (skips what is done); the direction is part of what is made; large
+images are tiled; a wrong direction or model is refused with a message that says why."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import registry
+from models.family import TrainInputs
+from models.weights import load_model, save_model
+from stylepipe.cli import main
+from tests.tasks.bulk.test_support import encoded, output_files, photo
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"pix2pix": {"ngf": 4, "ndf": 4, "num_downs": 4}, "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1}}
+
+
+def random_translator(folder, family: str):
+    tp = registry.validate_params(family, TINY[family], {})[0]
+    torch.manual_seed(0)
+    trainer = registry.load(family).make_trainer(tp, TrainInputs(torch.device("cpu")))
+    net = trainer.inference_network().eval()
+    save_model(folder, net, {"family": family, "train": tp.model_dump(), **trainer.sidecar()})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translators")
+    return {f: random_translator(root / f, f) for f in TINY}
+
+
+@pytest.fixture
+def archive(tmp_path):
+    path = tmp_path / "in.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(5):
+            z.writestr(f"set/{i}.png", encoded(photo(40 + 8 * i, 36, seed=i), "PNG"))
+        z.writestr("set/bad.png", b"not an image")
+    return path
+
+
+def translate(*args) -> int:
+    return main(["translate", *map(str, args), "--quiet", "--workers", "0"])
+
+
+def test_archive_translated_and_resumed(archive, models, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert translate(archive, "--model", models["cyclegan"], "--out", out, "--limit", "3",
+                     "--max-failed-fraction", "0.5") == 0
+    first = output_files(out)
+    assert len(first) == 3 and "translated 3 inputs" in capsys.readouterr().out
+    mtimes = {f: (out / f).stat().st_mtime_ns for f in first}
+    assert translate(archive, "--model", models["cyclegan"], "--out", out, "--max-failed-fraction", "0.5") == 0
+    printed = capsys.readouterr().out
+    assert "translated 3 inputs" in printed and "1 failed" in printed   # 2 images + the bad one; 3 skipped
+    assert output_files(out) == [f"set/{i}.png" for i in range(5)]
+    assert all((out / f).stat().st_mtime_ns == t for f, t in mtimes.items())  # done ones not redone
+    assert translate(archive, "--model", models["cyclegan"], "--out", out, "--max-failed-fraction", "0.5") == 0
+    assert "translated 0 inputs" in capsys.readouterr().out
+
+    # the outputs are the network's, at the input's size, in the direction asked for
+    net = load_model(models["cyclegan"])[0].set_direction("a2b")
+    with zipfile.ZipFile(archive) as z:
+        x = np.array(Image.open(z.open("set/2.png")).convert("RGB"))
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255)[0]
+    got = torch.from_numpy(np.array(Image.open(out / "set/2.png"))).permute(2, 0, 1).float() / 255
+    assert got.shape == expected.shape == (3, 36, 56)
+    assert (got - expected).abs().max() <= 1 / 255 + 1e-6
+
+    back = tmp_path / "back"
+    assert translate(archive, "--model", models["cyclegan"], "--out", back, "--direction", "b2a",
+                     "--max-failed-fraction", "0.5") == 0
+    assert not np.array_equal(np.asarray(Image.open(back / "set/2.png")), np.asarray(Image.open(out / "set/2.png")))
+
+
+def test_large_images_are_tiled(tmp_path, models):
+    src = tmp_path / "src"
+    src.mkdir()
+    photo(150, 100, seed=3).save(src / "big.png")
+    for family in TINY:
+        out = tmp_path / family
+        assert translate(src, "--model", models[family], "--out", out, "--tile-above", "64", "--tile-size", "64",
+                         "--tile-overlap", "16") == 0
+        with Image.open(out / "big.png") as im:
+            assert im.size == (150, 100)
+
+
+def test_refusals_say_why(tmp_path, models, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    photo(40, 40, seed=0).save(src / "a.png")
+    assert translate(src, "--model", models["pix2pix"], "--out", tmp_path / "o", "--direction", "b2a") == 2
+    assert "translates a2b only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family,direction", [("pix2pix", "a2b"), ("cyclegan", "b2a")])
+def test_infer_stage_translates_the_held_out_input_domain(tmp_path, models, monkeypatch, family, direction):
+    import shutil
+
+    from stylepipe.config import validate
+    from tasks import infer as stage
+    from tests.tiny_training import write_pairs
+
+    kind = "paired" if family == "pix2pix" else "unpaired"
+    params = validate({"datasets": {"d": {"kind": kind, "sources": [{"url": "x"}]}},
+                       "models": {"m": {"family": family, "dataset": "d", "train": TINY[family],
+                                        "infer": {"direction": direction}}}})
+    shutil.copytree(models[family], tmp_path / "data/models/m")
+    write_pairs(tmp_path / "data/processed/d/val", 3)
+    monkeypatch.chdir(tmp_path)
+    summary = stage.run_stage("m", params)
+    assert summary.done == 3
+    names = sorted(p.name for p in (tmp_path / "data/processed/d/val/A").glob("*.png"))
+    assert sorted(p.name for p in (tmp_path / "data/infer/m").iterdir()) == names
+    net = load_model(tmp_path / "data/models/m")[0].set_direction(direction)
+    source = tmp_path / "data/processed/d/val" / ("A" if direction == "a2b" else "B") / names[0]
+    x = torch.from_numpy(np.array(Image.open(source))).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        expected = net(x)[0]
+    got = torch.from_numpy(np.array(Image.open(tmp_path / "data/infer/m" / names[0]))).permute(2, 0, 1).float() / 255
+    assert (got - expected).abs().max() <= 1 / 255 + 1e-6
