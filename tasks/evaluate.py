@@ -341,12 +341,47 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
             "net": net, "real": real}
 
 
+TRANSLATION_DATA = ("paired", "unpaired")
+
+
+def evaluate_translator(name: str, m, ev: EvaluateParams, paths: Paths, device: torch.device, extractor) -> dict:
+    """Paired scores against the identity baseline, distances to the target domain, cycle error and
+    an input | output | target grid of one translation model (tasks/evaluation/translation.py).
+    Translation models have no gate yet: they are measured, never promoted."""
+    from models.weights import load_model
+    from tasks.evaluation import translation as tr
+
+    net, sidecar = load_model(paths.models / name, device)
+    direction = m.infer.direction
+    source, target = ("A", "B") if direction == "a2b" else ("B", "A")
+    val = paths.processed / m.dataset / "val"
+    inputs = {p.stem: p for p in find_val_images(val / source)}
+    outputs = find_stylized(paths.stylized / name, sorted(inputs))
+    targets = {p.stem: p for p in sorted((val / target).glob("*.png"))}
+    metrics: dict = {"images": len(inputs), **tr.paired_metrics(outputs, inputs, targets)}
+    metrics.update(tr.distribution_metrics(
+        list(outputs.values()), list(inputs.values()), list(targets.values()),
+        sorted((paths.processed / m.dataset / "train" / target).glob("*.png")), extractor, device))
+    cycle = tr.cycle_error(net.eval(), list(inputs.values())[:200], direction, device)
+    if cycle is not None:
+        metrics["cycle_l1"] = cycle
+    shown = sorted(inputs)[: max(ev.report_images, 8)]
+    grid = tr.write_grid([(inputs[n], outputs[n], targets.get(n)) for n in shown],
+                         paths.report / "images" / name / "grid.png")
+    log.info("model %s (%s, %s): %s", name, m.family, direction,
+             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return {"metrics": {k: _round(v) for k, v in metrics.items()}, "family": m.family, "direction": direction,
+            "grid": str(grid.relative_to(paths.report)), "train_log": str(paths.train_logs / f"{name}.tsv"),
+            "model": {"dir": str(paths.models / name), "sidecar": sidecar}}
+
+
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     """Evaluate every style model; write metrics.json, the report and its tables; return the summary."""
     ev = params.evaluate
     style_models = {name: m for name, m in params.models.items() if m.family in STYLE_FAMILIES}
     for name, m in params.models.items():
-        if name not in style_models and registry.info(m.family).runner != "sample":
+        if (name not in style_models and registry.info(m.family).runner != "sample"
+                and registry.info(m.family).data not in TRANSLATION_DATA):
             log.info("model %s (%s): nothing to evaluate (no trained network)", name, m.family)
     tools, lpips = build_tools(ev, paths)
     log.info("evaluating %d style model(s) at %d px, %s", len(style_models), ev.image_size,
@@ -358,6 +393,9 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     reals: dict = {}
     generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor)
                   for name, m in samplers.items()}
+    translators = {name: m for name, m in params.models.items() if registry.info(m.family).data in TRANSLATION_DATA}
+    if translators and extractor is None:
+        extractor = distributions.effnet_extractor(tools.device)
 
     summary = {
         "generated_at": gate.utc_now(),
@@ -369,10 +407,13 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         "styles": styles,
         "generators": generators,
     }
+    report.reset(paths.report)  # (translators write their grids into it)
+    summary["translators"] = {name: evaluate_translator(name, m, ev, paths, tools.device, extractor)
+                              for name, m in translators.items()}
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    every = {**{s: r["metrics"] for s, r in styles.items()}, **{g: r["metrics"] for g, r in generators.items()}}
+    every = {**{s: r["metrics"] for s, r in styles.items()}, **{g: r["metrics"] for g, r in generators.items()},
+             **{t: r["metrics"] for t, r in summary["translators"].items()}}
     paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
-    report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
         paths.report / "per_image.csv", index=False, float_format="%.6g")
     for name, r in generators.items():  # sample grids, from the networks still in memory

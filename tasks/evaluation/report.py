@@ -394,6 +394,41 @@ def glossary(summary: dict) -> str:
     return f'<section class="panel glossary"><h2>How to read the numbers</h2><br><dl>{body}</dl></section>'
 
 
+TRANSLATOR_CARDS = (
+    ("psnr", "PSNR", "dB against the target; identity", "identity_psnr"),
+    ("ssim", "SSIM", "against the target; identity", "identity_ssim"),
+    ("l1", "L1", "mean |output - target|; identity", "identity_l1"),
+    ("fd_effnetl0", "fd_effnetl0", "to the target domain; inputs", "fd_effnetl0_inputs"),
+    ("cycle_l1", "Cycle L1", "mean |back(forward(x)) - x|", None),
+)
+
+
+def translator_section(name: str, r: dict, report_dir: Path) -> str:
+    """A translation model: its scores beside the baselines, an input | output | target grid, losses."""
+    m, side = r["metrics"], r["model"]["sidecar"]
+    cards = []
+    for key, title, meaning, base in TRANSLATOR_CARDS:
+        if key in m:
+            extra = f" {num(m[base])}" if base and base in m else ""
+            if key == "fd_effnetl0" and "floor_fd_effnetl0" in m:
+                extra += f" · real vs real: {num(m['floor_fd_effnetl0'])}"
+            cards.append(card(title, num(m[key]), meaning + extra if base else meaning))
+    curve_src = f"images/{name}/losses.png"
+    curve = (f'<img class="curve" src="{e(curve_src)}" alt="training losses of {e(name)}">'
+             if plot_losses(Path(r["train_log"]), report_dir / curve_src, name) else "")
+    return f"""
+<section class="panel" id="model-{e(name)}">
+  <div class="head"><h2>{e(name)} <span class="note">({e(r["family"])}, {e(r["direction"])})</span></h2></div>
+  <p class="reason">measured on {m.get("images")} held-out images; translation models are not gated or promoted</p>
+  <div class="cards">{"".join(cards)}</div>
+  <h3>Input | output | target</h3><div class="previews"><figure><img class="pixels" src="{e(r["grid"])}"
+  alt="input, output and target of {e(name)}"></figure></div>
+  <h3>Training</h3>
+  <div class="two"><div>{curve}</div><dl><dt>training</dt><dd>{e(side.get("steps"))} steps,
+  {e(duration(side.get("seconds")))} on {e(side.get("device"))}</dd></dl></div>
+</section>"""
+
+
 def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Path:
     """Write index.html and its images into report_dir (which reset() prepared)."""
     sizes = sorted(set(params.timing_sizes))
@@ -410,6 +445,7 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
     sections = "".join(style_section(s, r, report_dir, params, sizes, content_thumbs)
                        for s, r in summary["styles"].items())
     sections += "".join(generator_section(g, r, report_dir) for g, r in summary.get("generators", {}).items())
+    sections += "".join(translator_section(t, r, report_dir) for t, r in summary.get("translators", {}).items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>stylepipe · evaluation report</title><style>{CSS}</style></head>
