@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test browser fashion-mnist clean
+.PHONY: setup run test browser fashion-mnist emoji-pairs clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,16 @@ run: setup
 fashion-mnist:
 	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+
+# Emoji pairs for translation (pix2pix, cyclegan): the same 3,786 emoji drawn by Noto (A, Apache-2.0)
+# and Twemoji (B, CC-BY 4.0: attribution needed), 64 px, the same file names, from npm.
+EMOJI := .cache/emoji
+emoji-pairs:
+	@test -d $(EMOJI)/A || { rm -rf $(EMOJI) && mkdir -p $(EMOJI)/npm $(EMOJI)/A $(EMOJI)/B && cd $(EMOJI)/npm && \
+	  npm pack --silent emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0 >/dev/null && \
+	  tar -xzf emoji-datasource-google-16.0.0.tgz -C ../A --strip-components=4 package/img/google/64 && \
+	  tar -xzf emoji-datasource-twitter-16.0.0.tgz -C ../B --strip-components=4 package/img/twitter/64 && \
+	  cd .. && rm -rf npm; }
 
 test: setup browser
 	$(BIN)/python -m pytest -q
