@@ -8,6 +8,10 @@ small images, from a folder and from a tar.gz, then one run to the end. Checks (
   no orphans      no worker process outlives a kill
 
     python benchmarks/chaos_kill.py --images 2000 --kills 20 [--seed 0] [--work DIR]
+    python benchmarks/chaos_kill.py --images 1000 --kills 10 --translate data/models/emoji-pix2pix
+
+--translate MODEL: `stylepipe translate` with that pix2pix/cyclegan model folder, over the folder
+and a zip, instead of `stylepipe stylize` with a random johnson network.
 
 One kill in four lands at a random moment of start-up (imports, listing, loading the model), the
 others after a random share of the outputs still to make, so they land inside the work. Exit code 1 on any violation.
@@ -53,6 +57,14 @@ def make_tar_gz(folder: Path, names: list[str], archive: Path) -> None:
             tf.add(folder / name, arcname=name)
 
 
+def make_zip(folder: Path, names: list[str], archive: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in names:
+            zf.write(folder / name, arcname=name)
+
+
 def make_model(folder: Path) -> Path:
     import torch
 
@@ -64,8 +76,12 @@ def make_model(folder: Path) -> Path:
     return folder
 
 
+TRANSLATE = False  # main() sets it from --translate
+
+
 def command(source: Path, out: Path, model: Path) -> list[str]:
-    return [sys.executable, "-m", "stylepipe.cli", "stylize", str(source), "--model", str(model), "--out", str(out),
+    verb = ["translate", "--direction", "a2b"] if TRANSLATE else ["stylize"]
+    return [sys.executable, "-m", "stylepipe.cli", *verb, str(source), "--model", str(model), "--out", str(out),
             "--quiet", "--workers", "2", "--batch-size", "4", "--max-failed-fraction", "0"]
 
 
@@ -170,17 +186,25 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="per source kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="working folder (default: a temporary one, removed)")
+    parser.add_argument("--translate", metavar="MODEL", help="a pix2pix/cyclegan model folder: chaos-test "
+                        "`stylepipe translate` over the folder and a zip instead")
     args = parser.parse_args()
+    global TRANSLATE
+    TRANSLATE = bool(args.translate)
     sys.path.insert(0, str(REPO))
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="stylepipe-chaos-") as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         names = make_images(work / "src", args.images, args.seed)
-        make_tar_gz(work / "src", names, work / "src.tar.gz")
-        model = make_model(work / "model")
+        if args.translate:
+            make_zip(work / "src", names, work / "src.zip")
+            model, archive = Path(args.translate).resolve(), ("zip", work / "src.zip")
+        else:
+            make_tar_gz(work / "src", names, work / "src.tar.gz")
+            model, archive = make_model(work / "model"), ("tar.gz", work / "src.tar.gz")
         violations = sum(chaos(kind, source, names, model, work, args.kills, rng)
-                         for kind, source in (("folder", work / "src"), ("tar.gz", work / "src.tar.gz")))
+                         for kind, source in (("folder", work / "src"), archive))
     print(f"total violations: {violations}")
     return 1 if violations else 0
 
