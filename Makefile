@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test browser fashion-mnist emoji-pairs clean
+.PHONY: setup run test browser postgres fashion-mnist emoji-pairs clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,7 @@ emoji-pairs:
 	  tar -xzf emoji-datasource-twitter-16.0.0.tgz -C ../B --strip-components=4 package/img/twitter/64 && \
 	  cd .. && rm -rf npm; }
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 # Headless Chromium renders the evaluation report in tests (Debian's package). Installed when we
@@ -48,6 +48,13 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }; } || \
 	  echo "chromium not installed (needs root): the report render test will be skipped"
+
+# PostgreSQL (Debian's package) for the Prefect server + worker test (tests/test_operator.py), installed
+# the same way; the test starts its own throwaway cluster on 127.0.0.1 and skips when this is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; } || \
+	  echo "postgresql not installed (needs root): the Prefect server + worker test will be skipped"
 
 clean:
 	rm -rf $(VENV)

@@ -28,9 +28,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from stylepipe.config import StylizeParams
 from tasks.bulk.engine import execute, sweep_temp
-from tasks.bulk.plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan,
+from tasks.bulk.plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, local_area, plan,
                                 record_refused, summarize)
 from tasks.bulk.ledger import Ledger, merge_segments, segment_path
+from tasks.bulk.remote import is_remote
 
 PROGRESS_LOG_S = 30.0
 
@@ -77,9 +78,9 @@ def bulk_stylize(source: str, out: str, models: list[dict], params: dict, ledger
                  gatys_max_inputs: int | None = GATYS_MAX_INPUTS) -> Summary:
     """Stylize every image in `source` with `models` into `out`."""
     logger = get_run_logger()
-    job = Job(source, Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger),
+    job = Job(source, out if is_remote(out) else Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger),
               gatys_max_inputs)
-    sweep_temp(job.out)
+    sweep_temp(local_area(job.out))
     p = plan(job, resume=resume, limit=limit)
     record_refused(p)
     size = job.params.shard_size

@@ -34,10 +34,10 @@ import numpy as np
 import stylepipe
 from stylepipe.children import leave_with
 from stylepipe.errors import StageError
-from tasks.bulk import codec
+from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, open_job_source,
-                             options_hash, plan, record_refused, summarize)
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, local_area,
+                             open_job_source, options_hash, plan, record_refused, summarize)
 from tasks.bulk.sources import RESERVED_NAME, Seed, Source
 from tasks.data.reasons import is_fatal, reason
 
@@ -271,6 +271,7 @@ class Pipeline:
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
+        self.remote_out = remote.is_remote(job_plan.job.out)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
@@ -291,7 +292,7 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        with (TempArea(self.job.out, self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
+        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
             reader = Reader(source, self.items, depth=self.prefetch)
@@ -423,8 +424,11 @@ class Pipeline:
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
+                e = state.item.entry
+                ident = remote.identity(e.relpath, e.stamp, self.plan.model_hashes[model],
+                                        self.option_hashes[model]) if self.remote_out else ""
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
-                                           self.tmp_dir, self.params.format, self.params.quality)
+                                      self.tmp_dir, self.params.format, self.params.quality, ident)
                 self.encoding[self._to_workers(codec.encode_job, job)] = (key, model)
 
     def _wait_for_encoders(self) -> None:
@@ -559,7 +563,7 @@ def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress
     """Plan, record the refused files, run the pipeline in this process, summarize."""
     from tqdm import tqdm
 
-    sweep_temp(job.out)
+    sweep_temp(local_area(job.out))
     p = plan(job, resume=resume, limit=limit)
     record_refused(p)
     log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
