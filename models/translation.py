@@ -58,12 +58,13 @@ def gan_loss(kind: str, logits: Tensor, real: bool) -> Tensor:
 
 
 def lr_factor(step: int, steps: int, decay_fraction: float) -> float:
-    """1 until the last decay_fraction of the steps, then linearly down to 1/(decay steps + 1)."""
+    """1 until the last decay_fraction of the steps, then linearly down to 1/(decay steps + 1) at
+    the last step (junyanz's 'linear' policy, per step instead of per epoch)."""
     decay = round(steps * decay_fraction)
     start = steps - decay
     if step < start or decay == 0:
         return 1.0
-    return 1.0 - (step - start) / (decay + 1)
+    return 1.0 - (step - start + 1) / (decay + 1)
 
 
 def set_lr(opts: dict[str, torch.optim.Optimizer], lr: float) -> None:

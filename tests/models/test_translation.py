@@ -1,0 +1,45 @@
+"""The shared translation parts: the learning-rate schedule, the history pool, the Translator's
+padding and directions, the U-Net's shape at the sizes it supports."""
+import pytest
+import torch
+
+from models.pix2pix.network import UNet
+from models.translation import ImagePool, PatchGAN, Translator, lr_factor
+
+
+def test_lr_is_constant_then_falls_linearly_towards_zero():
+    factors = [lr_factor(s, 10, 0.5) for s in range(10)]
+    assert factors[:5] == [1.0] * 5
+    assert all(a > b for a, b in zip(factors[4:], factors[5:])) and 0 < factors[-1] < 0.2
+    assert [lr_factor(s, 10, 0.0) for s in range(10)] == [1.0] * 10
+
+
+def test_pool_fills_then_swaps_old_fakes_in():
+    torch.manual_seed(0)
+    pool = ImagePool(3, (1, 2, 2))
+    first = torch.arange(3.0)[:, None, None, None].expand(3, 1, 2, 2)
+    assert torch.equal(pool.query(first), first) and int(pool.count) == 3   # filling: returned as they are
+    new = torch.full((20, 1, 2, 2), 9.0)
+    out = pool.query(new)
+    old = (out[:, 0, 0, 0] < 9).sum().item()
+    assert 0 < old < 20                      # about half of them are older fakes
+    assert (pool.images == 9).any()          # ... which the new ones replaced
+    assert torch.equal(ImagePool(0, (1, 2, 2)).query(new), new)
+
+
+@pytest.mark.parametrize("h,w", [(20, 28), (64, 64), (100, 37)])
+def test_translator_takes_any_size(h, w):
+    net = Translator({"a2b": UNet(3, 3, 4, 6), "b2a": UNet(3, 3, 4, 6)}, 2 ** 6).eval()
+    x = torch.rand(2, 3, h, w)
+    with torch.no_grad():
+        y = net(x)
+        assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
+        assert not torch.equal(net.set_direction("b2a")(x), y)
+    with pytest.raises(ValueError, match="a2b and b2a only"):
+        net.set_direction("sideways")
+
+
+def test_patchgan_gives_a_map_of_patches():
+    d = PatchGAN(6, 8, n_layers=3)
+    assert d(torch.rand(2, 6, 64, 64)).shape == (2, 1, 6, 6)  # 70x70 receptive fields at 256 px: 30x30
+    assert d(torch.rand(1, 6, 256, 256)).shape == (1, 1, 30, 30)
