@@ -53,3 +53,12 @@ def test_evaluate_translator(tmp_path, monkeypatch):
     assert "floor_fd_effnetl0" in m and m["cycle_l1"] > 0   # a random model does not cycle back
     with Image.open(paths.report / r["grid"]) as grid:
         assert grid.size[1] > 6 * 64
+    # the report shows it: its scores beside the baselines and the grid
+    from tasks.evaluation import report
+
+    summary = {"evaluation": {"encoder": "efficientnet_lite0", "style_layers": [], "content_layers": [],
+                              "image_size": 256, "timing_repeats": 1,
+                              "gate": params.evaluate.gate.model_dump()},
+               "lpips": {"available": False, "note": ""}, "styles": {}, "generators": {}, "translators": {"m": r}}
+    html = report.write_report(summary, paths.report, params.evaluate).read_text()
+    assert 'id="model-m"' in html and r["grid"] in html and "identity" in html
