@@ -36,8 +36,8 @@ from stylepipe.children import leave_with
 from stylepipe.errors import StageError
 from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, local_area,
-                             open_job_source, options_hash, plan, record_refused, summarize)
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
+                             open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, Source
 from tasks.data.reasons import is_fatal, reason
 
@@ -560,16 +560,21 @@ def execute(job_plan: Plan, items: list[WorkItem] | None = None, *, ledger_path:
 
 
 def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress: bool = True) -> Summary:
-    """Plan, record the refused files, run the pipeline in this process, summarize."""
+    """Plan, record the refused files, run the pipeline in this process, summarize; window by
+    window for a large sampling job (plan.windows)."""
     from tqdm import tqdm
 
     sweep_temp(local_area(job.out))
-    p = plan(job, resume=resume, limit=limit)
-    record_refused(p)
-    log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
-             p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
-    bar = tqdm(total=len(p.items), unit="img", desc="stylize", disable=not progress or not p.items,
-               smoothing=0.05, dynamic_ncols=True)
+    bar = tqdm(total=0, unit="img", desc="stylize", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    parts, planned = [], 0
     with bar:
-        stats = execute(p, progress=bar)
-    return summarize(p, stats)
+        for part in windows(job):
+            p = plan(part, resume=resume, limit=None if limit is None else max(0, limit - planned))
+            planned += len(p.items)
+            record_refused(p)
+            log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", part.source,
+                     p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
+            bar.total += len(p.items)
+            bar.refresh()
+            parts.append(summarize(p, execute(p, progress=bar)))
+    return combine(parts)
