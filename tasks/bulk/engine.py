@@ -36,8 +36,8 @@ from stylepipe.children import leave_with
 from stylepipe.errors import StageError
 from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, local_area,
-                             open_job_source, options_hash, plan, record_refused, summarize)
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
+                             open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, Source
 from tasks.data.reasons import is_fatal, reason
 
@@ -267,7 +267,7 @@ class Pipeline:
         self.batch_size = self.params.batch_size or default_batch_size(device)
         self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
@@ -305,6 +305,7 @@ class Pipeline:
                     f.cancel()
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
+        self.stats.device = self.models.describe(self.parallel)  # with the backends chosen on the way
         return self.stats
 
     def _loop(self, reader: Reader) -> None:
@@ -501,7 +502,7 @@ class Pipeline:
         return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
                    input_stamp=e.stamp, model_hash=self.plan.model_hashes[model],
                    options_hash=self.option_hashes[model], options=self.options[model],
-                   code_version=self.code_version, device=self.stats.device,
+                   code_version=self.code_version, device=self.models.describe(self.parallel),
                    finished_at=time.time(), run_id=self.run_id, **values)
 
     def _finish(self, key: int) -> None:
@@ -560,16 +561,21 @@ def execute(job_plan: Plan, items: list[WorkItem] | None = None, *, ledger_path:
 
 
 def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress: bool = True) -> Summary:
-    """Plan, record the refused files, run the pipeline in this process, summarize."""
+    """Plan, record the refused files, run the pipeline in this process, summarize; window by
+    window for a large sampling job (plan.windows)."""
     from tqdm import tqdm
 
     sweep_temp(local_area(job.out))
-    p = plan(job, resume=resume, limit=limit)
-    record_refused(p)
-    log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
-             p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
-    bar = tqdm(total=len(p.items), unit="img", desc="stylize", disable=not progress or not p.items,
-               smoothing=0.05, dynamic_ncols=True)
+    bar = tqdm(total=0, unit="img", desc="stylize", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    parts, planned = [], 0
     with bar:
-        stats = execute(p, progress=bar)
-    return summarize(p, stats)
+        for part in windows(job):
+            p = plan(part, resume=resume, limit=None if limit is None else max(0, limit - planned))
+            planned += len(p.items)
+            record_refused(p)
+            log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", part.source,
+                     p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
+            bar.total += len(p.items)
+            bar.refresh()
+            parts.append(summarize(p, execute(p, progress=bar)))
+    return combine(parts)

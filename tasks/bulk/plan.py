@@ -10,7 +10,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,8 @@ from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from tasks.bulk import remote
 from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
-from tasks.bulk.sources import RESERVED_NAME, Entry, Source, SourceError, open_source
+from tasks.bulk.sources import (RESERVED_NAME, SEEDS_SCHEME, Entry, SeedSource, Source, SourceError, open_source,
+                                seeds_spec)
 from tasks.data.images import max_input_bytes
 from tasks.data.reasons import is_transient
 
@@ -28,6 +29,9 @@ WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that modu
 # Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
 # caller names a --limit or raises this (`Job.gatys_max_inputs`).
 GATYS_MAX_INPUTS = 200
+# A sampling job is planned and run this many seeds at a time, so that a million-sample job never
+# holds its whole listing (work items, output names, ledger lookups) in memory.
+SEED_WINDOW = 50_000
 
 if TYPE_CHECKING:
     from models.gatys.optimize import GatysConfig
@@ -220,6 +224,27 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     return p
 
 
+def windows(job: Job, size: int = SEED_WINDOW) -> Iterator[Job]:
+    """The job as consecutive sub-jobs that are planned and run one after another: a `seeds:` job of
+    more than `size` seeds becomes seed ranges of about `size` (a multiple of the label count, so
+    each seed keeps its label); any other job is one window (its listing is the source's own)."""
+    if not job.source.startswith(SEEDS_SCHEME):
+        yield job
+        return
+    try:
+        seeds = SeedSource(job.source)
+    except SourceError as e:
+        raise StageError(str(e)) from None
+    n_labels = max(1, len(seeds.labels))
+    step = max(1, size // n_labels) * n_labels
+    if seeds.count <= step:
+        yield job
+        return
+    for start in range(0, seeds.count, step):
+        count = min(step, seeds.count - start)
+        yield replace(job, source=seeds_spec(count, seeds.first + start, seeds.labels or None))
+
+
 def check_gatys_size(p: Plan, limit: int | None) -> None:
     """Gatys mode is for small jobs: refuse more than job.gatys_max_inputs images to do, unless
     --limit says how many."""
@@ -348,6 +373,19 @@ class Summary:
         if self.run.failed > 10:
             yield f"  ... and {self.run.failed - 10} more failures: see the ledger"
         yield f"ledger: {self.ledger}"
+
+
+def combine(parts: list[Summary]) -> Summary:
+    """One summary for a job run window by window (windows()): counts add up, and so do the
+    windows' times, which ran one after another."""
+    run = RunStats()
+    for part in parts:
+        run.add(part.run)
+    run.seconds = sum(part.run.seconds for part in parts)
+    total = lambda name: sum(getattr(part, name) for part in parts)  # noqa: E731
+    return Summary(inputs=total("inputs"), outputs=total("outputs"), done=total("done"),
+                   failed=total("failed"), ignored=total("ignored"), pending=total("pending"),
+                   run=run, ledger=parts[0].ledger)
 
 
 def summarize(plan: Plan, run: RunStats) -> Summary:
