@@ -401,6 +401,7 @@ TRANSLATOR_CARDS = (
     ("ssim", "SSIM", "against the target; identity", "identity_ssim"),
     ("l1", "L1", "mean |output - target|; identity", "identity_l1"),
     ("fd_effnetl0", "fd_effnetl0", "to the target domain; inputs", "fd_effnetl0_inputs"),
+    ("kid_effnetl0", "kid_effnetl0", "to the target domain; inputs", "kid_effnetl0_inputs"),
     ("cycle_l1", "Cycle L1", "mean |back(forward(x)) - x|", None),
 )
 

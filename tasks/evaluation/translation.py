@@ -6,8 +6,8 @@ prediction: a model that does not beat it has learnt nothing about the target do
 baseline, the same U-Net trained with L1 alone, is a model entry of its own (pix2pix with
 `gan_weight: 0`), evaluated the same way.
 
-Unpaired: fd_effnetl0 (Fréchet distance in EfficientNet-Lite0 features, tasks/evaluation/
-distributions.py) of the outputs to the held-out images of the target domain, beside the same
+Unpaired: fd_effnetl0 and kid_effnetl0 (Fréchet and kernel distances in EfficientNet-Lite0
+features, tasks/evaluation/distributions.py) of the outputs to the held-out images of the target domain, beside the same
 distance of the untranslated inputs and the real-vs-real floor (train vs held-out target images);
 cycle error: mean |back(forward(x)) - x| for models that translate both ways. Where the target
 folder holds an image of the same name as an input (data with hidden pairs, e.g. two emoji sets),
@@ -70,12 +70,16 @@ def as_batch(paths: list[Path], size: int = 64) -> torch.Tensor:
 def distribution_metrics(outputs: list[Path], inputs: list[Path], target_val: list[Path], target_train: list[Path],
                          extractor, device: torch.device) -> dict:
     feats = lambda paths: distributions.effnet_features(extractor, as_batch(paths), device)  # noqa: E731
-    target = feats(target_val)
-    result = {"fd_effnetl0": distributions.frechet_distance(feats(outputs), target),
-              "fd_effnetl0_inputs": distributions.frechet_distance(feats(inputs), target)}
+    target, out, x = feats(target_val), feats(outputs), feats(inputs)
+    result = {"fd_effnetl0": distributions.frechet_distance(out, target),
+              "fd_effnetl0_inputs": distributions.frechet_distance(x, target),
+              "kid_effnetl0": distributions.kernel_distance(out, target),
+              "kid_effnetl0_inputs": distributions.kernel_distance(x, target)}
     if target_train:
         n = min(len(target_train), max(len(outputs), len(target_val)))
-        result["floor_fd_effnetl0"] = distributions.frechet_distance(feats(sorted(target_train)[:n]), target)
+        floor = feats(sorted(target_train)[:n])
+        result["floor_fd_effnetl0"] = distributions.frechet_distance(floor, target)
+        result["floor_kid_effnetl0"] = distributions.kernel_distance(floor, target)
     return result
 
 

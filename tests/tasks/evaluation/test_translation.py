@@ -50,6 +50,7 @@ def test_evaluate_translator(tmp_path, monkeypatch):
     m = r["metrics"]
     assert m["images"] == m["pairs"] == 6 and m["psnr"] == 100 and m["identity_psnr"] < 20
     assert m["fd_effnetl0"] == pytest.approx(0, abs=1e-3) and m["fd_effnetl0_inputs"] > 1
+    assert abs(m["kid_effnetl0"]) < m["kid_effnetl0_inputs"] and "floor_kid_effnetl0" in m
     assert "floor_fd_effnetl0" in m and m["cycle_l1"] > 0   # a random model does not cycle back
     with Image.open(paths.report / r["grid"]) as grid:
         assert grid.size[1] > 6 * 64
