@@ -16,6 +16,17 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=False)
 
 
+def upsample_conv(cin: int, cout: int, kind: str, bias: bool, kernel: int = 4) -> nn.Module:
+    """2x upsampling: the papers' transposed conv (4x4 for pix2pix, 3x3 + output padding for
+    CycleGAN), or "resize": nearest-neighbour 2x then a 3x3 conv, which cannot make the
+    checkerboard pattern uneven overlap gives transposed convs (Odena et al. 2016)."""
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias))
+    if kernel == 3:
+        return nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1, bias=bias)
+    return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
+
+
 def init_weights(module: nn.Module, gain: float = 0.02) -> None:
     """N(0, 0.02) conv weights, N(1, 0.02) norm scales (both papers' init)."""
     for m in module.modules():

@@ -20,6 +20,9 @@ class TranslationTrainParams(TrainBase):
     ngf: int = Field(default=32, ge=1, le=1024)     # generator width
     ndf: int = Field(default=32, ge=1, le=1024)     # discriminator width
     d_layers: int = Field(default=3, ge=1, le=6)    # PatchGAN stride-2 layers (3: 70x70 receptive field)
+    # G's 2x upsampling: the papers' transposed convs, or resize (nearest 2x + 3x3 conv), which
+    # avoids their checkerboard texture
+    upsample: Literal["transpose", "resize"] = "transpose"
     lr: float = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)

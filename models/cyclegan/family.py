@@ -20,7 +20,7 @@ from models.translation import (ImagePool, PatchGAN, Translator, gan_loss, init_
 
 
 def generator(tp: TrainParams, channels: int = 3) -> ResnetGenerator:
-    return ResnetGenerator(channels, channels, tp.ngf, tp.n_blocks, tp.norm)
+    return ResnetGenerator(channels, channels, tp.ngf, tp.n_blocks, tp.norm, tp.upsample)
 
 
 class CycleGANTrainer(Trainer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from models.translation import norm_layer
+from models.translation import norm_layer, upsample_conv
 
 STRIDE = 4
 
@@ -24,7 +24,7 @@ class ResnetBlock(nn.Module):
 
 class ResnetGenerator(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance"):
+                 norm: str = "instance", upsample: str = "transpose"):
         super().__init__()
         bias = norm != "batch"
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias),
@@ -35,7 +35,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_blocks)]
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=bias),
+            layers += [upsample_conv(c, c // 2, upsample, bias, kernel=3),
                        norm_layer(norm, c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)

@@ -16,7 +16,7 @@ from models.translation import (PatchGAN, Translator, gan_loss, init_weights, lr
 
 
 def generator(tp: TrainParams, channels: int = 3) -> UNet:
-    return UNet(channels, channels, tp.ngf, tp.num_downs, tp.norm, tp.dropout)
+    return UNet(channels, channels, tp.ngf, tp.num_downs, tp.norm, tp.dropout, tp.upsample)
 
 
 class Pix2PixTrainer(Trainer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.translation import norm_layer
+from models.translation import norm_layer, upsample_conv
 
 
 class UNetBlock(nn.Module):
@@ -14,21 +14,22 @@ class UNetBlock(nn.Module):
     except at the outermost level."""
 
     def __init__(self, outer: int, inner: int, in_channels: int | None = None, sub: nn.Module | None = None,
-                 outermost: bool = False, innermost: bool = False, norm: str = "batch", dropout: bool = False):
+                 outermost: bool = False, innermost: bool = False, norm: str = "batch", dropout: bool = False,
+                 upsample: str = "transpose"):
         super().__init__()
         self.outermost = outermost
         bias = norm != "batch"
         in_channels = in_channels or outer
         down = [nn.Conv2d(in_channels, inner, 4, 2, 1, bias=bias)]
         if outermost:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
+            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, True), nn.Tanh()]
             layers = down + [sub] + up
         elif innermost:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias), norm_layer(norm, outer)]
+            up = [nn.ReLU(True), upsample_conv(inner, outer, upsample, bias), norm_layer(norm, outer)]
             layers = [nn.LeakyReLU(0.2, True)] + down + up
         else:
             down = [nn.LeakyReLU(0.2, True)] + down + [norm_layer(norm, inner)]
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias), norm_layer(norm, outer)]
+            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, bias), norm_layer(norm, outer)]
             layers = down + [sub] + up + ([nn.Dropout(0.5)] if dropout else [])
         self.model = nn.Sequential(*layers)
 
@@ -44,15 +45,16 @@ class UNet(nn.Module):
     must be multiples of 2**num_downs (Translator pads to that)."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, num_downs: int = 8,
-                 norm: str = "batch", dropout: bool = True):
+                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose"):
         super().__init__()
         widths = [min(2 ** i, 8) * ngf for i in range(num_downs)]  # encoder outputs, outer to inner
-        block = UNetBlock(widths[-2], widths[-1], innermost=True, norm=norm)
+        block = UNetBlock(widths[-2], widths[-1], innermost=True, norm=norm, upsample=upsample)
         for i in range(num_downs - 2, 0, -1):
             # dropout where the width has stopped growing (the paper's three 8ngf blocks at 256 px)
             block = UNetBlock(widths[i - 1], widths[i], sub=block, norm=norm,
-                              dropout=dropout and widths[i - 1] == widths[i])
-        self.model = UNetBlock(out_channels, ngf, in_channels=in_channels, sub=block, outermost=True, norm=norm)
+                              dropout=dropout and widths[i - 1] == widths[i], upsample=upsample)
+        self.model = UNetBlock(out_channels, ngf, in_channels=in_channels, sub=block, outermost=True, norm=norm,
+                               upsample=upsample)
         self.num_downs = num_downs
 
     def forward(self, x: Tensor) -> Tensor:

@@ -43,3 +43,20 @@ def test_patchgan_gives_a_map_of_patches():
     d = PatchGAN(6, 8, n_layers=3)
     assert d(torch.rand(2, 6, 64, 64)).shape == (2, 1, 6, 6)  # 70x70 receptive fields at 256 px: 30x30
     assert d(torch.rand(1, 6, 256, 256)).shape == (1, 1, 30, 30)
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_resize_upsampling_keeps_the_shapes_and_drops_transposed_convs(family):
+    from models import registry
+    from models.family import TrainInputs
+
+    tiny = {"pix2pix": {"ngf": 4, "ndf": 4, "num_downs": 4}, "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1}}[family]
+    nets = {}
+    for up in ("transpose", "resize"):
+        tp = registry.validate_params(family, {**tiny, "upsample": up}, {})[0]
+        nets[up] = registry.load(family).make_trainer(tp, TrainInputs(torch.device("cpu"))).inference_network().eval()
+    x = torch.rand(1, 3, 30, 44)
+    with torch.no_grad():
+        assert nets["resize"](x).shape == nets["transpose"](x).shape == x.shape
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in nets["transpose"].modules())
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in nets["resize"].modules())
