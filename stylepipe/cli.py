@@ -100,7 +100,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
 
-    if bool(args.model) == bool(args.gatys_style):
+    if args.adain_style:
+        if args.gatys_style or not args.model or len(args.model) != 1:
+            raise ConfigError("--adain-style needs exactly one --model (an adain model folder) and no --gatys-style")
+    elif args.style or args.mask or args.alpha is not None:
+        raise ConfigError("--style, --mask and --alpha go with --adain-style")
+    elif bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
     if args.gatys_max_inputs < 0:
         raise ConfigError(f"--gatys-max-inputs {args.gatys_max_inputs}: must be 0 (no cap) or more")
@@ -129,7 +134,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for strength in strengths:
         if not 0 <= strength <= 1:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
-    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys)
+    adain = _adain_controls(args) if args.adain_style else None
+    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys, adain=adain)
                    for path, strength, keep in zip(paths, strengths, colors))
     out = Path(args.out)
     job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
@@ -187,6 +193,32 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     for line in report_lines(rows):
         print(line)
     return 0
+
+
+def _adain_controls(args: argparse.Namespace):
+    """--adain-style P1 [--style P2:W ...]: P2.. get their weights, P1 the rest of 1. With --mask:
+    P1 goes to the mask's white region, P2 (weight optional) to its black one, else none."""
+    from models.adain.params import AdainControls
+
+    others = []
+    for item in args.style or []:
+        path, sep, weight = item.rpartition(":")
+        if not sep or not path:
+            if not args.mask:
+                raise ConfigError(f"--style {item}: give PAINTING:WEIGHT (e.g. {item}:0.3)")
+            path, weight = item, "1"
+        try:
+            others.append((path, float(weight)))
+        except ValueError:
+            raise ConfigError(f"--style {item}: the weight after ':' must be a number") from None
+    first = 1.0 if args.mask else 1.0 - sum(w for _, w in others)
+    if first < 0:
+        raise ConfigError(f"--style weights add up to {1 - first:g}: at most 1 (--adain-style gets the rest)")
+    try:
+        return AdainControls(((args.adain_style, first), *others), alpha=1.0 if args.alpha is None else args.alpha,
+                             mask=args.mask, style_size=args.adain_style_size)
+    except ValueError as e:
+        raise ConfigError(f"--adain-style: {e}") from None
 
 
 def _gatys_bulk_config(args: argparse.Namespace):
@@ -375,6 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--gatys-max-inputs", type=int, default=200, metavar="N",
                          help="Gatys: refuse a job of more images than this unless --limit is given "
                          "(default 200; 0: no cap)")
+    stylize.add_argument("--adain-style", metavar="PAINTING",
+                         help="with one adain --model: stylize after this painting (any painting, no "
+                         "training; its features are computed once per job)")
+    stylize.add_argument("--style", action="append", metavar="PAINTING:WEIGHT",
+                         help="AdaIN: another painting mixed in with this weight (repeatable; "
+                         "--adain-style gets 1 minus their sum); with --mask: the black region's painting")
+    stylize.add_argument("--alpha", type=float, default=None,
+                         help="AdaIN: content-style trade-off at feature level, 0 (the photo) to 1 (default)")
+    stylize.add_argument("--mask", metavar="IMAGE",
+                         help="AdaIN: white region gets --adain-style, black the --style painting (or "
+                         "stays the photo); resized to each image")
+    stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",
+                         help="AdaIN: long side the paintings are encoded at (texture scale; default 512)")
     stylize.set_defaults(func=cmd_stylize)
 
     sample = sub.add_parser(

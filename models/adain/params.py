@@ -45,6 +45,7 @@ class AdainControls:
     paintings: tuple[tuple[str, float], ...]
     alpha: float = 1.0
     mask: str | None = None
+    style_size: int = 512      # long side each painting is encoded at: sets the scale of its texture
 
     def __post_init__(self):
         # a Prefect flow's parameters arrive as JSON lists
@@ -55,5 +56,7 @@ class AdainControls:
             raise ValueError(f"alpha {self.alpha}: must be between 0 and 1")
         if any(w < 0 for _, w in self.paintings) or sum(w for _, w in self.paintings) <= 0:
             raise ValueError("painting weights must be >= 0 and not all 0")
+        if not 32 <= self.style_size <= 4096:
+            raise ValueError(f"style size {self.style_size}: must be 32 to 4096")
         if self.mask is not None and len(self.paintings) > 2:
             raise ValueError("a mask assigns at most two paintings (white region, black region)")
