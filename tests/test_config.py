@@ -116,6 +116,22 @@ def test_dataset_of_the_wrong_kind_is_refused():
     assert "pkg://" not in str(e.value)  # the whole params.yaml is not echoed
 
 
+def test_adain_paintings_dataset_must_exist_and_hold_photos():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["any"] = {"family": "adain", "dataset": "photos", "train": {"styles": "paintings"}}
+    with pytest.raises(ConfigError, match=r"models\.any\.train\.styles: no photos-kind dataset 'paintings'"):
+        validate(raw)
+    raw["models"]["any"]["train"]["styles"] = "mnist"  # labelled: not paintings
+    with pytest.raises(ConfigError, match=r"no photos-kind dataset 'mnist'"):
+        validate(raw)
+    raw["datasets"]["paintings"] = {"kind": "photos", "sources": [{"url": "somewhere/"}]}
+    raw["models"]["any"]["train"]["styles"] = "paintings"
+    assert validate(raw).models["any"].train.styles == "paintings"
+    del raw["models"]["any"]["train"]["styles"]
+    with pytest.raises(ConfigError, match=r"models\.any\.train\.styles: Field required"):
+        validate(raw)
+
+
 def test_bad_dataset_kind_is_named():
     raw = read_raw(REPO_PARAMS)
     raw["datasets"]["mnist"]["kind"] = "paired"
