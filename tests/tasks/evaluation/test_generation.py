@@ -92,6 +92,20 @@ def test_the_judge_learns_and_is_cached(real):
     again, accuracy = judge.load_or_train(folder / "train.safetensors", data.val_x, data.val_y, folder / "cache")
     assert accuracy == data.judge_accuracy and list((folder / "cache").glob("judge-*")) == [cached]
 
+
+def test_the_real_features_are_cached_and_keyed_by_the_data(real, monkeypatch, tmp_path):
+    data, extractor, _, folder = real
+    assert len(list((folder / "cache").glob("real-features-*.safetensors"))) == 1
+
+    def no_features(*a, **k):
+        raise AssertionError("computed the real features again")
+
+    monkeypatch.setattr(dist, "effnet_features", no_features)
+    again = generation.real_data(folder, 300, extractor, torch.device("cpu"), folder / "cache")
+    assert torch.equal(again.effnet_train, data.effnet_train) and again.floor == data.floor
+    with pytest.raises(AssertionError, match="again"):  # fewer samples: another key
+        generation.real_data(folder, 200, extractor, torch.device("cpu"), folder / "cache")
+
 def test_a_sampler_of_real_images_scores_like_the_real_data(real):
     data, extractor, (images, labels), _ = real
     sidecar = {"conditional": True, "num_classes": 4}
