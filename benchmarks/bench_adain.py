@@ -39,16 +39,19 @@ def timed(fn, repeats: int) -> float:
 
 
 def save_models(folder: Path) -> tuple[Path, Path]:
-    from models.adain.network import DEFAULT_LAYERS, build_adain, default_widths
+    from models.adain.network import DEFAULT_LAYERS, build_adain, default_widths, probe
+    from models.encoders import build_encoder
     from models.johnson.network import build_network
     from models.weights import save_model
 
     torch.manual_seed(0)
     layer, style_layers = DEFAULT_LAYERS["efficientnet_lite0"]
-    adain = build_adain("efficientnet_lite0", layer, style_layers, 240, 8, default_widths(8), pretrained=True)
+    channels, stride = probe(build_encoder("efficientnet_lite0", [layer], pretrained=False), layer)
+    adain = build_adain("efficientnet_lite0", layer, style_layers, channels, stride, default_widths(stride),
+                        pretrained=True)
     save_model(folder / "adain", adain, {"family": "adain", "encoder": "efficientnet_lite0", "layer": layer,
-                                         "style_layers": style_layers, "channels": 240, "stride": 8,
-                                         "widths": default_widths(8)})
+                                         "style_layers": style_layers, "channels": channels, "stride": stride,
+                                         "widths": default_widths(stride)})
     save_model(folder / "fast", build_network("fast"), {"network": "fast", "style": "fast", "steps": 0})
     return folder / "adain", folder / "fast"
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = {
     "johnson": {"network": "fast", "image_size": 32, "style_size": 48, "batch_size": 2, "lr": 0.01},
     "gatys": {"painting_size": 40},
-    "adain": {"styles": "s", "image_size": 32, "style_size": 32, "batch_size": 2, "widths": [16, 8, 8, 8]},
+    "adain": {"styles": "s", "image_size": 32, "style_size": 32, "batch_size": 2, "widths": [16, 8, 8]},
     "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
