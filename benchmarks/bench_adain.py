@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def main() -> None:
         src = work / "src"
         generate_jpegs(src, args.count, args.size)
         rows = {}
+        threads = torch.get_num_threads()
         with OtherLoad() as load:
             net, _ = load_model(adain_dir)
             fast, _ = load_model(fast_dir)
@@ -130,10 +132,11 @@ def main() -> None:
             rows["adain end to end"] = end_to_end(src, work / "out-adain", adain_dir, Path(args.painting), args.count)
             rows["fast johnson end to end"] = end_to_end(src, work / "out-fast", fast_dir, None, args.count)
             if args.reference:
+                torch.set_num_threads(os.cpu_count() or 1)  # as test.py runs: torch's default, every core
                 rows["pytorch-AdaIN test.py per image"] = 1 / reference_per_image(
                     args.reference, next(src.glob("*.jpg")), Path(args.painting), args.size, work / "ref.jpg",
                     max(2, args.repeats // 2))
-        print(f"{args.size}x{args.size}, cpu, {torch.get_num_threads()} torch threads for the network rows; "
+        print(f"{args.size}x{args.size}, cpu, {threads} torch threads for the network rows; "
               f"other processes used {load.cores:.1f} cores on average")
         for name, rate in rows.items():
             print(f"  {name:36s} {rate:7.2f} images/s  ({1000 / rate:7.0f} ms/image)")
