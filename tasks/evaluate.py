@@ -368,18 +368,63 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
             "net": net, "real": real}
 
 
+def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools: Tools) -> dict:
+    """An adain model on held-out paintings x held-out photos: the yardstick of the style models
+    (style loss drop, SSIM, colour distance), per painting (the paintings dataset's val split, never
+    trained on) and their mean. Each photo is stylized in-process at the evaluation size; each
+    painting is encoded at its long side = AdaIN's default (512)."""
+    from models.adain.network import stylize
+    from models.weights import load_model
+    from tasks.data.datasets import load_style_image
+
+    photos = find_val_images(paths.processed / entry.dataset / "val")
+    paintings = sorted((paths.processed / entry.train.styles / "val").glob("*.png"))
+    if not paintings:
+        raise StageError(f"{paths.processed / entry.train.styles / 'val'}: no held-out paintings; "
+                         "raise preprocess.val_fraction or add paintings")
+    net, sidecar = load_model(paths.models / name, tools.device)
+    log.info("adain %s: %d held-out paintings x %d held-out photos", name, len(paintings), len(photos))
+    per_painting, rows = {}, []
+    for painting in paintings:
+        img = em.open_rgb(painting)
+        arr = em.to_array(img, em.eval_dims(*img.size, params.image_size))
+        grams = em.grams(em.features(tools.encoder, arr, tools.device), tools.style_layers)
+        lab = em.lab_pixels(arr)
+        with torch.inference_mode():
+            stats = net.style_of(load_style_image(painting, 512).to(tools.device))
+        mine = []
+        for path in photos:
+            c = load_content(path, params.image_size, tools)
+            with torch.inference_mode():
+                result = em.to_numpy(stylize(net, em.to_tensor(c.arr, tools.device), [(stats, 1.0)]))
+            mine.append({"painting": painting.stem, "image": c.name,
+                         **image_metrics(result, c, grams, lab, tools)})
+        m = {k: float(np.mean([r[k] for r in mine])) for k in IMAGE_METRICS if k in mine[0]}
+        m["style_loss_drop"] = 1.0 - m["style_loss"] / max(m["style_loss_content"], 1e-12)
+        per_painting[painting.stem] = m
+        rows += mine
+    metrics = {"paintings": len(paintings), "images": len(photos)}
+    for key in ("style_loss_drop", "ssim", "colour_distance", "content_loss"):
+        metrics[key] = float(np.mean([m[key] for m in per_painting.values()]))
+        metrics.update({f"{key}_{p}": m[key] for p, m in per_painting.items()})
+    metrics["train_steps"] = sidecar.get("steps", 0)
+    return {"metrics": {k: _round(v) for k, v in metrics.items()}, "paintings": per_painting, "images": rows}
+
+
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     """Evaluate every style model; write metrics.json, the report and its tables; return the summary."""
     ev = params.evaluate
     style_models = {name: m for name, m in params.models.items() if m.family in STYLE_FAMILIES}
     for name, m in params.models.items():
-        if name not in style_models and registry.info(m.family).runner != "sample":
+        if name not in style_models and m.family != "adain" and registry.info(m.family).runner != "sample":
             log.info("model %s (%s): nothing to evaluate (no trained network)", name, m.family)
     tools, lpips = build_tools(ev, paths)
     log.info("evaluating %d style model(s) at %d px, %s", len(style_models), ev.image_size,
              describe_device(tools.device))
     styles = {name: evaluate_style(name, find_val_images(paths.processed / m.dataset / "val"), ev, paths, tools)
               for name, m in style_models.items()}
+    arbitrary = {name: evaluate_adain(name, m, ev, paths, tools)
+                 for name, m in params.models.items() if m.family == "adain"}
     samplers = {name: m for name, m in params.models.items() if registry.info(m.family).runner == "sample"}
     extractor = distributions.effnet_extractor(tools.device) if samplers else None
     reals: dict = {}
@@ -394,10 +439,12 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         "lpips": lpips,
         "styles": styles,
         "generators": generators,
+        "adain": arbitrary,
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     every = {**{s: headline(r["metrics"]) for s, r in styles.items()},
-             **{g: headline(r["metrics"]) for g, r in generators.items()}}
+             **{g: headline(r["metrics"]) for g, r in generators.items()},
+             **{a: r["metrics"] for a, r in arbitrary.items()}}
     paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
     report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
