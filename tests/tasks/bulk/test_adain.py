@@ -120,3 +120,20 @@ def test_bad_controls_are_refused_and_a_bad_input_is_one_failure(src, tmp_path, 
                    "--max-failed-fraction", "0.5") == 0
     rows = {r["relpath"]: r["status"] for r in ledger_rows(out / ".stylepipe/ledger.sqlite")}
     assert rows == {"a.jpg": "done", "b.png": "done", "c/d.jpg": "done", "bad.jpg": "failed"}
+
+
+def test_controls_survive_the_bulk_flows_json_parameters(paintings, tmp_path):
+    """flows/bulk.py ships each ModelSpec as asdict() through Prefect's JSON parameters."""
+    import dataclasses
+    import json
+
+    from models.adain.params import AdainControls
+    from tasks.bulk.plan import ModelSpec, model_hash
+
+    yellow, blue = paintings
+    spec = ModelSpec(str(tmp_path), adain=AdainControls(((str(yellow), 0.7), (str(blue), 0.3)), alpha=0.4))
+    again = ModelSpec(**json.loads(json.dumps(dataclasses.asdict(spec))))
+    assert again == spec and isinstance(again.adain, AdainControls)
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert model_hash(again) == model_hash(spec)
+    assert model_hash(dataclasses.replace(spec, adain=dataclasses.replace(spec.adain, alpha=0.5))) != model_hash(spec)
