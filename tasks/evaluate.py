@@ -384,7 +384,7 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
                          "raise preprocess.val_fraction or add paintings")
     net, sidecar = load_model(paths.models / name, tools.device)
     log.info("adain %s: %d held-out paintings x %d held-out photos", name, len(paintings), len(photos))
-    per_painting, rows = {}, []
+    per_painting, rows, shown = {}, [], {}
     for painting in paintings:
         img = em.open_rgb(painting)
         arr = em.to_array(img, em.eval_dims(*img.size, params.image_size))
@@ -399,6 +399,8 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
                 result = em.to_numpy(stylize(net, em.to_tensor(c.arr, tools.device), [(stats, 1.0)]))
             mine.append({"painting": painting.stem, "image": c.name,
                          **image_metrics(result, c, grams, lab, tools)})
+            if len(mine) <= params.report_images:  # the report's grid: arrays, written after its reset
+                shown.setdefault(painting.stem, {"painting": arr, "results": []})["results"].append((c.name, c.arr, result))
         m = {k: float(np.mean([r[k] for r in mine])) for k in IMAGE_METRICS if k in mine[0]}
         m["style_loss_drop"] = 1.0 - m["style_loss"] / max(m["style_loss_content"], 1e-12)
         per_painting[painting.stem] = m
@@ -408,7 +410,8 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
         metrics[key] = float(np.mean([m[key] for m in per_painting.values()]))
         metrics.update({f"{key}_{p}": m[key] for p, m in per_painting.items()})
     metrics["train_steps"] = sidecar.get("steps", 0)
-    return {"metrics": {k: _round(v) for k, v in metrics.items()}, "paintings": per_painting, "images": rows}
+    return {"metrics": {k: _round(v) for k, v in metrics.items()}, "paintings": per_painting, "images": rows,
+            "shown": shown, "sidecar": sidecar}
 
 
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
@@ -449,6 +452,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
         paths.report / "per_image.csv", index=False, float_format="%.6g")
+    for name, r in arbitrary.items():  # the grids' images, from the arrays still in memory
+        r["grid"] = report.write_adain_images(name, r.pop("shown"), paths.report)
     for name, r in generators.items():  # sample grids, from the networks still in memory
         r["grids"] = generation.write_grids(r.pop("net"), r["model"]["sidecar"], r.pop("real"),
                                             paths.report / "images" / name)

@@ -341,3 +341,8 @@ def test_an_adain_model_is_scored_per_held_out_painting(tree):
     rows = summary["adain"]["any"]["images"]
     assert len(rows) == 2 * len(NAMES) and {r["painting"] for r in rows} == set(held_out)
     assert json.loads((tree.report / "summary.json").read_text())["adain"]["any"]["paintings"].keys() == set(held_out)
+    page = (tree.report / "index.html").read_text()
+    assert 'id="model-any"' in page
+    shown = re.findall(r'src="(images/any/[^"]+)"', page)
+    # the table's 2 paintings, then per painting: it, and 2 photos (report_images) with their results
+    assert len(shown) == 2 + 2 * (1 + 2 * 2) and all((tree.report / s).is_file() for s in shown)
