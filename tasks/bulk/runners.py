@@ -98,7 +98,10 @@ class StyleModels:
                  tile_overlap: int, tile_above: int, batch_size: int):
         self.specs, self.device = specs, device
         self.cuda = device.type == "cuda"
-        self.nets = [PadToMinSide(load_model(Path(s.path), device)[0]) for s in specs]
+        loaded = [load_model(Path(s.path), device) for s in specs]
+        self.nets = [PadToMinSide(net) for net, _ in loaded]
+        # AdaIN takes the content statistics of the whole picture: tiles would each take their own
+        self.never_tile = any(sidecar.get("family") == "adain" for _, sidecar in loaded)
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
             self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]
@@ -112,7 +115,7 @@ class StyleModels:
         return f"cpu ({parallel} passes x {torch.get_num_threads()} threads)"
 
     def needs_tiles(self, height: int, width: int) -> bool:
-        return max(height, width) > self.tile_above
+        return not self.never_tile and max(height, width) > self.tile_above
 
     def _to_device(self, pixels: np.ndarray) -> Tensor:
         """(N,H,W,3) uint8 -> (N,3,H,W) float in [0,1] on the device."""

@@ -137,3 +137,21 @@ def test_controls_survive_the_bulk_flows_json_parameters(paintings, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
     assert model_hash(again) == model_hash(spec)
     assert model_hash(dataclasses.replace(spec, adain=dataclasses.replace(spec.adain, alpha=0.5))) != model_hash(spec)
+
+
+def test_the_network_alone_runs_its_default_painting_untiled(tmp_path, adain_model):
+    """`--model` without `--adain-style` (infer@): the stored default painting, never in tiles
+    (AdaIN's content statistics are the whole picture's)."""
+    import torch
+
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import StyleModels
+
+    make_photos(tmp_path / "big", ["wide.png"], size=(300, 80))
+    out = tmp_path / "out"
+    assert main(["stylize", str(tmp_path / "big"), "--model", str(adain_model), "--out", str(out), "--quiet",
+                 "--workers", "0", "--tile-above", "128", "--tile-size", "64", "--tile-overlap", "16"]) == 0
+    assert output_files(out) == ["wide.jpg"]
+    models = StyleModels([ModelSpec(str(adain_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
+                         tile_above=128, batch_size=1)
+    assert not models.needs_tiles(80, 300)
