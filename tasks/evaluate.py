@@ -32,7 +32,7 @@ from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from models import registry
-from tasks.evaluation import distributions, gate, generation, metrics as em, report
+from tasks.evaluation import distributions, gate, generation, inception, metrics as em, report
 from tasks.data.images import IMAGE_SUFFIXES, is_image_file
 
 log = logging.getLogger("stylepipe.evaluate")
@@ -338,8 +338,12 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
     dataset = sidecar["dataset"]
     if dataset not in reals:
         log.info("dataset %s: judge and real-vs-real floors", dataset)
+        fid_weights = inception.find_weights(paths.weights)
+        if fid_weights is not None:
+            log.info("dataset %s: FID Inception weights %s: fid_inception will be reported", dataset, fid_weights.name)
         reals[dataset] = generation.real_data(paths.processed / dataset, ev.generation_samples, extractor,
-                                              device, JUDGE_CACHE)
+                                              device, JUDGE_CACHE,
+                                              inception.load(fid_weights) if fid_weights is not None else None)
     real = reals[dataset]
     log.info("model %s (%s): drawing %d samples", name, family, ev.generation_samples)
     metrics = generation.measure(net, sidecar, real, extractor, device, ev.generation_samples)

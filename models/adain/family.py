@@ -43,7 +43,9 @@ class AdaINTrainer(Trainer):
             target = adain(encoder(content)[layer], *mean_std(style_feats[layer]))
             style_stats = {n: stacked_mean_std(style_feats[n]) for n in self.style_layers}
         out = self.nets["decoder"](target)[..., : content.shape[-2], : content.shape[-1]]
-        feats = encoder(out)
+        feats = {n: f.float() for n, f in encoder(out).items()}  # losses in fp32 under the loop's bf16 autocast
+        target = target.float()
+        style_stats = {n: t.float() for n, t in style_stats.items()}
         # both terms relative to the target's own magnitude, as models/losses.py's style loss is
         c = self.tp.content_weight * F.mse_loss(feats[layer], target) / target.pow(2).mean().clamp_min(1e-12)
         s = self.tp.style_weight * style_loss(feats, style_stats, self.style_layers, "meanstd")

@@ -12,8 +12,8 @@ round-robin, so every class gets n/classes) against the same number of real imag
 - for a VAE: the held-out ELBO (nats per image) and reconstructions and interpolations.
 The judge and the real images' features are cached in `cache` (.cache/judges), keyed by the data
 and the code that computes them.
-A real Inception FID is not computed: the weights cannot be fetched here, and no substitute is
-given that name.
+A real FID (`fid_inception`, tasks/evaluation/inception.py) only when the user supplies the FID
+Inception weights through download.weights; no other network's distance is given that name.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from stylepipe.config import GenerationGateParams
 from stylepipe.hashing import sha256_file
 from tasks.data.datasets import LABELLED_FILES, load_labelled
 from tasks.evaluation import distributions as dist
+from tasks.evaluation import inception
 from tasks.evaluation import judge as judges
 
 log = logging.getLogger("stylepipe.evaluate")
@@ -56,9 +57,12 @@ class RealData:
     judge_train: torch.Tensor
     judge_val: torch.Tensor
     floor: dict
+    inception: torch.nn.Module | None = None     # tasks/evaluation/inception.py, when its weights are there
+    inception_train: torch.Tensor | None = None
 
 
-def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cache: Path) -> RealData:
+def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cache: Path,
+              inception_net=None) -> RealData:
     train_images, _ = load_labelled(data_dir / LABELLED_FILES["train"])
     val_images, val_labels = load_labelled(data_dir / LABELLED_FILES["val"])
     val_x, val_y = judges.to_images(val_images), torch.from_numpy(val_labels)
@@ -78,7 +82,13 @@ def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cac
     p, r = dist.precision_recall(e_train, e_val)
     floor = {"fd_effnetl0": dist.frechet_distance(e_val, e_train), "kid_effnetl0": dist.kernel_distance(e_val, e_train),
              "fd_judge": dist.frechet_distance(j_val, j_train), "precision": p, "recall": r}
-    return RealData(train_x, val_x, val_y, judge, accuracy, e_train, e_val, j_train, j_val, floor)
+    i_train = None
+    if inception_net is not None:
+        log.info("FID Inception features of %d + %d real images", n, n)
+        i_train, i_val = inception.features(inception_net, train_x, device), inception.features(inception_net, val_sub, device)
+        floor["fid_inception"] = dist.frechet_distance(i_val, i_train)
+    return RealData(train_x, val_x, val_y, judge, accuracy, e_train, e_val, j_train, j_val, floor,
+                    inception_net, i_train)
 
 
 def feature_key(data_dir: Path, n: int, extractor, device: torch.device) -> str:
@@ -144,6 +154,8 @@ def measure(net, sidecar: dict, real: RealData, extractor, device: torch.device,
         per_class = [float((predicted[asked == c] == c).float().mean()) for c in range(classes)]
         m["label_accuracy_min_class"] = min(per_class)
         m["classes_recognised"] = int(sum(a >= 0.5 for a in per_class))  # half its samples judged right
+    if real.inception is not None:  # a real FID: the user supplied the Inception weights
+        m["fid_inception"] = dist.frechet_distance(inception.features(real.inception, fakes, device), real.inception_train)
     if hasattr(net, "elbo"):
         m["heldout_elbo"] = net.elbo(real.val_x.to(device))
     m.update({f"floor_{k}": v for k, v in real.floor.items()})

@@ -306,6 +306,7 @@ def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams,
 GENERATOR_CARDS = (  # (metric, title, what it means)
     ("label_accuracy", "Label accuracy", "the judge agrees with the class asked for"),
     ("confident_fraction", "Confident", "samples the judge classifies with p ≥ 0.9"),
+    ("fid_inception", "FID", "Fréchet distance in the FID Inception's pool features (user-supplied weights)"),
     ("fd_effnetl0", "FD EffNet-L0", "Fréchet distance to real images, EfficientNet-Lite0 features"),
     ("kid_effnetl0", "KID EffNet-L0", "kernel (MMD²) distance, same features"),
     ("precision", "Precision", "samples inside the real manifold"),

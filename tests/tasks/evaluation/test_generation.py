@@ -106,6 +106,25 @@ def test_the_real_features_are_cached_and_keyed_by_the_data(real, monkeypatch, t
     with pytest.raises(AssertionError, match="again"):  # fewer samples: another key
         generation.real_data(folder, 200, extractor, torch.device("cpu"), folder / "cache")
 
+
+def test_fid_inception_only_with_its_network(real, tmp_path):
+    """With the FID Inception (here with weights of its own: the real file cannot be fetched) the
+    floor and the model get fid_inception; without it neither does."""
+    from tasks.evaluation.inception import FIDInception
+
+    data, extractor, (images, labels), folder = real
+    assert "fid_inception" not in data.floor
+    torch.manual_seed(0)
+    with_fid = generation.real_data(folder, 40, extractor, torch.device("cpu"), tmp_path, FIDInception())
+    sidecar = {"conditional": True, "num_classes": 4}
+    good = generation.measure(Replay(images, labels), sidecar, with_fid, extractor, torch.device("cpu"), 40)
+    bad = generation.measure(Replay(images, labels, wrong=0), sidecar, with_fid, extractor, torch.device("cpu"), 40)
+    assert with_fid.floor["fid_inception"] >= 0 and good["floor_fid_inception"] == with_fid.floor["fid_inception"]
+    assert bad["fid_inception"] > good["fid_inception"]
+    assert "fid_inception" not in generation.measure(Replay(images, labels), sidecar, data, extractor,
+                                                     torch.device("cpu"), 40)
+
+
 def test_a_sampler_of_real_images_scores_like_the_real_data(real):
     data, extractor, (images, labels), _ = real
     sidecar = {"conditional": True, "num_classes": 4}
