@@ -3,7 +3,8 @@
   (a) AdaIN end to end: `stylize()` from JPEG files to JPEG files through the bulk engine with an
       adain model and a painting (its statistics computed once per job);
   (b) the AdaIN network alone: encoder + AdaIN + decoder on a pre-decoded tensor;
-  (c) the fast per-style network (models/johnson "fast") alone, and (d) end to end;
+  (c) the fast per-style network (models/johnson "fast") alone, and (d) end to end (torch, and
+      the `auto` backend, which may pick onnxruntime; AdaIN has no ONNX export, so it runs on torch);
   (e) naoto0804/pytorch-AdaIN's test.py per image, its loop body as that script runs it (PIL open
       of content and style, Resize(size), VGG to relu4_1 on both, AdaIN, its decoder, save_image),
       with random weights (timing does not depend on them): --reference names a checkout.
@@ -57,7 +58,7 @@ def save_models(folder: Path) -> tuple[Path, Path]:
     return folder / "adain", folder / "fast"
 
 
-def end_to_end(src: Path, out: Path, model: Path, painting: Path | None, count: int) -> float:
+def end_to_end(src: Path, out: Path, model: Path, painting: Path | None, count: int, backend: str = "torch") -> float:
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
@@ -67,7 +68,7 @@ def end_to_end(src: Path, out: Path, model: Path, painting: Path | None, count: 
     shutil.rmtree(out, ignore_errors=True)
     adain = AdainControls(((str(painting), 1.0),)) if painting else None
     job = Job(str(src), out, (ModelSpec(str(model), adain=adain),),
-              StylizeParams(max_size=None, workers=2), default_ledger(out))
+              StylizeParams(max_size=None, workers=2, backend=backend), default_ledger(out))
     summary = stylize(job, progress=False)
     assert summary.done == count, summary.job_line()
     return summary.run.rate
@@ -131,6 +132,8 @@ def main() -> None:
                 rows["fast johnson network alone"] = 1 / timed(lambda: fast(x), args.repeats)
             rows["adain end to end"] = end_to_end(src, work / "out-adain", adain_dir, Path(args.painting), args.count)
             rows["fast johnson end to end"] = end_to_end(src, work / "out-fast", fast_dir, None, args.count)
+            rows["fast johnson end to end, backend auto"] = end_to_end(src, work / "out-fast-auto", fast_dir, None,
+                                                                       args.count, backend="auto")
             if args.reference:
                 torch.set_num_threads(os.cpu_count() or 1)  # as test.py runs: torch's default, every core
                 rows["pytorch-AdaIN test.py per image"] = 1 / reference_per_image(
@@ -141,7 +144,8 @@ def main() -> None:
         for name, rate in rows.items():
             print(f"  {name:36s} {rate:7.2f} images/s  ({1000 / rate:7.0f} ms/image)")
         e2e, fast_e2e = rows["adain end to end"], rows["fast johnson end to end"]
-        print(f"  adain end to end vs fast johnson end to end: {fast_e2e / e2e:.2f}x the time per image")
+        print(f"  adain end to end vs fast johnson end to end: {fast_e2e / e2e:.2f}x the time per image "
+              f"({rows['fast johnson end to end, backend auto'] / e2e:.2f}x vs its auto backend)")
         print(f"  adain network vs fast johnson network: "
               f"{rows['fast johnson network alone'] / rows['adain network alone']:.2f}x the time per image")
         if args.reference:
