@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--mask", metavar="IMAGE",
                          help="AdaIN: white region gets --adain-style, black the --style painting (or "
                          "stays the photo); resized to each image")
-    stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",
+    stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",  # models/adain/params.py STYLE_SIZE
                          help="AdaIN: long side the paintings are encoded at (texture scale; default 512)")
     stylize.set_defaults(func=cmd_stylize)
 

@@ -376,8 +376,9 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
     """An adain model on held-out paintings x held-out photos: the yardstick of the style models
     (style loss drop, SSIM, colour distance), per painting (the paintings dataset's val split, never
     trained on) and their mean. Each photo is stylized in-process at the evaluation size; each
-    painting is encoded at its long side = AdaIN's default (512)."""
+    painting is encoded with its long side at STYLE_SIZE, as in bulk jobs."""
     from models.adain.network import stylize
+    from models.adain.params import STYLE_SIZE
     from models.weights import load_model
     from tasks.data.datasets import load_style_image
 
@@ -395,7 +396,7 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
         grams = em.grams(em.features(tools.encoder, arr, tools.device), tools.style_layers)
         lab = em.lab_pixels(arr)
         with torch.inference_mode():
-            stats = net.style_of(load_style_image(painting, 512).to(tools.device))
+            stats = net.style_of(load_style_image(painting, STYLE_SIZE).to(tools.device))
         mine = []
         for path in photos:
             c = load_content(path, params.image_size, tools)

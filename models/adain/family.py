@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.adain.network import AdaINNet, adain, build_adain, default_widths, mean_std, probe, resolve_layers
-from models.adain.params import TrainParams
+from models.adain.params import STYLE_SIZE, TrainParams
 from models.encoders import build_encoder
 from models.family import Family, TrainInputs, Trainer
 from models.losses import mean_std as stacked_mean_std
@@ -28,7 +28,7 @@ class AdaINTrainer(Trainer):
                           pretrained=True).to(inputs.device)
         if inputs.painting is not None:  # the network's default painting (the first held-out one)
             with torch.no_grad():
-                mean, std = net.style_of(inputs.painting(tp.style_size).to(inputs.device))
+                mean, std = net.style_of(inputs.painting(STYLE_SIZE).to(inputs.device))
             net.style_mean.copy_(mean)
             net.style_std.copy_(std)
         self.net = net

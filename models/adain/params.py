@@ -11,6 +11,11 @@ from pydantic import Field
 from stylepipe.config import NAME, Section, TrainBase
 
 
+# Long side a painting is encoded at for its statistics at run time (texture scale): the bulk
+# default, the saved network's default painting and the evaluate stage all use it.
+STYLE_SIZE = 512
+
+
 class TrainParams(TrainBase):
     steps: int = Field(default=2000, ge=1, le=10_000_000)
     # The paintings: a `datasets:` entry of kind photos, preprocessed like photos. Its train split
@@ -45,7 +50,7 @@ class AdainControls:
     paintings: tuple[tuple[str, float], ...]
     alpha: float = 1.0
     mask: str | None = None
-    style_size: int = 512      # long side each painting is encoded at: sets the scale of its texture
+    style_size: int = STYLE_SIZE  # long side each painting is encoded at: sets the scale of its texture
 
     def __post_init__(self):
         # a Prefect flow's parameters arrive as JSON lists
