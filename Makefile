@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test browser fashion-mnist clean
+.PHONY: setup run test browser postgres fashion-mnist clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ fashion-mnist:
 	@test -d /usr/share/datasets/fashion-mnist || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 # Headless Chromium renders the evaluation report in tests (Debian's package). Installed when we
@@ -38,6 +38,13 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }; } || \
 	  echo "chromium not installed (needs root): the report render test will be skipped"
+
+# PostgreSQL (Debian's package) for the Prefect server + worker test (tests/test_operator.py), installed
+# the same way; the test starts its own throwaway cluster on 127.0.0.1 and skips when this is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; } || \
+	  echo "postgresql not installed (needs root): the Prefect server + worker test will be skipped"
 
 clean:
 	rm -rf $(VENV)

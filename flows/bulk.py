@@ -28,9 +28,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from stylepipe.config import StylizeParams
 from tasks.bulk.engine import execute, sweep_temp
-from tasks.bulk.plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem, plan,
-                                record_refused, summarize)
+from tasks.bulk.plan import (GATYS_MAX_INPUTS, Job, ModelSpec, Plan, RunStats, Summary, WorkItem,
+                             combine, local_area, plan, record_refused, summarize, windows)
 from tasks.bulk.ledger import Ledger, merge_segments, segment_path
+from tasks.bulk.remote import is_remote
 
 PROGRESS_LOG_S = 30.0
 
@@ -77,32 +78,37 @@ def bulk_stylize(source: str, out: str, models: list[dict], params: dict, ledger
                  gatys_max_inputs: int | None = GATYS_MAX_INPUTS) -> Summary:
     """Stylize every image in `source` with `models` into `out`."""
     logger = get_run_logger()
-    job = Job(source, Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger),
+    job = Job(source, out if is_remote(out) else Path(out), tuple(ModelSpec(**m) for m in models), StylizeParams(**params), Path(ledger),
               gatys_max_inputs)
-    sweep_temp(job.out)
-    p = plan(job, resume=resume, limit=limit)
-    record_refused(p)
-    size = job.params.shard_size
-    shards = [p.items[i:i + size] for i in range(0, len(p.items), size)]
-    logger.info("%s: %d files, %d to stylize in %d shards of up to %d; %d outputs already done",
-                source, p.inputs, len(p.items), len(shards), size, p.finished["done"])
-
+    sweep_temp(local_area(job.out))
     run_id = uuid.uuid4().hex[:12]
-    # The shards need the job and the model hashes, not the whole listing.
-    shard_plan = dataclasses.replace(p, items=[], expected={}, refused_rows=[])
-    started = time.perf_counter()
-    futures = stylize_shard.map(list(range(len(shards))), unmapped(shard_plan), shards, unmapped(run_id))
-    total, failed_shards = RunStats(), []
-    for index, future in enumerate(futures):
-        future.wait()
-        if future.state.is_completed():
-            total.add(future.result())
-        else:
-            failed_shards.append(index)
-        merge_segments(job.ledger, [segment_path(job.ledger, run_id, index)])
-    total.seconds = time.perf_counter() - started
+    parts, failed_shards, planned, first_shard = [], [], 0, 0
+    for part in windows(job):  # one window unless a large sampling job (plan.windows)
+        p = plan(part, resume=resume, limit=None if limit is None else max(0, limit - planned))
+        planned += len(p.items)
+        record_refused(p)
+        size = job.params.shard_size
+        shards = [p.items[i:i + size] for i in range(0, len(p.items), size)]
+        logger.info("%s: %d files, %d to stylize in %d shards of up to %d; %d outputs already done",
+                    part.source, p.inputs, len(p.items), len(shards), size, p.finished["done"])
+        # The shards need the job and the model hashes, not the whole listing.
+        shard_plan = dataclasses.replace(p, items=[], expected={}, refused_rows=[], adopted_rows=[])
+        started = time.perf_counter()
+        indices = list(range(first_shard, first_shard + len(shards)))
+        first_shard += len(shards)
+        futures = stylize_shard.map(indices, unmapped(shard_plan), shards, unmapped(run_id))
+        total = RunStats()
+        for index, future in zip(indices, futures):
+            future.wait()
+            if future.state.is_completed():
+                total.add(future.result())
+            else:
+                failed_shards.append(index)
+            merge_segments(job.ledger, [segment_path(job.ledger, run_id, index)])
+        total.seconds = time.perf_counter() - started
+        parts.append(summarize(p, total))
     merge_segments(job.ledger)  # tidy up: no shard is running any more
-    summary = summarize(p, total)
+    summary = combine(parts)
     create_markdown_artifact(key="stylepipe-bulk-summary", markdown="\n".join(
         ["# stylepipe bulk stylize", "", *(f"- {line}" for line in summary.lines())]))
     if failed_shards:

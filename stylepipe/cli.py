@@ -18,18 +18,21 @@ def _repo_root(path: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     root = _repo_root(args.repo)
+    # Everything that can be checked is checked before params.yaml changes or Prefect starts.
+    if args.stage:
+        _check_stages(root, args.stage)
     if args.set:
-        for change in write_overrides(root / PARAMS_FILE, args.set):
+        for change in write_overrides(root / PARAMS_FILE, args.set, check=_check_schedule):
             print(f"params.yaml: {change}")
-    load_params(root / PARAMS_FILE)  # fail fast, before Prefect starts, on a bad params.yaml
+    _check_schedule(load_params(root / PARAMS_FILE))
 
     from flows.pipeline import QualityGateBlocked, pipeline
 
     try:
         metrics = pipeline(repo_root=str(root), stages=args.stage or None, force=args.force)
     except QualityGateBlocked as e:
-        print(f"\nstylepipe run: quality gate: {e}\nThe candidates and the report are kept: "
-              f"{root / 'data/eval/report/index.html'}", file=sys.stderr)
+        print(f"\nstylepipe run: quality gate: {e} (the candidates and the report are kept: "
+              f"{root / 'data/eval/report/index.html'})", file=sys.stderr)
         return 3
     except RuntimeError as e:
         print(f"\nstylepipe run failed: {e}", file=sys.stderr)
@@ -43,6 +46,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items() if isinstance(v, (int, float)))
             print(f"  {style}: {shown}")
     return 0
+
+
+def _check_stages(root: Path, wanted: list[str]) -> None:
+    from flows.dag import select_stages, stage_order
+
+    try:
+        select_stages(stage_order(root), wanted)
+    except ValueError as e:
+        raise ConfigError(f"--stage: {e}") from None
+
+
+def _check_schedule(params) -> None:
+    """schedule.cron is only used by `nightly`, but a bad one is refused on every run, not at 2 am."""
+    from flows.nightly import check_cron
+
+    check_cron(params.schedule.cron, params.schedule.timezone)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -99,6 +118,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from stylepipe.errors import StageError
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
+    from tasks.bulk.remote import is_remote
 
     if bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
@@ -131,7 +151,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
     models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys)
                    for path, strength, keep in zip(paths, strengths, colors))
-    out = Path(args.out)
+    out = args.out if is_remote(args.out) else Path(args.out)  # a folder, or s3://... (tasks/bulk/remote.py)
     job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
               gatys_max_inputs=args.gatys_max_inputs or None)
     try:
@@ -226,13 +246,18 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     root = _repo_root(args.repo)
     schedule = load_params(root / PARAMS_FILE).schedule
     cron, timezone = args.cron or schedule.cron, args.timezone or schedule.timezone
-    if args.register_only:
+    nightly.check_cron(cron, timezone)
+    name = f"stylepipe-pipeline/{nightly.DEPLOYMENT_NAME}"
+    if args.pool:
+        deployment_id = nightly.register(root, cron, timezone, pool=args.pool)
+        print(f"registered deployment {name} ({deployment_id}) on work pool {args.pool!r} "
+              f"cron={cron!r} timezone={timezone}\nrun it with: prefect worker start --pool {args.pool}")
+    elif args.register_only:
         deployment_id = nightly.register(root, cron, timezone)
-        print(f"registered deployment stylepipe-pipeline/{nightly.DEPLOYMENT_NAME} ({deployment_id}) "
-              f"cron={cron!r} timezone={timezone}")
+        print(f"registered deployment {name} ({deployment_id}) cron={cron!r} timezone={timezone} "
+              "(no work pool: only `stylepipe nightly` serving it runs it; use --pool for a worker)")
     else:
-        print(f"serving stylepipe-pipeline/{nightly.DEPLOYMENT_NAME} cron={cron!r} timezone={timezone} "
-              "(Ctrl-C stops)")
+        print(f"serving {name} cron={cron!r} timezone={timezone} (Ctrl-C stops)")
         nightly.serve(root, cron, timezone)
     return 0
 
@@ -427,12 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     nightly = sub.add_parser("nightly", help="serve (or register) the nightly Prefect deployment",
                              description="Create the scheduled deployment of the pipeline flow and "
-                             "serve its runs from this process. Schedule from params.yaml `schedule`.")
+                             "serve its runs from this process (one box), or register it on a process "
+                             "work pool for `prefect worker start --pool NAME` (--pool). Schedule from "
+                             "params.yaml `schedule`.")
     nightly.add_argument("--cron", help="cron schedule (default: params.yaml schedule.cron)")
     nightly.add_argument("--timezone", help="time zone of the schedule (default: params.yaml)")
+    nightly.add_argument("--pool", metavar="NAME",
+                         help="register the deployment on process work pool NAME (created if missing) "
+                         "and exit: `prefect worker start --pool NAME` runs it")
     nightly.add_argument("--register-only", action="store_true",
-                         help="register the deployment on the Prefect API and exit (runs need a "
-                         "`stylepipe nightly` or worker process to execute them)")
+                         help="register the deployment on the Prefect API without a work pool and exit "
+                         "(only a serving `stylepipe nightly` runs it; a worker needs --pool)")
     nightly.add_argument("--repo", default=".", help="project root (default: current directory)")
     nightly.set_defaults(func=cmd_nightly)
 

@@ -60,7 +60,10 @@ class DatasetParams(Section):
     train-images/-labels and t10k-images/-labels, kept in their own train/test split)."""
 
     kind: Literal["photos", "labelled"]
-    sources: list[Source] = Field(min_length=1)
+    # The list, or the name of a YAML file holding it (relative to params.yaml, e.g.
+    # sources/photos.yaml): a file keeps long lists out of `dvc exp show`, and download tracks it
+    # as a dep by content. load_params reads the file.
+    sources: list[Source] | str = Field(min_length=1)
 
 
 class TrainBase(Section):
@@ -331,7 +334,27 @@ def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    return validate(read_raw(path), str(path))
+    path = Path(path)
+    return validate(resolve_source_files(read_raw(path), path.parent), str(path))
+
+
+def resolve_source_files(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`datasets.<d>.sources: FILE` -> the list FILE holds (FILE relative to `base`)."""
+    datasets = raw.get("datasets")
+    if not isinstance(datasets, dict):
+        return raw
+    resolved = dict(datasets)
+    for name, d in datasets.items():
+        if isinstance(d, dict) and isinstance(d.get("sources"), str):
+            f = base / d["sources"]
+            try:
+                items = yaml.safe_load(f.read_text(encoding="utf-8"))
+            except OSError as e:
+                raise ConfigError(f"datasets.{name}.sources: cannot read {f}: {e.strerror or e}") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"datasets.{name}.sources: {f} is not valid YAML: {e}") from None
+            resolved[name] = {**d, "sources": items}
+    return {**raw, "datasets": resolved}
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -358,11 +381,12 @@ def set_in(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def write_overrides(path: str | Path, assignments: list[str]) -> list[str]:
+def write_overrides(path: str | Path, assignments: list[str], check=None) -> list[str]:
     """Apply KEY=VALUE overrides to params.yaml in place, as `dvc exp run -S` does, so DVC sees the
-    values the run used. The whole result is validated before the file is touched; comments and
-    layout are kept (ruamel round trip). Returns 'key: old -> new' lines."""
-    from ruamel.yaml import YAML
+    values the run used. The whole result is validated (and passed to `check`, if given) before the
+    file is touched; every byte but the changed values is kept (stylepipe/params_edit.py). Returns
+    'key: old -> new' lines."""
+    from stylepipe.params_edit import edit_text
 
     path = Path(path)
     raw = read_raw(path)
@@ -372,17 +396,13 @@ def write_overrides(path: str | Path, assignments: list[str]) -> list[str]:
         old = _get_in(raw, keys)
         set_in(raw, keys, value)
         changes.append(f"{'.'.join(keys)}: {old!r} -> {value!r}")
-    validate(raw, f"{path} with --set {' '.join(assignments)}")
+    params = validate(raw, f"{path} with --set {' '.join(assignments)}")
+    if check is not None:
+        check(params)
 
-    rt = YAML()
-    rt.preserve_quotes = True
-    rt.width = 4096  # keep long flow-style lines (the source list) on one line each
-    doc = rt.load(path)
-    for keys, value in parsed:
-        set_in(doc, keys, value)
+    text = edit_text(path.read_text(encoding="utf-8"), parsed, raw)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        rt.dump(doc, f)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return changes
 

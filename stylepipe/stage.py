@@ -13,14 +13,25 @@ from stylepipe.config import ConfigError
 from stylepipe.errors import StageError
 
 
+# Exit codes of a stage process. The Prefect flow never retries EXIT_BAD_INPUT (bad params, bad
+# data: the same run fails the same way); it retries a crash once (EXIT_CRASH, or killed by a signal).
+EXIT_BAD_INPUT = 1
+EXIT_CRASH = 70  # EX_SOFTWARE
+
+
 def run_main(name: str, body: Callable[[], None]) -> None:
-    """Run a stage body; a ConfigError or StageError becomes one clear line and exit code 1."""
+    """Run a stage body; a ConfigError or StageError becomes one clear line and exit code
+    EXIT_BAD_INPUT; any other exception is a crash (traceback, EXIT_CRASH)."""
     log.setup()
+    logger = logging.getLogger(f"stylepipe.{name}")
     try:
         body()
     except (ConfigError, StageError) as e:
-        logging.getLogger(f"stylepipe.{name}").error("%s", e)
-        sys.exit(1)
+        logger.error("%s", e)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception:  # noqa: BLE001
+        logger.exception("%s crashed", name)
+        sys.exit(EXIT_CRASH)
 
 
 def stage_env() -> dict[str, str]:

@@ -8,13 +8,14 @@ Each set of sources gets a folder:
                                 empty manifest when it has none (the folder is its stage's DVC dep)
   data/weights                  `download.weights`
 each holding
-  manifest.json   [{source, path, size, sha256, fetched_at}], path relative to the folder;
+  manifest.json   [{source, path, size, sha256}], path relative to the folder (no timestamps: the
+                  folder is a DVC output, and the same bytes must hash the same on every machine);
                   files extracted from an archive add archive_sha256 (the archive's)
   rejected.json   [{source, path, reason}]: archive members and folder entries that were refused
   files/<source-id>/...   (weights: flat, data/weights/<file name>, as torch.hub names them)
 (docs/architecture.md). Idempotent: data/raw is a DVC `persist` output, so a re-run keeps every file
-that is still listed and verifies, with its original fetched_at (the manifest stays byte-identical
-when nothing changed), fetches what is new or changed, and deletes what is no longer listed: the
+that is still listed and verifies (the manifest stays byte-identical when nothing changed, so the
+stage, which runs on every `dvc repro` to see new files, leaves its downstream stages cached), fetches what is new or changed, and deletes what is no longer listed: the
 folders of datasets and models removed from params.yaml too.
 
 A bad source (404, checksum mismatch, unreadable archive, a style that is not one image) fails the
@@ -29,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,26 +200,24 @@ def fetch_file_source(source: Source, location: Location, root: Path, dl: Downlo
     if weights:
         os.replace(partial, root / name)
         log.info("fetched %s (%d bytes)", source.url, fetched.size)
-        return [{"source": source.url, "path": name, "size": fetched.size, "sha256": fetched.sha256,
-                 "fetched_at": utc_now()}], [], 1
+        return [{"source": source.url, "path": name, "size": fetched.size, "sha256": fetched.sha256}], [], 1
     staging = root / PARTIAL / f"{sid}.new"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    now = utc_now()
     try:
         if is_archive:
             budget = archives.Budget(dl.max_extract_bytes, dl.max_extract_files, dl.max_member_bytes)
             extracted = archives.extract(partial, staging, budget, name=name)
             partial.unlink()
             entries = [{"source": source.url, "path": f"files/{sid}/{rel}", "size": size, "sha256": sha,
-                        "fetched_at": now, "archive_sha256": fetched.sha256}
+                        "archive_sha256": fetched.sha256}
                        for rel, (size, sha) in sorted(extracted.files.items())]
             rejected = [{"source": source.url, "path": member, "reason": reason}
                         for member, reason in extracted.refused]
         else:
             os.replace(partial, staging / name)
             entries = [{"source": source.url, "path": f"files/{sid}/{name}", "size": fetched.size,
-                        "sha256": fetched.sha256, "fetched_at": now}]
+                        "sha256": fetched.sha256}]
             rejected = []
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -288,8 +286,7 @@ def sync_folder(source: Source, location: Location, root: Path, old: list[dict],
         dest = root / path
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, dest)
-        entries.append({"source": source.url, "path": path, "size": fetched.size, "sha256": fetched.sha256,
-                        "fetched_at": utc_now()})
+        entries.append({"source": source.url, "path": path, "size": fetched.size, "sha256": fetched.sha256})
         fetched_count += 1
     if fetched_count:
         log.info("fetched %s: %d files copied, %d unchanged, %d refused", source.url, fetched_count,
@@ -385,16 +382,13 @@ def read_json_list(path: Path) -> list[dict]:
 def _by_source(items: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for item in items:
+        item.pop("fetched_at", None)  # manifests written before timestamps were dropped
         grouped.setdefault(item.get("source", ""), []).append(item)
     return grouped
 
 
 def hash_name(relpath: str) -> str:
     return hashlib.sha256(relpath.encode()).hexdigest()[:16]
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def main(argv: list[str] | None = None) -> None:

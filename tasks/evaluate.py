@@ -18,19 +18,21 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from stylepipe import timings
 from stylepipe.config import EvaluateParams, Params, load_params
 from stylepipe.devices import pick_device
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from models import registry
-from tasks.evaluation import distributions, gate, generation, metrics as em, report
+from tasks.evaluation import distributions, gate, generation, inception, metrics as em, report
 from tasks.data.images import IMAGE_SUFFIXES, is_image_file
 
 log = logging.getLogger("stylepipe.evaluate")
@@ -181,8 +183,29 @@ def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, d
     # FLOPs per pixel of a fully convolutional network do not depend on the size: count at 128 px
     out["gflops_512"] = round(flops_per_pixel(sidecar["network"], 128) * 512 * 512 / 1e9, 3)
     out["train_steps"] = sidecar.get("steps")
-    out["train_seconds"] = sidecar.get("seconds")
     return {k: v for k, v in out.items() if isinstance(v, (int, float))}
+
+
+def headline(metrics: dict) -> dict:
+    """What metrics/metrics.json (the `dvc exp show` / `dvc metrics diff` columns) holds of a model's
+    metrics: its quality and the gate's verdict. Each check's flag and the head-to-head with the
+    published model are in the report's summary.json (`gate`, `comparison`)."""
+    return {k: v for k, v in metrics.items()
+            if not (k.startswith("gate_") and k != "gate_passed") and not k.startswith("vs_published_")}
+
+
+def split_timings(metrics: dict) -> dict:
+    """Take the machine's measurements (ms_<size>) out of `metrics`: they go to metrics/timings.json,
+    not into DVC outputs, whose bytes must not depend on the machine's speed."""
+    return {k: metrics.pop(k) for k in [k for k in metrics if k.startswith("ms_")]}
+
+
+def without_measured_latency(checks: list[dict], params: EvaluateParams) -> list[dict]:
+    """The latency check as stored in outputs: its decision and threshold, not the measured value."""
+    g = params.gate
+    return [{**ch, "value": None, "message": f"one {g.latency_size} px image "
+             f"{'within' if ch['passed'] else 'over'} {g.max_latency_ms:.0f} ms (measured: metrics/timings.json)"}
+            if ch["name"] == "latency" else ch for ch in checks]
 
 
 def describe_device(device: torch.device) -> str:
@@ -234,12 +257,17 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
         comparison["published_sha256"] = published_sha
         lineage_file = published_dir / "lineage.json"
         if lineage_file.is_file():
-            comparison["published_at"] = json.loads(lineage_file.read_text()).get("promoted_at")
+            comparison["published_from"] = json.loads(lineage_file.read_text()).get("model", {}).get("code_version")
         metrics["vs_published_style_loss_ratio"] = (
             comparison["candidate"]["style_loss"] / max(comparison["published"]["style_loss"], 1e-12))
         metrics["vs_published_ssim_delta"] = comparison["candidate"]["ssim"] - comparison["published"]["ssim"]
 
     checks = gate.gate_checks(metrics, params.gate, comparison)
+    measured = split_timings(metrics)
+    log.info("style %s: latency %s", style, ", ".join(f"{k[3:]} px {v:.1f} ms" for k, v in measured.items()))
+    timings.record(style, {**measured, "eval_device": describe_device(tools.device)},
+                   path=paths.metrics.parent / timings.TIMINGS.name)
+    checks = without_measured_latency(checks, params)
     passed = all(ch["passed"] for ch in checks)
     decision, reason = gate.decide(checks, candidate_sha, published_sha, params.promote)
 
@@ -253,7 +281,6 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
         lineage = {
             "style": style,
             "model_sha256": candidate_sha,
-            "promoted_at": gate.utc_now(),
             "replaces_sha256": published_sha,
             "model": sidecar,
             "style_image": {"path": str(style_path), "sha256": sha256_file(style_path)},
@@ -311,8 +338,12 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
     dataset = sidecar["dataset"]
     if dataset not in reals:
         log.info("dataset %s: judge and real-vs-real floors", dataset)
+        fid_weights = inception.find_weights(paths.weights)
+        if fid_weights is not None:
+            log.info("dataset %s: FID Inception weights %s: fid_inception will be reported", dataset, fid_weights.name)
         reals[dataset] = generation.real_data(paths.processed / dataset, ev.generation_samples, extractor,
-                                              device, JUDGE_CACHE)
+                                              device, JUDGE_CACHE,
+                                              inception.load(fid_weights) if fid_weights is not None else None)
     real = reals[dataset]
     log.info("model %s (%s): drawing %d samples", name, family, ev.generation_samples)
     metrics = generation.measure(net, sidecar, real, extractor, device, ev.generation_samples)
@@ -328,7 +359,7 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
     metrics = {k: _round(v) for k, v in metrics.items()}
     if decision == "promoted":
         gate.promote(model_dir, published_dir, metrics, {
-            "model": sidecar, "model_sha256": candidate_sha, "promoted_at": gate.utc_now(),
+            "model": sidecar, "model_sha256": candidate_sha,
             "replaces_sha256": published_sha, "gate": checks,
             "evaluation": {"samples": ev.generation_samples, "judge_test_accuracy": real.judge_accuracy}})
     (log.info if passed else log.warning)("model %s: %s: %s", name, decision, reason)
@@ -359,9 +390,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor)
                   for name, m in samplers.items()}
 
+    # No time and no machine in here: summary.json and the report are DVC outputs (timings.json has both).
     summary = {
-        "generated_at": gate.utc_now(),
-        "device": describe_device(tools.device),
         "evaluation": {"encoder": em.EVAL_ENCODER, "style_layers": tools.style_layers,
                        "content_layers": tools.content_layers, "image_size": ev.image_size,
                        "timing_repeats": ev.timing_repeats, "gate": ev.gate.model_dump()},
@@ -370,7 +400,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         "generators": generators,
     }
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
-    every = {**{s: r["metrics"] for s, r in styles.items()}, **{g: r["metrics"] for g, r in generators.items()}}
+    every = {**{s: headline(r["metrics"]) for s, r in styles.items()},
+             **{g: headline(r["metrics"]) for g, r in generators.items()}}
     paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
     report.reset(paths.report)
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
@@ -380,8 +411,48 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
                                             paths.report / "images" / name)
     (paths.report / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     report.write_report(summary, paths.report, ev)
+    write_plot_images(summary, paths, ev.report_images)
     log.info("metrics: %s; report: %s", paths.metrics, paths.report / "index.html")
     return summary
+
+
+PLOT_ROW = 128  # px: the height of each row of a key image
+
+
+def write_plot_images(summary: dict, paths: Paths, n: int) -> None:
+    """One key image per model in <report>/../plots/<model>.png, declared as DVC image plots, so
+    `dvc plots diff` shows experiments side by side: a style model's first n held-out photos over
+    their stylized results; a generator's sample grid."""
+    from PIL import Image
+
+    out = paths.report.parent / "plots"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name, r in summary["styles"].items():
+        rows = r["images"][:n]
+        pairs = []
+        for row in rows:
+            pair = []
+            for key in ("content_path", "result_path"):
+                with Image.open(row[key]) as im:
+                    im = im.convert("RGB")
+                    pair.append(im.resize((max(1, round(im.width * PLOT_ROW / im.height)), PLOT_ROW),
+                                          Image.Resampling.LANCZOS))
+            pairs.append(pair)
+        if not pairs:
+            continue
+        width = sum(max(a.width, b.width) for a, b in pairs) + 4 * (len(pairs) - 1)
+        sheet = Image.new("RGB", (width, 2 * PLOT_ROW + 4), "white")
+        x = 0
+        for a, b in pairs:
+            sheet.paste(a, (x, 0))
+            sheet.paste(b, (x, PLOT_ROW + 4))
+            x += max(a.width, b.width) + 4
+        sheet.save(out / f"{name}.png", optimize=False)
+    for name, r in summary.get("generators", {}).items():
+        grid = paths.report / "images" / name / r.get("grids", {}).get("samples", "")
+        if grid.is_file():
+            shutil.copyfile(grid, out / f"{name}.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import stylepipe
+from stylepipe import timings
 from models import registry
 from models.family import TrainInputs, Trainer
 from models.weights import save_model
@@ -109,14 +110,11 @@ def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def code_version() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=10, cwd=ROOT)
-        rev = commit.stdout.strip() if commit.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return f"{stylepipe.__version__}+{rev or 'unknown'}"
+def code_version(family: str) -> str:
+    """The package version and a hash of the code the run computed with (not the git commit: the
+    sidecar is a DVC output, and a commit hash would change its bytes on every commit)."""
+    blob = json.dumps(code_hashes(family), sort_keys=True).encode()
+    return f"{stylepipe.__version__}+code-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
 def code_hashes(family: str) -> dict[str, str]:
@@ -298,8 +296,11 @@ def remove_checkpoints(checkpoint_dir: Path) -> None:
 
 
 def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool = False,
-          style_image: Path | None = None) -> dict:
-    """Train `model` (a name in params.yaml `models:`); returns the sidecar written beside the weights.
+          style_image: Path | None = None, keep_seconds: bool = False) -> dict:
+    """Train `model` (a name in params.yaml `models:`); returns the sidecar written beside the weights,
+    plus `seconds`. The training time goes to metrics/timings.json, not into the sidecar (a DVC
+    output: its bytes must not depend on the machine's speed), unless keep_seconds (tools outside the
+    DAG, e.g. `stylepipe styles`).
     fresh: discard an existing checkpoint instead of resuming from it.
     style_image: the painting itself, instead of the one download put under paths.inputs."""
     entry = params.model(model)
@@ -413,17 +414,22 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
         "train": tp.model_dump(exclude=RUN_ONLY), **trainer.sidecar(),
         "steps": tp.steps, "batch_size": tp.batch_size, "seed": tp.seed,
         "train_data_sha256": data.sha256, "style_image_sha256": config.get("style_image_sha256"),
-        "code_version": code_version(), "seconds": round(seconds, 1), "device": str(device),
+        "code_version": code_version(entry.family), "device": str(device),
         "processes": world, "final_losses": {k: round(v, 6) for k, v in last.items()},
     }
     if rank != 0:
         return sidecar
     net = trainer.inference_network().eval()
+    if keep_seconds:
+        sidecar["seconds"] = round(seconds, 1)
+    else:
+        timings.record(model, {"train_seconds": round(seconds, 1), "train_device": str(device)},
+                       path=paths.log.parent.parent / timings.TIMINGS.name)
     save_model(paths.model_dir, net, sidecar)
     remove_checkpoints(paths.checkpoints)
     log.info("model %s: %d steps in %.0f s; final losses %s; wrote %s", model, tp.steps, seconds,
              sidecar["final_losses"], paths.model_dir)
-    return sidecar
+    return {**sidecar, "seconds": round(seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:

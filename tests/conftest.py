@@ -16,7 +16,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a clone of the project holds (plus its committed .dvc/config); never data/ or caches.
-PROJECT_FILES = ["assets", "flows", "models", "stylepipe", "tasks", "dvc.yaml", "params.yaml",
+PROJECT_FILES = ["assets", "flows", "models", "stylepipe", "tasks", "sources", "dvc.yaml", "params.yaml",
                  ".dvcignore", ".gitignore", "pyproject.toml"]
 
 
@@ -67,3 +67,12 @@ def make_project_copy(dest: Path) -> Path:
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     return make_project_copy(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on 127.0.0.1 (tests/services/s3.py); AWS_ENDPOINT_URL points at it."""
+    from tests.services.s3 import moto_server
+
+    with moto_server() as url:
+        yield url

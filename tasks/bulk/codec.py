@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.images import Rejected, decode
+from tasks.bulk.remote import is_remote, upload
 from tasks.bulk.sources import Payload, ReadError, Seed, TooLarge, read_limited
 from tasks.data.reasons import reason
 
@@ -53,6 +54,7 @@ class EncodeJob:
     tmp_dir: str        # inside out_root: same filesystem, so the rename is atomic
     format: str
     quality: int
+    identity: str = ""  # an object-storage output's ledger identity, stored in its metadata
 
 
 @dataclass
@@ -109,15 +111,26 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
 def encode_job(job: EncodeJob) -> Written | Failed:
     start = time.perf_counter()
     tmp = Path(job.tmp_dir) / f"{uuid.uuid4().hex}.{job.format}"
+    remote = is_remote(job.out_root)
     try:
-        final = safe_target(Path(job.out_root), job.relpath)
+        final = None if remote else safe_target(Path(job.out_root), job.relpath)
+        if remote:
+            check_relpath(job.relpath)
         options = {} if job.format == "png" else {"quality": job.quality}
         pixels = job.pixels[..., 0] if job.pixels.shape[-1] == 1 else job.pixels  # grey
         Image.fromarray(pixels).save(tmp, SAVE_OPTIONS[job.format], **options)
         size = tmp.stat().st_size
-        os.replace(tmp, final)  # the final name only ever holds a complete file
-    except (OSError, ValueError) as e:
+        if remote:  # one PUT of the finished file: the object appears complete or not at all
+            upload(tmp, job.out_root, job.relpath, job.identity)
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)  # the final name only ever holds a complete file
+    except Exception as e:  # noqa: BLE001 (an object store's client raises its own errors)
         tmp.unlink(missing_ok=True)
+        if not isinstance(e, (OSError, ValueError)):
+            if not remote:
+                raise
+            return Failed(job.key, reason("write-error", f"{type(e).__name__}: {e}"), job.model)
         return Failed(job.key, write_failure(e), job.model)
     return Written(job.key, job.model, size, time.perf_counter() - start)
 
@@ -132,12 +145,17 @@ def write_failure(e: OSError | ValueError) -> str:
     return reason("write-error" if errno_ is not None else "encode-error", detail)
 
 
-def safe_target(out_root: Path, relpath: str) -> Path:
-    """out_root/relpath, creating its folders one by one and refusing any symlink on the way: a link
-    planted in the output folder must not carry a write outside it."""
+def check_relpath(relpath: str) -> list[str]:
     parts = relpath.split("/")
     if not parts or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"unsafe output name {relpath!r}")
+    return parts
+
+
+def safe_target(out_root: Path, relpath: str) -> Path:
+    """out_root/relpath, creating its folders one by one and refusing any symlink on the way: a link
+    planted in the output folder must not carry a write outside it."""
+    parts = check_relpath(relpath)
     folder = out_root
     for part in parts[:-1]:
         folder = folder / part

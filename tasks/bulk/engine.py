@@ -34,10 +34,10 @@ import numpy as np
 import stylepipe
 from stylepipe.children import leave_with
 from stylepipe.errors import StageError
-from tasks.bulk import codec
+from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
-from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, input_byte_cap, open_job_source,
-                             options_hash, plan, record_refused, summarize)
+from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
+                             open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, Source
 from tasks.data.reasons import is_fatal, reason
 
@@ -271,6 +271,7 @@ class Pipeline:
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
+        self.remote_out = remote.is_remote(job_plan.job.out)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
@@ -291,7 +292,7 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        with (TempArea(self.job.out, self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
+        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
             reader = Reader(source, self.items, depth=self.prefetch)
@@ -423,8 +424,11 @@ class Pipeline:
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
+                e = state.item.entry
+                ident = remote.identity(e.relpath, e.stamp, self.plan.model_hashes[model],
+                                        self.option_hashes[model]) if self.remote_out else ""
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
-                                           self.tmp_dir, self.params.format, self.params.quality)
+                                      self.tmp_dir, self.params.format, self.params.quality, ident)
                 self.encoding[self._to_workers(codec.encode_job, job)] = (key, model)
 
     def _wait_for_encoders(self) -> None:
@@ -556,16 +560,21 @@ def execute(job_plan: Plan, items: list[WorkItem] | None = None, *, ledger_path:
 
 
 def stylize(job: Job, *, resume: bool = True, limit: int | None = None, progress: bool = True) -> Summary:
-    """Plan, record the refused files, run the pipeline in this process, summarize."""
+    """Plan, record the refused files, run the pipeline in this process, summarize; window by
+    window for a large sampling job (plan.windows)."""
     from tqdm import tqdm
 
-    sweep_temp(job.out)
-    p = plan(job, resume=resume, limit=limit)
-    record_refused(p)
-    log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", job.source,
-             p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
-    bar = tqdm(total=len(p.items), unit="img", desc="stylize", disable=not progress or not p.items,
-               smoothing=0.05, dynamic_ncols=True)
+    sweep_temp(local_area(job.out))
+    bar = tqdm(total=0, unit="img", desc="stylize", disable=not progress, smoothing=0.05, dynamic_ncols=True)
+    parts, planned = [], 0
     with bar:
-        stats = execute(p, progress=bar)
-    return summarize(p, stats)
+        for part in windows(job):
+            p = plan(part, resume=resume, limit=None if limit is None else max(0, limit - planned))
+            planned += len(p.items)
+            record_refused(p)
+            log.info("%s: %d files, %d to stylize with %s (%d already done, %d left for later)", part.source,
+                     p.inputs, len(p.items), ", ".join(s.name for s in job.models), p.finished["done"], p.limited)
+            bar.total += len(p.items)
+            bar.refresh()
+            parts.append(summarize(p, execute(p, progress=bar)))
+    return combine(parts)

@@ -10,15 +10,17 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from stylepipe.config import StylizeParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
+from tasks.bulk import remote
 from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
-from tasks.bulk.sources import RESERVED_NAME, Entry, Source, SourceError, open_source
+from tasks.bulk.sources import (RESERVED_NAME, SEEDS_SCHEME, Entry, SeedSource, Source, SourceError, open_source,
+                                seeds_spec)
 from tasks.data.images import max_input_bytes
 from tasks.data.reasons import is_transient
 
@@ -27,6 +29,9 @@ WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that modu
 # Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
 # caller names a --limit or raises this (`Job.gatys_max_inputs`).
 GATYS_MAX_INPUTS = 200
+# A sampling job is planned and run this many seeds at a time, so that a million-sample job never
+# holds its whole listing (work items, output names, ledger lookups) in memory.
+SEED_WINDOW = 50_000
 
 if TYPE_CHECKING:
     from models.gatys.optimize import GatysConfig
@@ -76,15 +81,24 @@ def model_hash(spec: ModelSpec) -> str:
 @dataclass(frozen=True)
 class Job:
     source: str
-    out: Path
+    out: Path | str             # a folder, or an object-storage URL (tasks/bulk/remote.py)
     models: tuple[ModelSpec, ...]
     params: StylizeParams
     ledger: Path
     gatys_max_inputs: int | None = GATYS_MAX_INPUTS  # None: no cap
 
 
-def default_ledger(out: Path) -> Path:
+def default_ledger(out: Path | str) -> Path:
+    """<out>/.stylepipe/ledger.sqlite; for an object-storage URL, a local folder (remote.state_dir)."""
+    if remote.is_remote(out):
+        return remote.state_dir(str(out)) / LEDGER_NAME
     return Path(out) / RESERVED_NAME / LEDGER_NAME
+
+
+def local_area(out: Path | str) -> Path:
+    """Where the engine's temporary files are born: the output folder itself (same filesystem, so a
+    rename is atomic), or for an object-storage URL its local state folder."""
+    return remote.state_dir(str(out)) if remote.is_remote(out) else Path(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,7 @@ class Plan:
     options: list[dict]                     # per model: everything that changes its output
     items: list[WorkItem] = field(default_factory=list)        # to do, in listing order
     refused_rows: list[Row] = field(default_factory=list)      # to record (not yet in the ledger)
+    adopted_rows: list[Row] = field(default_factory=list)      # objects found written, to record
     expected: dict[str, str] = field(default_factory=dict)     # output relpath -> input relpath
     inputs: int = 0                         # files listed
     finished: Counter = field(default_factory=Counter)  # done/failed -> (image, model) pairs settled before
@@ -152,6 +167,12 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     except SourceError as e:
         raise StageError(str(e)) from None
     p.inputs = len(entries) + len(refused)
+    is_remote = remote.is_remote(job.out)
+    stored = remote.existing(str(job.out)) if is_remote else None  # one listing, not a request per output
+
+    def output_exists(relpath: str) -> bool:
+        return relpath in stored if is_remote else (job.out / relpath).is_file()
+
     ledger = Ledger(job.ledger) if (job.ledger.is_file() or not readonly) else None
     try:
         names = OutputNames(job.params.format, ledger.outputs() if ledger else {})
@@ -173,10 +194,18 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
                 f = known.get(label)
                 settled = f is not None and (f.input_stamp, f.model_hash, f.options_hash) == (
                     entry.stamp, p.model_hashes[i], hashes[i])
-                if settled and f.status == "done" and (job.out / f.output).is_file():
+                if settled and f.status == "done" and output_exists(f.output):
                     p.finished["done"] += 1
                 elif settled and f.status == "failed" and not is_transient(f.reason):
                     p.finished["failed"] += 1
+                elif is_remote and target in stored and remote.stored_identity(str(job.out), target) == \
+                        remote.identity(entry.relpath, entry.stamp, p.model_hashes[i], hashes[i]):
+                    # uploaded by a run killed before its ledger row: record it, never upload it again
+                    p.finished["done"] += 1
+                    p.adopted_rows.append(Row(entry.relpath, label, "done", source=job.source, input_size=entry.size,
+                                              input_stamp=entry.stamp, output=target, model_hash=p.model_hashes[i],
+                                              options_hash=hashes[i], options=options_json(p.options[i]),
+                                              reason="found in object storage", finished_at=time.time()))
                 else:
                     outputs.append((i, target))
             if outputs:
@@ -189,6 +218,27 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
             ledger.close()
     check_gatys_size(p, limit)
     return p
+
+
+def windows(job: Job, size: int = SEED_WINDOW) -> Iterator[Job]:
+    """The job as consecutive sub-jobs that are planned and run one after another: a `seeds:` job of
+    more than `size` seeds becomes seed ranges of about `size` (a multiple of the label count, so
+    each seed keeps its label); any other job is one window (its listing is the source's own)."""
+    if not job.source.startswith(SEEDS_SCHEME):
+        yield job
+        return
+    try:
+        seeds = SeedSource(job.source)
+    except SourceError as e:
+        raise StageError(str(e)) from None
+    n_labels = max(1, len(seeds.labels))
+    step = max(1, size // n_labels) * n_labels
+    if seeds.count <= step:
+        yield job
+        return
+    for start in range(0, seeds.count, step):
+        count = min(step, seeds.count - start)
+        yield replace(job, source=seeds_spec(count, seeds.first + start, seeds.labels or None))
 
 
 def check_gatys_size(p: Plan, limit: int | None) -> None:
@@ -208,6 +258,14 @@ def check_gatys_size(p: Plan, limit: int | None) -> None:
 
 
 def open_job_source(job: Job) -> Source:
+    if remote.is_remote(job.out):
+        if str(job.source).rstrip("/") == str(job.out).rstrip("/") or \
+                str(job.source).rstrip("/").startswith(str(job.out).rstrip("/") + "/"):
+            raise StageError(f"the output {job.out} holds the source {job.source}: choose another --out")
+        try:
+            return open_source(job.source, max_bytes=max_input_bytes(job.params.max_pixels))
+        except SourceError as e:
+            raise StageError(str(e)) from None
     source, out = Path(job.source), job.out.resolve()
     if source.is_dir() and (source.resolve() == out or source.resolve().is_relative_to(out)):
         raise StageError(f"the output folder {job.out} holds the source {job.source}: outputs could "
@@ -313,6 +371,19 @@ class Summary:
         yield f"ledger: {self.ledger}"
 
 
+def combine(parts: list[Summary]) -> Summary:
+    """One summary for a job run window by window (windows()): counts add up, and so do the
+    windows' times, which ran one after another."""
+    run = RunStats()
+    for part in parts:
+        run.add(part.run)
+    run.seconds = sum(part.run.seconds for part in parts)
+    total = lambda name: sum(getattr(part, name) for part in parts)  # noqa: E731
+    return Summary(inputs=total("inputs"), outputs=total("outputs"), done=total("done"),
+                   failed=total("failed"), ignored=total("ignored"), pending=total("pending"),
+                   run=run, ledger=parts[0].ledger)
+
+
 def summarize(plan: Plan, run: RunStats) -> Summary:
     refused = plan.refused_known + Counter(r.status for r in plan.refused_rows)
     settled = plan.finished["done"] + plan.finished["failed"] + run.outputs + run.failed
@@ -327,6 +398,8 @@ def summarize(plan: Plan, run: RunStats) -> Summary:
 
 
 def record_refused(plan: Plan) -> None:
-    if plan.refused_rows:
+    """Record the refused inputs, and the objects found already uploaded (remote outputs)."""
+    rows = plan.refused_rows + plan.adopted_rows
+    if rows:
         with Ledger(plan.job.ledger) as ledger:
-            ledger.write(plan.refused_rows)
+            ledger.write(rows)

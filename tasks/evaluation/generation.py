@@ -10,22 +10,31 @@ round-robin, so every class gets n/classes) against the same number of real imag
   present, fd_judge (Fréchet distance in the judge's features) with its floor, and for a
   conditional model the label accuracy (the judge agrees with the label asked for);
 - for a VAE: the held-out ELBO (nats per image) and reconstructions and interpolations.
-A real Inception FID is not computed: the weights cannot be fetched here, and no substitute is
-given that name.
+The judge and the real images' features are cached in `cache` (.cache/judges), keyed by the data
+and the code that computes them.
+A real FID (`fid_inception`, tasks/evaluation/inception.py) only when the user supplies the FID
+Inception weights through download.weights; no other network's distance is given that name.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torchvision.utils import save_image
 
 from stylepipe.config import GenerationGateParams
+from stylepipe.hashing import sha256_file
 from tasks.data.datasets import LABELLED_FILES, load_labelled
 from tasks.evaluation import distributions as dist
+from tasks.evaluation import inception
 from tasks.evaluation import judge as judges
 
 log = logging.getLogger("stylepipe.evaluate")
@@ -48,9 +57,12 @@ class RealData:
     judge_train: torch.Tensor
     judge_val: torch.Tensor
     floor: dict
+    inception: torch.nn.Module | None = None     # tasks/evaluation/inception.py, when its weights are there
+    inception_train: torch.Tensor | None = None
 
 
-def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cache: Path) -> RealData:
+def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cache: Path,
+              inception_net=None) -> RealData:
     train_images, _ = load_labelled(data_dir / LABELLED_FILES["train"])
     val_images, val_labels = load_labelled(data_dir / LABELLED_FILES["val"])
     val_x, val_y = judges.to_images(val_images), torch.from_numpy(val_labels)
@@ -59,13 +71,47 @@ def real_data(data_dir: Path, samples: int, extractor, device: torch.device, cac
     n = min(samples, len(train_images), len(val_images))
     train_x = judges.to_images(train_images[np.sort(rng.choice(len(train_images), n, replace=False))])
     val_sub = val_x[torch.from_numpy(np.sort(rng.choice(len(val_images), n, replace=False)))]
-    e_train, e_val = dist.effnet_features(extractor, train_x, device), dist.effnet_features(extractor, val_sub, device)
-    _, j_train = judges.predict(judge, train_x)
-    _, j_val = judges.predict(judge, val_sub)
+    key = feature_key(data_dir, n, extractor, device)
+    features = load_features(cache, key)
+    if features is None:
+        features = {"effnet_train": dist.effnet_features(extractor, train_x, device),
+                    "effnet_val": dist.effnet_features(extractor, val_sub, device),
+                    "judge_train": judges.predict(judge, train_x)[1], "judge_val": judges.predict(judge, val_sub)[1]}
+        save_features(cache, key, features)
+    e_train, e_val, j_train, j_val = (features[k] for k in ("effnet_train", "effnet_val", "judge_train", "judge_val"))
     p, r = dist.precision_recall(e_train, e_val)
     floor = {"fd_effnetl0": dist.frechet_distance(e_val, e_train), "kid_effnetl0": dist.kernel_distance(e_val, e_train),
              "fd_judge": dist.frechet_distance(j_val, j_train), "precision": p, "recall": r}
-    return RealData(train_x, val_x, val_y, judge, accuracy, e_train, e_val, j_train, j_val, floor)
+    i_train = None
+    if inception_net is not None:
+        log.info("FID Inception features of %d + %d real images", n, n)
+        i_train, i_val = inception.features(inception_net, train_x, device), inception.features(inception_net, val_sub, device)
+        floor["fid_inception"] = dist.frechet_distance(i_val, i_train)
+    return RealData(train_x, val_x, val_y, judge, accuracy, e_train, e_val, j_train, j_val, floor,
+                    inception_net, i_train)
+
+
+def feature_key(data_dir: Path, n: int, extractor, device: torch.device) -> str:
+    """What the real images' features depend on: the data, how many, and the code that computes them
+    (the judge's training is judge.py's and the training file's)."""
+    code = [Path(m.__file__) for m in (dist, judges, sys.modules[type(extractor).__module__])]
+    parts = [sha256_file(data_dir / LABELLED_FILES[s]) for s in ("train", "val")] + [n, device.type]
+    return hashlib.sha256(json.dumps(parts + [sha256_file(f) for f in code]).encode()).hexdigest()[:16]
+
+
+def load_features(cache: Path, key: str) -> dict[str, torch.Tensor] | None:
+    path = cache / f"real-features-{key}.safetensors"
+    return load_file(str(path)) if path.is_file() else None
+
+
+def save_features(cache: Path, key: str, features: dict[str, torch.Tensor]) -> None:
+    """The real images' features, kept beside the judges: computing them is most of an evaluation
+    of a small generator, and they only change with the data or the code."""
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"real-features-{key}.safetensors"
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def sample_labels(n: int, sidecar: dict) -> list[int] | None:
@@ -108,6 +154,8 @@ def measure(net, sidecar: dict, real: RealData, extractor, device: torch.device,
         per_class = [float((predicted[asked == c] == c).float().mean()) for c in range(classes)]
         m["label_accuracy_min_class"] = min(per_class)
         m["classes_recognised"] = int(sum(a >= 0.5 for a in per_class))  # half its samples judged right
+    if real.inception is not None:  # a real FID: the user supplied the Inception weights
+        m["fid_inception"] = dist.frechet_distance(inception.features(real.inception, fakes, device), real.inception_train)
     if hasattr(net, "elbo"):
         m["heldout_elbo"] = net.elbo(real.val_x.to(device))
     m.update({f"floor_{k}": v for k, v in real.floor.items()})

@@ -306,6 +306,7 @@ def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams,
 GENERATOR_CARDS = (  # (metric, title, what it means)
     ("label_accuracy", "Label accuracy", "the judge agrees with the class asked for"),
     ("confident_fraction", "Confident", "samples the judge classifies with p ≥ 0.9"),
+    ("fid_inception", "FID", "Fréchet distance in the FID Inception's pool features (user-supplied weights)"),
     ("fd_effnetl0", "FD EffNet-L0", "Fréchet distance to real images, EfficientNet-Lite0 features"),
     ("kid_effnetl0", "KID EffNet-L0", "kernel (MMD²) distance, same features"),
     ("precision", "Precision", "samples inside the real manifold"),
@@ -380,7 +381,8 @@ def glossary(summary: dict) -> str:
             f"computed with {e(lp['note'])}." if lp["available"]
             else f"unavailable here ({e(lp['note'])}); it is never estimated.")),
         ("Speed", f"Median of {ev['timing_repeats']} timed forward passes (after a warm-up) of one square image, "
-         f"network only, on {e(summary['device'])}."),
+         "network only, on the machine that ran evaluate: metrics/timings.json (kept out of this report, "
+         "whose bytes must not depend on the machine)."),
         ("Why this yardstick", f"Every model is measured with the same fixed encoder ({ev['encoder']}) and layers "
          f"on held-out photos at {ev['image_size']} px, whatever it was trained with, so the numbers compare "
          "models and runs with each other. A model trained with this encoder family has a head start on the two "
@@ -406,7 +408,6 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
     n_styles = len(summary["styles"])
     published = sum(1 for r in summary["styles"].values() if r.get("published_sha256"))
     ev = summary["evaluation"]
-    generated = summary["generated_at"].replace("T", " ")[:16]
     sections = "".join(style_section(s, r, report_dir, params, sizes, content_thumbs)
                        for s, r in summary["styles"].items())
     sections += "".join(generator_section(g, r, report_dir) for g, r in summary.get("generators", {}).items())
@@ -417,7 +418,7 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
 <h1>stylepipe evaluation</h1>
 <p class="sub">{n_styles} style model{"s" if n_styles != 1 else ""} · {len(summary.get("generators", {}))} generator(s) · {published} with a published model ·
 {first["metrics"]["images"]} validation photos · measured at {ev["image_size"]} px with {e(ev["encoder"])} ·
-timed on {e(summary["device"])} · <span class="nw">generated {e(generated)} UTC</span></p>
+speed and training time on this machine: <code>metrics/timings.json</code></p>
 <section class="panel"><h2>Models at a glance</h2><br>{overview(summary, sizes)}
 <p class="note">Lower style loss and colour distance = closer to the style image; lower content loss and higher
 SSIM = more of the photo kept. Per-image numbers: <a href="per_image.csv">per_image.csv</a>; everything

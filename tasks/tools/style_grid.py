@@ -137,7 +137,7 @@ def train_styles(paintings: list[Path], params: Params, out: Path, data_dir: Pat
                 entry = template.model_copy(update={"style": {"url": str(painting)}})
                 style_params = params.model_copy(update={"models": {name: entry}})
                 paths = Paths(data_dir, out / name, model_dir, model_dir / "loss.tsv", checkpoints / f"styles-{name}")
-                sidecar = train(style_params, name, paths, style_image=painting, fresh=fresh)
+                sidecar = train(style_params, name, paths, style_image=painting, fresh=fresh, keep_seconds=True)
         except ResumeRefused as e:
             failed[str(painting)] = f"{e} (here: re-run `stylepipe styles` with --fresh)"
         except StageError as e:

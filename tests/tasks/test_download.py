@@ -41,7 +41,7 @@ def test_every_kind_of_url_lands_in_the_same_layout(sandbox, server):
     assert [e["source"] for e in entries] == sorted((s.url for s in sources),
                                                     key=lambda u: f"files/{source_id(u)}")
     for e in entries:
-        assert set(e) == {"source", "path", "size", "sha256", "fetched_at"}
+        assert set(e) == {"source", "path", "size", "sha256"}
         path = sandbox.photos / e["path"]
         assert e["path"].startswith(f"files/{source_id(e['source'])}/")
         assert path.stat().st_size == e["size"] and sha(path.read_bytes()) == e["sha256"]

@@ -31,6 +31,7 @@ def val_of(project: Path) -> Path:
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO_ROOT / "sources", tmp_path / "sources")
     save_random_model(tmp_path / "data/models" / style_of(tmp_path))
     make_photos(val_of(tmp_path), ["0011aabb.png", "22cc33dd.png", "44ee55ff.png"], size=(80, 60))
     monkeypatch.chdir(tmp_path)

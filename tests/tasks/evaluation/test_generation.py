@@ -92,6 +92,39 @@ def test_the_judge_learns_and_is_cached(real):
     again, accuracy = judge.load_or_train(folder / "train.safetensors", data.val_x, data.val_y, folder / "cache")
     assert accuracy == data.judge_accuracy and list((folder / "cache").glob("judge-*")) == [cached]
 
+
+def test_the_real_features_are_cached_and_keyed_by_the_data(real, monkeypatch, tmp_path):
+    data, extractor, _, folder = real
+    assert len(list((folder / "cache").glob("real-features-*.safetensors"))) == 1
+
+    def no_features(*a, **k):
+        raise AssertionError("computed the real features again")
+
+    monkeypatch.setattr(dist, "effnet_features", no_features)
+    again = generation.real_data(folder, 300, extractor, torch.device("cpu"), folder / "cache")
+    assert torch.equal(again.effnet_train, data.effnet_train) and again.floor == data.floor
+    with pytest.raises(AssertionError, match="again"):  # fewer samples: another key
+        generation.real_data(folder, 200, extractor, torch.device("cpu"), folder / "cache")
+
+
+def test_fid_inception_only_with_its_network(real, tmp_path):
+    """With the FID Inception (here with weights of its own: the real file cannot be fetched) the
+    floor and the model get fid_inception; without it neither does."""
+    from tasks.evaluation.inception import FIDInception
+
+    data, extractor, (images, labels), folder = real
+    assert "fid_inception" not in data.floor
+    torch.manual_seed(0)
+    with_fid = generation.real_data(folder, 40, extractor, torch.device("cpu"), tmp_path, FIDInception())
+    sidecar = {"conditional": True, "num_classes": 4}
+    good = generation.measure(Replay(images, labels), sidecar, with_fid, extractor, torch.device("cpu"), 40)
+    bad = generation.measure(Replay(images, labels, wrong=0), sidecar, with_fid, extractor, torch.device("cpu"), 40)
+    assert with_fid.floor["fid_inception"] >= 0 and good["floor_fid_inception"] == with_fid.floor["fid_inception"]
+    assert bad["fid_inception"] > good["fid_inception"]
+    assert "fid_inception" not in generation.measure(Replay(images, labels), sidecar, data, extractor,
+                                                     torch.device("cpu"), 40)
+
+
 def test_a_sampler_of_real_images_scores_like_the_real_data(real):
     data, extractor, (images, labels), _ = real
     sidecar = {"conditional": True, "num_classes": 4}

@@ -1,0 +1,134 @@
+"""Change values in params.yaml as text: every byte outside the changed values stays as it was
+(comments, blank lines, quoting, flow-style lists and their line lengths).
+
+A value is found through ruamel's round-trip positions (line and column of the value), and only its
+token is replaced. Where that is not possible (a new key, a block-style list or mapping as the old
+value), the edit falls back to a ruamel round trip of the whole file. Either way the result is
+parsed again and must equal the intended document.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import yaml
+
+_PLAIN_END = (",", "}", "]")
+
+
+def _dump_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
+    if text.endswith("\n...\n"):  # a lone scalar's document end marker
+        text = text[:-5]
+    return text.strip()
+
+
+def _token_end(line: str, col: int) -> int | None:
+    """End (exclusive) of the scalar or flow collection starting at line[col], or None."""
+    c = line[col] if col < len(line) else ""
+    if c in "'\"":
+        i = col + 1
+        while i < len(line):
+            if line[i] == c:
+                if c == "'" and line[i + 1:i + 2] == "'":  # '' inside a single-quoted scalar
+                    i += 2
+                    continue
+                return i + 1
+            if c == '"' and line[i] == "\\":
+                i += 1
+            i += 1
+        return None
+    if c in "[{":
+        depth, quote, i = 0, "", col
+        while i < len(line):
+            ch = line[i]
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"":
+                quote = ch
+            elif ch in "[{":
+                depth += 1
+            elif ch in "]}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return None
+    if c in ("|", ">", "&", "*", "!", ""):
+        return None
+    i = col
+    while i < len(line):
+        if line[i] in _PLAIN_END or line[i] == "#" and line[i - 1] in " \t" or line[i:i + 2] == ": ":
+            break
+        i += 1
+    return len(line[:i].rstrip())
+
+
+def _locate(doc, keys: list[str]):
+    """(line, col) of the value at keys in a ruamel round-trip document, or None."""
+    node = doc
+    for k in keys[:-1]:
+        if not hasattr(node, "get") or k not in node:
+            return None
+        node = node[k]
+    if not hasattr(node, "lc") or keys[-1] not in node:
+        return None
+    old = node[keys[-1]]
+    if hasattr(old, "lc") and not getattr(getattr(old, "fa", None), "_flow_style", False):
+        return None  # a block-style list or mapping: no single token to replace
+    line, col = node.lc.value(keys[-1])
+    return line, col
+
+
+def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -> str:
+    """`text` with each (keys, value) of `changes` applied; `expected` is the parsed result it must
+    give (checked)."""
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    lines = text.splitlines(keepends=True)
+    ok = True
+    for keys, value in changes:
+        doc = rt.load("".join(lines))
+        where = _locate(doc, keys)
+        if where is None:
+            ok = False
+            break
+        line_no, col = where
+        line = lines[line_no]
+        end = _token_end(line.rstrip("\r\n"), col)
+        if end is None:
+            ok = False
+            break
+        new = _dump_value(value)
+        if isinstance(value, str) and line[col] == '"':  # keep the value's quoting style
+            new = json.dumps(value, ensure_ascii=False)
+        elif isinstance(value, str) and line[col] == "'":
+            new = "'" + value.replace("'", "''") + "'"
+        lines[line_no] = line[:col] + new + line[end:]
+    result = "".join(lines)
+    if ok and yaml.safe_load(result) == expected:
+        return result
+    return _round_trip(text, changes, expected)
+
+
+def _round_trip(text: str, changes: list[tuple[list[str], Any]], expected: dict) -> str:
+    from ruamel.yaml import YAML
+
+    from stylepipe.config import set_in
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    doc = rt.load(text)
+    for keys, value in changes:
+        set_in(doc, keys, value)
+    out = io.StringIO()
+    rt.dump(doc, out)
+    result = out.getvalue()
+    if yaml.safe_load(result) != expected:
+        raise ValueError("params.yaml edit did not give the intended values")
+    return result
