@@ -126,15 +126,19 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
         ours = Image.fromarray(run_net(net, arr))
         seconds = time.perf_counter() - started
         inputs_diff, outputs_diff = colour_response(lambda a: run_net(net, a), arr)
-        ref = None
+        ref = ref_native = None
         if references is not None:
             found = [p for p in images_in(references) if p.stem == f"{photo_path.stem}-{painting.stem}"]
-            ref = fit(em.open_rgb(found[0]), size).resize(photo.size, Image.LANCZOS) if found else None
+            if found:
+                ref_native = em.open_rgb(found[0])
+                ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
         entry = {"photo": yardstick.losses(photo, photo, style_grams),
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(np.asarray(ours)),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
-            entry["reference"] = {**yardstick.losses(ref, photo, style_grams), "grid": grid_ratio(np.asarray(ref))}
+            # the grid at the reference's own size: shrinking it to `size` would alias its grid away
+            entry["reference"] = {**yardstick.losses(ref, photo, style_grams),
+                                  "grid": grid_ratio(np.asarray(ref_native))}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
 
@@ -154,7 +158,8 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
             [photo_name, f"style {entry['photo']['style']:.3f}"],
             [painting.name, f"crop: at the trained {sidecar.get('style_size', 256)} px"],
             ["published reference", f"style {entry['reference']['style']:.3f} content {entry['reference']['content']:.3f}",
-             f"grid {entry['reference']['grid']:.1f}"] if ref is not None else ["no published reference"],
+             f"grid {entry['reference']['grid']:.1f} (at its own size)"] if ref is not None
+            else ["no published reference"],
             ["stylepipe", f"style {entry['stylepipe']['style']:.3f} content {entry['stylepipe']['content']:.3f}",
              f"grid {entry['stylepipe']['grid']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
              f"out {entry['stylepipe']['colour_out']:.1f} /255"],
