@@ -3,9 +3,10 @@
   (b) stylepipe end to end: `stylize()` from JPEG files to JPEG files (listing, decode workers,
       batching, model, encode workers, ledger);
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
-for each network, on generated photo-like JPEGs, with the ratios b/a and b/c.
+for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (b) once per
+--backends (torch, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's network alone.
 
-    python benchmarks/bench_stylize.py --count 200 --networks fast classic
+    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch onnxruntime auto
 
 The networks have random (seeded) weights: throughput does not depend on training. Outputs go to
 --workdir (default: a temporary folder, deleted afterwards).
@@ -128,7 +129,7 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
 
 
 def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, workers: int,
-               parallel: int | None, threads: int | None) -> tuple[float, float]:
+               parallel: int | None, threads: int | None, backend: str = "torch") -> tuple[float, float]:
     """(b) images/s of stylepipe from files to files; also the wall seconds per image."""
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
@@ -136,7 +137,7 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
 
     shutil.rmtree(out, ignore_errors=True)
     params = StylizeParams(max_size=None, batch_size=batch_size, workers=workers, parallel_batches=parallel,
-                           threads=threads, device="cpu")
+                           threads=threads, device="cpu", backend=backend)
     job = Job(str(source), out, (ModelSpec(str(model_dir)),), params, default_ledger(out))
     start = time.perf_counter()
     summary = stylize(job, progress=False)
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
     parser.add_argument("--ceiling-count", type=int, default=48,
                         help="images timed for (a): a steady-state rate needs no more (default 48)")
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime", "auto"],
+                        help="(b) once per backend (tasks/bulk/backends.py; auto's choice is remembered "
+                             "in ~/.cache/stylepipe/backends.json: delete it to time the calibration too)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
@@ -195,14 +199,15 @@ def main() -> None:
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
             figures = {}
-            for name, measure in (
-                ("a", lambda: ceiling(model, paths[: args.ceiling_count], args.batch_size,
-                                      args.parallel_batches, args.threads)),
-                ("b", lambda: end_to_end(model, images, workdir / f"out-{network}", args.batch_size,
-                                         args.workers, args.parallel_batches, args.threads)[0]),
-                ("c", lambda: naive_loop(model, paths, workdir / f"naive-{network}")),
-            ):
-                if name in args.skip:
+            measures = [("a", lambda: ceiling(model, paths[: args.ceiling_count], args.batch_size,
+                                              args.parallel_batches, args.threads))]
+            for backend in args.backends:
+                measures.append((f"b:{backend}", lambda backend=backend: end_to_end(
+                    model, images, workdir / f"out-{network}-{backend}", args.batch_size, args.workers,
+                    args.parallel_batches, args.threads, backend)[0]))
+            measures.append(("c", lambda: naive_loop(model, paths, workdir / f"naive-{network}")))
+            for name, measure in measures:
+                if name.split(":")[0] in args.skip:
                     figures[name] = (0.0, 0.0)
                     continue
                 with OtherLoad() as others:
@@ -211,12 +216,14 @@ def main() -> None:
                       f"{figures[name][1]:.2f} cores meanwhile", flush=True)
             rows.append((network, figures))
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
-        print(f"{'network':<8} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} {'b/c':>6} "
-              f"{'s/img (b)':>10}  other cores (a/b/c)")
+        print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
+              f"{'b/c':>6} {'s/img (b)':>10}  other cores (a/b/c)")
         for network, f in rows:
-            (a, la), (b, lb), (c, lc) = f["a"], f["b"], f["c"]
-            print(f"{network:<8} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
-                  f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f}  {la:.2f}/{lb:.2f}/{lc:.2f}")
+            (a, la), (c, lc) = f["a"], f["c"]
+            for backend in args.backends:
+                b, lb = f[f"b:{backend}"]
+                print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
+                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f}  {la:.2f}/{lb:.2f}/{lc:.2f}")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

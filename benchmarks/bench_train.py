@@ -63,9 +63,10 @@ def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: boo
     real_build = family.build_encoder
     with mock.patch.object(family, "build_encoder",  # weights from --weights-dir, or random for timing
                            lambda name, layers: real_build(name, layers, weights_dir, pretrained=pretrained)):
+        cuda_amp = amp and device.type == "cuda"
         trainer = family.JohnsonTrainer(tp, TrainInputs(
-            device, painting=lambda size: torch.rand(3, size, size, device=device)))
-    trainer.cuda = amp and device.type == "cuda"
+            device, painting=lambda size: torch.rand(3, size, size, device=device), bf16=cuda_amp,
+            channels_last=cuda_amp))
     if compile_:
         trainer.nets["net"], trainer.loss = torch.compile(trainer.nets["net"]), torch.compile(trainer.loss)
 

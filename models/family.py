@@ -40,6 +40,10 @@ class TrainInputs:
     num_classes: int = 0                  # labelled data
     channels: int = 3                     # of the training images
     image_size: int = 0                   # labelled data: the images' side
+    # train.precision / train.channels_last as resolved for the device. The loop runs every step
+    # under autocast when bf16; a family that autocasts its forward pass itself says so with these.
+    bf16: bool = False
+    channels_last: bool = False
 
 
 class Trainer:

@@ -136,7 +136,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
-        "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
+        "backend", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
         "shard_size")}
     try:
         params = StylizeParams(**settings)
@@ -366,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
+    stylize.add_argument("--backend", choices=["torch", "onnxruntime", "auto"], default="auto",
+                         help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
+                              "to ONNX), or auto (default): the faster of the two on the first batch, "
+                              "remembered per machine and model")
     stylize.add_argument("--tile-above", type=int, default=2048,
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")

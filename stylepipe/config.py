@@ -80,6 +80,14 @@ class TrainBase(Section):
     threads: int | None = Field(default=None, ge=1, le=1024)
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
+    # Speed, mostly for CUDA. precision bf16: the step runs under torch.autocast (bfloat16 matmuls and
+    # convolutions; on a CPU only worth it with AMX/AVX512-BF16); it changes the numbers, so it is part
+    # of the model's config; auto: bf16 on CUDA, fp32 on a CPU. channels_last (NHWC nets and batches;
+    # None: on CUDA) and compile (torch.compile of every trained net; the first steps pay for the
+    # compiling) change only the speed.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
 
 
 class ModelParams(Section):
@@ -165,6 +173,12 @@ class StylizeParams(Section):
     # Forward passes run at once, each on its own batch; None: one per core on CPU, 1 on CUDA.
     parallel_batches: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
+    # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime (the network
+    # exported to ONNX), or auto: whichever was faster on the job's first batch (remembered per
+    # machine and model). Families without an ONNX export, tiles and CUDA use torch. The pipeline's
+    # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
+    # another machine (the two agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
+    backend: Literal["torch", "onnxruntime", "auto"] = "torch"
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)

@@ -22,6 +22,7 @@ processes x batch_size); process 0 writes the log, the checkpoints and the model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -59,7 +60,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIEW_DIR = "previews"  # inside the model folder: fixed-noise sample grids during training
 ROOT = Path(__file__).resolve().parents[1]
 # Settings that change how a run is executed, not what it computes: not part of the resume check.
-RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every"}
+RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every", "channels_last", "compile"}
 
 
 @dataclass(frozen=True)
@@ -339,8 +340,11 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
     torch.manual_seed(tp.seed)
     random.seed(tp.seed)
     np.random.seed(tp.seed)
+    bf16 = tp.precision == "bf16" or (tp.precision == "auto" and cuda)
+    channels_last = tp.channels_last if tp.channels_last is not None else cuda
     inputs = TrainInputs(device, num_classes=data.num_classes, channels=data.channels, image_size=data.image_size,
-                         painting=(lambda size: load_style_image(style_path, size)) if style_path else None)
+                         painting=(lambda size: load_style_image(style_path, size)) if style_path else None,
+                         bf16=bf16, channels_last=channels_last)
     trainer = family.make_trainer(tp, inputs)
     names = trainer.loss_names
 
@@ -368,8 +372,16 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
                         # its own generator: starting an iterator draws a seed, which must not move
                         # the global RNG the families' steps draw from (or a resume would diverge)
                         generator=torch.Generator().manual_seed(tp.seed))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for net in trainer.nets.values():
+        net.to(memory_format=layout)
+        if tp.compile:
+            net.compile()  # in place: the state_dict keys (checkpoints, safetensors) stay the same
     if world > 1:
         trainer.wrap(DistributedDataParallel)  # averages gradients across processes
+    # The whole step under autocast (the family owns its forward and backward passes; autocast picks
+    # each op's dtype in the forward pass, and the backward pass follows it).
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     t0 = time.perf_counter()
     last: dict[str, float] = {}
     for m in trainer.nets.values():
@@ -378,9 +390,11 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
                mininterval=1.0, dynamic_ncols=True, disable=rank != 0)
     step = start
     for batch in loader:
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True, memory_format=layout) if v.dim() == 4 else
+                 v.to(device, non_blocking=True) for k, v in batch.items()}
         trainer.step = step
-        losses = trainer.train_step(batch)
+        with autocast:
+            losses = trainer.train_step(batch)
         step += 1
 
         values = mean_over_processes(losses, names, world)

@@ -13,6 +13,9 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="stylepipe-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# The user's cache (~/.cache/stylepipe: remote jobs' ledgers, ONNX exports, backend choices) stays
+# untouched by the tests: theirs is a private one.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="stylepipe-cache-")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What a clone of the project holds (plus its committed .dvc/config); never data/ or caches.

@@ -26,17 +26,17 @@ class JohnsonTrainer(Trainer):
 
     def __init__(self, tp: TrainParams, inputs: TrainInputs):
         super().__init__()
-        device, self.cuda = inputs.device, inputs.device.type == "cuda"
+        device, self.bf16, self.channels_last = inputs.device, inputs.bf16, inputs.channels_last
         self.style_layers, self.content_layers = resolve_layers(tp)
         self.tp = tp
         self.upsample = tp.upsample or DEFAULT_UPSAMPLE[tp.network]
         net = build_network(tp.network, self.upsample).to(device)
         encoder = build_encoder(tp.encoder, list(dict.fromkeys(self.style_layers + self.content_layers))).to(device)
-        if self.cuda:
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
             encoder = encoder.to(memory_format=torch.channels_last)
         painting = inputs.painting(tp.style_size).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             self.loss = PerceptualLoss(encoder, painting, self.style_layers, self.content_layers,
                                        tp.content_weight, tp.style_weight, tp.tv_weight)
         self.nets = {"net": net}
@@ -44,9 +44,9 @@ class JohnsonTrainer(Trainer):
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         content = batch["image"]
-        if self.cuda:
+        if self.channels_last:
             content = content.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(content.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast(content.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             losses = self.loss(self.nets["net"](content), content)
         opt = self.opts["net"]
         opt.zero_grad(set_to_none=True)

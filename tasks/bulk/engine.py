@@ -267,7 +267,7 @@ class Pipeline:
         self.batch_size = self.params.batch_size or default_batch_size(device)
         self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
@@ -305,6 +305,7 @@ class Pipeline:
                     f.cancel()
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
+        self.stats.device = self.models.describe(self.parallel)  # with the backends chosen on the way
         return self.stats
 
     def _loop(self, reader: Reader) -> None:
@@ -501,7 +502,7 @@ class Pipeline:
         return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
                    input_stamp=e.stamp, model_hash=self.plan.model_hashes[model],
                    options_hash=self.option_hashes[model], options=self.options[model],
-                   code_version=self.code_version, device=self.stats.device,
+                   code_version=self.code_version, device=self.models.describe(self.parallel),
                    finished_at=time.time(), run_id=self.run_id, **values)
 
     def _finish(self, key: int) -> None:

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from models.weights import load_model
 from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
-from tasks.bulk.plan import ModelSpec
+from tasks.bulk import backends
+from tasks.bulk.plan import ModelSpec, weights_sha256
 from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 from tasks.data.images import MIN_SIDE
 
@@ -91,10 +92,24 @@ def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
 
 class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
-                 tile_overlap: int, tile_above: int, batch_size: int):
+                 tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
+                 parallel: int = 1):
         self.specs, self.device = specs, device
         self.cuda = device.type == "cuda"
-        self.nets = [PadToMinSide(load_model(Path(s.path), device)[0]) for s in specs]
+        loaded = [load_model(Path(s.path), device) for s in specs]
+        self.nets = [PadToMinSide(net) for net, _ in loaded]
+        # per model: the runtimes it may run on (tasks/bulk/backends.py) and who picks among them
+        self.runtimes: list[dict[str, object]] = []
+        self.choosers: list[backends.Chooser] = []
+        for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
+            wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
+            runtimes: dict[str, object] = {"torch": net} if wanted != "onnxruntime" else {}
+            if wanted != "torch":
+                sha = weights_sha256(spec.path)
+                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
+            self.runtimes.append(runtimes)
+            self.choosers.append(backends.Chooser(wanted, [weights_sha256(spec.path), str(torch.get_num_threads()),
+                                                           str(parallel), str(batch_size)]))
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
             self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]
@@ -105,7 +120,8 @@ class StyleModels:
     def describe(self, parallel: int = 1) -> str:
         if self.cuda:
             return f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {parallel} at once)"
-        return f"cpu ({parallel} passes x {torch.get_num_threads()} threads)"
+        chosen = ", ".join(c.chosen or "auto: not chosen yet" for c in self.choosers)
+        return f"cpu ({parallel} passes x {torch.get_num_threads()} threads, {chosen})"
 
     def needs_tiles(self, height: int, width: int) -> bool:
         return max(height, width) > self.tile_above
@@ -130,7 +146,8 @@ class StyleModels:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
         x = self._to_device(batch)
         results = []
-        for net, spec in zip(self.nets, self.specs):
+        for runtimes, chooser, spec in zip(self.runtimes, self.choosers, self.specs):
+            net = runtimes[chooser.choose(runtimes, x)]
             with self._autocast():
                 y = net(x)
             results.append(self._to_uint8(finish(y.float(), x, spec)))
@@ -261,7 +278,8 @@ def is_sampler(spec: ModelSpec) -> bool:
 
 
 def build_models(specs: list[ModelSpec], device: torch.device, **settings) -> StyleModels | GatysModels | SampleModels:
-    """Trained networks, a Gatys painting (ModelSpec.gatys), or a generator."""
+    """Trained networks, a Gatys painting (ModelSpec.gatys), or a generator. settings: StyleModels'
+    keywords (the others take what they need)."""
     if any(spec.gatys is not None for spec in specs):
         return GatysModels(specs, device, **settings)
     if any(is_sampler(spec) for spec in specs):

@@ -121,3 +121,36 @@ def test_family_contract(family, tmp_path, monkeypatch):
         assert not torch.equal(together[0], together[2])
         previews = sorted((tmp_path / "straight" / "model" / "previews").glob("*.png"))
         assert [p.name for p in previews] == [f"step-{s:07d}.png" for s in (2, 4, 6)]
+
+
+def with_train(params, **changes):
+    raw = params.model_dump()
+    raw["models"]["m"]["train"].update(changes)
+    return validate(raw)
+
+
+@pytest.mark.parametrize("family", ["johnson", "dcgan"])
+def test_speed_options_keep_the_model(family, tmp_path):
+    """channels_last and bf16 are the loop's, for every family: NHWC changes the layout, not the
+    computation (the first step's losses, on the initial weights, agree to float tolerance; later
+    steps drift apart, as Adam turns tiny gradient differences into lr-sized steps); bf16 autocast
+    changes the numbers a little."""
+    params = with_train(setup(family, tmp_path), steps=1, log_every=1)
+    plain = train_mod.train(params, "m", paths(tmp_path, "fp32"))
+    nhwc = train_mod.train(with_train(params, channels_last=True), "m", paths(tmp_path, "nhwc"))
+    bf16 = train_mod.train(with_train(params, precision="bf16"), "m", paths(tmp_path, "bf16"))
+    for k, v in plain["final_losses"].items():
+        assert nhwc["final_losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+        assert bf16["final_losses"][k] == pytest.approx(v, rel=0.1, abs=0.05), k
+    assert bf16["final_losses"] != plain["final_losses"], "bf16 autocast changed nothing"
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "bf16" / "model").values())
+    assert bf16["train"]["precision"] == "bf16" and "channels_last" not in nhwc["train"]
+
+
+def test_compile_trains_the_same_network(tmp_path):
+    params = with_train(setup("dcgan", tmp_path), steps=1, log_every=1)
+    eager = train_mod.train(params, "m", paths(tmp_path, "eager"))
+    compiled = train_mod.train(with_train(params, compile=True), "m", paths(tmp_path, "compiled"))
+    assert weights(tmp_path / "eager" / "model").keys() == weights(tmp_path / "compiled" / "model").keys()
+    for k, v in eager["final_losses"].items():  # compiled in place: same keys, same computation
+        assert compiled["final_losses"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k

@@ -1,0 +1,138 @@
+"""Which runtime runs an image network's forward pass on the CPU: PyTorch, or onnxruntime on the
+network exported to ONNX (models/export.py). `auto` decides by timing both on the job's first batch
+(never by guesswork) and remembers the answer per machine, model and thread layout in
+~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
+
+The two agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
+part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
+CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) keep PyTorch:
+their instance-norm statistics come from a thumbnail through hooks onnxruntime does not have. Only
+families models/export.py can export (johnson) have an ONNX backend; others run on PyTorch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from stylepipe.errors import StageError
+
+log = logging.getLogger("stylepipe.stylize")
+
+BACKENDS = ("torch", "onnxruntime", "auto")
+EXPORTABLE_FAMILIES = ("johnson",)
+CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylepipe"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class OnnxNet:
+    """A network exported to ONNX and run by onnxruntime: called like the torch module, on CPU
+    float tensors (N,3,H,W) in [0,1]. The export is cached by the weights' sha256."""
+
+    def __init__(self, model_dir: Path, weights_sha256: str, threads: int):
+        import onnxruntime as ort
+
+        from models.export import export_onnx
+
+        path = cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+        if not path.is_file():
+            export_onnx(model_dir, path)  # written under a temporary name, then renamed
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
+
+
+def _median_seconds(run, x: Tensor) -> float:
+    times = []
+    for _ in range(CALIBRATION_RUNS):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Chooser:
+    """Per model: the backend asked for, or for `auto` the one that was faster on the first batch."""
+
+    def __init__(self, requested: str, key_parts: list[str]):
+        self.requested = requested
+        self.key = hashlib.sha256(json.dumps([cpu_name(), *key_parts]).encode()).hexdigest()[:24]
+        self.lock = threading.Lock()
+        self.chosen: str | None = None if requested == "auto" else requested
+        self.timings: dict[str, float] = {}
+        if self.chosen is None:
+            self.chosen = self._remembered()
+
+    def _remembered(self) -> str | None:
+        try:
+            return json.loads((cache_dir() / "backends.json").read_text()).get(self.key, {}).get("backend")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _remember(self) -> None:
+        path = cache_dir() / "backends.json"
+        try:
+            known = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            known = {}
+        known[self.key] = {"backend": self.chosen, "ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
+                           "cpu": cpu_name()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def choose(self, runs: dict[str, object], x: Tensor) -> str:
+        """The backend for this model; the first call of an `auto` chooser times each on x."""
+        if self.chosen is not None:
+            return self.chosen
+        with self.lock:
+            if self.chosen is None:
+                for run in runs.values():  # warm-up: first-call allocations, kernel selection
+                    run(x)
+                self.timings = {name: _median_seconds(run, x) for name, run in runs.items()}
+                self.chosen = min(self.timings, key=self.timings.get)
+                log.info("backend: %s (median of %d runs on a %s batch: %s)", self.chosen, CALIBRATION_RUNS,
+                         "x".join(map(str, x.shape)),
+                         ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
+                self._remember()
+        return self.chosen
+
+
+def check_backend(requested: str, family: str, device: torch.device) -> str:
+    """The backend a model will use on this device: 'torch' where ONNX does not apply."""
+    if requested not in BACKENDS:
+        raise StageError(f"backend {requested!r}: use one of {', '.join(BACKENDS)}")
+    exportable = family in EXPORTABLE_FAMILIES
+    if requested == "onnxruntime" and (not exportable or device.type != "cpu"):
+        why = f"the {family} family has no ONNX export" if not exportable else "onnxruntime runs here on the CPU only"
+        raise StageError(f"backend onnxruntime: {why} (use --backend torch or auto)")
+    if requested == "auto" and (not exportable or device.type != "cpu"):
+        return "torch"
+    return requested

@@ -1,0 +1,84 @@
+"""The forward pass's runtime (tasks/bulk/backends.py): onnxruntime on the exported network gives
+the same pixels as PyTorch within 1/255; `auto` times both on the first batch, keeps the faster,
+records it in each ledger row and remembers it for the next job."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylepipe.errors import StageError
+from tasks.bulk import backends
+from tasks.bulk.engine import stylize
+from tests.tasks.bulk.test_support import ledger_rows, make_job, make_photos, output_files, tiny_model  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def src(tmp_path):
+    folder = tmp_path / "src"
+    make_photos(folder, ["a.jpg", "b.png"], size=(96, 64))
+    make_photos(folder, ["odd.jpg"], size=(75, 41))    # sides that are not multiples of 4
+    make_photos(folder, ["tiny.png"], size=(20, 12))   # below MIN_SIDE: padded, then cropped
+    return folder
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_onnxruntime_matches_torch_within_one_level(src, tmp_path, tiny_model):
+    runs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        summary = stylize(make_job(src, out, tiny_model, format="png", backend=backend), progress=False)
+        assert summary.done == 4 and summary.failed == 0
+        runs[backend] = out
+    names = output_files(runs["torch"])
+    assert names == output_files(runs["onnxruntime"]) and len(names) == 4
+    worst = max(int(np.abs(pixels(runs["torch"] / n) - pixels(runs["onnxruntime"] / n)).max()) for n in names)
+    assert worst <= 1, f"max difference {worst}/255"
+    assert all("onnxruntime" in r["device"] for r in ledger_rows(runs["onnxruntime"] / ".stylepipe/ledger.sqlite"))
+
+
+def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny_model, monkeypatch):
+    stylize(make_job(src, tmp_path / "first", tiny_model, format="png", backend="auto"), progress=False)
+    known = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
+    (entry,) = known.values()
+    assert set(entry["ms"]) == {"torch", "onnxruntime"} and entry["backend"] in entry["ms"]
+    assert entry["backend"] == min(entry["ms"], key=entry["ms"].get)
+    devices = {r["device"] for r in ledger_rows(tmp_path / "first/.stylepipe/ledger.sqlite")}
+    assert devices and all(d.endswith(f", {entry['backend']})") for d in devices)
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed the backends again")
+
+    monkeypatch.setattr(backends, "_median_seconds", no_timing)
+    summary = stylize(make_job(src, tmp_path / "second", tiny_model, format="png", backend="auto"), progress=False)
+    assert summary.done == 4 and entry["backend"] in summary.run.device
+
+
+def test_the_chooser_keeps_the_faster():
+    chooser = backends.Chooser("auto", ["a model"])
+    runs = {"slow": lambda x: time.sleep(0.02), "fast": lambda x: x}
+    assert chooser.choose(runs, torch.zeros(1)) == "fast"
+    assert chooser.timings["slow"] > chooser.timings["fast"]
+    assert backends.Chooser("auto", ["a model"]).chosen == "fast"   # remembered
+    assert backends.Chooser("auto", ["another"]).chosen is None
+
+
+def test_families_without_an_onnx_export_run_on_torch():
+    cpu = torch.device("cpu")
+    assert backends.check_backend("auto", "johnson", cpu) == "auto"
+    assert backends.check_backend("auto", "pix2pix", cpu) == "torch"
+    assert backends.check_backend("auto", "johnson", torch.device("cuda")) == "torch"
+    with pytest.raises(StageError, match="no ONNX export"):
+        backends.check_backend("onnxruntime", "pix2pix", cpu)
