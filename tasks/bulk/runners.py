@@ -223,7 +223,7 @@ class GatysModels:
         """(N,H,W,3) uint8 images of one size -> [(N,h,w,3) uint8 results], h x w <= H x W."""
         from models.gatys.optimize import gatys, resize, shape_for
 
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().float().div(255).to(self.device)
         height, width = x.shape[-2:]
         out_shape = shape_for(height, width, min(max(height, width), self.config.sizes[-1]))
         config = replace(self.config, sizes=self.sizes_for(max(height, width)))
