@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -341,6 +342,18 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+# `stylepipe experiments`: what a researcher compares experiments by. `dvc exp show` alone has a
+# column per tracked param, metric and dependency (159 for three experiments of the default models);
+# this keeps the params and quality metrics that differ, without dependency hashes (paths), the
+# real-vs-real floors, the per-check gate flags and the creation time.
+EXPERIMENT_DROP = r"Created|.*/.*|sources|.*\.floor_.*|.*\.gate_(?!passed).*"
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    cmd = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", EXPERIMENT_DROP, *args.dvc_args]
+    return subprocess.call(cmd, cwd=_repo_root(args.repo))
+
+
 def cmd_dag(args: argparse.Namespace) -> int:
     from flows.dag import stage_order
 
@@ -557,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "output, input_sha256, finished_at, run_id")
     ledger.set_defaults(func=cmd_ledger)
 
+    experiments = sub.add_parser("experiments", help="dvc exp show, narrowed to what differs between experiments",
+                                 description="`dvc exp show --only-changed` without dependency hashes, floors, "
+                                             "gate flags and times. Extra arguments go to dvc exp show "
+                                             "(e.g. -A, --csv, --sort-by).")
+    experiments.add_argument("--repo", default=".", help="project root (default: current directory)")
+    experiments.set_defaults(func=cmd_experiments)
+
     dag = sub.add_parser("dag", help="print the stage order derived from dvc.yaml")
     dag.add_argument("--repo", default=".", help="project root (default: current directory)")
     dag.set_defaults(func=cmd_dag)
@@ -565,7 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "experiments":
+        args.dvc_args = extra  # dvc exp show's own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ConfigError as e:
