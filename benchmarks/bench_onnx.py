@@ -29,14 +29,14 @@ def main() -> None:
     import torch
 
     from models.export import export_onnx
-    from models.johnson.network import build_network
+    from models.johnson.network import DEFAULT_UPSAMPLE, build_network
     from models.weights import load_model, save_model
 
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.networks:
             torch.manual_seed(0)
-            save_model(Path(tmp) / name, build_network(name), {"network": name})
+            save_model(Path(tmp) / name, build_network(name), {"network": name, "upsample": DEFAULT_UPSAMPLE[name]})
             path = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}.onnx")
             net, _ = load_model(Path(tmp) / name)
             print(f"{name}: {path.name} {path.stat().st_size:,} bytes "

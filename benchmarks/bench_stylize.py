@@ -89,11 +89,12 @@ def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
 def save_model(folder: Path, network: str) -> Path:
     import torch
 
-    from models.johnson.network import build_network
+    from models.johnson.network import DEFAULT_UPSAMPLE, build_network
     from models.weights import save_model as save
 
     torch.manual_seed(0)
-    save(folder, build_network(network), {"network": network, "style": f"bench-{network}"})
+    save(folder, build_network(network), {"network": network, "upsample": DEFAULT_UPSAMPLE[network],
+                                              "style": f"bench-{network}"})
     return folder
 
 

@@ -72,7 +72,7 @@ def make_model(folder: Path) -> Path:
     from models.weights import save_model
 
     torch.manual_seed(0)
-    save_model(folder, build_network("fast"), {"network": "fast", "style": "chaos", "steps": 0})
+    save_model(folder, build_network("fast"), {"network": "fast", "upsample": "bilinear", "style": "chaos", "steps": 0})
     return folder
 
 

@@ -2,7 +2,7 @@
 
 The graph has one input, `image` (N, 3, H, W) float32 RGB in [0,1], and one output, `stylized`, the
 same shape and range; batch, height and width are dynamic. The sidecar's key facts travel with it
-as ONNX metadata_props: style, network, code_version and weights_sha256.
+as ONNX metadata_props: style, network, upsample, code_version and weights_sha256.
 
 Exporter: the TorchScript one (`torch.onnx.export(..., dynamo=False)`), chosen over torch.export
 (`dynamo=True`, torch's default) after trying both on torch 2.14.1:
@@ -45,7 +45,7 @@ from stylepipe.hashing import sha256_file
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # below 11 Pad needs constant sizes; the TorchScript exporter stops at 20
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
-SIDECAR_KEYS = ("style", "network", "code_version")  # copied to metadata_props; plus weights_sha256
+SIDECAR_KEYS = ("style", "network", "upsample", "code_version")  # copied to metadata_props; plus weights_sha256
 
 
 class _Traceable(nn.Module):

@@ -38,6 +38,7 @@ class FamilyInfo:
 FAMILIES: dict[str, FamilyInfo] = {f.name: f for f in (
     FamilyInfo("johnson", "image", "photos", True, "feed-forward style network for one painting (Johnson et al. 2016)"),
     FamilyInfo("gatys", "image", "photos", True, "style transfer by optimising each image's pixels (Gatys et al. 2016)"),
+    FamilyInfo("adain", "image", "photos", False, "arbitrary style transfer: any painting at run time (Huang & Belongie 2017)"),
     FamilyInfo("dcgan", "sample", "labelled", False, "unconditional GAN (Radford et al. 2016)"),
     FamilyInfo("cgan", "sample", "labelled", False, "class-conditional GAN, projection discriminator"),
     FamilyInfo("vae", "sample", "labelled", False, "convolutional variational autoencoder (Kingma & Welling 2014)"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,7 +121,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
     from tasks.bulk.remote import is_remote
 
-    if bool(args.model) == bool(args.gatys_style):
+    if args.adain_style:
+        if args.gatys_style or not args.model or len(args.model) != 1:
+            raise ConfigError("--adain-style needs exactly one --model (an adain model folder) and no --gatys-style")
+    elif args.style or args.mask or args.alpha is not None:
+        raise ConfigError("--style, --mask and --alpha go with --adain-style")
+    elif bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
     if args.gatys_max_inputs < 0:
         raise ConfigError(f"--gatys-max-inputs {args.gatys_max_inputs}: must be 0 (no cap) or more")
@@ -149,7 +155,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for strength in strengths:
         if not 0 <= strength <= 1:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
-    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys)
+    adain = _adain_controls(args) if args.adain_style else None
+    models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys, adain=adain)
                    for path, strength, keep in zip(paths, strengths, colors))
     out = args.out if is_remote(args.out) else Path(args.out)  # a folder, or s3://... (tasks/bulk/remote.py)
     job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
@@ -258,6 +265,32 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adain_controls(args: argparse.Namespace):
+    """--adain-style P1 [--style P2:W ...]: P2.. get their weights, P1 the rest of 1. With --mask:
+    P1 goes to the mask's white region, P2 (weight optional) to its black one, else none."""
+    from models.adain.params import AdainControls
+
+    others = []
+    for item in args.style or []:
+        path, sep, weight = item.rpartition(":")
+        if not sep or not path:
+            if not args.mask:
+                raise ConfigError(f"--style {item}: give PAINTING:WEIGHT (e.g. {item}:0.3)")
+            path, weight = item, "1"
+        try:
+            others.append((path, float(weight)))
+        except ValueError:
+            raise ConfigError(f"--style {item}: the weight after ':' must be a number") from None
+    first = 1.0 if args.mask else 1.0 - sum(w for _, w in others)
+    if first < 0:
+        raise ConfigError(f"--style weights add up to {1 - first:g}: at most 1 (--adain-style gets the rest)")
+    try:
+        return AdainControls(((args.adain_style, first), *others), alpha=1.0 if args.alpha is None else args.alpha,
+                             mask=args.mask, style_size=args.adain_style_size)
+    except ValueError as e:
+        raise ConfigError(f"--adain-style: {e}") from None
+
+
 def _gatys_bulk_config(args: argparse.Namespace):
     from models.gatys.optimize import GatysConfig
     from stylepipe.errors import StageError
@@ -358,6 +391,18 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+# `stylepipe experiments`: what a researcher compares experiments by. `dvc exp show` alone has a
+# column per tracked param, metric and dependency (159 for three experiments of the default models);
+# this keeps the params and quality metrics that differ, without dependency hashes (paths), the
+# real-vs-real floors, the per-check gate flags and the creation time.
+EXPERIMENT_DROP = r"Created|.*/.*|sources|.*\.floor_.*|.*\.gate_(?!passed).*"
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    cmd = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", EXPERIMENT_DROP, *args.dvc_args]
+    return subprocess.call(cmd, cwd=_repo_root(args.repo))
+
+
 def cmd_dag(args: argparse.Namespace) -> int:
     from flows.dag import stage_order
 
@@ -453,6 +498,19 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--gatys-max-inputs", type=int, default=200, metavar="N",
                          help="Gatys: refuse a job of more images than this unless --limit is given "
                          "(default 200; 0: no cap)")
+    stylize.add_argument("--adain-style", metavar="PAINTING",
+                         help="with one adain --model: stylize after this painting (any painting, no "
+                         "training; its features are computed once per job)")
+    stylize.add_argument("--style", action="append", metavar="PAINTING:WEIGHT",
+                         help="AdaIN: another painting mixed in with this weight (repeatable; "
+                         "--adain-style gets 1 minus their sum); with --mask: the black region's painting")
+    stylize.add_argument("--alpha", type=float, default=None,
+                         help="AdaIN: content-style trade-off at feature level, 0 (the photo) to 1 (default)")
+    stylize.add_argument("--mask", metavar="IMAGE",
+                         help="AdaIN: white region gets --adain-style, black the --style painting (or "
+                         "stays the photo); resized to each image")
+    stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",  # models/adain/params.py STYLE_SIZE
+                         help="AdaIN: long side the paintings are encoded at (texture scale; default 512)")
     stylize.set_defaults(func=cmd_stylize)
 
     sample = sub.add_parser(
@@ -590,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "output, input_sha256, finished_at, run_id")
     ledger.set_defaults(func=cmd_ledger)
 
+    experiments = sub.add_parser("experiments", help="dvc exp show, narrowed to what differs between experiments",
+                                 description="`dvc exp show --only-changed` without dependency hashes, floors, "
+                                             "gate flags and times. Extra arguments go to dvc exp show "
+                                             "(e.g. -A, --csv, --sort-by).")
+    experiments.add_argument("--repo", default=".", help="project root (default: current directory)")
+    experiments.set_defaults(func=cmd_experiments)
+
     dag = sub.add_parser("dag", help="print the stage order derived from dvc.yaml")
     dag.add_argument("--repo", default=".", help="project root (default: current directory)")
     dag.set_defaults(func=cmd_dag)
@@ -598,7 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "experiments":
+        args.dvc_args = extra  # dvc exp show's own options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ConfigError as e:

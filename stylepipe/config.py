@@ -312,6 +312,10 @@ class Params(Section):
             if wanted != kind:
                 raise ValueError(f"models.{name}: family {m.family!r} trains on {wanted} data, but dataset "
                                  f"{m.dataset!r} is {kind}")
+            styles = getattr(m.train, "styles", None)  # adain: a second dataset, of paintings
+            if styles is not None and getattr(self.datasets.get(styles), "kind", None) != "photos":
+                raise ValueError(f"models.{name}.train.styles: no photos-kind dataset {styles!r} in `datasets` "
+                                 f"({', '.join(self.datasets)})")
         return self
 
     def model(self, name: str) -> ModelParams:

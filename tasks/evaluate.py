@@ -406,12 +406,59 @@ def evaluate_translator(name: str, m, ev: EvaluateParams, paths: Paths, device: 
             "model": {"dir": str(paths.models / name), "sidecar": sidecar}}
 
 
+def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools: Tools) -> dict:
+    """An adain model on held-out paintings x held-out photos: the yardstick of the style models
+    (style loss drop, SSIM, colour distance), per painting (the paintings dataset's val split, never
+    trained on) and their mean. Each photo is stylized in-process at the evaluation size; each
+    painting is encoded with its long side at STYLE_SIZE, as in bulk jobs."""
+    from models.adain.network import stylize
+    from models.adain.params import STYLE_SIZE
+    from models.weights import load_model
+    from tasks.data.datasets import load_style_image
+
+    photos = find_val_images(paths.processed / entry.dataset / "val")
+    paintings = sorted((paths.processed / entry.train.styles / "val").glob("*.png"))
+    if not paintings:
+        raise StageError(f"{paths.processed / entry.train.styles / 'val'}: no held-out paintings; "
+                         "raise preprocess.val_fraction or add paintings")
+    net, sidecar = load_model(paths.models / name, tools.device)
+    log.info("adain %s: %d held-out paintings x %d held-out photos", name, len(paintings), len(photos))
+    per_painting, rows, shown = {}, [], {}
+    for painting in paintings:
+        img = em.open_rgb(painting)
+        arr = em.to_array(img, em.eval_dims(*img.size, params.image_size))
+        grams = em.grams(em.features(tools.encoder, arr, tools.device), tools.style_layers)
+        lab = em.lab_pixels(arr)
+        with torch.inference_mode():
+            stats = net.style_of(load_style_image(painting, STYLE_SIZE).to(tools.device))
+        mine = []
+        for path in photos:
+            c = load_content(path, params.image_size, tools)
+            with torch.inference_mode():
+                result = em.to_numpy(stylize(net, em.to_tensor(c.arr, tools.device), [(stats, 1.0)]))
+            mine.append({"painting": painting.stem, "image": c.name,
+                         **image_metrics(result, c, grams, lab, tools)})
+            if len(mine) <= params.report_images:  # the report's grid: arrays, written after its reset
+                shown.setdefault(painting.stem, {"painting": arr, "results": []})["results"].append((c.name, c.arr, result))
+        m = {k: float(np.mean([r[k] for r in mine])) for k in IMAGE_METRICS if k in mine[0]}
+        m["style_loss_drop"] = 1.0 - m["style_loss"] / max(m["style_loss_content"], 1e-12)
+        per_painting[painting.stem] = m
+        rows += mine
+    metrics = {"paintings": len(paintings), "images": len(photos)}
+    for key in ("style_loss_drop", "ssim", "colour_distance", "content_loss"):
+        metrics[key] = float(np.mean([m[key] for m in per_painting.values()]))
+        metrics.update({f"{key}_{p}": m[key] for p, m in per_painting.items()})
+    metrics["train_steps"] = sidecar.get("steps", 0)
+    return {"metrics": {k: _round(v) for k, v in metrics.items()}, "paintings": per_painting, "images": rows,
+            "shown": shown, "sidecar": sidecar}
+
+
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     """Evaluate every style model; write metrics.json, the report and its tables; return the summary."""
     ev = params.evaluate
     style_models = {name: m for name, m in params.models.items() if m.family in STYLE_FAMILIES}
     for name, m in params.models.items():
-        if (name not in style_models and registry.info(m.family).runner != "sample"
+        if (name not in style_models and m.family != "adain" and registry.info(m.family).runner != "sample"
                 and registry.info(m.family).data not in TRANSLATION_DATA):
             log.info("model %s (%s): nothing to evaluate (no trained network)", name, m.family)
     tools, lpips = build_tools(ev, paths)
@@ -419,6 +466,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
              describe_device(tools.device))
     styles = {name: evaluate_style(name, find_val_images(paths.processed / m.dataset / "val"), ev, paths, tools)
               for name, m in style_models.items()}
+    arbitrary = {name: evaluate_adain(name, m, ev, paths, tools)
+                 for name, m in params.models.items() if m.family == "adain"}
     samplers = {name: m for name, m in params.models.items() if registry.info(m.family).runner == "sample"}
     extractor = distributions.effnet_extractor(tools.device) if samplers else None
     reals: dict = {}
@@ -436,6 +485,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
         "lpips": lpips,
         "styles": styles,
         "generators": generators,
+        "adain": arbitrary,
     }
     report.reset(paths.report)  # (translators write their grids into it)
     summary["translators"] = {name: evaluate_translator(name, m, ev, paths, tools.device, extractor)
@@ -443,10 +493,13 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     paths.metrics.parent.mkdir(parents=True, exist_ok=True)
     every = {**{s: headline(r["metrics"]) for s, r in styles.items()},
              **{g: headline(r["metrics"]) for g, r in generators.items()},
+             **{a: r["metrics"] for a, r in arbitrary.items()},
              **{t: r["metrics"] for t, r in summary["translators"].items()}}
     paths.metrics.write_text(json.dumps(every, indent=2) + "\n")
     pd.DataFrame([row for r in styles.values() for row in r["images"]]).to_csv(
         paths.report / "per_image.csv", index=False, float_format="%.6g")
+    for name, r in arbitrary.items():  # the grids' images, from the arrays still in memory
+        r["grid"] = report.write_adain_images(name, r.pop("shown"), paths.report)
     for name, r in generators.items():  # sample grids, from the networks still in memory
         r["grids"] = generation.write_grids(r.pop("net"), r["model"]["sidecar"], r.pop("real"),
                                             paths.report / "images" / name)

@@ -51,9 +51,9 @@ from stylepipe.devices import cpu_count, pick_device
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
-from tasks.data.datasets import (LABELLED_FILES, LabelledImages, RandomCrops, StepSamples, TranslationImages,
-                                 files_sha256, find_style_image, list_domains, list_train_images, load_labelled,
-                                 load_style_image)
+from tasks.data.datasets import (LABELLED_FILES, ContentStylePairs, LabelledImages, RandomCrops, StepSamples,
+                                 TranslationImages, files_sha256, find_style_image, list_domains, list_train_images,
+                                 load_labelled, load_style_image)
 
 log = logging.getLogger("stylepipe.train")
 
@@ -93,12 +93,15 @@ class TrainData:
     num_classes: int = 0
     channels: int = 3
     image_size: int = 0
+    painting: Path | None = None  # families trained on many paintings: the one the saved network defaults to
 
 
 def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
     if kind == "photos":
         files = list_train_images(data_dir / "train")
         size = getattr(tp, "image_size", 256)  # gatys trains nothing and has no crop size
+        if getattr(tp, "styles", None):  # photos and paintings (adain): a sibling processed dataset
+            return open_pairs(files, data_dir.parent / tp.styles, tp, seed)
         return TrainData(RandomCrops(files, size, seed), files_sha256(files), f"{len(files)} photos")
     if kind == "labelled":
         path = data_dir / LABELLED_FILES["train"]
@@ -112,6 +115,17 @@ def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
         what = f"{len(a)} pairs" if kind == "paired" else f"{len(a)} A and {len(b)} B images"
         return TrainData(dataset, files_sha256(a + b), what)
     raise StageError(f"the training loop cannot read {kind} datasets yet")
+
+
+def open_pairs(photos: list[Path], styles_dir: Path, tp, seed: int) -> TrainData:
+    """(photo crop, painting crop) pairs. The paintings' val split is held out; the first held-out
+    painting (else the first one) becomes the saved network's default painting."""
+    paintings = list_train_images(styles_dir / "train")
+    held_out = sorted((styles_dir / "val").glob("*.png")) if (styles_dir / "val").is_dir() else []
+    sha = hashlib.sha256(f"{files_sha256(photos)}\n{files_sha256(paintings)}".encode()).hexdigest()
+    return TrainData(ContentStylePairs(photos, paintings, tp.image_size, tp.style_size, seed), sha,
+                     f"{len(photos)} photos x {len(paintings)} paintings ({len(held_out)} held out)",
+                     painting=(held_out or paintings)[0])
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -319,6 +333,8 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
     style_path = None
     if info.needs_style:
         style_path = Path(style_image) if style_image is not None else find_style_image(paths.inputs)
+    elif data.painting is not None:
+        style_path = data.painting
     device = pick_device(tp.device)
     cuda = device.type == "cuda"
     rank, world = start_processes(device)

@@ -72,3 +72,16 @@ def test_unknown_stage_is_one_line_with_the_valid_names(project_copy, capsys):
     assert main(["run", "--repo", str(project_copy), "--stage", "trian"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "trian" in err and "train@swirls" in err and "evaluate" in err
+
+
+def test_experiments_view_drops_dependency_hashes_floors_and_gate_checks():
+    from stylepipe.cli import EXPERIMENT_DROP
+
+    dropped = ["Created", "data/models/swirls", "models/family.py", "tasks/bulk", "sources",
+               "digits.floor_fd_effnetl0", "swirls.gate_ssim", "digits.gate_label_accuracy"]
+    kept = ["models.swirls.train.steps", "evaluate.generation_samples", "swirls.style_loss_drop",
+            "digits.label_accuracy", "digits.gate_passed", "swirls.gate_passed"]
+    assert [c for c in dropped if not re.fullmatch(EXPERIMENT_DROP, c)] == []
+    assert [c for c in kept if re.fullmatch(EXPERIMENT_DROP, c)] == []
+    args = build_parser().parse_args(["experiments", "--repo", "."])
+    assert args.func.__name__ == "cmd_experiments"

@@ -40,6 +40,15 @@ def write_painting(path: Path, colour=(250, 200, 20), period: int = 3) -> Path:
     return path
 
 
+def write_paintings(folder: Path, train: int = 3, val: int = 1) -> Path:
+    """A paintings dataset in preprocess's layout: stripes of different colours and periods."""
+    colours = [(250, 200, 20), (20, 120, 240), (230, 40, 90), (60, 200, 90), (240, 240, 240)]
+    for i in range(train + val):
+        split = "train" if i < train else "val"
+        write_painting(folder / split / f"{i:016x}.png", colours[i % len(colours)], period=2 + i)
+    return folder
+
+
 def write_pairs(split_dir: Path, count: int, size: int = 40) -> Path:
     """A translation split in preprocess's layout: A/<name>.png a grey disc, B/<name>.png the same
     disc in colour on a gradient (the same names: pairs)."""

@@ -155,7 +155,9 @@ def optimise(init: Tensor, objective: Objective, config: GatysConfig) -> tuple[T
     """Optimise the pixels from `init`; returns the image in [0,1] and the losses of every
     evaluation. L-BFGS runs in chunks of LBFGS_CHUNK iterations, clamping between chunks (its
     curvature history carries over); its last line search may add a few evaluations to `steps`."""
-    x = init.detach().clone().requires_grad_(True)
+    # contiguous: L-BFGS flattens the gradient with view(-1), and a gradient takes its parameter's
+    # strides (a photo decoded as HWC and permuted is not contiguous)
+    x = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     lr = config.lr or DEFAULT_LR[config.optimizer]
     history: list[dict[str, float]] = []
 
@@ -231,9 +233,12 @@ def gatys(content: Tensor, style: Tensor, config: GatysConfig = GatysConfig(), *
     if encoder is None:
         encoder = build_gatys_encoder(config, device)
     with torch.inference_mode(False), torch.enable_grad():
-        # clone(): an inference tensor (made under inference_mode) cannot take part in autograd
-        content = (content if content.dim() == 4 else content[None]).to(device).float().clone()
-        style = (style if style.dim() == 4 else style[None]).to(device).float().clone()
+        # clone(): an inference tensor (made under inference_mode) cannot take part in autograd;
+        # contiguous, as at a level of the photo's own size the photo itself is the init
+        content = (content if content.dim() == 4 else content[None]).to(device).float().clone(
+            memory_format=torch.contiguous_format)
+        style = (style if style.dim() == 4 else style[None]).to(device).float().clone(
+            memory_format=torch.contiguous_format)
         image: Tensor | None = None
         levels: list[Level] = []
         for i, size in enumerate(config.sizes):

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from models.encoders import build_encoder, check_layers, default_layers
 from models.family import Family, TrainInputs, Trainer
-from models.johnson.network import NETWORKS, build_network
+from models.johnson.network import DEFAULT_UPSAMPLE, LEGACY_UPSAMPLE, NETWORKS, UPSAMPLE, build_network
 from models.johnson.params import TrainParams
 from models.losses import PerceptualLoss
 
@@ -29,7 +29,8 @@ class JohnsonTrainer(Trainer):
         device, self.bf16, self.channels_last = inputs.device, inputs.bf16, inputs.channels_last
         self.style_layers, self.content_layers = resolve_layers(tp)
         self.tp = tp
-        net = build_network(tp.network).to(device)
+        self.upsample = tp.upsample or DEFAULT_UPSAMPLE[tp.network]
+        net = build_network(tp.network, self.upsample).to(device)
         encoder = build_encoder(tp.encoder, list(dict.fromkeys(self.style_layers + self.content_layers))).to(device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -58,7 +59,7 @@ class JohnsonTrainer(Trainer):
 
     def sidecar(self) -> dict:
         tp = self.tp
-        return {"network": tp.network, "encoder": tp.encoder,
+        return {"network": tp.network, "upsample": self.upsample, "encoder": tp.encoder,
                 "style_layers": self.style_layers, "content_layers": self.content_layers,
                 "weights": {"content": tp.content_weight, "style": tp.style_weight, "tv": tp.tv_weight},
                 "style_size": tp.style_size, "image_size": tp.image_size}
@@ -68,7 +69,11 @@ def build(sidecar: dict) -> torch.nn.Module:
     network = sidecar.get("network")
     if network not in NETWORKS:
         raise ValueError(f"'network' must be one of {', '.join(NETWORKS)}, got {network!r}")
-    return build_network(network)
+    # a sidecar without `upsample` was written before the option: it describes the decoder of then
+    upsample = sidecar.get("upsample", LEGACY_UPSAMPLE[network])
+    if upsample not in UPSAMPLE:
+        raise ValueError(f"'upsample' must be one of {', '.join(UPSAMPLE)}, got {upsample!r}")
+    return build_network(network, upsample)
 
 
 FAMILY = Family("johnson", JohnsonTrainer, build, shared_code=("models/encoders.py", "models/losses.py"))

@@ -3,10 +3,18 @@
 "classic" is Johnson et al.'s TransformerNet (as in pytorch/examples fast_neural_style).
 "fast" keeps its shape but is cut for CPUs, where the network itself, not the loss network,
 dominates a training step and all of bulk stylisation: half the channels, depthwise-separable
-residual blocks, a decoder that works at stride 2 and 4 (a pixel shuffle up to full resolution
-was tried: it left a 2-pixel colour stripe pattern), and a 5x5 instead of a 9x9 output conv
-(oneDNN's backward pass of a 9x9 conv with 3 output channels took longer than the rest of the
-network). ~10x fewer FLOPs, ~5-7x less CPU time per image.
+residual blocks, a decoder that does its convs at stride 4 and 2 only, and a 5x5 instead of a 9x9
+output conv (oneDNN's backward pass of a 9x9 conv with 3 output channels took longer than the rest
+of the network). ~10x fewer FLOPs, ~5-7x less CPU time per image.
+
+Upsampling (`upsample`): "bilinear" is the fast network's default since issue 15: resize-conv
+(Odena et al. 2016) with bilinear resizing, and a fixed blur before the last upsampling (see
+TransformerNet). Before, the fast network used a pixel shuffle from stride 4 to 2, then x2 nearest
+("pixelshuffle"), which stamped a 4-pixel grid on every trained output (tasks/evaluation/spectrum.py:
+power at (1/4,1/4) cycles/pixel 221-884 x its ring after the default training, photos and
+paintings 0.14-2.1; docs/style-quality.md has the runs). "nearest" is Johnson's (the classic
+network's default). Sidecars written before the option existed have no `upsample` key: they
+rebuild what was trained (LEGACY_UPSAMPLE).
 """
 from __future__ import annotations
 
@@ -15,14 +23,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+UPSAMPLE = ("bilinear", "nearest", "pixelshuffle")
+DEFAULT_UPSAMPLE = {"fast": "bilinear", "classic": "nearest"}
+LEGACY_UPSAMPLE = {"fast": "pixelshuffle", "classic": "nearest"}  # sidecars without `upsample`
+
+
+def resize(factor: int, mode: str) -> nn.Module:
+    if mode == "bilinear":
+        return nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False)
+    return nn.Upsample(scale_factor=factor, mode="nearest")
+
+
+class Blur(nn.Module):
+    """Fixed [1,2,1] x [1,2,1] / 16 low-pass per channel (reflection-padded): zero response at the
+    Nyquist frequency of its input."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (torch.outer(k, k) / 16).expand(channels, 1, 3, 3).contiguous(),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1], mode="reflect"), self.kernel, groups=x.shape[1])
+
+
 class ConvLayer(nn.Sequential):
     """Reflection-padded conv (+ instance norm + ReLU unless last)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, upsample: int = 1,
-                 norm_act: bool = True, groups: int = 1):
+                 norm_act: bool = True, groups: int = 1, mode: str = "nearest"):
         layers: list[nn.Module] = []
         if upsample > 1:
-            layers.append(nn.Upsample(scale_factor=upsample, mode="nearest"))
+            layers.append(resize(upsample, mode))
         layers += [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride, groups=groups)]
         if norm_act:
             layers += [nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True)]
@@ -79,13 +112,13 @@ class TransformerNet(nn.Module):
     """Encoder (stride 4) -> residual blocks -> decoder (two x2 upsamplings, then an output conv).
 
     widths: channels at stride 1, 2, 4. cheap: depthwise-separable residual blocks and a decoder
-    that does almost nothing at full resolution (pixel shuffle from stride 4 to 2; the stride-2
-    conv runs before the nearest upsampling, so only the output conv sees full resolution).
+    that does almost nothing at full resolution (the stride-2 conv runs before the last
+    upsampling, so only the output conv sees full resolution). upsample: see the module docstring.
     The output goes through a sigmoid to stay in [0,1]. Inputs whose sides are not multiples of 4
     are padded and the output cropped."""
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), blocks: int = 5,
-                 in_kernel: int = 9, out_kernel: int = 9, cheap: bool = False):
+                 in_kernel: int = 9, out_kernel: int = 9, cheap: bool = False, upsample: str = "nearest"):
         super().__init__()
         c1, c2, c3 = widths
         block = SeparableResidualBlock if cheap else ResidualBlock
@@ -93,10 +126,24 @@ class TransformerNet(nn.Module):
             ConvLayer(3, c1, in_kernel), ConvLayer(c1, c2, 3, stride=2), ConvLayer(c2, c3, 3, stride=2)
         )
         self.res = nn.Sequential(*[block(c3) for _ in range(blocks)])
-        if cheap:
-            up = [PixelShuffleUp(c3, c2), nn.Sequential(ConvLayer(c2, c1, 3), nn.Upsample(scale_factor=2))]
+        if upsample not in UPSAMPLE:
+            raise ValueError(f"upsample {upsample!r}; expected one of {', '.join(UPSAMPLE)}")
+        if upsample == "pixelshuffle":
+            first = PixelShuffleUp(c3, c2)
         else:
-            up = [ConvLayer(c3, c2, 3, upsample=2), ConvLayer(c2, c1, 3, upsample=2)]
+            first = ConvLayer(c3, c2, 3, upsample=2, mode=upsample)
+        if cheap and upsample == "bilinear":
+            # The last nonlinearity runs at stride 2; a checkerboard there is exactly the
+            # (1/4,1/4) cycles/pixel grid at full resolution, and everything after it (upsampling,
+            # output conv) is linear. The blur's zero at stride 2's Nyquist frequency removes it.
+            up = [first, nn.Sequential(ConvLayer(c2, c1, 3), Blur(c1), resize(2, upsample))]
+        elif cheap:
+            last_mode = "nearest" if upsample == "pixelshuffle" else upsample
+            up = [first, nn.Sequential(ConvLayer(c2, c1, 3), resize(2, last_mode))]
+        elif upsample == "pixelshuffle":
+            up = [first, PixelShuffleUp(c2, c1)]
+        else:
+            up = [first, ConvLayer(c2, c1, 3, upsample=2, mode=upsample)]
         self.decoder = nn.Sequential(*up, ConvLayer(c1, 3, out_kernel, norm_act=False))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -116,21 +163,22 @@ NETWORKS = {
 }
 
 
-def build_network(name: str) -> nn.Module:
+def build_network(name: str, upsample: str | None = None) -> nn.Module:
+    """upsample None: the network's current default (DEFAULT_UPSAMPLE)."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; expected one of {', '.join(NETWORKS)}")
-    return TransformerNet(**NETWORKS[name])
+    return TransformerNet(**NETWORKS[name], upsample=upsample or DEFAULT_UPSAMPLE[name])
 
 
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def flops_per_pixel(name: str, size: int = 512) -> float:
+def flops_per_pixel(name: str, size: int = 512, upsample: str | None = None) -> float:
     """Forward FLOPs (a multiply-add = 2) of one size x size image, divided by its pixels."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = build_network(name).eval()
+    net = build_network(name, upsample).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, 3, size, size))
     return counter.get_total_flops() / (size * size)

@@ -34,6 +34,7 @@ GATYS_MAX_INPUTS = 200
 SEED_WINDOW = 50_000
 
 if TYPE_CHECKING:
+    from models.adain.params import AdainControls
     from models.gatys.optimize import GatysConfig
 
 
@@ -46,6 +47,8 @@ class ModelSpec:
     # Gatys mode: `path` is a painting, and every image is optimised (models/gatys/optimize.py) instead of
     # run through a trained network. A dict (a Prefect flow's parameters) becomes a GatysConfig.
     gatys: GatysConfig | dict[str, Any] | None = None
+    # AdaIN: `path` is an adain model folder, run after these paintings with these controls.
+    adain: AdainControls | dict[str, Any] | None = None
     # Translation models (pix2pix, cyclegan): "a2b" or "b2a"; "" for every other model.
     direction: str = ""
 
@@ -53,6 +56,9 @@ class ModelSpec:
         if isinstance(self.gatys, dict):
             from models.gatys.optimize import GatysConfig  # torch: only a Gatys job pays for it here
             object.__setattr__(self, "gatys", GatysConfig(**self.gatys))
+        if isinstance(self.adain, dict):
+            from models.adain.params import AdainControls  # torch-free
+            object.__setattr__(self, "adain", AdainControls(**self.adain))
 
     @property
     def name(self) -> str:
@@ -68,9 +74,24 @@ def weights_sha256(model_dir: str | Path) -> str:
     return sha256_file(path)
 
 
+def adain_identity(controls: AdainControls) -> dict:
+    """What an AdaIN job's outputs depend on besides the weights: each painting's sha256 (not its
+    path) and weight, alpha, the mask's sha256, the size paintings are encoded at."""
+    def sha(path: str, what: str) -> str:
+        if not Path(path).is_file():
+            raise StageError(f"{path}: no such file (the AdaIN {what})")
+        return sha256_file(Path(path))
+
+    return {"paintings": [[sha(p, "painting"), w] for p, w in controls.paintings], "alpha": controls.alpha,
+            "mask": sha(controls.mask, "mask") if controls.mask else None, "style_size": controls.style_size}
+
+
 def model_hash(spec: ModelSpec) -> str:
     """The ledger's model identity: the weights' sha256; in Gatys mode the painting's sha256 plus
-    the hash of the optimisation's settings."""
+    the hash of the optimisation's settings; for AdaIN the weights' plus the hash of the paintings
+    and controls (adain_identity)."""
+    if spec.adain is not None:
+        return f"{weights_sha256(spec.path)}+adain-{options_hash(adain_identity(spec.adain))}"
     if spec.gatys is None:
         return weights_sha256(spec.path)
     if Path(spec.path).is_dir():  # a gatys model folder: its stored painting
@@ -137,6 +158,8 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     }
     if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
         options["gatys"] = asdict(spec.gatys)
+    if spec.adain is not None:
+        options["adain"] = adain_identity(spec.adain)
     if spec.direction:  # likewise
         options["direction"] = spec.direction
     return options

@@ -1,8 +1,9 @@
 """The models of one bulk run on one device, behind one interface: `stylize(batch)` -> per model,
 a batch of finished uint8 images. Four kinds: trained image-to-image networks (StyleModels: any
 "image" family, e.g. johnson), translation networks (TranslateModels: pix2pix, cyclegan, in a
-direction), Gatys optimisation (GatysModels), and generators (SampleModels: any "sample" family,
-whose inputs are (seed, label) pairs instead of pixels).
+direction), Gatys optimisation (GatysModels), an AdaIN model after paintings chosen per job
+(AdainModels), and generators (SampleModels: any "sample" family, whose inputs are (seed, label)
+pairs instead of pixels).
 
 For image networks:
 
@@ -70,11 +71,14 @@ class PadToMinSide(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
+        return self.net(self.pad(x))[..., :h, :w]
+
+    @staticmethod
+    def pad(x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
         if min(h, w) >= MIN_SIDE:
-            return self.net(x)
-        pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.net(padded)[..., :h, :w]
+            return x
+        return F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
 
 
 def luma(x: Tensor) -> Tensor:
@@ -99,6 +103,8 @@ class StyleModels:
         self.cuda = device.type == "cuda"
         loaded = [load_model(Path(s.path), device) for s in specs]
         self.nets = [PadToMinSide(net) for net, _ in loaded]
+        # AdaIN takes the content statistics of the whole picture: tiles would each take their own
+        self.never_tile = any(sidecar.get("family") == "adain" for _, sidecar in loaded)
         # per model: the runtimes it may run on (tasks/bulk/backends.py) and who picks among them
         self.runtimes: list[dict[str, object]] = []
         self.choosers: list[backends.Chooser] = []
@@ -125,7 +131,7 @@ class StyleModels:
         return f"cpu ({parallel} passes x {torch.get_num_threads()} threads, {chosen})"
 
     def needs_tiles(self, height: int, width: int) -> bool:
-        return max(height, width) > self.tile_above
+        return not self.never_tile and max(height, width) > self.tile_above
 
     def _to_device(self, pixels: np.ndarray) -> Tensor:
         """(N,H,W,3) uint8 -> (N,3,H,W) float in [0,1] on the device."""
@@ -236,7 +242,7 @@ class GatysModels:
         """(N,H,W,3) uint8 images of one size -> [(N,h,w,3) uint8 results], h x w <= H x W."""
         from models.gatys.optimize import gatys, resize, shape_for
 
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().float().div(255).to(self.device)
         height, width = x.shape[-2:]
         out_shape = shape_for(height, width, min(max(height, width), self.config.sizes[-1]))
         config = replace(self.config, sizes=self.sizes_for(max(height, width)))
@@ -244,6 +250,53 @@ class GatysModels:
                             for photo in x]).to(self.device)
         x = resize(x, out_shape)
         return [StyleModels._to_uint8(finish(resize(styled, out_shape), x, self.spec))]
+
+    def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return [r[0] for r in self.stylize(pixels[None])]
+
+
+class AdainModels:
+    """An adain model (models/adain/) after the job's paintings, with its controls (ModelSpec.adain):
+    the paintings' statistics are computed once, here, not per image. Never tiled: AdaIN takes the
+    content statistics of the whole picture (cap the size with --max-size)."""
+
+    def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
+        from models.adain.network import AdaINNet
+        from tasks.data.datasets import load_style_image, read_image
+
+        if len(specs) != 1:
+            raise StageError("an AdaIN job runs one adain model alone")
+        self.specs, self.device = specs, device
+        self.spec, self.controls = specs[0], specs[0].adain
+        self.net, sidecar = load_model(Path(self.spec.path), device)
+        if not isinstance(self.net, AdaINNet):
+            raise StageError(f"{self.spec.path}: a {sidecar.get('family', 'johnson')!r} model, not an adain one")
+        with torch.inference_mode():
+            self.styles = []
+            for path, weight in self.controls.paintings:
+                read_image(path)  # refused like any input (bombs, truncation), with its name
+                painting = load_style_image(Path(path), self.controls.style_size).to(device)
+                self.styles.append((self.net.style_of(painting), weight))
+        self.mask = None
+        if self.controls.mask:
+            grey = luma(read_image(self.controls.mask)[None])[0, 0]
+            # white: the first painting; black: the second, or none (the photo's own features)
+            self.mask = torch.where(grey >= 0.5, 1, 2).to(device)
+
+    def describe(self, parallel: int = 1) -> str:
+        return (f"{self.device} (AdaIN, {len(self.styles)} paintings, alpha {self.controls.alpha}, "
+                f"{parallel} passes x {torch.get_num_threads()} threads)")
+
+    def needs_tiles(self, height: int, width: int) -> bool:
+        return False
+
+    @torch.inference_mode()
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+        from models.adain.network import stylize
+
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().float().div_(255).to(self.device)
+        y = stylize(self.net, PadToMinSide.pad(x), self.styles, self.controls.alpha, self.mask)
+        return [StyleModels._to_uint8(finish(y[..., : x.shape[-2], : x.shape[-1]], x, self.spec))]
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
         return [r[0] for r in self.stylize(pixels[None])]
@@ -308,9 +361,13 @@ def is_translator(spec: ModelSpec) -> bool:
         return False
 
 
-def build_models(specs: list[ModelSpec], device: torch.device, **settings) -> StyleModels | GatysModels | SampleModels:
-    """Trained networks, a Gatys painting (ModelSpec.gatys), a generator, or translation networks.
-    settings: StyleModels' keywords (the others take what they need)."""
+def build_models(specs: list[ModelSpec], device: torch.device,
+                 **settings) -> StyleModels | GatysModels | AdainModels | SampleModels:
+    """Trained networks, a Gatys painting (ModelSpec.gatys), an adain model after paintings
+    (ModelSpec.adain), a generator, or translation networks. settings: StyleModels' keywords (the
+    others take what they need)."""
+    if any(spec.adain is not None for spec in specs):
+        return AdainModels(specs, device, **settings)
     if any(spec.gatys is not None for spec in specs):
         return GatysModels(specs, device, **settings)
     if any(is_sampler(spec) for spec in specs):

@@ -6,6 +6,8 @@ resumed, which is what makes resumed runs bit-identical. An example is a dict: "
 float in [0,1], and "label" (int) for labelled data.
 
     photos    data/processed/<dataset>/train/*.png           random crops (+ flips) of the photos
+    pairs     the same, and a crop of a painting from data/processed/<styles>/train/*.png as "style"
+              (the adain family: TrainParams.styles names the paintings dataset)
     labelled  data/processed/<dataset>/train.safetensors     images uint8 (N,H,W,C), labels int64 (N,)
     paired    data/processed/<dataset>/train/{A,B}/*.png     "a", "b": one pair, the same crop (+ flip) of both
     unpaired  data/processed/<dataset>/train/{A,B}/*.png     "a", "b": an A image and an unrelated B image
@@ -125,23 +127,24 @@ def load_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # --- streams ---------------------------------------------------------------------------------------
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, 0, epoch]).permutation(n)
+def _epoch_order(seed: int, epoch: int, n: int, stream: int = 0) -> np.ndarray:
+    return np.random.default_rng([seed, 0, epoch, stream] if stream else [seed, 0, epoch]).permutation(n)
 
 
 class RandomCrops(Dataset):
-    """Sample i -> a random crop (+ flip) of a training photo."""
+    """Sample i -> a random crop (+ flip) of a training photo. stream: a second, independent
+    stream of the same seed (another order and other crops), e.g. the paintings beside the photos."""
 
-    def __init__(self, files: list[Path], size: int, seed: int):
-        self.files, self.size, self.seed = files, size, seed
+    def __init__(self, files: list[Path], size: int, seed: int, stream: int = 0):
+        self.files, self.size, self.seed, self.stream = files, size, seed, stream
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, i: int) -> dict:
         epoch, j = divmod(i, len(self.files))
-        rng = np.random.default_rng([self.seed, 1, i])
-        img = load_rgb(self.files[_epoch_order(self.seed, epoch, len(self.files))[j]])
+        rng = np.random.default_rng([self.seed, 1, i, self.stream] if self.stream else [self.seed, 1, i])
+        img = load_rgb(self.files[_epoch_order(self.seed, epoch, len(self.files), self.stream)[j]])
         if min(img.size) < self.size:
             s = self.size / min(img.size)
             img = img.resize((max(self.size, round(img.width * s)), max(self.size, round(img.height * s))),
@@ -152,6 +155,21 @@ class RandomCrops(Dataset):
         if rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return {"image": to_tensor(img)}
+
+
+class ContentStylePairs(Dataset):
+    """Sample i -> {"image": a crop of a photo, "style": a crop of a painting}, each from its own
+    stream, so photo and painting pair up differently every epoch."""
+
+    def __init__(self, photos: list[Path], paintings: list[Path], size: int, style_size: int, seed: int):
+        self.photos = RandomCrops(photos, size, seed)
+        self.paintings = RandomCrops(paintings, style_size, seed, stream=1)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.photos[i]["image"], "style": self.paintings[i]["image"]}
 
 
 def _jitter(img: Image.Image, load: int, size: int, x0: int, y0: int, flip: bool) -> torch.Tensor:

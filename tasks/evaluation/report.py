@@ -427,8 +427,53 @@ def translator_section(name: str, r: dict, report_dir: Path) -> str:
   <h3>Input | output | target</h3><div class="previews"><figure><img class="pixels" src="{e(r["grid"])}"
   alt="input, output and target of {e(name)}"></figure></div>
   <h3>Training</h3>
-  <div class="two"><div>{curve}</div><dl><dt>training</dt><dd>{e(side.get("steps"))} steps,
-  {e(duration(side.get("seconds")))} on {e(side.get("device"))}</dd></dl></div>
+  <div class="two"><div>{curve}</div><dl><dt>training</dt><dd>{e(side.get("steps"))} steps of
+  {e(side.get("batch_size"))}</dd></dl></div>
+</section>"""
+
+
+def write_adain_images(name: str, shown: dict, report_dir: Path) -> dict:
+    """Arrays in [0,1] of an adain model's grid -> JPEGs under images/<name>/; returns, per painting,
+    its file and [(photo, photo file, result file)]."""
+    from PIL import Image
+
+    folder = report_dir / "images" / name
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(arr, file: str) -> str:
+        Image.fromarray((arr.clip(0, 1) * 255).round().astype("uint8")).save(folder / file, quality=90)
+        return f"images/{name}/{file}"
+
+    return {p: {"painting": save(g["painting"], f"{p}.jpg"),
+                "results": [(photo, save(c, f"{photo}.jpg"), save(y, f"{p}-{photo}.jpg"))
+                            for photo, c, y in g["results"]]}
+            for p, g in shown.items()}
+
+
+def adain_section(name: str, r: dict) -> str:
+    """An adain model: per held-out painting, the yardstick's numbers and its results."""
+    m, side = r["metrics"], r["sidecar"]
+    table = "".join(
+        f'<tr><td><img src="{e(r["grid"][p]["painting"])}" alt="painting {e(p)}" style="height:64px"></td>'
+        f'<td class="num">{num(pm["style_loss_content"])} → <b>{num(pm["style_loss"])}</b> '
+        f'({pct(-pm["style_loss_drop"])})</td><td class="num">{num(pm["content_loss"])}</td>'
+        f'<td class="num">{num(pm["ssim"])}</td>'
+        f'<td class="num">{num(pm["colour_distance_content"])} → <b>{num(pm["colour_distance"])}</b></td></tr>'
+        for p, pm in r["paintings"].items())
+    grid = "".join(
+        '<div class="previews">' + "".join(
+            f'<figure><img src="{e(src)}" alt="{e(alt)}" style="height:128px"><figcaption class="cap">{e(cap)}</figcaption></figure>'
+            for src, alt, cap in [(g["painting"], "painting", f"painting {p}")] + [
+                x for photo, c, y in g["results"] for x in ((c, photo, photo), (y, f"{photo} x {p}", "→ result"))])
+        + "</div>" for p, g in r["grid"].items())
+    return f"""
+<section class="panel" id="model-{e(name)}">
+  <div class="head"><h2>{e(name)} <span class="note">(adain: any painting; held-out paintings x held-out photos)</span></h2></div>
+  <p class="note">AdaIN at {e(side.get("layer"))} of {e(side.get("encoder"))} · {num(side.get("steps"))} training steps ·
+  {m["paintings"]} held-out paintings x {m["images"]} photos · no gate</p>
+  <div class="scroll"><table class="overview"><thead><tr><th>Painting</th><th>Style loss<br>photo → result</th>
+  <th>Content<br>loss</th><th>SSIM</th><th>Colour distance<br>photo → result</th></tr></thead><tbody>{table}</tbody></table></div>
+  {grid}
 </section>"""
 
 
@@ -448,6 +493,7 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
                        for s, r in summary["styles"].items())
     sections += "".join(generator_section(g, r, report_dir) for g, r in summary.get("generators", {}).items())
     sections += "".join(translator_section(t, r, report_dir) for t, r in summary.get("translators", {}).items())
+    sections += "".join(adain_section(a, r) for a, r in summary.get("adain", {}).items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>stylepipe · evaluation report</title><style>{CSS}</style></head>

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.export import DEFAULT_OPSET, export_onnx
-from models.johnson.network import build_network
+from models.johnson.network import DEFAULT_UPSAMPLE, build_network
 from models.weights import WEIGHTS_FILE, save_model
 from stylepipe.cli import build_parser, main
 from stylepipe.errors import StageError
@@ -24,18 +24,19 @@ SHAPES = [(1, 3, 64, 96), (2, 3, 80, 80), (1, 3, 30, 45)]
 SIDECAR = {"network": None, "style": "swirls", "code_version": "0.1.0+abc123", "steps": 400}
 
 
-def make_model(model_dir, name, seed=0):
+def make_model(model_dir, name, seed=0, upsample=None):
     """A random network saved like a trained one. Instance-norm scales and shifts are randomised
     too (an export that dropped them would otherwise still match); convs keep their default init,
     which leaves the output sigmoid unsaturated, so differences show."""
     torch.manual_seed(seed)
-    net = build_network(name).eval()
+    upsample = upsample or DEFAULT_UPSAMPLE[name]
+    net = build_network(name, upsample).eval()
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, torch.nn.InstanceNorm2d):
                 module.weight.normal_(1, 0.3)
                 module.bias.normal_(0, 0.3)
-    save_model(model_dir, net, {**SIDECAR, "network": name})
+    save_model(model_dir, net, {**SIDECAR, "network": name, "upsample": upsample})
     return net
 
 
@@ -45,12 +46,13 @@ def session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module", params=["fast", "classic"])
+@pytest.fixture(scope="module", params=["fast", "classic", "fast/pixelshuffle"])
 def exported(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(request.param)
-    net = make_model(tmp / "model", request.param)
-    out = export_onnx(tmp / "model", tmp / "out" / f"{request.param}.onnx")
-    return request.param, net, tmp / "model", out, session(out)
+    name, _, upsample = request.param.partition("/")
+    tmp = tmp_path_factory.mktemp(name)
+    net = make_model(tmp / "model", name, upsample=upsample or None)
+    out = export_onnx(tmp / "model", tmp / "out" / f"{name}.onnx")
+    return name, net, tmp / "model", out, session(out)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -68,6 +70,7 @@ def test_onnxruntime_matches_pytorch(exported, shape):
 
 def test_graph_interface_and_metadata(exported):
     name, _, model_dir, path, _ = exported
+    upsample = json.loads((model_dir / "model.json").read_text())["upsample"]
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["image"]
@@ -77,7 +80,7 @@ def test_graph_interface_and_metadata(exported):
         assert dims == ["batch", 3, "height", "width"]
     assert {o.domain: o.version for o in model.opset_import}[""] == DEFAULT_OPSET
     assert {p.key: p.value for p in model.metadata_props} == {
-        "style": "swirls", "network": name, "code_version": "0.1.0+abc123",
+        "style": "swirls", "network": name, "upsample": upsample, "code_version": "0.1.0+abc123",
         "weights_sha256": sha256_file(model_dir / WEIGHTS_FILE)}
 
 

@@ -14,7 +14,7 @@ from models import registry
 from models.weights import load_model
 from stylepipe.config import validate
 from tasks.data.datasets import LABELLED_FILES
-from tests.tiny_training import write_pairs, write_painting, write_photos
+from tests.tiny_training import write_pairs, write_painting, write_paintings, write_photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = {
     "johnson": {"network": "fast", "image_size": 32, "style_size": 48, "batch_size": 2, "lr": 0.01},
     "gatys": {"painting_size": 40},
+    "adain": {"styles": "s", "image_size": 32, "style_size": 32, "batch_size": 2, "widths": [16, 8, 8]},
     "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
@@ -63,7 +64,11 @@ def setup(family: str, tmp: Path):
         write_pairs(data / "train", 5)
     else:
         write_labelled(data)
-    params = validate({"datasets": {"d": {"kind": info.data, "sources": [{"url": "x"}]}}, "models": {"m": model}})
+    datasets = {"d": {"kind": info.data, "sources": [{"url": "x"}]}}
+    if "styles" in TINY[family]:  # a second dataset, of paintings (adain): a sibling of data/
+        datasets["s"] = {"kind": "photos", "sources": [{"url": "y"}]}
+        write_paintings(tmp / "s")
+    params = validate({"datasets": datasets, "models": {"m": model}})
     return params
 
 

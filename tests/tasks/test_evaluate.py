@@ -59,7 +59,7 @@ def make_model(model_dir: Path, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     net = build_network("fast").eval()
     save_model(model_dir, net, {
-        "family": "johnson", "style": STYLE, "model": STYLE, "dataset": DATASET, "network": "fast", "encoder": "efficientnet_lite0", "style_layers": [],
+        "family": "johnson", "style": STYLE, "model": STYLE, "dataset": DATASET, "network": "fast", "upsample": "bilinear", "encoder": "efficientnet_lite0", "style_layers": [],
         "content_layers": [], "weights": {}, "steps": 0, "image_size": 64, "train_data_sha256": "0" * 64,
         "style_image_sha256": "0" * 64, "code_version": "test", "seconds": 1.5, "device": "cpu",
         "final_losses": {"total": 1.0},
@@ -307,3 +307,42 @@ def test_report_renders_in_chromium_with_every_image_loaded(tree, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1800, 1280)
     assert pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_an_adain_model_is_scored_per_held_out_painting(tree):
+    """An adain model: every held-out painting (its paintings dataset's val split) x the held-out
+    photos, with the style models' yardstick; training paintings are not scored."""
+    from models.adain.network import build_adain
+    from tests.tiny_training import write_paintings
+
+    write_paintings(tree.processed / "paintings", train=1, val=2)
+    torch.manual_seed(0)
+    net = build_adain("efficientnet_lite0", "block3.expand", ["stem", "block3.expand"], 144, 4, [16, 8, 8],
+                      pretrained=True)
+    save_model(tree.models / "any", net, {"family": "adain", "encoder": "efficientnet_lite0",
+                                          "layer": "block3.expand", "style_layers": ["stem", "block3.expand"],
+                                          "channels": 144, "stride": 4, "widths": [16, 8, 8], "steps": 7})
+    write_results(tree, style_blend(tree, 0.5))
+    params = make_params(gate=LOOSE)
+    raw = params.model_dump()
+    raw["datasets"]["paintings"] = {"kind": "photos", "sources": [{"url": "unused"}]}
+    raw["models"]["any"] = {"family": "adain", "dataset": DATASET, "train": {"styles": "paintings"}}
+    summary = ev.evaluate(validate(raw), tree)
+
+    m = json.loads(tree.metrics.read_text())["any"]
+    held_out = sorted(p.stem for p in (tree.processed / "paintings" / "val").glob("*.png"))
+    assert m["paintings"] == 2 and m["images"] == len(NAMES) and m["train_steps"] == 7
+    for key in ("style_loss_drop", "ssim", "colour_distance"):
+        per = [m[f"{key}_{p}"] for p in held_out]
+        assert m[key] == pytest.approx(np.mean(per), abs=1e-5)
+    assert not any(k.endswith("0000000000000000") for k in m)  # the training painting is not scored
+    assert m["style_loss_drop_" + held_out[0]] != m["style_loss_drop_" + held_out[1]]
+    assert -1 < m["ssim"] < 1
+    rows = summary["adain"]["any"]["images"]
+    assert len(rows) == 2 * len(NAMES) and {r["painting"] for r in rows} == set(held_out)
+    assert json.loads((tree.report / "summary.json").read_text())["adain"]["any"]["paintings"].keys() == set(held_out)
+    page = (tree.report / "index.html").read_text()
+    assert 'id="model-any"' in page
+    shown = re.findall(r'src="(images/any/[^"]+)"', page)
+    # the table's 2 paintings, then per painting: it, and 2 photos (report_images) with their results
+    assert len(shown) == 2 + 2 * (1 + 2 * 2) and all((tree.report / s).is_file() for s in shown)

@@ -251,3 +251,33 @@ def test_an_image_one_pixel_high_is_optimised_not_nan(style, encoder):
     result = gatys(thin, style, GatysConfig(sizes=(64,), steps=3), encoder=encoder, device="cpu")
     assert result.image.shape == (1, 3, 1, 64)
     assert all(math.isfinite(v) for v in result.levels[0].final.values())
+
+
+# --------------------------------------------------------------------------------- photos at their own size
+
+
+def test_a_photo_optimised_at_its_own_size_works_with_lbfgs(style, encoder):
+    """At a level of the photo's own size, the photo itself (not a resized copy) is the start: a
+    decoded HWC image permuted to CHW is not contiguous, and L-BFGS's flat gradient (view(-1)) was
+    not possible on it (issue 15: 512-px photos crashed at the defaults)."""
+    hwc = torch.rand(36, 48, 3, generator=torch.Generator().manual_seed(1))
+    chw = hwc.permute(2, 0, 1)
+    assert not chw.is_contiguous()
+    result = gatys(chw, style, GatysConfig(sizes=(48,), steps=4), encoder=encoder, device="cpu")
+    assert result.image.shape == (1, 3, 36, 48) and result.levels[0].evaluations >= 4
+
+
+def test_cli_on_a_photo_whose_long_side_is_the_size(images, tmp_path):
+    out = tmp_path / "styled.png"
+    assert main(["gatys", *map(str, images), "--out", str(out), "--size", "64", "--steps", "3",
+                 "--device", "cpu"]) == 0  # the photo is 64x48
+    assert Image.open(out).size == (64, 48)
+
+
+def test_bulk_gatys_on_an_image_of_the_last_size(images):
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import build_models
+
+    models = build_models([ModelSpec(str(images[1]), gatys=GatysConfig(sizes=(32,), steps=3))], torch.device("cpu"))
+    (styled,) = models.stylize(np.array(photo(32, 24))[None])
+    assert styled.shape == (1, 24, 32, 3)

@@ -43,11 +43,12 @@ def make_photos(folder: Path, names: list[str], size: tuple[int, int] = (96, 64)
 def save_random_model(folder: Path, network: str = "fast", seed: int = 0) -> Path:
     import torch
 
-    from models.johnson.network import build_network
+    from models.johnson.network import DEFAULT_UPSAMPLE, build_network
     from models.weights import save_model
 
     torch.manual_seed(seed)
-    save_model(folder, build_network(network), {"network": network, "style": folder.name, "steps": 0})
+    save_model(folder, build_network(network), {"network": network, "upsample": DEFAULT_UPSAMPLE[network],
+                                                        "style": folder.name, "steps": 0})
     return folder
 
 
