@@ -70,7 +70,11 @@ def test_tiny_run_writes_model_sidecar_and_log(data, tmp_path):
 
 
 def test_loss_goes_down(data, tmp_path):
-    _, out = run(make_params(steps=30, log_every=5, checkpoint_every=100), data, tmp_path)
+    """The loop learns. Nearest upsampling: on these 40-px crops the default decoder (bilinear +
+    blur, no 4-px grid) lowers the loss far more slowly (to 0.89 of the first logged loss in 30
+    steps, 0.79 in 90; nearest and pixel shuffle: 0.40-0.42 in 30; docs/style-quality.md), so it
+    would test the decoder, not the loop."""
+    _, out = run(make_params(steps=30, log_every=5, checkpoint_every=100, upsample="nearest"), data, tmp_path)
     rows = read_log(out / "log.tsv")
     assert rows[-1][1] < 0.7 * rows[0][1]
 
