@@ -71,8 +71,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import json
 
     from stylepipe.config import StylizeParams
-    from stylepipe.errors import StageError
-    from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
     from tasks.bulk.sources import seeds_spec
 
@@ -98,18 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size or 256)
     job = Job(seeds_spec(args.count, args.seed, labels), out, (ModelSpec(str(model)),), params,
               default_ledger(out))
-    try:
-        if args.prefect or args.dask_address:
-            from flows.bulk import run_bulk
-            summary = run_bulk(job, limit=args.limit, dask_address=args.dask_address)
-        else:
-            summary = stylize(job, limit=args.limit, progress=not args.quiet)
-    except StageError as e:
-        print(f"stylepipe sample: {e}", file=sys.stderr)
-        return 1
-    for line in summary.lines():
-        print(line.replace("stylized", "sampled", 1))
-    return 1 if summary.failed else 0
+    return run_bulk_job(job, args, "sample")  # any failed sample fails the job (max_failed_fraction 0)
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -117,7 +104,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
-    from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
     from tasks.bulk.remote import is_remote
 
@@ -161,27 +147,42 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     out = args.out if is_remote(args.out) else Path(args.out)  # a folder, or s3://... (tasks/bulk/remote.py)
     job = Job(args.source, out, models, params, Path(args.ledger) if args.ledger else default_ledger(out),
               gatys_max_inputs=args.gatys_max_inputs or None)
-    try:
-        if args.dry_run:
+    if args.dry_run:
+        try:
             p = plan(job, resume=not args.no_resume, limit=args.limit, readonly=True)
-            summary = summarize(p, RunStats())
-            print(f"dry run: {len(p.items)} inputs ({p.outputs_to_make} outputs) to stylize, "
-                  f"{p.finished['done']} outputs already done, {p.limited} inputs beyond --limit")
-            print(summary.job_line())
-            return 0
+        except StageError as e:
+            print(f"stylepipe stylize: {e}", file=sys.stderr)
+            return 1
+        print(f"dry run: {len(p.items)} inputs ({p.outputs_to_make} outputs) to stylize, "
+              f"{p.finished['done']} outputs already done, {p.limited} inputs beyond --limit")
+        print(summarize(p, RunStats()).job_line())
+        return 0
+    return run_bulk_job(job, args, "stylize")
+
+
+def run_bulk_job(job, args: argparse.Namespace, command: str) -> int:
+    """Run `job` in this process (or as the Prefect bulk flow: --prefect, --dask-address), print
+    its summary, and return the exit code: 1 when it failed or more of it failed than allowed."""
+    from stylepipe.errors import StageError
+    from tasks.bulk.engine import stylize
+
+    resume = not getattr(args, "no_resume", False)
+    try:
         if args.dask_address or args.prefect:
             from flows.bulk import run_bulk
-            summary = run_bulk(job, resume=not args.no_resume, limit=args.limit, dask_address=args.dask_address)
+            summary = run_bulk(job, resume=resume, limit=args.limit, dask_address=args.dask_address)
         else:
-            summary = stylize(job, resume=not args.no_resume, limit=args.limit, progress=not args.quiet)
+            summary = stylize(job, resume=resume, limit=args.limit, progress=not args.quiet)
     except StageError as e:
-        print(f"stylepipe stylize: {e}", file=sys.stderr)
+        print(f"stylepipe {command}: {e}", file=sys.stderr)
         return 1
+    verb = {"translate": "translated", "sample": "sampled"}.get(command)
     for line in summary.lines():
-        print(line)
-    if summary.failed_fraction > params.max_failed_fraction:
-        print(f"stylepipe stylize: {summary.failed} of {summary.done + summary.failed} outputs failed, more "
-              f"than --max-failed-fraction {params.max_failed_fraction}", file=sys.stderr)
+        print(line.replace("stylized", verb, 1) if verb else line)
+    allowed = job.params.max_failed_fraction
+    if summary.failed_fraction > allowed:
+        print(f"stylepipe {command}: {summary.failed} of {summary.done + summary.failed} outputs failed, more "
+              f"than --max-failed-fraction {allowed}", file=sys.stderr)
         return 1
     return 0
 
@@ -195,8 +196,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     from models import registry
     from stylepipe.config import StylizeParams
-    from stylepipe.errors import StageError
-    from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     model = Path(args.model)
@@ -221,18 +220,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                                     for err in e.errors())) from None
     out = Path(args.out)
     job = Job(args.source, out, (ModelSpec(str(model), direction=args.direction),), params, default_ledger(out))
-    try:
-        if args.prefect or args.dask_address:
-            from flows.bulk import run_bulk
-            summary = run_bulk(job, resume=not args.no_resume, limit=args.limit, dask_address=args.dask_address)
-        else:
-            summary = stylize(job, resume=not args.no_resume, limit=args.limit, progress=not args.quiet)
-    except StageError as e:
-        print(f"stylepipe translate: {e}", file=sys.stderr)
-        return 1
-    for line in summary.lines():
-        print(line.replace("stylized", "translated", 1))
-    return 1 if summary.failed_fraction > params.max_failed_fraction else 0
+    return run_bulk_job(job, args, "translate")
 
 
 def check_out(out: str) -> None:
