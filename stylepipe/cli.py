@@ -381,9 +381,14 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 # `stylepipe experiments`: what a researcher compares experiments by. `dvc exp show` alone has a
 # column per tracked param, metric and dependency (159 for three experiments of the default models);
-# this keeps the params and quality metrics that differ, without dependency hashes (paths), the
-# real-vs-real floors, the per-check gate flags and the creation time.
-EXPERIMENT_DROP = r"Created|.*/.*|sources|.*\.floor_.*|.*\.gate_(?!passed).*"
+# this keeps the params that differ and each model's headline metrics (quality, and whether it
+# passed the gate): no dependency hashes (paths), real-vs-real floors, per-check gate flags, sizes,
+# counts or creation time. The full table stays one `dvc exp show` away.
+# (dvc matches it at the start of each column name: hence the closing $)
+EXPERIMENT_DROP = (r"(?:Created|.*/.*|sources|.*\.floor_.*|.*\.gate_(?!passed).*"
+                   r"|.*\.(images|samples|params|gflops_512|promoted|content_loss|style_loss|style_loss_content"
+                   r"|colour_distance_content|kid_effnetl0|precision|recall|fd_judge|judge_test_accuracy"
+                   r"|class_share_min|class_share_max|classes_present|label_accuracy_min_class|ms_\d+|train_seconds))$")
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
