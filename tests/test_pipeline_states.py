@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,16 @@ def test_skipped_levels_progress_and_retries(prefect_server, repo):
     assert ok.state.name == "Skipped" and ok.state.type.value == "COMPLETED"
 
     first = pipeline(repo_root=str(repo), stages=["ok"], force=True, return_state=True)
-    runs, logs, artifacts = asyncio.run(_task_runs_and_logs(first.state_details.flow_run_id))
+    # Prefect ships logs to the server in batches, after the run's state: wait for the line
+    deadline = time.monotonic() + 30
+    while True:
+        runs, logs, artifacts = asyncio.run(_task_runs_and_logs(first.state_details.flow_run_id))
+        warning = [log for log in logs if "careful: a warning line" in log.message]
+        if warning or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     (ok,) = [r for r in runs if r.name == "ok"]
     assert ok.state.name == "Completed"
-    warning = [log for log in logs if "careful: a warning line" in log.message]
     assert warning and warning[0].level == 30
     assert any(a.type == "progress" and a.data == 100 for a in artifacts)
     assert any(a.key == "stylepipe-stages" for a in artifacts)
