@@ -110,13 +110,16 @@ class StyleModels:
         self.choosers: list[backends.Chooser] = []
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
             wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
-            runtimes: dict[str, object] = {"torch": net} if wanted != "onnxruntime" else {}
-            if wanted != "torch":
+            if wanted == "torch":
+                chooser = backends.Chooser("torch", [])
+            else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path)
+                chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
+            runtimes: dict[str, object] = {"torch": net} if wanted != "onnxruntime" else {}
+            if chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
                 runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
             self.runtimes.append(runtimes)
-            self.choosers.append(backends.Chooser(wanted, [weights_sha256(spec.path), str(torch.get_num_threads()),
-                                                           str(parallel), str(batch_size)]))
+            self.choosers.append(chooser)
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
             self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]
