@@ -19,7 +19,6 @@ others after a random share of the outputs still to make, so they land inside th
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import signal

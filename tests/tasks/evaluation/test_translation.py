@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,7 +31,6 @@ def test_paired_metrics_against_the_identity_baseline(tmp_path):
 
 
 def test_evaluate_translator(tmp_path, monkeypatch):
-    from models.weights import save_model
     from stylepipe.config import validate
     from tasks.evaluate import Paths, evaluate_translator
     from tasks.evaluation.distributions import effnet_extractor
