@@ -97,7 +97,21 @@ class Family:
         return own + [root / f for f in ("models/family.py", *self.shared_code)]
 
 
-def seeded_noise(seeds: list[int], dim: int) -> Tensor:
+def seeded_noise(seeds: list[int], dim: int, truncation: float | None = None) -> Tensor:
     """One N(0, I) vector per seed, each from its own CPU generator: a sample never depends on
-    the batch it is drawn in."""
-    return torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    the batch it is drawn in. truncation t (the "truncation trick", Brock et al. 2019, BigGAN):
+    every entry with |z| > t is redrawn from the same generator until it is within t, so the
+    noise is a truncated normal, still a pure function of the seed."""
+    if truncation is not None and truncation <= 0:
+        raise ValueError(f"truncation must be > 0, got {truncation}")
+    rows = []
+    for s in seeds:
+        gen = torch.Generator().manual_seed(int(s))
+        z = torch.randn(dim, generator=gen)
+        if truncation is not None:
+            outside = z.abs() > truncation
+            while outside.any():
+                z[outside] = torch.randn(int(outside.sum()), generator=gen)
+                outside = z.abs() > truncation
+        rows.append(z)
+    return torch.stack(rows)

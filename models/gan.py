@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.family import Trainer, seeded_noise
+from stylepipe.errors import StageError
 
 LOSSES = ("bce", "hinge")
 
@@ -78,15 +79,16 @@ def to_model_range(images: Tensor, image_size: int) -> Tensor:
 class Sampler(nn.Module):
     """The inference network of a GAN: the EMA generator, plus `sample(seeds, labels)`."""
 
-    def __init__(self, generator: nn.Module, nz: int, conditional: bool):
+    def __init__(self, generator: nn.Module, nz: int, conditional: bool, truncation: float | None = None):
         super().__init__()
         self.G, self.nz, self.conditional = generator, nz, conditional
+        self.truncation = truncation  # None: plain N(0, I) noise; t: |z| > t redrawn (seeded_noise)
 
     @torch.no_grad()
     def sample(self, seeds: list[int], labels: list[int] | None = None) -> Tensor:
         """(N, C, H, W) in [0, 1], one image per seed (and label, for a conditional model)."""
         device = next(self.G.parameters()).device
-        z = seeded_noise(seeds, self.nz).to(device)
+        z = seeded_noise(seeds, self.nz, self.truncation).to(device)
         if self.conditional:
             if labels is None or len(labels) != len(seeds):
                 raise ValueError("a conditional generator needs one label per seed")
@@ -97,6 +99,18 @@ class Sampler(nn.Module):
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.G(z, labels) if self.conditional else self.G(z)
+
+
+def set_truncation(net: nn.Module, truncation: float | None, family: str | None = None) -> None:
+    """Make a loaded generator sample with truncated noise (None: leave it as it is); refused for
+    a generator that has no such option (a VAE)."""
+    if truncation is None:
+        return
+    if not isinstance(net, Sampler):
+        raise StageError(f"noise truncation is a GAN option; a {family or type(net).__name__} generator does not take it")
+    if truncation <= 0:
+        raise StageError(f"truncation must be > 0, got {truncation}")
+    net.truncation = float(truncation)
 
 
 class GANTrainer(Trainer):

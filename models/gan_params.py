@@ -35,3 +35,8 @@ class SampleInferParams(Section):
     count: int = Field(default=100, ge=0, le=100_000_000)  # samples the infer stage writes
     seed: int = Field(default=0, ge=0)                     # the first sample's seed
     labels: list[int] = Field(default_factory=list)        # conditional models: [] = every class
+    # GAN families (dcgan, cgan) only: the truncation trick (Brock et al. 2019): noise entries with
+    # |z| > truncation are redrawn (models/family.py seeded_noise). null: plain N(0, I) noise. Off by
+    # default: on MNIST's dcgan it lowers the judge's confident fraction (README, "What the
+    # generators reach"). The infer stage, evaluate and `stylepipe sample --truncation` use it.
+    truncation: float | None = Field(default=None, gt=0)

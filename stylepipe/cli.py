@@ -94,7 +94,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     params = StylizeParams(format="png", workers=args.workers, device=args.device, max_size=None,
                            batch_size=args.batch_size or 256)
-    job = Job(seeds_spec(args.count, args.seed, labels), out, (ModelSpec(str(model)),), params,
+    if args.truncation is not None and args.truncation <= 0:
+        raise ConfigError("--truncation must be > 0")
+    job = Job(seeds_spec(args.count, args.seed, labels), out, (ModelSpec(str(model), truncation=args.truncation),), params,
               default_ledger(out))
     return run_bulk_job(job, args, "sample")  # any failed sample fails the job (max_failed_fraction 0)
 
@@ -518,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="output folder")
     sample.add_argument("--labels", help="conditional models: comma-separated classes, e.g. 0,3,7")
     sample.add_argument("--seed", type=int, default=0, help="the first sample's seed (default 0)")
+    sample.add_argument("--truncation", type=float, default=None, metavar="T",
+                        help="GANs: redraw noise entries with |z| > T (the truncation trick; default: off)")
     sample.add_argument("--batch-size", type=int, default=None, help="samples per forward pass (default 256)")
     sample.add_argument("--workers", type=int, default=2, help="PNG encoder processes (0: in this process)")
     sample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -329,12 +329,15 @@ JUDGE_CACHE = Path(".cache/judges")
 
 
 def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths, device: torch.device,
-                       reals: dict, extractor) -> dict:
-    """Metrics, grids, gate and promotion of one generator (tasks/evaluation/generation.py)."""
+                       reals: dict, extractor, truncation: float | None = None) -> dict:
+    """Metrics, grids, gate and promotion of one generator (tasks/evaluation/generation.py), sampled
+    as the infer stage samples it (its infer.truncation)."""
     from models.weights import load_model
+    from models.gan import set_truncation
 
     model_dir = paths.models / name
     net, sidecar = load_model(model_dir, device)
+    set_truncation(net, truncation, family)
     dataset = sidecar["dataset"]
     if dataset not in reals:
         log.info("dataset %s: judge and real-vs-real floors", dataset)
@@ -471,7 +474,8 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     samplers = {name: m for name, m in params.models.items() if registry.info(m.family).runner == "sample"}
     extractor = distributions.effnet_extractor(tools.device) if samplers else None
     reals: dict = {}
-    generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor)
+    generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor,
+                                           getattr(m.infer, "truncation", None))
                   for name, m in samplers.items()}
     translators = {name: m for name, m in params.models.items() if registry.info(m.family).data in TRANSLATION_DATA}
     if translators and extractor is None:

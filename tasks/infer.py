@@ -48,7 +48,8 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
     if info.runner == "sample":
         ip = entry.infer
         source = seeds_spec(ip.count, ip.seed, list(ip.labels) or _all_labels(model_dir))
-        return Job(source, out, (ModelSpec(str(model_dir), label=model),), sp.model_copy(update={"format": "png"}), ledger)
+        spec = ModelSpec(str(model_dir), label=model, truncation=ip.truncation)
+        return Job(source, out, (spec,), sp.model_copy(update={"format": "png"}), ledger)
     val_dir = root / PROCESSED_DIR / entry.dataset / "val"
     if info.data in ("paired", "unpaired"):  # translation: the held-out images of the input domain, as PNG
         direction = entry.infer.direction

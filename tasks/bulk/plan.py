@@ -51,6 +51,8 @@ class ModelSpec:
     adain: AdainControls | dict[str, Any] | None = None
     # Translation models (pix2pix, cyclegan): "a2b" or "b2a"; "" for every other model.
     direction: str = ""
+    # GAN generators: noise truncation (models/family.py seeded_noise); None: plain noise.
+    truncation: float | None = None
 
     def __post_init__(self):
         if isinstance(self.gatys, dict):
@@ -87,9 +89,12 @@ def adain_identity(controls: AdainControls) -> dict:
 
 
 def model_hash(spec: ModelSpec) -> str:
-    """The ledger's model identity: the weights' sha256; in Gatys mode the painting's sha256 plus
+    """The ledger's model identity: the weights' sha256 (plus the noise truncation of a generator
+    that samples with one); in Gatys mode the painting's sha256 plus
     the hash of the optimisation's settings; for AdaIN the weights' plus the hash of the paintings
     and controls (adain_identity)."""
+    if spec.truncation is not None:  # other noise, other images for the same seeds
+        return f"{weights_sha256(spec.path)}+truncation-{float(spec.truncation)!r}"
     if spec.adain is not None:
         return f"{weights_sha256(spec.path)}+adain-{options_hash(adain_identity(spec.adain))}"
     if spec.gatys is None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.gan import set_truncation
 from models.weights import load_model
 from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
@@ -317,6 +318,7 @@ class SampleModels:
         self.net, self.sidecar = load_model(Path(specs[0].path), device)
         self.conditional = bool(self.sidecar.get("conditional"))
         self.num_classes = int(self.sidecar.get("num_classes") or 0)
+        set_truncation(self.net, specs[0].truncation, self.sidecar.get("family"))
 
     def describe(self, parallel: int = 1) -> str:
         return f"{self.device} (sampling {self.sidecar.get('family')}, {parallel} batches at once)"
