@@ -399,12 +399,17 @@ class Pipeline:
         self._submit_pixels(keys, pixels, tiled)
 
     def _submit_pixels(self, keys: list[int], pixels: np.ndarray, tiled: bool) -> None:
-        self.inferring[self.model_pool.submit(self._forward, pixels, tiled)] = Batch(keys, pixels, tiled)
+        paintings = [self.inflight[k].item.painting for k in keys]  # AdaIN with a manifest: per input
+        future = self.model_pool.submit(self._forward, pixels, tiled, paintings if any(paintings) else None)
+        self.inferring[future] = Batch(keys, pixels, tiled)
 
-    def _forward(self, pixels: np.ndarray, tiled: bool) -> tuple[list[np.ndarray], float]:
+    def _forward(self, pixels: np.ndarray, tiled: bool,
+                 paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
         started = time.perf_counter()
-        if tiled:
+        if paintings is not None:
+            results = self.models.stylize(pixels, paintings=paintings)
+        elif tiled:
             results = [r[None] for r in self.models.stylize_large(pixels)]
         else:
             results = self.models.stylize(pixels)
@@ -426,7 +431,7 @@ class Pipeline:
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
                 e = state.item.entry
-                ident = remote.identity(e.relpath, e.stamp, self.plan.model_hashes[model],
+                ident = remote.identity(e.relpath, e.stamp, state.item.model_hash or self.plan.model_hashes[model],
                                         self.option_hashes[model]) if self.remote_out else ""
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
                                       self.tmp_dir, self.params.format, self.params.quality, ident)
@@ -500,7 +505,7 @@ class Pipeline:
     def _row(self, state: InFlight, model: int, status: str, **values) -> Row:
         e = state.item.entry
         return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
-                   input_stamp=e.stamp, model_hash=self.plan.model_hashes[model],
+                   input_stamp=e.stamp, model_hash=state.item.model_hash or self.plan.model_hashes[model],
                    options_hash=self.option_hashes[model], options=self.options[model],
                    code_version=self.code_version, device=self.models.describe(self.parallel),
                    finished_at=time.time(), run_id=self.run_id, **values)
