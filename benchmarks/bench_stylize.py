@@ -4,9 +4,11 @@
       batching, model, encode workers, ledger);
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (b) once per
---backends (torch, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's network alone.
+--backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's
+network alone. Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
+images (max and mean absolute difference, in levels of 255).
 
-    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch onnxruntime auto
+    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
 
 The networks have random (seeded) weights: throughput does not depend on training. Outputs go to
 --workdir (default: a temporary folder, deleted afterwards).
@@ -147,6 +149,26 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
     return summary.outputs / seconds, seconds / summary.outputs
 
 
+def difference_from_fp32(model_dir: Path, paths: list[Path], backend: str) -> tuple[int, float]:
+    """(max, mean) absolute difference in levels of 255 between the backend's results and fp32
+    PyTorch's, the same decoded images, one at a time (what the engine runs on the CPU)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import StyleModels
+
+    runs = {name: StyleModels([ModelSpec(str(model_dir))], torch.device("cpu"), tile_size=1024, tile_overlap=64,
+                              tile_above=8192, batch_size=1, backend=name) for name in ("torch", backend)}
+    worst, means = 0, []
+    for path in paths:
+        batch = np.array(Image.open(path).convert("RGB"))[None]
+        ref, other = (runs[name].stylize(batch)[0].astype(np.int16) for name in ("torch", backend))
+        worst, means = max(worst, int(np.abs(ref - other).max())), [*means, float(np.abs(ref - other).mean())]
+    return worst, sum(means) / len(means)
+
+
 def naive_loop(model_dir: Path, paths: list[Path], out: Path) -> float:
     """(c) the way single-image scripts do it, with the model loaded once (torch's default threads)."""
     import numpy as np
@@ -180,7 +202,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
     parser.add_argument("--ceiling-count", type=int, default=48,
                         help="images timed for (a): a steady-state rate needs no more (default 48)")
-    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime", "auto"],
+    parser.add_argument("--backends", nargs="+", default=["torch"],
+                        choices=["torch", "torch-bf16", "onnxruntime", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py; auto's choice is remembered "
                              "in ~/.cache/stylepipe/backends.json: delete it to time the calibration too)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
@@ -215,16 +238,20 @@ def main() -> None:
                     figures[name] = (measure(), others.cores)
                 print(f"  {network} ({name}): {figures[name][0]:.3f} images/s; other processes used "
                       f"{figures[name][1]:.2f} cores meanwhile", flush=True)
+            figures["quality"] = {b: difference_from_fp32(model, paths[:8], b) for b in args.backends
+                                  if b not in ("torch", "auto")}
             rows.append((network, figures))
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
-              f"{'b/c':>6} {'s/img (b)':>10}  other cores (a/b/c)")
+              f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (a, la), (c, lc) = f["a"], f["c"]
             for backend in args.backends:
                 b, lb = f[f"b:{backend}"]
+                worst, mean = f["quality"].get(backend, (0, 0.0))
                 print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
-                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f}  {la:.2f}/{lb:.2f}/{lc:.2f}")
+                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f} {worst:>8d}/{mean:<8.3f}  "
+                      f"{la:.2f}/{lb:.2f}/{lc:.2f}")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -458,10 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
-    stylize.add_argument("--backend", choices=["torch", "onnxruntime", "auto"], default="auto",
+    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
                               "to ONNX), or auto (default): the faster of the two on the first batch, "
-                              "remembered per machine and model")
+                              "remembered per machine and model; torch-bf16: bf16 autocast + channels_last "
+                              "(CPUs with AVX512-BF16/AMX; lossy: never chosen by auto)")
     stylize.add_argument("--tile-above", type=int, default=2048,
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")

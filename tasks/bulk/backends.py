@@ -5,12 +5,15 @@ network exported to ONNX (models/export.py). `auto` decides by timing both on th
 
 The two agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
+`torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
+by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) keep PyTorch:
 their instance-norm statistics come from a thumbnail through hooks onnxruntime does not have. Only
 families models/export.py can export (johnson) have an ONNX backend; others run on PyTorch.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -28,7 +31,7 @@ from stylepipe.errors import StageError
 
 log = logging.getLogger("stylepipe.stylize")
 
-BACKENDS = ("torch", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 EXPORTABLE_FAMILIES = ("johnson",)
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 
@@ -66,6 +69,18 @@ class OnnxNet:
 
     def __call__(self, x: Tensor) -> Tensor:
         return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
+
+
+class Bf16Net(torch.nn.Module):
+    """The network in bf16 autocast with channels_last weights and input, on the CPU; fp32 out."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
 
 
 def _median_seconds(run, x: Tensor) -> float:
@@ -129,6 +144,8 @@ def check_backend(requested: str, family: str, device: torch.device) -> str:
     """The backend a model will use on this device: 'torch' where ONNX does not apply."""
     if requested not in BACKENDS:
         raise StageError(f"backend {requested!r}: use one of {', '.join(BACKENDS)}")
+    if requested == "torch-bf16" and device.type != "cpu":
+        raise StageError("backend torch-bf16 is for the CPU (on CUDA the network runs in fp16 autocast)")
     exportable = family in EXPORTABLE_FAMILIES
     if requested == "onnxruntime" and (not exportable or device.type != "cpu"):
         why = f"the {family} family has no ONNX export" if not exportable else "onnxruntime runs here on the CPU only"

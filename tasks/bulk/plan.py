@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from stylepipe.config import StylizeParams
+from stylepipe.config import LOSSY_BACKENDS, StylizeParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from tasks.bulk import remote
@@ -173,6 +173,8 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
         options["adain"] = {k: v for k, v in adain_identity(spec.adain).items() if k != "paintings"}
     if spec.direction:  # likewise
         options["direction"] = spec.direction
+    if params.backend in LOSSY_BACKENDS:  # the others agree within 1/255: not part of the identity
+        options["backend"] = params.backend
     return options
 
 

@@ -110,13 +110,15 @@ class StyleModels:
         self.choosers: list[backends.Chooser] = []
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
             wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
-            if wanted == "torch":
-                chooser = backends.Chooser("torch", [])
+            if wanted in ("torch", "torch-bf16"):
+                chooser = backends.Chooser(wanted, [])
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path)
                 chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
-            runtimes: dict[str, object] = {"torch": net} if wanted != "onnxruntime" else {}
-            if chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
+            runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
+            if wanted == "torch-bf16":
+                runtimes["torch-bf16"] = backends.Bf16Net(net)
+            elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
                 runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)

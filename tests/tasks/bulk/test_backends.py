@@ -82,3 +82,24 @@ def test_families_without_an_onnx_export_run_on_torch():
     assert backends.check_backend("auto", "johnson", torch.device("cuda")) == "torch"
     with pytest.raises(StageError, match="no ONNX export"):
         backends.check_backend("onnxruntime", "pix2pix", cpu)
+
+
+def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, tiny_model):
+    """torch-bf16 is lossy: its outputs stay close to fp32's (the bound here is this tiny random
+    network's; benchmarks/bench_stylize.py reports real models' differences), and switching a job
+    between it and fp32 redoes the images instead of keeping the other's outputs."""
+    out = tmp_path / "out"
+    fp32 = tmp_path / "fp32"
+    assert stylize(make_job(src, fp32, tiny_model, format="png", backend="torch"), progress=False).done == 4
+    assert stylize(make_job(src, out, tiny_model, format="png", backend="torch-bf16"), progress=False).done == 4
+    names = output_files(out)
+    diffs = [np.abs(pixels(fp32 / n) - pixels(out / n)) for n in names]
+    assert 0 < max(int(d.max()) for d in diffs) <= 24
+    assert np.mean([d.mean() for d in diffs]) < 3
+    rows = ledger_rows(out / ".stylepipe/ledger.sqlite")
+    assert all(r["device"].endswith(", torch-bf16)") for r in rows)
+    again = stylize(make_job(src, out, tiny_model, format="png", backend="torch-bf16"), progress=False)
+    assert again.run.processed == 0                                   # resumed: nothing to redo
+    switched = stylize(make_job(src, out, tiny_model, format="png", backend="torch"), progress=False)
+    assert switched.run.processed == 4
+    assert all(np.array_equal(pixels(fp32 / n), pixels(out / n)) for n in names)
