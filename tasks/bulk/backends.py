@@ -13,7 +13,6 @@ families models/export.py can export (johnson) have an ONNX backend; others run 
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -23,11 +22,13 @@ import statistics
 import threading
 import time
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from stylepipe.errors import StageError
+
+if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs without PyTorch
+    import torch
+    from torch import Tensor
 
 log = logging.getLogger("stylepipe.stylize")
 
@@ -50,37 +51,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def onnx_path(weights_sha256: str) -> Path:
+    """Where a network's ONNX export is cached: by its weights' sha256."""
+    return cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+
+
+def onnx_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNet:
     """A network exported to ONNX and run by onnxruntime: called like the torch module, on CPU
-    float tensors (N,3,H,W) in [0,1]. The export is cached by the weights' sha256."""
+    float tensors (N,3,H,W) in [0,1]. The export is made once (it needs PyTorch), then cached."""
 
     def __init__(self, model_dir: Path, weights_sha256: str, threads: int):
-        import onnxruntime as ort
-
         from models.export import export_onnx
 
-        path = cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+        path = onnx_path(weights_sha256)
         if not path.is_file():
             export_onnx(model_dir, path)  # written under a temporary name, then renamed
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
 
     def __call__(self, x: Tensor) -> Tensor:
+        import torch
+
         return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
-
-
-class Bf16Net(torch.nn.Module):
-    """The network in bf16 autocast with channels_last weights and input, on the CPU; fp32 out."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = copy.deepcopy(net).to(memory_format=torch.channels_last)
-
-    def forward(self, x: Tensor) -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
 
 
 def _median_seconds(run, x: Tensor) -> float:

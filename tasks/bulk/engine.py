@@ -257,17 +257,15 @@ def code_version() -> str:
 class Pipeline:
     def __init__(self, job_plan: Plan, items: list[WorkItem], ledger: Ledger, writer: str,
                  progress=None, run_id: str | None = None):
-        from stylepipe.devices import pick_device
-        from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
+        from tasks.bulk.lean import lean_models
 
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
-        device = pick_device(self.params.device)
-        self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
-        self.batch_size = self.params.batch_size or default_batch_size(device)
-        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
-                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
+        lean = lean_models(self.job)  # exported networks on onnxruntime: no PyTorch import at all
+        if lean is not None:
+            self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
+        else:
+            self._build_torch_models()
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
@@ -283,6 +281,17 @@ class Pipeline:
         self.last_flush = time.monotonic()
         self.forward_works = False
         self.unproven_failures: list[tuple[int, str]] = []  # (key, reason) held until a pass works
+
+    def _build_torch_models(self) -> None:
+        from stylepipe.devices import pick_device
+        from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
+
+        device = pick_device(self.params.device)
+        self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
+        self.batch_size = self.params.batch_size or default_batch_size(device)
+        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
+                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
+                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()

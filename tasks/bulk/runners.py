@@ -15,6 +15,7 @@ on the CPU they run in fp32 NCHW (channels_last measured no faster there).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import threading
 from dataclasses import replace
@@ -29,16 +30,12 @@ from models.weights import load_model
 from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
 from tasks.bulk import backends
+from tasks.bulk.lean import CPU_BATCH, LUMA, MAX_AUTO_PARALLEL
 from tasks.bulk.plan import ModelSpec, weights_sha256
 from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 from tasks.data.images import MIN_SIDE
 
-# On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
-# cache); a GPU needs batches to fill up.
-DEFAULT_BATCH = {"cpu": 1, "cuda": 16}
-MAX_AUTO_PARALLEL = 8  # beyond this, more cores go to threads per pass (memory: one batch per pass)
-# ITU-R BT.601 luma: in YCbCr, changing Y alone moves R, G and B by the same amount.
-LUMA = (0.299, 0.587, 0.114)
+DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -95,6 +92,19 @@ def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
     return styled
 
 
+class Bf16Net(nn.Module):
+    """The `torch-bf16` backend: the network in bf16 autocast with channels_last weights and input,
+    on the CPU (AVX512-BF16 / AMX); fp32 out. Lossy (tasks/bulk/backends.py)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
+
+
 class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
@@ -117,7 +127,7 @@ class StyleModels:
                 chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
             if wanted == "torch-bf16":
-                runtimes["torch-bf16"] = backends.Bf16Net(net)
+                runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
                 runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
             self.runtimes.append(runtimes)
