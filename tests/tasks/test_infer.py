@@ -96,3 +96,20 @@ def test_a_sample_model_draws_its_count_of_seeds_for_every_class(project):
     assert job.source == f"seeds:{entry.infer.seed}+{entry.infer.count}:0,1,2"
     assert job.out == Path("data/infer") / name and job.params.format == "png"
     assert job.ledger == Path(".cache/infer") / name / "ledger.sqlite"
+    assert job.models[0].truncation is None  # plain noise unless infer.truncation says otherwise
+
+
+def test_infer_truncation_reaches_the_sampling_job(project):
+    """infer.truncation (GANs' truncation trick) travels in the job's ModelSpec, whose ledger
+    identity it changes (tests/models/test_truncation.py)."""
+    import json
+
+    from stylepipe.config import validate
+
+    raw = load_params().model_dump()
+    name = next(n for n, m in raw["models"].items() if m["family"] == "cgan")
+    raw["models"][name]["infer"]["truncation"] = 1.5
+    model_dir = project / "data/models" / name
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.json").write_text(json.dumps({"family": "cgan", "conditional": True, "num_classes": 3}))
+    assert stage.stage_job(name, validate(raw)).models[0].truncation == 1.5
