@@ -126,7 +126,8 @@ def main() -> None:
                         help="a dcgan train setting (models/dcgan/params.py), e.g. ngf=128; repeatable")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--score-every", type=int, default=2000, help="score every N steps (0: only at the end)")
-    parser.add_argument("--truncation", default="", help="comma-separated truncation values the final model is also scored with, e.g. 1.0,0.8")
+    parser.add_argument("--truncation", default="",
+                        help="comma-separated truncation values the final model is also scored with, e.g. 1.0,0.8")
     parser.add_argument("--samples", type=int, default=2000, help="samples scored (the evaluate stage draws 2000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=WORK / "results.jsonl")

@@ -107,7 +107,8 @@ def set_truncation(net: nn.Module, truncation: float | None, family: str | None 
     if truncation is None:
         return
     if not isinstance(net, Sampler):
-        raise StageError(f"noise truncation is a GAN option; a {family or type(net).__name__} generator does not take it")
+        raise StageError(f"noise truncation is a GAN option; a {family or type(net).__name__} generator "
+                         "does not take it")
     if truncation <= 0:
         raise StageError(f"truncation must be > 0, got {truncation}")
     net.truncation = float(truncation)

@@ -96,8 +96,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size or 256)
     if args.truncation is not None and args.truncation <= 0:
         raise ConfigError("--truncation must be > 0")
-    job = Job(seeds_spec(args.count, args.seed, labels), out, (ModelSpec(str(model), truncation=args.truncation),), params,
-              default_ledger(out))
+    spec = ModelSpec(str(model), truncation=args.truncation)
+    job = Job(seeds_spec(args.count, args.seed, labels), out, (spec,), params, default_ledger(out))
     return run_bulk_job(job, args, "sample")  # any failed sample fails the job (max_failed_fraction 0)
 
 
