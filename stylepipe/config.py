@@ -166,6 +166,10 @@ class PreprocessParams(Section):
     workers: int = Field(default=2, ge=1)
 
 
+# Backends whose outputs differ from fp32 PyTorch's by more than rounding (tasks/bulk/backends.py).
+LOSSY_BACKENDS = ("torch-bf16",)
+
+
 class StylizeParams(Section):
     """The stylize stage, and the defaults of `stylepipe stylize` (tasks/bulk/engine.py)."""
 
@@ -189,7 +193,9 @@ class StylizeParams(Section):
     # machine and model). Families without an ONNX export, tiles and CUDA use torch. The pipeline's
     # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
     # another machine (the two agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
-    backend: Literal["torch", "onnxruntime", "auto"] = "torch"
+    # torch-bf16: bf16 autocast + channels_last (CPUs with AVX512-BF16 or AMX); lossy (LOSSY_BACKENDS),
+    # so never chosen by auto, and part of the outputs' identity (a job switched to it redoes its images).
+    backend: Literal["torch", "torch-bf16", "onnxruntime", "auto"] = "torch"
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)

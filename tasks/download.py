@@ -68,6 +68,7 @@ def download(params: Params, raw_dir: Path = RAW_DIR, weights_dir: Path = WEIGHT
         failures += sync_set(f"dataset {name}", dataset.sources, raw_dir / DATASETS / name, dl).failures
     for name, model in params.models.items():
         failures += sync_model(name, model, raw_dir / MODELS / name, dl)
+        record_styles(model, raw_dir / MODELS / name, raw_dir / DATASETS, params.preprocess.model_dump())
     remove_unlisted(raw_dir / DATASETS, keep=set(params.datasets), why="dataset no longer in params.yaml")
     remove_unlisted(raw_dir / MODELS, keep=set(params.models), why="model no longer in params.yaml")
     # data/raw/content and data/raw/styles of the layout before datasets/models
@@ -84,6 +85,23 @@ def sync_model(name: str, model: ModelParams, root: Path, dl: DownloadParams) ->
     if result.failures or not model.style:
         return result.failures
     return check_style(name, root, result)
+
+
+STYLES_RECORD = "styles.json"
+
+
+def record_styles(model: ModelParams, root: Path, datasets_dir: Path, preprocess: dict) -> None:
+    """A model trained on a paintings dataset (adain's `train.styles`): data/raw/models/<name>/
+    styles.json names what that dataset holds (its files' sha256s) and how preprocess splits it.
+    dvc.yaml's train@<model> depends on data/raw/models/<model>, and a foreach cannot name a key
+    only some models have, so this file is how DVC sees new paintings or a new split: it retrains."""
+    styles = getattr(model.train, "styles", None)
+    record = root / STYLES_RECORD
+    if not styles:
+        record.unlink(missing_ok=True)
+        return
+    files = sorted(e["sha256"] for e in read_json_list(datasets_dir / styles / "manifest.json"))
+    write_json_atomic(record, {"dataset": styles, "sha256": files, "preprocess": preprocess}, root / PARTIAL)
 
 
 def sync_set(label: str, sources: list[Source], root: Path, dl: DownloadParams, *,

@@ -406,11 +406,16 @@ def evaluate_translator(name: str, m, ev: EvaluateParams, paths: Paths, device: 
             "model": {"dir": str(paths.models / name), "sidecar": sidecar}}
 
 
-def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools: Tools) -> dict:
+def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools: Tools,
+                   per_style: dict[str, str]) -> dict:
     """An adain model on held-out paintings x held-out photos: the yardstick of the style models
     (style loss drop, SSIM, colour distance), per painting (the paintings dataset's val split, never
     trained on) and their mean. Each photo is stylized in-process at the evaluation size; each
-    painting is encoded with its long side at STYLE_SIZE, as in bulk jobs."""
+    painting is encoded with its long side at STYLE_SIZE, as in bulk jobs.
+
+    per_style: painting file stem (its sha256[:16], preprocess's name) -> a johnson model trained on
+    that painting. Such a model is run on the same photos and scored against the same painting, so
+    the report shows the two side by side on equal terms."""
     from models.adain.network import stylize
     from models.adain.params import STYLE_SIZE
     from models.weights import load_model
@@ -431,26 +436,44 @@ def evaluate_adain(name: str, entry, params: EvaluateParams, paths: Paths, tools
         lab = em.lab_pixels(arr)
         with torch.inference_mode():
             stats = net.style_of(load_style_image(painting, STYLE_SIZE).to(tools.device))
-        mine = []
+        twin = per_style.get(painting.stem)
+        twin_net = load_model(paths.models / twin, tools.device)[0].eval() if twin else None
+        mine, theirs = [], []
         for path in photos:
             c = load_content(path, params.image_size, tools)
             with torch.inference_mode():
                 result = em.to_numpy(stylize(net, em.to_tensor(c.arr, tools.device), [(stats, 1.0)]))
             mine.append({"painting": painting.stem, "image": c.name,
                          **image_metrics(result, c, grams, lab, tools)})
+            twin_result = None
+            if twin_net is not None:
+                with torch.inference_mode():
+                    twin_result = em.run_network(twin_net, c.arr, tools.device)
+                theirs.append(image_metrics(twin_result, c, grams, lab, tools))
             if len(mine) <= params.report_images:  # the report's grid: arrays, written after its reset
-                shown.setdefault(painting.stem, {"painting": arr, "results": []})["results"].append((c.name, c.arr, result))
-        m = {k: float(np.mean([r[k] for r in mine])) for k in IMAGE_METRICS if k in mine[0]}
-        m["style_loss_drop"] = 1.0 - m["style_loss"] / max(m["style_loss_content"], 1e-12)
+                shown.setdefault(painting.stem, {"painting": arr, "results": []})["results"].append(
+                    (c.name, c.arr, result, twin_result))
+        m = mean_metrics(mine)
+        if theirs:
+            m["per_style"] = {"model": twin, **mean_metrics(theirs)}
         per_painting[painting.stem] = m
         rows += mine
     metrics = {"paintings": len(paintings), "images": len(photos)}
     for key in ("style_loss_drop", "ssim", "colour_distance", "content_loss"):
         metrics[key] = float(np.mean([m[key] for m in per_painting.values()]))
         metrics.update({f"{key}_{p}": m[key] for p, m in per_painting.items()})
+        metrics.update({f"{key}_{p}_{m['per_style']['model']}": m["per_style"][key]
+                        for p, m in per_painting.items() if "per_style" in m})
     metrics["train_steps"] = sidecar.get("steps", 0)
     return {"metrics": {k: _round(v) for k, v in metrics.items()}, "paintings": per_painting, "images": rows,
             "shown": shown, "sidecar": sidecar}
+
+
+def mean_metrics(rows: list[dict]) -> dict:
+    """Per-image yardstick rows -> their means, and the style-loss drop of those means."""
+    m = {k: float(np.mean([r[k] for r in rows])) for k in IMAGE_METRICS if k in rows[0]}
+    m["style_loss_drop"] = 1.0 - m["style_loss"] / max(m["style_loss_content"], 1e-12)
+    return m
 
 
 def evaluate(params: Params, paths: Paths = Paths()) -> dict:
@@ -466,7 +489,9 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
              describe_device(tools.device))
     styles = {name: evaluate_style(name, find_val_images(paths.processed / m.dataset / "val"), ev, paths, tools)
               for name, m in style_models.items()}
-    arbitrary = {name: evaluate_adain(name, m, ev, paths, tools)
+    # a johnson model's painting, by preprocess's name for it (its sha256[:16]): adain puts them side by side
+    per_style = {sha256_file(Path(r["style_image"]))[:16]: name for name, r in styles.items()}
+    arbitrary = {name: evaluate_adain(name, m, ev, paths, tools, per_style)
                  for name, m in params.models.items() if m.family == "adain"}
     samplers = {name: m for name, m in params.models.items() if registry.info(m.family).runner == "sample"}
     extractor = distributions.effnet_extractor(tools.device) if samplers else None

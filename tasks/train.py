@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -120,12 +119,27 @@ def open_data(kind: str, data_dir: Path, tp, seed: int) -> TrainData:
 def open_pairs(photos: list[Path], styles_dir: Path, tp, seed: int) -> TrainData:
     """(photo crop, painting crop) pairs. The paintings' val split is held out; the first held-out
     painting (else the first one) becomes the saved network's default painting."""
+    check_preprocessed(styles_dir)
     paintings = list_train_images(styles_dir / "train")
     held_out = sorted((styles_dir / "val").glob("*.png")) if (styles_dir / "val").is_dir() else []
     sha = hashlib.sha256(f"{files_sha256(photos)}\n{files_sha256(paintings)}".encode()).hexdigest()
     return TrainData(ContentStylePairs(photos, paintings, tp.image_size, tp.style_size, seed), sha,
                      f"{len(photos)} photos x {len(paintings)} paintings ({len(held_out)} held out)",
                      painting=(held_out or paintings)[0])
+
+
+def check_preprocessed(processed: Path) -> None:
+    """A dataset another one's model also reads (adain's paintings) is not a DVC dep of train@ (see
+    tasks/download.py record_styles): refuse to train on it missing or older than its raw files."""
+    import pyarrow.parquet as pq
+
+    raw = processed.parents[1] / "raw" / "datasets" / processed.name / "manifest.json"
+    manifest = processed / "manifest.parquet"
+    wanted = {e["sha256"] for e in json.loads(raw.read_text())} if raw.is_file() else set()
+    have = set(pq.read_table(manifest, columns=["sha256"]).column("sha256").to_pylist()) if manifest.is_file() else set()
+    if not manifest.is_file() or wanted - have:
+        raise StageError(f"{processed} is missing or older than {raw.parent}: run `dvc repro "
+                         f"preprocess@{processed.name}` (or `stylepipe run`) first")
 
 
 # ---------------------------------------------------------------------------------- helpers

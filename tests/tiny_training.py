@@ -1,7 +1,10 @@
 """Tiny training inputs shared by the train tests: smooth 40-px "photos" and a striped "painting"."""
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from stylepipe.config import validate
@@ -43,9 +46,12 @@ def write_painting(path: Path, colour=(250, 200, 20), period: int = 3) -> Path:
 def write_paintings(folder: Path, train: int = 3, val: int = 1) -> Path:
     """A paintings dataset in preprocess's layout: stripes of different colours and periods."""
     colours = [(250, 200, 20), (20, 120, 240), (230, 40, 90), (60, 200, 90), (240, 240, 240)]
+    rows = []
     for i in range(train + val):
         split = "train" if i < train else "val"
-        write_painting(folder / split / f"{i:016x}.png", colours[i % len(colours)], period=2 + i)
+        path = write_painting(folder / split / f"{i:016x}.png", colours[i % len(colours)], period=2 + i)
+        rows.append({"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "split": split})
+    pq.write_table(pa.Table.from_pylist(rows), folder / "manifest.parquet")  # what train checks it against
     return folder
 
 

@@ -45,21 +45,24 @@ class AdainControls:
     """One bulk job's controls (models/adain/network.py `stylize`): paintings and their weights
     (interpolated; with a mask, the first painting goes to the mask's white region, a second one
     to its black region, which otherwise keeps the photo), the content-style trade-off alpha in
-    [0,1], and the mask image (any size: it is resized to each image)."""
+    [0,1], and the mask image (any size: it is resized to each image). With a manifest (a CSV of
+    `input,painting` rows: tasks/bulk/paintings.py), each input it names gets its own painting
+    instead; `paintings` (may then be empty) serve the inputs it does not name."""
 
     paintings: tuple[tuple[str, float], ...]
     alpha: float = 1.0
     mask: str | None = None
     style_size: int = STYLE_SIZE  # long side each painting is encoded at: sets the scale of its texture
+    manifest: str | None = None
 
     def __post_init__(self):
         # a Prefect flow's parameters arrive as JSON lists
         object.__setattr__(self, "paintings", tuple((str(p), float(w)) for p, w in self.paintings))
-        if not self.paintings:
-            raise ValueError("AdaIN needs at least one painting")
+        if not self.paintings and not self.manifest:
+            raise ValueError("AdaIN needs at least one painting, or a manifest")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha {self.alpha}: must be between 0 and 1")
-        if any(w < 0 for _, w in self.paintings) or sum(w for _, w in self.paintings) <= 0:
+        if self.paintings and (any(w < 0 for _, w in self.paintings) or sum(w for _, w in self.paintings) <= 0):
             raise ValueError("painting weights must be >= 0 and not all 0")
         if not 32 <= self.style_size <= 4096:
             raise ValueError(f"style size {self.style_size}: must be 32 to 4096")

@@ -5,6 +5,8 @@ network exported to ONNX (models/export.py). `auto` decides by timing both on th
 
 The two agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
+`torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
+by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) keep PyTorch:
 their instance-norm statistics come from a thumbnail through hooks onnxruntime does not have. Only
 families models/export.py can export (johnson) have an ONNX backend; others run on PyTorch.
@@ -20,15 +22,17 @@ import statistics
 import threading
 import time
 from pathlib import Path
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from stylepipe.errors import StageError
 
+if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs without PyTorch
+    import torch
+    from torch import Tensor
+
 log = logging.getLogger("stylepipe.stylize")
 
-BACKENDS = ("torch", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 EXPORTABLE_FAMILIES = ("johnson",)
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 
@@ -47,24 +51,35 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def onnx_path(weights_sha256: str) -> Path:
+    """Where a network's ONNX export is cached: by its weights' sha256."""
+    return cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+
+
+def onnx_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNet:
     """A network exported to ONNX and run by onnxruntime: called like the torch module, on CPU
-    float tensors (N,3,H,W) in [0,1]. The export is cached by the weights' sha256."""
+    float tensors (N,3,H,W) in [0,1]. The export is made once (it needs PyTorch), then cached."""
 
     def __init__(self, model_dir: Path, weights_sha256: str, threads: int):
-        import onnxruntime as ort
-
         from models.export import export_onnx
 
-        path = cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+        path = onnx_path(weights_sha256)
         if not path.is_file():
             export_onnx(model_dir, path)  # written under a temporary name, then renamed
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
 
     def __call__(self, x: Tensor) -> Tensor:
+        import torch
+
         return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
 
 
@@ -129,6 +144,8 @@ def check_backend(requested: str, family: str, device: torch.device) -> str:
     """The backend a model will use on this device: 'torch' where ONNX does not apply."""
     if requested not in BACKENDS:
         raise StageError(f"backend {requested!r}: use one of {', '.join(BACKENDS)}")
+    if requested == "torch-bf16" and device.type != "cpu":
+        raise StageError("backend torch-bf16 is for the CPU (on CUDA the network runs in fp16 autocast)")
     exportable = family in EXPORTABLE_FAMILIES
     if requested == "onnxruntime" and (not exportable or device.type != "cpu"):
         why = f"the {family} family has no ONNX export" if not exportable else "onnxruntime runs here on the CPU only"

@@ -257,17 +257,15 @@ def code_version() -> str:
 class Pipeline:
     def __init__(self, job_plan: Plan, items: list[WorkItem], ledger: Ledger, writer: str,
                  progress=None, run_id: str | None = None):
-        from stylepipe.devices import pick_device
-        from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
+        from tasks.bulk.lean import lean_models
 
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
-        device = pick_device(self.params.device)
-        self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
-        self.batch_size = self.params.batch_size or default_batch_size(device)
-        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
-                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
+        lean = lean_models(self.job)  # exported networks on onnxruntime: no PyTorch import at all
+        if lean is not None:
+            self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
+        else:
+            self._build_torch_models()
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
@@ -283,6 +281,17 @@ class Pipeline:
         self.last_flush = time.monotonic()
         self.forward_works = False
         self.unproven_failures: list[tuple[int, str]] = []  # (key, reason) held until a pass works
+
+    def _build_torch_models(self) -> None:
+        from stylepipe.devices import pick_device
+        from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
+
+        device = pick_device(self.params.device)
+        self.parallel = configure_parallelism(device, self.params.parallel_batches, self.params.threads)
+        self.batch_size = self.params.batch_size or default_batch_size(device)
+        self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
+                                   tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
+                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()
@@ -399,12 +408,17 @@ class Pipeline:
         self._submit_pixels(keys, pixels, tiled)
 
     def _submit_pixels(self, keys: list[int], pixels: np.ndarray, tiled: bool) -> None:
-        self.inferring[self.model_pool.submit(self._forward, pixels, tiled)] = Batch(keys, pixels, tiled)
+        paintings = [self.inflight[k].item.painting for k in keys]  # AdaIN with a manifest: per input
+        future = self.model_pool.submit(self._forward, pixels, tiled, paintings if any(paintings) else None)
+        self.inferring[future] = Batch(keys, pixels, tiled)
 
-    def _forward(self, pixels: np.ndarray, tiled: bool) -> tuple[list[np.ndarray], float]:
+    def _forward(self, pixels: np.ndarray, tiled: bool,
+                 paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
         started = time.perf_counter()
-        if tiled:
+        if paintings is not None:
+            results = self.models.stylize(pixels, paintings=paintings)
+        elif tiled:
             results = [r[None] for r in self.models.stylize_large(pixels)]
         else:
             results = self.models.stylize(pixels)
@@ -426,7 +440,7 @@ class Pipeline:
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
                 e = state.item.entry
-                ident = remote.identity(e.relpath, e.stamp, self.plan.model_hashes[model],
+                ident = remote.identity(e.relpath, e.stamp, state.item.model_hash or self.plan.model_hashes[model],
                                         self.option_hashes[model]) if self.remote_out else ""
                 job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
                                       self.tmp_dir, self.params.format, self.params.quality, ident)
@@ -500,7 +514,7 @@ class Pipeline:
     def _row(self, state: InFlight, model: int, status: str, **values) -> Row:
         e = state.item.entry
         return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
-                   input_stamp=e.stamp, model_hash=self.plan.model_hashes[model],
+                   input_stamp=e.stamp, model_hash=state.item.model_hash or self.plan.model_hashes[model],
                    options_hash=self.option_hashes[model], options=self.options[model],
                    code_version=self.code_version, device=self.models.describe(self.parallel),
                    finished_at=time.time(), run_id=self.run_id, **values)

@@ -14,15 +14,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from stylepipe.config import StylizeParams
+from stylepipe.config import LOSSY_BACKENDS, StylizeParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from tasks.bulk import remote
 from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
+from tasks.bulk.paintings import PaintingManifest
 from tasks.bulk.sources import (RESERVED_NAME, SEEDS_SCHEME, Entry, SeedSource, Source, SourceError, open_source,
                                 seeds_spec)
 from tasks.data.images import max_input_bytes
-from tasks.data.reasons import is_transient
+from tasks.data.reasons import is_transient, reason
 
 LEDGER_NAME = "ledger.sqlite"
 WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that module imports torch)
@@ -74,24 +75,31 @@ def weights_sha256(model_dir: str | Path) -> str:
     return sha256_file(path)
 
 
-def adain_identity(controls: AdainControls) -> dict:
+def adain_identity(controls: AdainControls, paintings: list | None = None) -> dict:
     """What an AdaIN job's outputs depend on besides the weights: each painting's sha256 (not its
-    path) and weight, alpha, the mask's sha256, the size paintings are encoded at."""
+    path) and weight (`paintings`: [[sha256, weight]] instead of the controls' own, for an input
+    a manifest names), alpha, the mask's sha256, the size paintings are encoded at."""
     def sha(path: str, what: str) -> str:
         if not Path(path).is_file():
             raise StageError(f"{path}: no such file (the AdaIN {what})")
         return sha256_file(Path(path))
 
-    return {"paintings": [[sha(p, "painting"), w] for p, w in controls.paintings], "alpha": controls.alpha,
+    if paintings is None:
+        paintings = [[sha(p, "painting"), w] for p, w in controls.paintings]
+    return {"paintings": paintings, "alpha": controls.alpha,
             "mask": sha(controls.mask, "mask") if controls.mask else None, "style_size": controls.style_size}
+
+
+def adain_hash(weights: str, identity: dict) -> str:
+    return f"{weights}+adain-{options_hash(identity)}"
 
 
 def model_hash(spec: ModelSpec) -> str:
     """The ledger's model identity: the weights' sha256; in Gatys mode the painting's sha256 plus
     the hash of the optimisation's settings; for AdaIN the weights' plus the hash of the paintings
-    and controls (adain_identity)."""
+    and controls (adain_identity; an input a manifest names has its own: see plan())."""
     if spec.adain is not None:
-        return f"{weights_sha256(spec.path)}+adain-{options_hash(adain_identity(spec.adain))}"
+        return adain_hash(weights_sha256(spec.path), adain_identity(spec.adain))
     if spec.gatys is None:
         return weights_sha256(spec.path)
     if Path(spec.path).is_dir():  # a gatys model folder: its stored painting
@@ -128,6 +136,9 @@ def local_area(out: Path | str) -> Path:
 class WorkItem:
     entry: Entry
     outputs: tuple[tuple[int, str], ...]  # (model index, output path relative to out) still to make
+    # AdaIN with a manifest: this input's own painting, and its model identity (the plan's otherwise)
+    painting: str = ""
+    model_hash: str = ""
 
 
 @dataclass
@@ -158,10 +169,12 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     }
     if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
         options["gatys"] = asdict(spec.gatys)
-    if spec.adain is not None:
-        options["adain"] = adain_identity(spec.adain)
+    if spec.adain is not None:  # its paintings are in the model identity, which a manifest sets per input
+        options["adain"] = {k: v for k, v in adain_identity(spec.adain).items() if k != "paintings"}
     if spec.direction:  # likewise
         options["direction"] = spec.direction
+    if params.backend in LOSSY_BACKENDS:  # the others agree within 1/255: not part of the identity
+        options["backend"] = params.backend
     return options
 
 
@@ -186,6 +199,7 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
              [output_options(job.params, s) for s in job.models])
     hashes = [options_hash(o) for o in p.options]
     multi = len(job.models) > 1
+    per_input = PerInputPaintings(job) if any(s.adain is not None and s.adain.manifest for s in job.models) else None
 
     entries, refused = [], []
     try:
@@ -214,23 +228,35 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
                                               r.size, r.stamp, finished_at=time.time()))
         for entry in entries:
             known = ledger.finished(entry.relpath) if ledger and resume else {}
+            painting, item_hash = "", ""
+            if per_input is not None:
+                painting, item_hash, why = per_input.of(entry.relpath)
+                if why:
+                    f = known.get(labels[0])
+                    if f and (f.status, f.reason, f.input_stamp) == ("failed", why, entry.stamp):
+                        p.refused_known["failed"] += 1
+                    else:
+                        p.refused_rows.append(Row(entry.relpath, labels[0], "failed", why, source.label,
+                                                  entry.size, entry.stamp, finished_at=time.time()))
+                    continue
             outputs = []
             for i, label in enumerate(labels):
                 target = names.assign(entry.relpath, label, f"{label}/" if multi else "")
                 p.expected[target] = entry.relpath
                 f = known.get(label)
                 settled = f is not None and (f.input_stamp, f.model_hash, f.options_hash) == (
-                    entry.stamp, p.model_hashes[i], hashes[i])
+                    entry.stamp, item_hash or p.model_hashes[i], hashes[i])
                 if settled and f.status == "done" and output_exists(f.output):
                     p.finished["done"] += 1
                 elif settled and f.status == "failed" and not is_transient(f.reason):
                     p.finished["failed"] += 1
                 elif is_remote and target in stored and remote.stored_identity(str(job.out), target) == \
-                        remote.identity(entry.relpath, entry.stamp, p.model_hashes[i], hashes[i]):
+                        remote.identity(entry.relpath, entry.stamp, item_hash or p.model_hashes[i], hashes[i]):
                     # uploaded by a run killed before its ledger row: record it, never upload it again
                     p.finished["done"] += 1
                     p.adopted_rows.append(Row(entry.relpath, label, "done", source=job.source, input_size=entry.size,
-                                              input_stamp=entry.stamp, output=target, model_hash=p.model_hashes[i],
+                                              input_stamp=entry.stamp, output=target,
+                                              model_hash=item_hash or p.model_hashes[i],
                                               options_hash=hashes[i], options=options_json(p.options[i]),
                                               reason="found in object storage", finished_at=time.time()))
                 else:
@@ -239,12 +265,38 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
                 if limit is not None and len(p.items) >= limit:
                     p.limited += 1
                 else:
-                    p.items.append(WorkItem(entry, tuple(outputs)))
+                    p.items.append(WorkItem(entry, tuple(outputs), painting, item_hash))
     finally:
         if ledger:
             ledger.close()
     check_gatys_size(p, limit)
     return p
+
+
+class PerInputPaintings:
+    """An AdaIN job with a manifest (tasks/bulk/paintings.py): each input's painting and model
+    identity, the same identity a job after that one painting alone would give its outputs."""
+
+    def __init__(self, job: Job):
+        if len(job.models) != 1:
+            raise StageError("a painting manifest goes with one adain model alone")
+        self.spec = job.models[0]
+        self.manifest = PaintingManifest.read(self.spec.adain.manifest)
+        self.weights = weights_sha256(self.spec.path)
+
+    def of(self, name: str) -> tuple[str, str, str]:
+        """(painting, model hash, "") for an input the manifest names, ("", "", "") for one the
+        job's own paintings serve, ("", "", reason) for one that cannot be stylized."""
+        painting = self.manifest.painting_of(name)
+        if painting is None:
+            if self.spec.adain.paintings:
+                return "", "", ""
+            return "", "", reason("no-painting", "not in the manifest, and the job has no --adain-style")
+        sha, why = self.manifest.check(painting)
+        if why:
+            return "", "", reason("no-painting", why)
+        identity = adain_identity(self.spec.adain, paintings=[[sha, 1.0]])
+        return painting, adain_hash(self.weights, identity), ""
 
 
 def windows(job: Job, size: int = SEED_WINDOW) -> Iterator[Job]:
@@ -391,8 +443,8 @@ class Summary:
     def lines(self) -> Iterator[str]:
         yield self.run_line()
         yield self.job_line()
-        for relpath, reason in self.run.failures[:10]:
-            yield f"  failed {relpath}: {reason}"
+        for relpath, why in self.run.failures[:10]:
+            yield f"  failed {relpath}: {why}"
         if self.run.failed > 10:
             yield f"  ... and {self.run.failed - 10} more failures: see the ledger"
         yield f"ledger: {self.ledger}"

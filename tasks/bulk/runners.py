@@ -15,6 +15,7 @@ on the CPU they run in fp32 NCHW (channels_last measured no faster there).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import threading
 from dataclasses import replace
@@ -29,16 +30,12 @@ from models.weights import load_model
 from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
 from tasks.bulk import backends
+from tasks.bulk.lean import CPU_BATCH, LUMA, MAX_AUTO_PARALLEL
 from tasks.bulk.plan import ModelSpec, weights_sha256
 from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 from tasks.data.images import MIN_SIDE
 
-# On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
-# cache); a GPU needs batches to fill up.
-DEFAULT_BATCH = {"cpu": 1, "cuda": 16}
-MAX_AUTO_PARALLEL = 8  # beyond this, more cores go to threads per pass (memory: one batch per pass)
-# ITU-R BT.601 luma: in YCbCr, changing Y alone moves R, G and B by the same amount.
-LUMA = (0.299, 0.587, 0.114)
+DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -95,6 +92,19 @@ def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
     return styled
 
 
+class Bf16Net(nn.Module):
+    """The `torch-bf16` backend: the network in bf16 autocast with channels_last weights and input,
+    on the CPU (AVX512-BF16 / AMX); fp32 out. Lossy (tasks/bulk/backends.py)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
+
+
 class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
@@ -110,13 +120,15 @@ class StyleModels:
         self.choosers: list[backends.Chooser] = []
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
             wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
-            if wanted == "torch":
-                chooser = backends.Chooser("torch", [])
+            if wanted in ("torch", "torch-bf16"):
+                chooser = backends.Chooser(wanted, [])
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path)
                 chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
-            runtimes: dict[str, object] = {"torch": net} if wanted != "onnxruntime" else {}
-            if chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
+            runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
+            if wanted == "torch-bf16":
+                runtimes["torch-bf16"] = Bf16Net(net)
+            elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
                 runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
@@ -260,12 +272,13 @@ class GatysModels:
 
 class AdainModels:
     """An adain model (models/adain/) after the job's paintings, with its controls (ModelSpec.adain):
-    the paintings' statistics are computed once, here, not per image. Never tiled: AdaIN takes the
-    content statistics of the whole picture (cap the size with --max-size)."""
+    the paintings' statistics are computed once, here, not per image; with a manifest, each
+    painting's the first time an input needs it. Never tiled: AdaIN takes the content statistics
+    of the whole picture (cap the size with --max-size)."""
 
     def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
         from models.adain.network import AdaINNet
-        from tasks.data.datasets import load_style_image, read_image
+        from tasks.data.datasets import read_image
 
         if len(specs) != 1:
             raise StageError("an AdaIN job runs one adain model alone")
@@ -274,31 +287,45 @@ class AdainModels:
         self.net, sidecar = load_model(Path(self.spec.path), device)
         if not isinstance(self.net, AdaINNet):
             raise StageError(f"{self.spec.path}: a {sidecar.get('family', 'johnson')!r} model, not an adain one")
-        with torch.inference_mode():
-            self.styles = []
-            for path, weight in self.controls.paintings:
-                read_image(path)  # refused like any input (bombs, truncation), with its name
-                painting = load_style_image(Path(path), self.controls.style_size).to(device)
-                self.styles.append((self.net.style_of(painting), weight))
+        self.styles = [(self._statistics(path), weight) for path, weight in self.controls.paintings]
+        self.by_painting: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # a manifest's, as inputs need them
         self.mask = None
         if self.controls.mask:
             grey = luma(read_image(self.controls.mask)[None])[0, 0]
             # white: the first painting; black: the second, or none (the photo's own features)
             self.mask = torch.where(grey >= 0.5, 1, 2).to(device)
 
+    @torch.inference_mode()
+    def _statistics(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        from tasks.data.datasets import load_style_image, read_image
+
+        read_image(path)  # refused like any input (bombs, truncation), with its name
+        return self.net.style_of(load_style_image(Path(path), self.controls.style_size).to(self.device))
+
     def describe(self, parallel: int = 1) -> str:
-        return (f"{self.device} (AdaIN, {len(self.styles)} paintings, alpha {self.controls.alpha}, "
+        paintings = "a painting per input" if self.controls.manifest else f"{len(self.styles)} paintings"
+        return (f"{self.device} (AdaIN, {paintings}, alpha {self.controls.alpha}, "
                 f"{parallel} passes x {torch.get_num_threads()} threads)")
 
     def needs_tiles(self, height: int, width: int) -> bool:
         return False
 
     @torch.inference_mode()
-    def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
+    def stylize(self, batch: np.ndarray, paintings: list[str] | None = None) -> list[np.ndarray]:
+        """paintings: per image, the manifest's painting ("" for the job's own paintings)."""
         from models.adain.network import stylize
 
+        styles = self.styles
+        if paintings is not None:
+            if not all(paintings):  # some images take the job's paintings: one at a time
+                return [np.concatenate([self.stylize(batch[n:n + 1], [p] if p else None)[0]
+                                        for n, p in enumerate(paintings)])]
+            for p in set(paintings) - self.by_painting.keys():
+                self.by_painting[p] = self._statistics(p)
+            stats = [self.by_painting[p] for p in paintings]  # AdaIN's statistics are per image: stack them
+            styles = [((torch.cat([m for m, _ in stats]), torch.cat([s for _, s in stats])), 1.0)]
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().float().div_(255).to(self.device)
-        y = stylize(self.net, PadToMinSide.pad(x), self.styles, self.controls.alpha, self.mask)
+        y = stylize(self.net, PadToMinSide.pad(x), styles, self.controls.alpha, self.mask)
         return [StyleModels._to_uint8(finish(y[..., : x.shape[-2], : x.shape[-1]], x, self.spec))]
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:

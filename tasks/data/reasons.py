@@ -29,6 +29,7 @@ REASONS = {
     "link": "a symbolic or hard link (not followed)",
     "special-file": "a device, FIFO, socket or folder where a file was expected",
     "encrypted": "an encrypted archive member",
+    "no-painting": "an AdaIN job has no usable painting for this input (not in its manifest, or the painting named is missing or does not decode)",
     "model-error": "the forward pass failed on this input alone",
     "encode-error": "the result could not be encoded in the output format",
     "write-error": "the output could not be written (tried again by the next run)",

@@ -434,7 +434,7 @@ def translator_section(name: str, r: dict, report_dir: Path) -> str:
 
 def write_adain_images(name: str, shown: dict, report_dir: Path) -> dict:
     """Arrays in [0,1] of an adain model's grid -> JPEGs under images/<name>/; returns, per painting,
-    its file and [(photo, photo file, result file)]."""
+    its file and [(photo, photo file, result file, per-style network's result file or None)]."""
     from PIL import Image
 
     folder = report_dir / "images" / name
@@ -445,33 +445,49 @@ def write_adain_images(name: str, shown: dict, report_dir: Path) -> dict:
         return f"images/{name}/{file}"
 
     return {p: {"painting": save(g["painting"], f"{p}.jpg"),
-                "results": [(photo, save(c, f"{photo}.jpg"), save(y, f"{p}-{photo}.jpg"))
-                            for photo, c, y in g["results"]]}
+                "results": [(photo, save(c, f"{photo}.jpg"), save(y, f"{p}-{photo}.jpg"),
+                             None if twin is None else save(twin, f"{p}-{photo}-per-style.jpg"))
+                            for photo, c, y, twin in g["results"]]}
             for p, g in shown.items()}
 
 
 def adain_section(name: str, r: dict) -> str:
-    """An adain model: per held-out painting, the yardstick's numbers and its results."""
+    """An adain model: per held-out painting, the yardstick's numbers and its results; where a
+    per-style (johnson) network of the same painting exists, its numbers and results beside them."""
     m, side = r["metrics"], r["sidecar"]
-    table = "".join(
-        f'<tr><td><img src="{e(r["grid"][p]["painting"])}" alt="painting {e(p)}" style="height:64px"></td>'
-        f'<td class="num">{num(pm["style_loss_content"])} → <b>{num(pm["style_loss"])}</b> '
-        f'({pct(-pm["style_loss_drop"])})</td><td class="num">{num(pm["content_loss"])}</td>'
-        f'<td class="num">{num(pm["ssim"])}</td>'
-        f'<td class="num">{num(pm["colour_distance_content"])} → <b>{num(pm["colour_distance"])}</b></td></tr>'
-        for p, pm in r["paintings"].items())
+
+    def cells(pm: dict) -> str:
+        return (f'<td class="num">{num(pm["style_loss_content"])} → <b>{num(pm["style_loss"])}</b> '
+                f'({pct(-pm["style_loss_drop"])})</td><td class="num">{num(pm["content_loss"])}</td>'
+                f'<td class="num">{num(pm["ssim"])}</td>'
+                f'<td class="num">{num(pm["colour_distance_content"])} → <b>{num(pm["colour_distance"])}</b></td>')
+
+    table = ""
+    for p, pm in r["paintings"].items():
+        twin = pm.get("per_style")
+        table += (f'<tr><td rowspan="{2 if twin else 1}"><img src="{e(r["grid"][p]["painting"])}" '
+                  f'alt="painting {e(p)}" style="height:64px"></td><td>{e(name)} (adain)</td>{cells(pm)}</tr>')
+        if twin:
+            table += f'<tr><td>{e(twin["model"])} (per-style network)</td>{cells(twin)}</tr>'
+
+    def figures(p: str, photo: str, c: str, y: str, twin: str | None) -> list[tuple[str, str, str]]:
+        shown = [(c, photo, photo), (y, f"{photo} x {p}", "→ adain")]
+        if twin:
+            shown.append((twin, f"{photo} x {p}, per-style network", "→ per-style network"))
+        return shown
+
     grid = "".join(
         '<div class="previews">' + "".join(
             f'<figure><img src="{e(src)}" alt="{e(alt)}" style="height:128px"><figcaption class="cap">{e(cap)}</figcaption></figure>'
             for src, alt, cap in [(g["painting"], "painting", f"painting {p}")] + [
-                x for photo, c, y in g["results"] for x in ((c, photo, photo), (y, f"{photo} x {p}", "→ result"))])
+                x for result in g["results"] for x in figures(p, *result)])
         + "</div>" for p, g in r["grid"].items())
     return f"""
 <section class="panel" id="model-{e(name)}">
   <div class="head"><h2>{e(name)} <span class="note">(adain: any painting; held-out paintings x held-out photos)</span></h2></div>
   <p class="note">AdaIN at {e(side.get("layer"))} of {e(side.get("encoder"))} · {num(side.get("steps"))} training steps ·
   {m["paintings"]} held-out paintings x {m["images"]} photos · no gate</p>
-  <div class="scroll"><table class="overview"><thead><tr><th>Painting</th><th>Style loss<br>photo → result</th>
+  <div class="scroll"><table class="overview"><thead><tr><th>Painting</th><th>Model</th><th>Style loss<br>photo → result</th>
   <th>Content<br>loss</th><th>SSIM</th><th>Colour distance<br>photo → result</th></tr></thead><tbody>{table}</tbody></table></div>
   {grid}
 </section>"""

@@ -348,3 +348,36 @@ def test_datasets_and_models_removed_from_params_are_removed_from_data(sandbox):
     assert sorted(p.name for p in sandbox.raw.iterdir()) == ["datasets", "models"]
     assert sorted(p.name for p in (sandbox.raw / "datasets").iterdir()) == ["b", "photos"]
     assert sorted(p.name for p in (sandbox.raw / "models").iterdir()) == ["y"]
+
+
+def test_a_paintings_model_records_what_its_paintings_dataset_holds(sandbox):
+    """adain's train.styles dataset is no DVC dep of train@<model>: data/raw/models/<model>/styles.json
+    (a dep) names the paintings and the split, so a new painting or split retrains it."""
+    from stylepipe.config import DatasetParams
+
+    base = pipeline_params([Source(url="pkg://skimage/data/camera.png")])
+    paintings = DatasetParams(kind="photos", sources=[Source(url="pkg://skimage/data/chelsea.png")])
+    any_painting = ModelParams(family="adain", dataset="photos", train={"styles": "paintings"})
+
+    def params(painting_urls, seed=1):
+        sources = [Source(url=u) for u in painting_urls]
+        return base.model_copy(update={
+            "datasets": {**base.datasets, "paintings": paintings.model_copy(update={"sources": sources})},
+            "models": {**base.models, "any": any_painting},
+            "preprocess": base.preprocess.model_copy(update={"seed": seed})})
+
+    download(params(["pkg://skimage/data/chelsea.png"]), raw_dir=sandbox.raw, weights_dir=sandbox.data / "weights")
+    record = sandbox.raw / "models/any/styles.json"
+    first = record.read_bytes()
+    [chelsea] = sandbox.manifest(sandbox.raw / "datasets/paintings")
+    assert b'"dataset": "paintings"' in first and chelsea["sha256"].encode() in first
+    assert not (sandbox.raw / "models/unused/styles.json").exists()  # a johnson model has none
+    download(params(["pkg://skimage/data/chelsea.png"]), raw_dir=sandbox.raw, weights_dir=sandbox.data / "weights")
+    assert record.read_bytes() == first                               # unchanged data: unchanged bytes
+    download(params(["pkg://skimage/data/chelsea.png", "pkg://skimage/data/coffee.png"]),
+             raw_dir=sandbox.raw, weights_dir=sandbox.data / "weights")
+    second = record.read_bytes()
+    assert second != first                                            # a new painting
+    download(params(["pkg://skimage/data/chelsea.png", "pkg://skimage/data/coffee.png"], seed=2),
+             raw_dir=sandbox.raw, weights_dir=sandbox.data / "weights")
+    assert record.read_bytes() != second                              # a new split

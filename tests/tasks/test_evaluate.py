@@ -346,3 +346,43 @@ def test_an_adain_model_is_scored_per_held_out_painting(tree):
     shown = re.findall(r'src="(images/any/[^"]+)"', page)
     # the table's 2 paintings, then per painting: it, and 2 photos (report_images) with their results
     assert len(shown) == 2 + 2 * (1 + 2 * 2) and all((tree.report / s).is_file() for s in shown)
+
+
+def test_adain_is_shown_beside_the_per_style_network_of_the_same_painting(tree):
+    """A held-out painting that a johnson model was trained on (preprocess names it by its file's
+    sha256[:16]): that network is run on the same photos and scored against the same painting."""
+    from models.adain.network import build_adain
+    from stylepipe.hashing import sha256_file
+    from tests.tiny_training import write_paintings
+
+    write_paintings(tree.processed / "paintings", train=1, val=1)
+    style_file = next((tree.styles / STYLE).rglob("stripes.jpg"))
+    twin = sha256_file(style_file)[:16]
+    Image.open(style_file).save(tree.processed / "paintings" / "val" / f"{twin}.png")
+    torch.manual_seed(0)
+    net = build_adain("efficientnet_lite0", "block3.expand", ["stem", "block3.expand"], 144, 4, [16, 8, 8],
+                      pretrained=True)
+    save_model(tree.models / "any", net, {"family": "adain", "encoder": "efficientnet_lite0",
+                                          "layer": "block3.expand", "style_layers": ["stem", "block3.expand"],
+                                          "channels": 144, "stride": 4, "widths": [16, 8, 8], "steps": 7})
+    write_results(tree, style_blend(tree, 0.5))
+    raw = make_params(gate=LOOSE).model_dump()
+    raw["datasets"]["paintings"] = {"kind": "photos", "sources": [{"url": "unused"}]}
+    raw["models"]["any"] = {"family": "adain", "dataset": DATASET, "train": {"styles": "paintings"}}
+    summary = ev.evaluate(validate(raw), tree)
+
+    per_painting = summary["adain"]["any"]["paintings"]
+    assert [p for p, pm in per_painting.items() if "per_style" in pm] == [twin]
+    side = per_painting[twin]["per_style"]
+    assert side["model"] == STYLE and side["ssim"] != per_painting[twin]["ssim"]
+    # the johnson network's own numbers on the same photos and painting, computed here by hand
+    tools, _ = ev.build_tools(make_params(gate=LOOSE).evaluate, tree)
+    johnson = make_model(tree.models / "again", seed=0)  # the tree's johnson model: the same seed
+    ssims = [ev.em.ssim(c.arr, ev.em.run_network(johnson, c.arr, tools.device))
+             for c in (ev.load_content(p, 48, tools) for p in ev.find_val_images(val_dir(tree)))]
+    assert side["ssim"] == pytest.approx(np.mean(ssims), abs=1e-6)
+    m = json.loads(tree.metrics.read_text())["any"]
+    assert m[f"ssim_{twin}_{STYLE}"] == pytest.approx(side["ssim"], abs=1e-5)
+    page = (tree.report / "index.html").read_text()
+    assert f"{STYLE} (per-style network)" in page
+    assert len(re.findall(r'src="images/any/[^"]+-per-style\.jpg"', page)) == 2  # report_images photos

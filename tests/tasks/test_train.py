@@ -223,3 +223,25 @@ def test_a_style_url_without_an_extension_is_found_by_its_content(sandbox, serve
     (found.parent / "copy").unlink()
     with pytest.raises(StageError, match=r"no style image .*\(1 files, none of them an image: .*notes\)"):
         find_style_image(style_dir)
+
+
+def test_paintings_older_than_their_raw_files_are_refused(tmp_path):
+    """adain reads a second processed dataset (its paintings), which DVC does not order before
+    train@: training refuses one that is missing or behind data/raw, and says what to run."""
+    import pyarrow.parquet as pq
+
+    from tasks.train import check_preprocessed
+    from tests.tiny_training import write_paintings
+
+    processed = tmp_path / "data/processed/paintings"
+    with pytest.raises(StageError, match=r"repro preprocess@paintings"):
+        check_preprocessed(processed)                                 # never preprocessed
+    write_paintings(processed)
+    raw = tmp_path / "data/raw/datasets/paintings"
+    raw.mkdir(parents=True)
+    listed = pq.read_table(processed / "manifest.parquet").column("sha256").to_pylist()
+    (raw / "manifest.json").write_text(json.dumps([{"sha256": s} for s in listed]))
+    check_preprocessed(processed)                                     # up to date
+    (raw / "manifest.json").write_text(json.dumps([{"sha256": s} for s in [*listed, "f" * 64]]))
+    with pytest.raises(StageError, match=r"older than .*raw/datasets/paintings"):
+        check_preprocessed(processed)                                 # a painting preprocess has not seen

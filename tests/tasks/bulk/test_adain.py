@@ -155,3 +155,85 @@ def test_the_network_alone_runs_its_default_painting_untiled(tmp_path, adain_mod
     models = StyleModels([ModelSpec(str(adain_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
                          tile_above=128, batch_size=1)
     assert not models.needs_tiles(80, 300)
+
+
+def write_manifest(path: Path, rows: list[tuple[str, object]]) -> Path:
+    path.write_text("input,painting\n" + "".join(f"{name},{painting}\n" for name, painting in rows))
+    return path
+
+
+def test_a_manifest_gives_each_input_its_own_painting(src, tmp_path, adain_model, paintings, capsys):
+    """--style-manifest: each named input after its own painting, exactly as a job after that one
+    painting alone would stylize it (same pixels, same identity); an input the manifest does not
+    name, with no --adain-style, is one recorded failure; editing a row redoes that input alone."""
+    yellow, blue = paintings
+    for name, painting in (("yellow", yellow), ("blue", blue)):
+        assert stylize(src, "--model", adain_model, "--adain-style", painting, "--out", tmp_path / name) == 0
+    manifest = write_manifest(tmp_path / "p" / "manifest.csv", [("a.jpg", "yellow.png"), ("c/d.jpg", blue)])
+    out = tmp_path / "out"
+    assert stylize(src, "--model", adain_model, "--style-manifest", manifest, "--out", out,
+                   "--max-failed-fraction", "0.5") == 0
+    assert output_files(out) == ["a.png", "c/d.png"]
+    assert np.array_equal(pixels(out / "a.png"), pixels(tmp_path / "yellow/a.png"))
+    assert np.array_equal(pixels(out / "c/d.png"), pixels(tmp_path / "blue/c/d.png"))
+    rows = {r["relpath"]: r for r in ledger_rows(out / ".stylepipe/ledger.sqlite")}
+    assert rows["b.png"]["status"] == "failed" and rows["b.png"]["reason"].startswith("no-painting:")
+    single = {r["relpath"]: r["model_hash"] for r in ledger_rows(tmp_path / "yellow/.stylepipe/ledger.sqlite")}
+    assert rows["a.jpg"]["model_hash"] == single["a.jpg"]
+    capsys.readouterr()
+
+    assert stylize(src, "--model", adain_model, "--style-manifest", manifest, "--out", out,
+                   "--max-failed-fraction", "0.5") == 0
+    assert "stylized 0 inputs" in capsys.readouterr().out          # resumed: nothing to redo
+    write_manifest(manifest, [("a.jpg", blue), ("c/d.jpg", blue)])
+    assert stylize(src, "--model", adain_model, "--style-manifest", manifest, "--adain-style", yellow,
+                   "--out", out) == 0
+    assert "stylized 2 inputs" in capsys.readouterr().out          # a.jpg (new painting) and b.png (default)
+    assert np.array_equal(pixels(out / "a.png"), pixels(tmp_path / "blue/a.png"))
+    assert np.array_equal(pixels(out / "b.png"), pixels(tmp_path / "yellow/b.png"))
+
+
+def test_one_batch_of_inputs_after_different_paintings(tmp_path, adain_model, paintings):
+    """AdaIN's target statistics are per image: a batch whose inputs name different paintings
+    (or none: the job's painting) gives each the pixels it gets alone."""
+    import torch
+
+    from models.adain.params import AdainControls
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import AdainModels
+
+    yellow, blue = paintings
+    spec = ModelSpec(str(adain_model), adain=AdainControls(((str(yellow), 1.0),), manifest="m.csv"))
+    runner = AdainModels([spec], torch.device("cpu"))
+    batch = np.random.default_rng(0).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    names = [str(yellow), str(blue), str(blue), str(yellow)]
+    together = runner.stylize(batch, paintings=names)[0]
+    alone = [runner.stylize(batch[n:n + 1], paintings=[p])[0][0] for n, p in enumerate(names)]
+    assert all(np.abs(together[n].astype(int) - alone[n]).max() <= 1 for n in range(4))
+    assert np.abs(together[1].astype(int) - runner.stylize(batch[1:2], paintings=[str(yellow)])[0][0]).mean() > 1
+    mixed = runner.stylize(batch, paintings=["", str(blue), str(blue), ""])[0]  # "": the job's painting
+    assert all(np.abs(mixed[n].astype(int) - together[n]).max() <= 1 for n in range(4))
+
+
+def test_a_bad_manifest_stops_the_job_and_a_bad_painting_fails_its_inputs(src, tmp_path, adain_model, paintings,
+                                                                         capsys):
+    yellow, _ = paintings
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("photo;painting\na.jpg;x.png\n")
+    assert stylize(src, "--model", adain_model, "--style-manifest", bad, "--out", out) == 1
+    assert "header" in capsys.readouterr().err and not out.exists()
+    write_manifest(bad, [("a.jpg", yellow), ("a.jpg", tmp_path / "other.png")])
+    assert stylize(src, "--model", adain_model, "--style-manifest", bad, "--out", out) == 1
+    assert "two paintings" in capsys.readouterr().err
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    manifest = write_manifest(tmp_path / "m.csv", [("a.jpg", "broken.png"), ("b.png", "gone.png"),
+                                                   ("c/d.jpg", yellow)])
+    assert stylize(src, "--model", adain_model, "--style-manifest", manifest, "--out", out,
+                   "--max-failed-fraction", "0.9") == 0
+    rows = {r["relpath"]: (r["status"], r["reason"]) for r in ledger_rows(out / ".stylepipe/ledger.sqlite")}
+    assert rows["c/d.jpg"][0] == "done" and output_files(out) == ["c/d.png"]
+    assert rows["a.jpg"][0] == rows["b.png"][0] == "failed"
+    assert rows["a.jpg"][1].startswith("no-painting:") and "broken.png" in rows["a.jpg"][1]
+    assert "gone.png: no such file" in rows["b.png"][1]

@@ -3,6 +3,7 @@ the same pixels as PyTorch within 1/255; `auto` times both on the first batch, k
 records it in each ledger row and remembers it for the next job."""
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,3 +83,73 @@ def test_families_without_an_onnx_export_run_on_torch():
     assert backends.check_backend("auto", "johnson", torch.device("cuda")) == "torch"
     with pytest.raises(StageError, match="no ONNX export"):
         backends.check_backend("onnxruntime", "pix2pix", cpu)
+
+
+def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, tiny_model):
+    """torch-bf16 is lossy: its outputs stay close to fp32's (the bound here is this tiny random
+    network's; benchmarks/bench_stylize.py reports real models' differences), and switching a job
+    between it and fp32 redoes the images instead of keeping the other's outputs."""
+    out = tmp_path / "out"
+    fp32 = tmp_path / "fp32"
+    assert stylize(make_job(src, fp32, tiny_model, format="png", backend="torch"), progress=False).done == 4
+    assert stylize(make_job(src, out, tiny_model, format="png", backend="torch-bf16"), progress=False).done == 4
+    names = output_files(out)
+    diffs = [np.abs(pixels(fp32 / n) - pixels(out / n)) for n in names]
+    assert 0 < max(int(d.max()) for d in diffs) <= 24
+    assert np.mean([d.mean() for d in diffs]) < 3
+    rows = ledger_rows(out / ".stylepipe/ledger.sqlite")
+    assert all(r["device"].endswith(", torch-bf16)") for r in rows)
+    again = stylize(make_job(src, out, tiny_model, format="png", backend="torch-bf16"), progress=False)
+    assert again.run.processed == 0                                   # resumed: nothing to redo
+    switched = stylize(make_job(src, out, tiny_model, format="png", backend="torch"), progress=False)
+    assert switched.run.processed == 4
+    assert all(np.array_equal(pixels(fp32 / n), pixels(out / n)) for n in names)
+
+
+def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, tiny_model):
+    """tasks/bulk/lean.py: once a job has exported the network, later onnxruntime jobs (and auto
+    jobs that remember choosing it) never import PyTorch, and write what the torch path writes."""
+    import os
+    import subprocess
+    import sys
+
+    from tasks.bulk.lean import LeanModels, lean_models
+    from tasks.bulk.plan import ModelSpec
+
+    spec = ModelSpec(str(tiny_model), strength=0.7, preserve_colors=True)
+    first = stylize(make_job(src, tmp_path / "torch-path", spec, format="png", backend="onnxruntime"), progress=False)
+    assert first.done == 4                                              # made the export, through PyTorch
+    code = ("import sys; from stylepipe.cli import main; "
+            f"rc = main(['stylize', {str(src)!r}, '--model', {str(tiny_model)!r}, '--out', {str(tmp_path / 'lean')!r}, "
+            "'--backend', 'onnxruntime', '--format', 'png', '--workers', '0', '--batch-size', '2', "
+            "'--strength', '0.7', '--preserve-colors', 'yes', '--quiet']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+    names = output_files(tmp_path / "torch-path")
+    assert output_files(tmp_path / "lean") == names
+    assert max(int(np.abs(pixels(tmp_path / "torch-path" / n) - pixels(tmp_path / "lean" / n)).max())
+               for n in names) <= 1
+
+    auto = make_job(src, tmp_path / "auto", tiny_model, backend="auto")
+    assert lean_models(auto) is None                                    # auto has not chosen yet
+    stylize(auto, progress=False)
+    chosen = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
+    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] == "onnxruntime")
+    assert lean_models(make_job(src, tmp_path / "t", tiny_model, backend="torch")) is None
+
+
+def test_the_lean_runner_tiles_large_images_through_pytorch(tmp_path, tiny_model):
+    from tasks.bulk.lean import lean_models
+
+    folder = tmp_path / "big"
+    make_photos(folder, ["wide.png"], size=(300, 80))
+    stylize(make_job(folder, tmp_path / "export", tiny_model, backend="onnxruntime"), progress=False)
+    settings = {"format": "png", "backend": "onnxruntime", "tile_above": 128, "tile_size": 64, "tile_overlap": 16}
+    assert lean_models(make_job(folder, tmp_path / "x", tiny_model, **settings)).needs_tiles(80, 300)
+    lean = stylize(make_job(folder, tmp_path / "lean", tiny_model, **settings), progress=False)
+    torch_path = stylize(make_job(folder, tmp_path / "torch", tiny_model, **{**settings, "backend": "torch"}),
+                         progress=False)
+    assert lean.done == torch_path.done == 1
+    assert np.array_equal(pixels(tmp_path / "lean/wide.png"), pixels(tmp_path / "torch/wide.png"))
