@@ -13,7 +13,8 @@ held-out pairs, entirely through the project's own stages (no model or metric co
   the real-vs-real floor, cycle L1), each under ROOT (a project-shaped tree: data/processed,
   data/models, data/infer, metrics/train); wall and CPU seconds of the training are measured here.
   One JSON line per run is appended to ROOT/results.jsonl; a 16-row input | output | target grid
-  goes to ROOT/grids/NAME.png and the loss log to ROOT/metrics/train/NAME.tsv.
+  goes to ROOT/grids/NAME.png and the loss log to ROOT/metrics/train/NAME.tsv. `run --score-only`
+  re-scores a model already trained under NAME.
 - table: the results as a markdown table.
 
     OMP_NUM_THREADS=1 python benchmarks/translate_sweep.py prepare
@@ -91,7 +92,8 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(root: Path, emoji: Path, val_fraction: float, name: str, family: str, sets: list[str], note: str) -> dict:
+def run(root: Path, emoji: Path, val_fraction: float, name: str, family: str, sets: list[str], note: str,
+        score_only: bool = False) -> dict:
     import torch
 
     from tasks import evaluate as ev_stage
@@ -106,14 +108,23 @@ def run(root: Path, emoji: Path, val_fraction: float, name: str, family: str, se
     params = make_params(emoji, val_fraction, {name: {"family": family, "dataset": dataset, "train": overrides}})
     if not (root / "data/processed" / dataset / "val").is_dir():
         raise SystemExit(f"{root}/data/processed/{dataset}: run `prepare` first")
-    for old in (root / "data/infer" / name, root / ".cache/infer" / name, root / "data/models" / name):
+    for old in (root / "data/infer" / name, root / ".cache/infer" / name):
         shutil.rmtree(old, ignore_errors=True)
-
-    load0 = os.getloadavg()[0]
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    sidecar = train.train(params, name, train.Paths.for_model(params, name, root), fresh=True, keep_seconds=True)
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    load1 = os.getloadavg()[0]
+    model_dir = root / "data/models" / name
+    if score_only:  # re-score a model an earlier `run` trained (its times: ROOT/times/NAME.json)
+        sidecar = json.loads((model_dir / "model.json").read_text())
+        times = json.loads((root / "times" / f"{name}.json").read_text())
+        wall, cpu, load0, load1 = times["wall_s"], times["cpu_s"], *times["load_1min"]
+    else:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        load0 = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), cpu_seconds()
+        sidecar = train.train(params, name, train.Paths.for_model(params, name, root), fresh=True, keep_seconds=True)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        load1 = os.getloadavg()[0]
+        (root / "times").mkdir(exist_ok=True)
+        (root / "times" / f"{name}.json").write_text(json.dumps(
+            {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_1min": [round(load0, 2), round(load1, 2)]}))
 
     infer.run_stage(name, params, root)
     paths = ev_stage.Paths.under(root)
@@ -167,13 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--family", choices=sorted(FAMILY_DATA), required=True)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a train setting (YAML value)")
     r.add_argument("--note", default="")
+    r.add_argument("--score-only", action="store_true",
+                   help="do not train: infer and evaluate the model an earlier run of NAME trained (same --set)")
     sub.add_parser("table")
     args = ap.parse_args(argv)
     os.chdir(REPO)
     if args.command == "prepare":
         prepare(args.root, args.emoji, args.val_fraction)
     elif args.command == "run":
-        run(args.root, args.emoji, args.val_fraction, args.name, args.family, args.set, args.note)
+        run(args.root, args.emoji, args.val_fraction, args.name, args.family, args.set, args.note, args.score_only)
     else:
         print(table(args.root))
 
