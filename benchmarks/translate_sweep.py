@@ -124,7 +124,7 @@ def run(root: Path, emoji: Path, val_fraction: float, name: str, family: str, se
         load1 = os.getloadavg()[0]
         (root / "times").mkdir(exist_ok=True)
         (root / "times" / f"{name}.json").write_text(json.dumps(
-            {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_1min": [round(load0, 2), round(load1, 2)]}))
+            {"wall_s": round(wall, 1), "cpu_s": None if cpu is None else round(cpu, 1), "load_1min": [round(load0, 2), round(load1, 2)]}))
 
     infer.run_stage(name, params, root)
     paths = ev_stage.Paths.under(root)
@@ -138,7 +138,7 @@ def run(root: Path, emoji: Path, val_fraction: float, name: str, family: str, se
     row = {"name": name, "family": family, "settings": overrides, "note": note,
            "train": params.model(name).train.model_dump(exclude={"device", "workers", "threads", "log_every",
                                                                   "checkpoint_every", "channels_last", "compile"}),
-           "steps": sidecar["steps"], "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+           "steps": sidecar["steps"], "wall_s": round(wall, 1), "cpu_s": None if cpu is None else round(cpu, 1),
            "load_1min": [round(load0, 2), round(load1, 2)], "final_losses": sidecar["final_losses"],
            "metrics": result["metrics"], "grid": str(grid)}
     with open(root / "results.jsonl", "a", encoding="utf-8") as f:
@@ -161,7 +161,7 @@ def table(root: Path) -> str:
         settings = ", ".join(f"{k} {v}" for k, v in r["settings"].items() if k not in ("steps", "device"))
         cycle = f"{m['cycle_l1']:.3f}" if "cycle_l1" in m else ""
         out.append(f"| {r['name']} | {r['family']} | {settings} | {r['steps']} | {r['wall_s'] / 60:.1f} / "
-                   f"{r['cpu_s'] / 60:.1f} | {m['l1']:.3f} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
+                   f"{r['cpu_s'] / 60 if r['cpu_s'] is not None else float('nan'):.1f} | {m['l1']:.3f} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
                    f"{m['fd_effnetl0']:.0f} | {m['kid_effnetl0']:.3f} | {cycle} |")
     return "\n".join(out)
 
