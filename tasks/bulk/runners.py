@@ -36,6 +36,7 @@ from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shar
 from tasks.data.images import MIN_SIDE
 
 DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
+TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -119,17 +120,22 @@ class StyleModels:
         self.runtimes: list[dict[str, object]] = []
         self.choosers: list[backends.Chooser] = []
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
-            wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
+            family = sidecar.get("family", "johnson")
+            wanted = backends.check_backend(backend, family, device)
+            # a translation model's export is one direction's generator
+            direction = (spec.direction or "a2b") if family in TRANSLATION_FAMILIES else ""
             if wanted in ("torch", "torch-bf16"):
                 chooser = backends.Chooser(wanted, [])
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path)
-                chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
+                key = [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)]
+                chooser = backends.Chooser(wanted, key + [direction] if direction else key)
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
-                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
+                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads(),
+                                                                        direction))
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
         if self.cuda:
