@@ -18,6 +18,7 @@ import contextlib
 import copy
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,6 +145,9 @@ class StyleModels:
         self.per_thread = threading.local()  # tiled copies: their norms hold one image's statistics
         self.tile_size, self.tile_overlap, self.tile_above = tile_size, tile_overlap, tile_above
         self.batch_size = batch_size
+        # a large image's tile batches run `parallel` at a time on the CPU (one core each by default);
+        # one pool for all passes, so two large images at once still use `parallel` threads
+        self.tile_pool = ThreadPoolExecutor(parallel, thread_name_prefix="tiles") if parallel > 1 and not self.cuda else None
 
     def describe(self, parallel: int = 1) -> str:
         if self.cuda:
@@ -194,6 +198,7 @@ class StyleModels:
                 tiled(small)
             set_recording(tiled, False)
 
+            @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
             def run(tiles: np.ndarray, tiled=tiled, spec=spec) -> np.ndarray:
                 x = self._to_device(tiles)
                 with self._autocast():
@@ -201,7 +206,8 @@ class StyleModels:
                 return finish(y.float(), x, spec).permute(0, 2, 3, 1).cpu().numpy()
 
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
-                                         batch_size=self.batch_size))
+                                         batch_size=self.batch_size,
+                                         map_batches=self.tile_pool.map if self.tile_pool else map))
         return results
 
 
