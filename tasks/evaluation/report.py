@@ -68,6 +68,7 @@ dt { color:var(--muted); } dd { margin:0; overflow-wrap:anywhere; }
 a { color:#2456c8; }
 .pixels { width:100%; image-rendering:pixelated; border-radius:6px; }
 .previews { display:grid; grid-template-columns:repeat(auto-fill,minmax(260px,1fr)); gap:14px; }
+.strip { display:flex; flex-wrap:wrap; gap:14px; margin-bottom:10px; }
 figure { margin:0; }
 """
 
@@ -476,12 +477,14 @@ def adain_section(name: str, r: dict) -> str:
             shown.append((twin, f"{photo} x {p}, per-style network", "→ per-style network"))
         return shown
 
-    grid = "".join(
-        '<div class="previews">' + "".join(
+    def row(shown: list[tuple[str, str, str]]) -> str:
+        return '<div class="strip">' + "".join(
             f'<figure><img src="{e(src)}" alt="{e(alt)}" style="height:128px"><figcaption class="cap">{e(cap)}</figcaption></figure>'
-            for src, alt, cap in [(g["painting"], "painting", f"painting {p}")] + [
-                x for result in g["results"] for x in figures(p, *result)])
-        + "</div>" for p, g in r["grid"].items())
+            for src, alt, cap in shown) + "</div>"
+
+    # a row per photo: the painting, the photo, AdaIN's result (and the per-style network's)
+    grid = "".join(row([(g["painting"], "painting", f"painting {p}"), *figures(p, *result)])
+                   for p, g in r["grid"].items() for result in g["results"])
     return f"""
 <section class="panel" id="model-{e(name)}">
   <div class="head"><h2>{e(name)} <span class="note">(adain: any painting; held-out paintings x held-out photos)</span></h2></div>
