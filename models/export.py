@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.johnson.network import TransformerNet
+from models.translation import Translator, to_image_range, to_model_range
 from models.weights import WEIGHTS_FILE, load_model
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
@@ -45,7 +46,8 @@ from stylepipe.hashing import sha256_file
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # below 11 Pad needs constant sizes; the TorchScript exporter stops at 20
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
-SIDECAR_KEYS = ("style", "network", "upsample", "code_version")  # copied to metadata_props; plus weights_sha256
+# copied to metadata_props (those the model has); plus weights_sha256
+SIDECAR_KEYS = ("family", "style", "network", "upsample", "direction", "code_version")
 
 
 class _Traceable(nn.Module):
@@ -64,9 +66,27 @@ class _Traceable(nn.Module):
         return torch.sigmoid(y[..., :h, :w])
 
 
-def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path. StageError
-    when the folder holds no loadable safetensors model (pickles are refused, as everywhere)."""
+class _TraceableTranslator(nn.Module):
+    """Translator.forward (pix2pix, cyclegan) in one direction, likewise without its `if`: always
+    replicate-pad to a multiple of the generator's stride, translate, crop."""
+
+    def __init__(self, net: Translator):
+        super().__init__()
+        self.generator, self.multiple = net.generators[net.direction], net.multiple
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        m = self.multiple
+        x = F.pad(x, [0, (m - w % m) % m, 0, (m - h % m) % m], mode="replicate")
+        return to_image_range(self.generator(to_model_range(x)))[..., :h, :w]
+
+
+def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
+                direction: str = "") -> Path:
+    """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path: a johnson
+    network, or a translation model in one `direction` (a2b, the default, or b2a). StageError when
+    the folder holds no loadable safetensors model (pickles are refused, as everywhere) or a model
+    of another family."""
     import onnx
 
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -77,6 +97,19 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
     if out_path.is_dir():
         raise StageError(f"{out_path}: is a folder; give the path of the .onnx file to write")
     net, sidecar = load_model(model_dir)
+    if isinstance(net, Translator):
+        try:
+            traceable = _TraceableTranslator(net.set_direction(direction or "a2b"))
+        except ValueError as e:
+            raise StageError(f"{model_dir}: {e}") from None
+        sidecar = {**sidecar, "direction": net.direction}
+    elif isinstance(net, TransformerNet):
+        if direction:
+            raise StageError(f"{model_dir}: a {sidecar.get('family', 'johnson')} model has no direction")
+        traceable = _Traceable(net)
+    else:
+        raise StageError(f"{model_dir}: a {sidecar.get('family')!r} model; ONNX export takes johnson, pix2pix "
+                         "and cyclegan models")
 
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
@@ -87,7 +120,7 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-        torch.onnx.export(_Traceable(net).eval(), (torch.rand(1, 3, 64, 96),), buffer, dynamo=False,
+        torch.onnx.export(traceable.eval(), (torch.rand(1, 3, 64, 96),), buffer, dynamo=False,
                           opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
     proto = onnx.load_from_string(buffer.getvalue())

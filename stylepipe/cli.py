@@ -217,7 +217,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_out(args.out)
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",
-                                              "tile_above", "tile_size", "tile_overlap", "max_failed_fraction")}
+                                              "backend", "tile_above", "tile_size", "tile_overlap",
+                                              "max_failed_fraction")}
     try:
         params = StylizeParams(**settings)
     except ValidationError as e:
@@ -377,7 +378,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     try:
-        out = export_onnx(args.model_dir, args.out, opset=opset)
+        out = export_onnx(args.model_dir, args.out, opset=opset, direction=args.direction or "")
     except StageError as e:
         print(f"stylepipe export-onnx: {e}", file=sys.stderr)
         return 1
@@ -557,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--format", choices=["jpg", "png", "webp"], default="png")
     translate.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     translate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
+                           help="the forward pass's runtime on a CPU, as for stylize (default auto: the faster of "
+                                "torch and onnxruntime on the first batch; the export is one direction's generator)")
     translate.add_argument("--batch-size", type=int, default=None, help="images of one size per forward pass")
     translate.add_argument("--workers", type=int, default=2, help="decode/encode processes (0: in this process)")
     translate.add_argument("--tile-above", type=int, default=2048, help="translate larger images in tiles")
@@ -633,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export-onnx", help="export a trained model to ONNX (for onnxruntime)",
-        description="Write the network in MODEL_DIR (model.safetensors + model.json; pickles are "
+        description="Write the network in MODEL_DIR (a johnson model, or a pix2pix / cyclegan model in "
+        "one --direction; model.safetensors + model.json, pickles are "
         "never loaded) as one ONNX file: input 'image' (N,3,H,W) float RGB in [0,1], output "
         "'stylized' (same shape), batch/height/width dynamic; the sidecar's style, network, "
         "code_version and the weights' sha256 are stored as ONNX metadata.")
@@ -643,6 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the file to write (replaced atomically)")
     export.add_argument("--opset", type=int, default=None, metavar="N",
                         help="ONNX opset, 11 to 20 (default 17)")
+    export.add_argument("--direction", choices=["a2b", "b2a"], default=None,
+                        help="a translation model (pix2pix, cyclegan): the direction to export (default a2b)")
     export.set_defaults(func=cmd_export_onnx)
 
     ledger = sub.add_parser(

@@ -9,7 +9,8 @@ part of an output's ledger identity; it is recorded in each row's lineage (the `
 by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) keep PyTorch:
 their instance-norm statistics come from a thumbnail through hooks onnxruntime does not have. Only
-families models/export.py can export (johnson) have an ONNX backend; others run on PyTorch.
+families models/export.py can export (johnson; pix2pix and cyclegan, one export per direction) have
+an ONNX backend; others run on PyTorch.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs wit
 log = logging.getLogger("stylepipe.stylize")
 
 BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
-EXPORTABLE_FAMILIES = ("johnson",)
+EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 
 
@@ -51,9 +52,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def onnx_path(weights_sha256: str) -> Path:
-    """Where a network's ONNX export is cached: by its weights' sha256."""
-    return cache_dir() / "onnx" / f"{weights_sha256[:32]}.onnx"
+def onnx_path(weights_sha256: str, direction: str = "") -> Path:
+    """Where a network's ONNX export is cached: by its weights' sha256 (and a translation model's
+    direction: one export per direction)."""
+    return cache_dir() / "onnx" / f"{weights_sha256[:32]}{f'-{direction}' if direction else ''}.onnx"
 
 
 def onnx_session(path: Path, threads: int):
@@ -69,12 +71,12 @@ class OnnxNet:
     """A network exported to ONNX and run by onnxruntime: called like the torch module, on CPU
     float tensors (N,3,H,W) in [0,1]. The export is made once (it needs PyTorch), then cached."""
 
-    def __init__(self, model_dir: Path, weights_sha256: str, threads: int):
+    def __init__(self, model_dir: Path, weights_sha256: str, threads: int, direction: str = ""):
         from models.export import export_onnx
 
-        path = onnx_path(weights_sha256)
+        path = onnx_path(weights_sha256, direction)
         if not path.is_file():
-            export_onnx(model_dir, path)  # written under a temporary name, then renamed
+            export_onnx(model_dir, path, direction=direction)  # written under a temporary name, then renamed
         self.session = onnx_session(path, threads)
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -53,7 +53,7 @@ def lean_models(job: Job) -> LeanModels | None:
             family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
         except (OSError, ValueError, AttributeError):
             return None  # the torch path says what is wrong with it
-        if family not in backends.EXPORTABLE_FAMILIES:
+        if family != "johnson":  # translators' tiles need TranslateModels: they keep the torch path
             return None
         sha = weights_sha256(spec.path)
         if params.backend == "auto":

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shar
 from tasks.data.images import MIN_SIDE
 
 DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
+TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -120,17 +122,22 @@ class StyleModels:
         self.runtimes: list[dict[str, object]] = []
         self.choosers: list[backends.Chooser] = []
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
-            wanted = backends.check_backend(backend, sidecar.get("family", "johnson"), device)
+            family = sidecar.get("family", "johnson")
+            wanted = backends.check_backend(backend, family, device)
+            # a translation model's export is one direction's generator
+            direction = (spec.direction or "a2b") if family in TRANSLATION_FAMILIES else ""
             if wanted in ("torch", "torch-bf16"):
                 chooser = backends.Chooser(wanted, [])
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path)
-                chooser = backends.Chooser(wanted, [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)])
+                key = [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)]
+                chooser = backends.Chooser(wanted, key + [direction] if direction else key)
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
-                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads()))
+                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads(),
+                                                                        direction))
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
         if self.cuda:
@@ -139,6 +146,9 @@ class StyleModels:
         self.per_thread = threading.local()  # tiled copies: their norms hold one image's statistics
         self.tile_size, self.tile_overlap, self.tile_above = tile_size, tile_overlap, tile_above
         self.batch_size = batch_size
+        # a large image's tile batches run `parallel` at a time on the CPU (one core each by default);
+        # one pool for all passes, so two large images at once still use `parallel` threads
+        self.tile_pool = ThreadPoolExecutor(parallel, thread_name_prefix="tiles") if parallel > 1 and not self.cuda else None
 
     def describe(self, parallel: int = 1) -> str:
         if self.cuda:
@@ -189,6 +199,7 @@ class StyleModels:
                 tiled(small)
             set_recording(tiled, False)
 
+            @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
             def run(tiles: np.ndarray, tiled=tiled, spec=spec) -> np.ndarray:
                 x = self._to_device(tiles)
                 with self._autocast():
@@ -196,7 +207,8 @@ class StyleModels:
                 return finish(y.float(), x, spec).permute(0, 2, 3, 1).cpu().numpy()
 
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
-                                         batch_size=self.batch_size))
+                                         batch_size=self.batch_size,
+                                         map_batches=self.tile_pool.map if self.tile_pool else map))
         return results
 
 

@@ -109,8 +109,11 @@ def stylize_tiled(
     pixels: np.ndarray,                               # (H, W, 3) uint8
     run: Callable[[np.ndarray], np.ndarray],          # (N, th, tw, 3) uint8 -> same shape, float in [0,1]
     *, tile: int, overlap: int, batch_size: int,
+    map_batches: Callable = map,
 ) -> np.ndarray:
-    """The stylized image as (H, W, 3) uint8. Norm statistics must have been recorded already."""
+    """The stylized image as (H, W, 3) uint8. Norm statistics must have been recorded already.
+    map_batches(run, batches): a thread pool's map runs a row's tile batches on several cores at
+    once (run must then be safe to call concurrently: the recorded statistics are only read)."""
     height, width = pixels.shape[:2]
     # Pad to the networks' stride (as their forward does) so that every tile starts on the stride
     # grid of the whole image: a tile off the grid samples differently and shows as a seam.
@@ -126,7 +129,8 @@ def stylize_tiled(
     strip_top = 0
     for r, y in enumerate(ys):
         tiles = np.stack([pixels[y:y + th, x:x + tw] for x in xs])
-        results = np.concatenate([run(tiles[i:i + batch_size]) for i in range(0, len(xs), batch_size)])
+        results = np.concatenate(list(map_batches(run, [tiles[i:i + batch_size]
+                                                        for i in range(0, len(xs), batch_size)])))
         row = np.zeros((th, w, 3), np.float32)
         for c, x in enumerate(xs):
             row[:, x:x + tw] += results[c] * wx[c][None, :, None]

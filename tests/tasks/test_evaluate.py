@@ -309,25 +309,31 @@ def test_report_renders_in_chromium_with_every_image_loaded(tree, tmp_path):
     assert pixels.std() > 10  # a rendered page, not a blank one
 
 
-def test_an_adain_model_is_scored_per_held_out_painting(tree):
-    """An adain model: every held-out painting (its paintings dataset's val split) x the held-out
-    photos, with the style models' yardstick; training paintings are not scored."""
+def with_adain_model(tree: ev.Paths):
+    """An untrained adain model `any` in the tree (a paintings dataset `paintings` beside the
+    photos), and params that hold it."""
     from models.adain.network import build_adain
-    from tests.tiny_training import write_paintings
 
-    write_paintings(tree.processed / "paintings", train=1, val=2)
     torch.manual_seed(0)
     net = build_adain("efficientnet_lite0", "block3.expand", ["stem", "block3.expand"], 144, 4, [16, 8, 8],
                       pretrained=True)
     save_model(tree.models / "any", net, {"family": "adain", "encoder": "efficientnet_lite0",
                                           "layer": "block3.expand", "style_layers": ["stem", "block3.expand"],
                                           "channels": 144, "stride": 4, "widths": [16, 8, 8], "steps": 7})
-    write_results(tree, style_blend(tree, 0.5))
-    params = make_params(gate=LOOSE)
-    raw = params.model_dump()
+    raw = make_params(gate=LOOSE).model_dump()
     raw["datasets"]["paintings"] = {"kind": "photos", "sources": [{"url": "unused"}]}
     raw["models"]["any"] = {"family": "adain", "dataset": DATASET, "train": {"styles": "paintings"}}
-    summary = ev.evaluate(validate(raw), tree)
+    return validate(raw)
+
+
+def test_an_adain_model_is_scored_per_held_out_painting(tree):
+    """An adain model: every held-out painting (its paintings dataset's val split) x the held-out
+    photos, with the style models' yardstick; training paintings are not scored."""
+    from tests.tiny_training import write_paintings
+
+    write_paintings(tree.processed / "paintings", train=1, val=2)
+    write_results(tree, style_blend(tree, 0.5))
+    summary = ev.evaluate(with_adain_model(tree), tree)
 
     m = json.loads(tree.metrics.read_text())["any"]
     held_out = sorted(p.stem for p in (tree.processed / "paintings" / "val").glob("*.png"))
@@ -351,7 +357,6 @@ def test_an_adain_model_is_scored_per_held_out_painting(tree):
 def test_adain_is_shown_beside_the_per_style_network_of_the_same_painting(tree):
     """A held-out painting that a johnson model was trained on (preprocess names it by its file's
     sha256[:16]): that network is run on the same photos and scored against the same painting."""
-    from models.adain.network import build_adain
     from stylepipe.hashing import sha256_file
     from tests.tiny_training import write_paintings
 
@@ -359,17 +364,8 @@ def test_adain_is_shown_beside_the_per_style_network_of_the_same_painting(tree):
     style_file = next((tree.styles / STYLE).rglob("stripes.jpg"))
     twin = sha256_file(style_file)[:16]
     Image.open(style_file).save(tree.processed / "paintings" / "val" / f"{twin}.png")
-    torch.manual_seed(0)
-    net = build_adain("efficientnet_lite0", "block3.expand", ["stem", "block3.expand"], 144, 4, [16, 8, 8],
-                      pretrained=True)
-    save_model(tree.models / "any", net, {"family": "adain", "encoder": "efficientnet_lite0",
-                                          "layer": "block3.expand", "style_layers": ["stem", "block3.expand"],
-                                          "channels": 144, "stride": 4, "widths": [16, 8, 8], "steps": 7})
     write_results(tree, style_blend(tree, 0.5))
-    raw = make_params(gate=LOOSE).model_dump()
-    raw["datasets"]["paintings"] = {"kind": "photos", "sources": [{"url": "unused"}]}
-    raw["models"]["any"] = {"family": "adain", "dataset": DATASET, "train": {"styles": "paintings"}}
-    summary = ev.evaluate(validate(raw), tree)
+    summary = ev.evaluate(with_adain_model(tree), tree)
 
     per_painting = summary["adain"]["any"]["paintings"]
     assert [p for p, pm in per_painting.items() if "per_style" in pm] == [twin]

@@ -79,10 +79,10 @@ def test_the_chooser_keeps_the_faster():
 def test_families_without_an_onnx_export_run_on_torch():
     cpu = torch.device("cpu")
     assert backends.check_backend("auto", "johnson", cpu) == "auto"
-    assert backends.check_backend("auto", "pix2pix", cpu) == "torch"
+    assert backends.check_backend("auto", "adain", cpu) == "torch"
     assert backends.check_backend("auto", "johnson", torch.device("cuda")) == "torch"
     with pytest.raises(StageError, match="no ONNX export"):
-        backends.check_backend("onnxruntime", "pix2pix", cpu)
+        backends.check_backend("onnxruntime", "dcgan", cpu)
 
 
 def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, tiny_model):

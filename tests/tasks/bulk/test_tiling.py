@@ -65,3 +65,29 @@ def test_the_engine_tiles_large_images(tmp_path, tiny_model):
                                tile_overlap=32), progress=False)
     assert summary.done == 2 and output_files(out) == ["large.png", "small.png"]
     assert Image.open(out / "large.png").size == (300, 200)
+
+
+def test_tiles_of_one_image_run_on_several_threads_with_the_same_result(tiny_model, monkeypatch):
+    """parallel > 1: a large image's tile batches go to a pool of that many threads; the result is
+    the one-thread result exactly (each tile's arithmetic does not depend on where it runs)."""
+    import threading
+
+    from tasks.bulk import runners
+
+    pixels = np.asarray(photo(700, 420, seed=3))
+    settings = {"tile_size": 128, "tile_overlap": 32, "tile_above": 256, "batch_size": 1}
+    one = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), parallel=1, **settings)
+    two = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), parallel=2, **settings)
+    threads = set()
+    run_tiles = runners.stylize_tiled
+
+    def spy(pixels, run, **kw):
+        def recorded(tiles):
+            threads.add(threading.current_thread().name)
+            return run(tiles)
+        return run_tiles(pixels, recorded, **kw)
+
+    monkeypatch.setattr(runners, "stylize_tiled", spy)
+    expected, got = one.stylize_large(pixels)[0], two.stylize_large(pixels)[0]
+    assert np.array_equal(expected, got)
+    assert len({t for t in threads if t.startswith("tiles")}) == 2   # both pool threads had tiles

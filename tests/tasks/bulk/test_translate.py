@@ -127,3 +127,47 @@ def test_infer_stage_translates_the_held_out_input_domain(tmp_path, models, monk
         expected = net(x)[0]
     got = torch.from_numpy(np.array(Image.open(tmp_path / "data/infer/m" / names[0]))).permute(2, 0, 1).float() / 255
     assert (got - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("family,direction", [("pix2pix", "a2b"), ("cyclegan", "a2b"), ("cyclegan", "b2a")])
+def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, direction, tmp_path, monkeypatch):
+    """A translation model exports one direction's generator (models/export.py); onnxruntime gives
+    PyTorch's translation at sides that are not multiples of its stride, and a bulk job on
+    --backend onnxruntime writes what the torch backend writes, within 1/255."""
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = random_translator(tmp_path / family, family)
+    net, sidecar = load_model(model)
+    with torch.no_grad():  # the papers' N(0, 0.02) init leaves the output flat at 0.5: spread it
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.mul_(10)
+    save_model(model, net, sidecar)
+    models = {family: model}
+    path = export_onnx(models[family], tmp_path / f"{family}-{direction}.onnx", direction=direction)
+    net = net.set_direction(direction).eval()
+    x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4 and expected.std() > 0.01
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.png").write_bytes(encoded(photo(30 + 9 * i, 41, seed=i), "PNG"))
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        outs[backend] = tmp_path / backend
+        assert translate(src, "--model", models[family], "--direction", direction, "--backend", backend,
+                         "--out", outs[backend]) == 0
+    names = output_files(outs["torch"])
+    assert names == output_files(outs["onnxruntime"]) and len(names) == 3
+    worst = max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
+                           - np.asarray(Image.open(outs["onnxruntime"] / n), np.int16)).max()) for n in names)
+    assert worst <= 1
+    assert (tmp_path / "cache/stylepipe/onnx").is_dir()  # the job made its own export, one per direction
+    assert any(p.name.endswith(f"-{direction}.onnx") for p in (tmp_path / "cache/stylepipe/onnx").iterdir())
