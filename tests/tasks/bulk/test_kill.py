@@ -102,13 +102,20 @@ def test_kill_9_at_several_points_then_resume(tmp_path, tiny_model):
 
 
 def started(src: Path, out: Path, model: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
-    """A run that has written its first output, and its descendants (forkserver, workers, tracker)."""
+    """A run that has written its first output, and its descendants (forkserver, workers, tracker).
+
+    The run is returned stopped (SIGSTOP; the caller sends SIGCONT after its own signal): a fast
+    run (an ONNX job never imports torch) could otherwise finish between this check and the
+    caller's signal, on a busy machine that delays the test process."""
     proc = start(src, out, model)
     deadline = time.monotonic() + 120
-    while not output_files(out) and proc.poll() is None and time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline:
+        os.kill(proc.pid, signal.SIGSTOP)
+        if output_files(out):
+            return proc, psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before its first output"
-    return proc, psutil.Process(proc.pid).children(recursive=True)
+    raise AssertionError("the run ended (or took 120 s) before its first output")
 
 
 def test_workers_leave_a_killed_parent_that_nobody_reaps(tmp_path, tiny_model):
@@ -116,7 +123,7 @@ def test_workers_leave_a_killed_parent_that_nobody_reaps(tmp_path, tiny_model):
     make_photos(src, IMAGES, size=(224, 160))
     proc, children = started(src, out, tiny_model)
     assert len(children) >= 3
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGKILL)  # (a stopped process dies too)
     # not reaped: as under subprocess.run(capture_output=True) reading the output first
     time.sleep(0.5)
     assert psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
@@ -132,6 +139,7 @@ def test_a_dead_worker_ends_the_run_with_one_line(tmp_path, tiny_model):
     make_photos(src, IMAGES, size=(224, 160))
     proc, children = started(src, out, tiny_model)
     forkserver = next(p for p in children if "forkserver" in " ".join(p.cmdline()))
+    os.kill(proc.pid, signal.SIGCONT)  # (most of the run is still ahead: it cannot finish first)
     forkserver.children()[0].kill()
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1
@@ -149,6 +157,7 @@ def test_ctrl_c_ends_the_run_with_one_line(tmp_path, tiny_model):
             child.send_signal(signal.SIGINT)
         except psutil.NoSuchProcess:
             pass
+    os.kill(proc.pid, signal.SIGCONT)  # the SIGINT is pending: it lands before any more work
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert len(stderr.strip().splitlines()) == 1, stderr
