@@ -21,9 +21,16 @@ IMAGES = [f"{'sub/' if i % 2 else ''}{i:02d}.jpg" for i in range(120)]  # enough
 
 
 def start(src: Path, out: Path, model: Path) -> subprocess.Popen:
+    """The run, started as from a terminal: with Ctrl-C's default handling even where this test
+    process inherited SIGINT ignored (a launcher's background job, `nohup cmd &`), which the run
+    would inherit in turn (an ignored signal stays ignored across exec; a handler does not)."""
     cmd = [sys.executable, "-m", "stylepipe.cli", "stylize", str(src), "--model", str(model),
            "--out", str(out), "--quiet", "--batch-size", "2", "--workers", "2", "--max-failed-fraction", "0.1"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def done_rows(out: Path) -> int:
