@@ -3,7 +3,8 @@ sheet: for every photo, photo | painting | published reference (where there is o
 each fitted to a cell, and under it the same columns as 1:1 crops; beside each picture the
 yardstick (tasks/evaluation/metrics.py's style and content losses under the fixed evaluation
 encoder, at evaluate.image_size), the 4-pixel grid ratio (tasks/evaluation/spectrum.py) and, for
-stylepipe, how differently it treats the photo and its grayscale copy (tasks/evaluation/colour.py).
+stylepipe, how differently it treats the photo and its grayscale copy, and for every picture its
+palette distance to the painting (both in tasks/evaluation/colour.py).
 
     OMP_NUM_THREADS=1 python benchmarks/quality_sheets.py --styles ../shared/images/style \\
         --photos ../shared/images/content --references ../shared/images/reference --out /tmp/sheets \\
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from stylepipe.config import EvaluateParams, load_params, parse_override, set_in
+from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, validate
 from tasks.evaluation import metrics as em
-from tasks.evaluation.colour import colour_response
+from tasks.evaluation.colour import colour_response, palette_distance
 from tasks.evaluation.spectrum import grid_ratio
 
 CELL = 320        # px: the long side of each fitted picture
@@ -89,12 +90,13 @@ def train_models(paintings: list[Path], out: Path, steps: int | None, sets: list
     """{name: model folder} of the paintings that trained (or were already trained as asked)."""
     from tasks.tools.style_grid import template_model, train_styles
 
-    params = load_params()
-    name, template = template_model(params)
-    raw = template.model_dump()
+    raw = read_raw(Path("params.yaml"))
+    name, _ = template_model(validate(raw))
     for assignment in ([f"train.steps={steps}"] if steps else []) + sets:
-        set_in(raw, *parse_override(assignment))
-    template = type(template).model_validate(raw)
+        keys, value = parse_override(assignment)
+        set_in(raw, ["models", name, *keys], value)  # on params.yaml's text: a preset fills what is unset
+    params = validate(raw)
+    template = params.models[name]
     params = params.model_copy(update={"models": {name: template}})
     data = data or Path("data/processed") / template.dataset
     trained, failed = train_styles(paintings, params, out / "models", data, checkpoints=out / ".checkpoints")
@@ -117,6 +119,7 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     painting_img = em.open_rgb(painting)
     style_grams = yardstick.style_grams(painting_img)
     trained_painting = fit(painting_img, sidecar.get("style_size", 256), upscale=True)
+    palette_of = np.asarray(trained_painting)
     rows, summary = [], {"painting": str(painting), "model": str(model_dir), "steps": sidecar.get("steps"),
                          "upsample": sidecar.get("upsample"), "train": sidecar.get("train"), "photos": {}}
     for photo_path in photos:
@@ -132,13 +135,15 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
             if found:
                 ref_native = em.open_rgb(found[0])
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
-        entry = {"photo": yardstick.losses(photo, photo, style_grams),
+        entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette_distance(arr, palette_of)},
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(np.asarray(ours)),
+                               "palette": palette_distance(np.asarray(ours), palette_of),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
             entry["reference"] = {**yardstick.losses(ref, photo, style_grams),
-                                  "grid": grid_ratio(np.asarray(ref_native))}
+                                  "grid": grid_ratio(np.asarray(ref_native)),
+                                  "palette": palette_distance(np.asarray(ref), palette_of)}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
 
@@ -148,21 +153,22 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 4), f"{name}: {sidecar.get('steps')} steps, {sidecar.get('network')}/{sidecar.get('upsample', '?')}, "
                       f"stylized at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
-                      f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio", fill=(0, 0, 0))
+                      f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio; "
+                      f"palette: Lab colour distance to the painting", fill=(0, 0, 0))
     for r, (photo_name, photo, ref, ours, entry) in enumerate(rows):
         y0 = 24 + r * row_h
         pictures = [photo, painting_img, ref, ours]
         crops = [centre_crop(photo, CROP), centre_crop(trained_painting, CROP),
                  centre_crop(ref, CROP) if ref is not None else None, centre_crop(ours, CROP)]
         texts = [
-            [photo_name, f"style {entry['photo']['style']:.3f}"],
+            [photo_name, f"style {entry['photo']['style']:.3f}  palette {entry['photo']['palette']:.1f}"],
             [painting.name, f"crop: at the trained {sidecar.get('style_size', 256)} px"],
             ["published reference", f"style {entry['reference']['style']:.3f} content {entry['reference']['content']:.3f}",
-             f"grid {entry['reference']['grid']:.1f} (at its own size)"] if ref is not None
+             f"grid {entry['reference']['grid']:.1f} (at its own size)  palette {entry['reference']['palette']:.1f}"] if ref is not None
             else ["no published reference"],
             ["stylepipe", f"style {entry['stylepipe']['style']:.3f} content {entry['stylepipe']['content']:.3f}",
              f"grid {entry['stylepipe']['grid']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
-             f"out {entry['stylepipe']['colour_out']:.1f} /255"],
+             f"out {entry['stylepipe']['colour_out']:.1f} /255  palette {entry['stylepipe']['palette']:.1f}"],
         ]
         for c in range(cols):
             x0 = c * CELL

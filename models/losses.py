@@ -22,7 +22,24 @@ def mean_std(features: Tensor, eps: float = 1e-5) -> Tensor:
     return torch.cat([mean, std], dim=1)
 
 
-STATISTICS = {"gram": gram_matrix, "meanstd": mean_std}
+def sliced_wasserstein(features: Tensor, target: Tensor) -> Tensor:
+    """Squared sliced Wasserstein-2 distance between the feature vectors of each image in
+    `features` (N,C,H,W) and those of `target` (1,C,h,w): both are projected on C random unit
+    directions (new ones every call), each projection's values sorted, and the sorted lists compared
+    (Heitz et al. 2021). Unlike a Gram matrix it matches the whole distribution of features, not
+    only their second moments."""
+    n, c = features.shape[:2]
+    directions = torch.randn(c, c, device=features.device, dtype=features.dtype)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    out = (features.flatten(2).transpose(1, 2) @ directions).sort(dim=1).values      # (N, HW, C)
+    ref = (target.flatten(2).transpose(1, 2) @ directions).sort(dim=1).values        # (1, hw, C)
+    if ref.shape[1] != out.shape[1]:  # quantiles of the target at the output's sample count
+        ref = F.interpolate(ref.transpose(1, 2), size=out.shape[1], mode="nearest").transpose(1, 2)
+    return ((out - ref) ** 2).mean()
+
+
+# Per layer, what the style loss compares: for "swd" the painting's features themselves.
+STATISTICS = {"gram": gram_matrix, "meanstd": mean_std, "swd": lambda features: features}
 
 
 def content_loss(out_feats: Mapping[str, Tensor], content_feats: Mapping[str, Tensor],
@@ -41,8 +58,11 @@ def style_loss(out_feats: Mapping[str, Tensor], target_stats: Mapping[str, Tenso
     total = 0.0
     for n in layers:
         target = target_stats[n]
-        s = stat(out_feats[n])
-        total = total + ((s - target) ** 2).mean() / (target**2).mean().clamp_min(1e-12)
+        if statistic == "swd":
+            distance = sliced_wasserstein(out_feats[n], target)
+        else:
+            distance = ((stat(out_feats[n]) - target) ** 2).mean()
+        total = total + distance / (target**2).mean().clamp_min(1e-12)
     return total / len(layers)
 
 
@@ -58,11 +78,13 @@ def total_variation(images: Tensor) -> Tensor:
 class PerceptualLoss(nn.Module):
     """Weighted content + style + total-variation loss for a fixed style image.
 
-    The encoder must have been built with (at least) style_layers + content_layers."""
+    The encoder must have been built with (at least) style_layers + content_layers. palette_weight > 0
+    adds the pixels themselves as one more style "layer" of that weight, matched by their whole colour
+    distribution (sliced Wasserstein in RGB): the painting's palette, whatever the encoder sees."""
 
     def __init__(self, encoder: nn.Module, style_image: Tensor, style_layers: Sequence[str],
                  content_layers: Sequence[str], content_weight: float, style_weight: float,
-                 tv_weight: float, statistic: str = "gram"):
+                 tv_weight: float, statistic: str = "gram", palette_weight: float = 0.0):
         super().__init__()
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
@@ -73,8 +95,10 @@ class PerceptualLoss(nn.Module):
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         self.statistic = statistic
+        self.palette_weight = palette_weight
         if style_image.dim() == 3:
             style_image = style_image[None]
+        self.palette = style_image.float()
         with torch.no_grad():
             feats = encoder(style_image)
             stats = {n: STATISTICS[statistic](feats[n].float()) for n in self.style_layers}
@@ -83,6 +107,7 @@ class PerceptualLoss(nn.Module):
     def to(self, *args, **kwargs) -> PerceptualLoss:
         super().to(*args, **kwargs)
         self.target_stats = {n: t.to(*args, **kwargs) for n, t in self.target_stats.items()}
+        self.palette = self.palette.to(*args, **kwargs)
         return self
 
     def forward(self, output: Tensor, content: Tensor) -> dict[str, Tensor]:
@@ -92,7 +117,9 @@ class PerceptualLoss(nn.Module):
         out_feats = {n: f.float() for n, f in out_feats.items()}
         content_feats = {n: f.float() for n, f in content_feats.items()}
         c = self.content_weight * content_loss(out_feats, content_feats, self.content_layers)
-        s = self.style_weight * style_loss(out_feats, self.target_stats, self.style_layers,
-                                           self.statistic)
+        s = style_loss(out_feats, self.target_stats, self.style_layers, self.statistic)
+        if self.palette_weight:
+            s = s + self.palette_weight * sliced_wasserstein(output.float(), self.palette) / (self.palette**2).mean()
+        s = self.style_weight * s
         tv = self.tv_weight * total_variation(output.float())
         return {"total": c + s + tv, "content": c, "style": s, "tv": tv}

@@ -38,7 +38,8 @@ class JohnsonTrainer(Trainer):
         painting = inputs.painting(tp.style_size).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             self.loss = PerceptualLoss(encoder, painting, self.style_layers, self.content_layers,
-                                       tp.content_weight, tp.style_weight, tp.tv_weight)
+                                       tp.content_weight, tp.style_weight, tp.tv_weight, tp.statistic,
+                                       tp.palette_weight)
         self.nets = {"net": net}
         self.opts = {"net": torch.optim.Adam(net.parameters(), lr=tp.lr)}
 
@@ -61,6 +62,7 @@ class JohnsonTrainer(Trainer):
         tp = self.tp
         return {"network": tp.network, "upsample": self.upsample, "encoder": tp.encoder,
                 "style_layers": self.style_layers, "content_layers": self.content_layers,
+                "statistic": tp.statistic, "palette_weight": tp.palette_weight,
                 "weights": {"content": tp.content_weight, "style": tp.style_weight, "tv": tp.tv_weight},
                 "style_size": tp.style_size, "image_size": tp.image_size}
 

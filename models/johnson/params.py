@@ -3,12 +3,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from stylepipe.config import Section, TrainBase
 
+# Training budgets (issue 15; README has each one's measured time). A preset fills in what the
+# model's `train:` does not set itself. quick: the default run's CPU budget; standard: an evening
+# on a 2-core CPU; full: the published models' budget (pytorch/examples: 2 epochs of COCO, about
+# 40k steps of 4 images at 256 px), for a GPU or a long CPU night.
+PRESETS = {
+    "quick": {"steps": 400, "image_size": 192},
+    "standard": {"steps": 2000, "image_size": 192},
+    "full": {"steps": 40_000, "image_size": 256},
+}
+
 
 class TrainParams(TrainBase):
+    preset: Literal["quick", "standard", "full"] = "quick"
     steps: int = Field(default=400, ge=1, le=10_000_000)
     network: Literal["fast", "classic"] = "fast"
     # The decoder's x2 upsamplings. None: the network's default (fast: bilinear resize-conv;
@@ -22,9 +33,21 @@ class TrainParams(TrainBase):
     content_weight: float = Field(default=3.0, gt=0)
     style_weight: float = Field(default=100.0, gt=0)
     tv_weight: float = Field(default=20.0, ge=0)
+    # What the style loss matches per layer: gram (Gram matrices, Johnson et al.), meanstd (channel
+    # means and deviations, as AdaIN), swd (the whole feature distribution: sliced Wasserstein).
+    statistic: Literal["gram", "meanstd", "swd"] = "gram"
+    # > 0: the output's colour distribution is matched to the painting's too (models/losses.py).
+    palette_weight: float = Field(default=0.0, ge=0)
     # Empty: the encoder's default layer set (models/encoders.py).
     style_layers: list[str] = Field(default_factory=list)
     content_layers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset", "quick") in PRESETS:
+            return {**PRESETS[data.get("preset", "quick")], **data}
+        return data  # not a dict, or an unknown preset: the field validation says what is wrong
 
 
 class InferParams(Section):

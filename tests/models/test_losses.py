@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from models.encoders import build_encoder
-from models.losses import PerceptualLoss, content_loss, gram_matrix, mean_std, style_loss, total_variation
+from models.losses import (PerceptualLoss, content_loss, gram_matrix, mean_std, sliced_wasserstein, style_loss,
+                           total_variation)
 
 
 def test_gram_matrix_known_values():
@@ -28,6 +29,22 @@ def test_total_variation_known_values():
     assert torch.isclose(total_variation(img), torch.tensor(3.0))
 
 
+def test_sliced_wasserstein_sees_the_distribution_not_the_positions():
+    torch.manual_seed(0)
+    target = torch.rand(1, 4, 16, 16)
+    shuffled = target.flatten(2)[:, :, torch.randperm(256)].view(1, 4, 16, 16)
+    assert sliced_wasserstein(shuffled, target) == pytest.approx(0, abs=1e-10)  # same features, moved
+    # a different sample count: the target's quantiles are compared at the output's
+    assert sliced_wasserstein(target[:, :, ::2, ::2].repeat(2, 1, 1, 1), target) < 0.01
+    # same mean and second moments per channel, different shape of distribution: a Gram matrix and
+    # the channel means/deviations cannot tell these apart, the sliced distance can
+    two_values = (torch.rand(1, 1, 16, 16) > 0.5).float() * 2 - 1                  # -1 or +1
+    gaussian = torch.randn(1, 1, 16, 16)
+    gaussian = (gaussian - gaussian.mean()) / gaussian.std(unbiased=False)
+    assert torch.allclose(mean_std(two_values, eps=0), mean_std(gaussian, eps=0), atol=0.1)
+    assert sliced_wasserstein(gaussian, two_values) > 0.1
+
+
 def test_content_and_style_loss_zero_at_target_and_normalised():
     feats = {"a": torch.rand(1, 4, 8, 8), "b": torch.rand(1, 8, 4, 4)}
     assert content_loss(feats, feats, ["a", "b"]) == 0
@@ -42,7 +59,7 @@ def test_content_and_style_loss_zero_at_target_and_normalised():
     assert torch.isclose(style_loss(other, stats, ["a"]), torch.tensor((1 - 0.25) ** 2))
 
 
-@pytest.mark.parametrize("statistic", ["gram", "meanstd"])
+@pytest.mark.parametrize("statistic", ["gram", "meanstd", "swd"])
 def test_perceptual_loss_weighting_and_grad(statistic):
     torch.manual_seed(0)
     enc = build_encoder("efficientnet_lite0", ["stem", "block1.expand", "block3.expand"])

@@ -1,0 +1,22 @@
+import pytest
+from pydantic import ValidationError
+
+from models.johnson.params import PRESETS, TrainParams
+
+
+def test_a_preset_fills_in_what_is_not_set():
+    assert TrainParams().preset == "quick"
+    assert (TrainParams().steps, TrainParams().image_size) == (PRESETS["quick"]["steps"], PRESETS["quick"]["image_size"])
+    full = TrainParams(preset="full")
+    assert (full.steps, full.image_size) == (40_000, 256)
+    assert TrainParams(preset="standard").steps == PRESETS["standard"]["steps"] != PRESETS["quick"]["steps"]
+    # what the model's train: section says wins over the preset
+    mine = TrainParams(preset="full", steps=123)
+    assert (mine.steps, mine.image_size) == (123, 256)
+
+
+def test_unknown_preset_and_statistic_are_refused():
+    with pytest.raises(ValidationError, match="preset"):
+        TrainParams(preset="huge")
+    with pytest.raises(ValidationError, match="statistic"):
+        TrainParams(statistic="histogram")
