@@ -121,6 +121,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise ConfigError("give --model (trained model folders) or --gatys-style (a painting), not both")
     if args.gatys_max_inputs < 0:
         raise ConfigError(f"--gatys-max-inputs {args.gatys_max_inputs}: must be 0 (no cap) or more")
+    if args.gatys_style and (args.texture_scale != 1 or args.work_size is not None):
+        raise ConfigError("--texture-scale and --work-size are for trained models, not --gatys-style "
+                          "(its --gatys-size sets the size it paints at)")
     paths = args.model or [args.gatys_style]
     gatys = _gatys_bulk_config(args) if args.gatys_style else None
 
@@ -133,7 +136,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
-        "backend", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
+        "texture_scale", "work_size", "backend", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
         "shard_size")}
     try:
         params = StylizeParams(**settings)
@@ -450,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "model, or one yes/no per --model")
     stylize.add_argument("--max-size", type=int, default=None,
                          help="longest output side; larger inputs are scaled down (default: keep size)")
+    stylize.add_argument("--texture-scale", type=float, default=1.0, metavar="X",
+                         help="texture X times larger: the network sees the image X times smaller and its "
+                         "result is resized back to the output size (0.25..16; default 1)")
+    stylize.add_argument("--work-size", type=int, default=None, metavar="PX",
+                         help="stylize every image at this long side, then resize it back: a 6000-px output "
+                         "looks like the PX-px one, enlarged (--texture-scale multiplies on top)")
     stylize.add_argument("--format", choices=["jpg", "png", "webp"], default="jpg")
     stylize.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     stylize.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

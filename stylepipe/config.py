@@ -181,6 +181,15 @@ class StylizeParams(Section):
     strength: float = Field(default=1.0, ge=0, le=1)
     # Keep the photo's colours: take only the luminance of the stylized image.
     preserve_colors: bool = False
+    # The texture's size in the output (image networks: johnson, adain, translation). A network paints
+    # its texture at the scale it was trained at, in pixels, whatever the image's size. The network
+    # sees the image scaled by 1/texture_scale, and its result is resized back to the output size
+    # (bicubic, on the device) before strength and preserve_colors: brush strokes texture_scale times
+    # larger. work_size: instead of one factor for all images, the long side every image is stylized
+    # at (a 6000-px output then looks like the work_size-px one, enlarged); texture_scale multiplies
+    # on top. 1 and null: the network sees the output size, as before.
+    texture_scale: float = Field(default=1.0, ge=0.25, le=16)
+    work_size: int | None = Field(default=None, ge=64, le=MAX_TILE_SIDE)
     # Images of one size per forward pass; None: 1 on CPU (measured fastest there, with one pass
     # per core), 16 on CUDA.
     batch_size: int | None = Field(default=None, ge=1)

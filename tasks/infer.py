@@ -44,12 +44,13 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
     if not (model_dir / "model.json").is_file():
         raise StageError(f"{model_dir} has no trained model: run the train stage first (dvc repro train@{model})")
     sp = params.stylize
+    untextured = sp.model_copy(update={"texture_scale": 1.0, "work_size": None})  # Gatys and generators
     out, ledger = root / OUT_DIR / model, root / LEDGER_DIR / model / "ledger.sqlite"
     if info.runner == "sample":
         ip = entry.infer
         source = seeds_spec(ip.count, ip.seed, list(ip.labels) or _all_labels(model_dir))
         spec = ModelSpec(str(model_dir), label=model, truncation=ip.truncation)
-        return Job(source, out, (spec,), sp.model_copy(update={"format": "png"}), ledger)
+        return Job(source, out, (spec,), untextured.model_copy(update={"format": "png"}), ledger)
     val_dir = root / PROCESSED_DIR / entry.dataset / "val"
     if info.data in ("paired", "unpaired"):  # translation: the held-out images of the input domain, as PNG
         direction = entry.infer.direction
@@ -65,8 +66,8 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
 
         spec = ModelSpec(str(model_dir), label=model, strength=sp.strength, preserve_colors=sp.preserve_colors,
                          gatys=GatysConfig(**{**entry.infer.model_dump(), "sizes": tuple(entry.infer.sizes)}))
-    else:
-        spec = ModelSpec(str(model_dir), label=model, strength=sp.strength, preserve_colors=sp.preserve_colors)
+        return Job(str(val_dir), out, (spec,), untextured, ledger, gatys_max_inputs=None)
+    spec = ModelSpec(str(model_dir), label=model, strength=sp.strength, preserve_colors=sp.preserve_colors)
     return Job(str(val_dir), out, (spec,), sp, ledger, gatys_max_inputs=None)
 
 

@@ -291,7 +291,8 @@ class Pipeline:
         self.batch_size = self.params.batch_size or default_batch_size(device)
         self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
-                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel)
+                                   batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel,
+                                   texture_scale=self.params.texture_scale, work_size=self.params.work_size)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()

@@ -6,6 +6,7 @@ backend `onnxruntime` (or `auto` that remembers choosing it), with its ONNX expo
 (the first job makes it, with PyTorch), runs here instead of runners.StyleModels: the same ONNX
 session, the same padding, colour preservation, strength and rounding, in numpy. An image large
 enough to need tiles brings in PyTorch for that image alone (tiling hooks the networks' norms).
+A job with a texture scale (StylizeParams.texture_scale, work_size) takes the torch path.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def lean_models(job: Job) -> LeanModels | None:
     """The torch-free runner for this job, or None when it needs PyTorch (see the module doc)."""
     params = job.params
     if params.backend not in ("onnxruntime", "auto") or params.device == "cuda":
+        return None
+    if params.texture_scale != 1 or params.work_size is not None:  # the resizes are torch's (runners.py)
         return None
     if params.device == "auto" and not surely_no_cuda():
         return None

@@ -178,6 +178,10 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
         options["adain"] = {k: v for k, v in adain_identity(spec.adain).items() if k != "paintings"}
     if spec.direction:  # likewise
         options["direction"] = spec.direction
+    if params.texture_scale != 1:  # likewise: only when set, so that earlier jobs' hashes hold
+        options["texture_scale"] = params.texture_scale
+    if params.work_size is not None:
+        options["work_size"] = params.work_size
     if params.backend in LOSSY_BACKENDS:  # the others agree within 1/255: not part of the identity
         options["backend"] = params.backend
     return options

@@ -7,6 +7,9 @@ pairs instead of pixels).
 
 For image networks:
 
+With a texture scale (StylizeParams.texture_scale, work_size) the networks see the image resized to
+network_shape() and their results are resized back to the output size, before the finishing; the
+resizes are PyTorch's, on the device, outside whatever runs the network (either runtime, tiles).
 "Finished" means after the per-model touches: colour preservation (the stylized luminance on the
 photo's own colours) and strength (a blend with the photo). On CUDA the networks run in fp16
 autocast with channels_last tensors, and only uint8 crosses the bus (a quarter of fp32's bytes);
@@ -39,6 +42,9 @@ from tasks.data.images import MIN_SIDE
 
 DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
+# An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
+# most this many pixels (the input cap's default): it is held whole, in float32.
+MAX_NETWORK_PIXELS = 64_000_000
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -81,6 +87,26 @@ class PadToMinSide(nn.Module):
         return F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
 
 
+def network_shape(height: int, width: int, texture_scale: float = 1.0,
+                  work_size: int | None = None) -> tuple[int, int]:
+    """The size the networks see an image of height x width at: its own unless a texture scale is set."""
+    scale = texture_scale * (max(height, width) / work_size if work_size else 1)
+    if scale == 1:
+        return height, width
+    shape = max(1, round(height / scale)), max(1, round(width / scale))
+    if shape[0] * shape[1] > MAX_NETWORK_PIXELS:
+        raise ValueError(f"the texture scale enlarges it to {shape[1]}x{shape[0]}, more than "
+                         f"{MAX_NETWORK_PIXELS} pixels")
+    return shape
+
+
+def resize(x: Tensor, shape: tuple[int, int]) -> Tensor:
+    """(N,3,H,W) float in [0,1] -> (N,3,*shape): bicubic, antialiased when shrinking; x at its own size."""
+    if tuple(x.shape[-2:]) == tuple(shape):
+        return x
+    return F.interpolate(x, size=tuple(shape), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+
+
 def luma(x: Tensor) -> Tensor:
     r, g, b = x.unbind(1)
     return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
@@ -111,8 +137,9 @@ class Bf16Net(nn.Module):
 class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
-                 parallel: int = 1):
+                 parallel: int = 1, texture_scale: float = 1.0, work_size: int | None = None):
         self.specs, self.device = specs, device
+        self.texture = (texture_scale, work_size)
         self.cuda = device.type == "cuda"
         loaded = [load_model(Path(s.path), device) for s in specs]
         self.nets = [PadToMinSide(net) for net, _ in loaded]
@@ -178,22 +205,38 @@ class StyleModels:
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
         x = self._to_device(batch)
+        seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
         results = []
         for runtimes, chooser, spec in zip(self.runtimes, self.choosers, self.specs):
-            net = runtimes[chooser.choose(runtimes, x)]
+            net = runtimes[chooser.choose(runtimes, seen)]
             with self._autocast():
-                y = net(x)
-            results.append(self._to_uint8(finish(y.float(), x, spec)))
+                y = net(seen)
+            results.append(self._to_uint8(finish(resize(y.float(), x.shape[-2:]), x, spec)))
         return results
 
     @torch.inference_mode()
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
         """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result."""
+        height, width = pixels.shape[:2]
+        shape = network_shape(height, width, *self.texture)
+        if shape == (height, width):
+            return self._tiled(pixels, self.specs)
+        batch = np.stack([pixels])  # (writable: torch warns about a decoder's read-only array)
+        if max(shape) <= self.tile_above:  # scaled down below the tiling threshold: in one piece
+            return [r[0] for r in self.stylize(batch)]
+        # tiles of the image at the networks' size, rounded to uint8 as tiles are; finished at the output size
+        x = self._to_device(batch)
+        raw = [replace(spec, strength=1.0, preserve_colors=False) for spec in self.specs]
+        styled = self._tiled(self._to_uint8(resize(x, shape))[0], raw)
+        return [self._to_uint8(finish(resize(self._to_device(y[None]), (height, width)), x, spec))[0]
+                for y, spec in zip(styled, self.specs)]
+
+    def _tiled(self, pixels: np.ndarray, specs: list[ModelSpec]) -> list[np.ndarray]:
         small = self._to_device(thumbnail(pixels, self.tile_above)[None])
         if not hasattr(self.per_thread, "tiled_nets"):
             self.per_thread.tiled_nets = [with_shared_stats(net) for net in self.nets]
         results = []
-        for tiled, spec in zip(self.per_thread.tiled_nets, self.specs):
+        for tiled, spec in zip(self.per_thread.tiled_nets, specs):
             set_recording(tiled, True)
             with self._autocast():
                 tiled(small)
@@ -289,7 +332,8 @@ class AdainModels:
     painting's the first time an input needs it. Never tiled: AdaIN takes the content statistics
     of the whole picture (cap the size with --max-size)."""
 
-    def __init__(self, specs: list[ModelSpec], device: torch.device, **_):
+    def __init__(self, specs: list[ModelSpec], device: torch.device, texture_scale: float = 1.0,
+                 work_size: int | None = None, **_):
         from models.adain.network import AdaINNet
         from tasks.data.datasets import read_image
 
@@ -297,6 +341,7 @@ class AdainModels:
             raise StageError("an AdaIN job runs one adain model alone")
         self.specs, self.device = specs, device
         self.spec, self.controls = specs[0], specs[0].adain
+        self.texture = (texture_scale, work_size)
         self.net, sidecar = load_model(Path(self.spec.path), device)
         if not isinstance(self.net, AdaINNet):
             raise StageError(f"{self.spec.path}: a {sidecar.get('family', 'johnson')!r} model, not an adain one")
@@ -338,8 +383,10 @@ class AdainModels:
             stats = [self.by_painting[p] for p in paintings]  # AdaIN's statistics are per image: stack them
             styles = [((torch.cat([m for m, _ in stats]), torch.cat([s for _, s in stats])), 1.0)]
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous().float().div_(255).to(self.device)
-        y = stylize(self.net, PadToMinSide.pad(x), styles, self.controls.alpha, self.mask)
-        return [StyleModels._to_uint8(finish(y[..., : x.shape[-2], : x.shape[-1]], x, self.spec))]
+        seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
+        y = stylize(self.net, PadToMinSide.pad(seen), styles, self.controls.alpha, self.mask)
+        y = resize(y[..., : seen.shape[-2], : seen.shape[-1]], x.shape[-2:])
+        return [StyleModels._to_uint8(finish(y, x, self.spec))]
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
         return [r[0] for r in self.stylize(pixels[None])]
@@ -412,6 +459,10 @@ def build_models(specs: list[ModelSpec], device: torch.device,
     others take what they need)."""
     if any(spec.adain is not None for spec in specs):
         return AdainModels(specs, device, **settings)
+    if settings.get("texture_scale", 1.0) != 1 or settings.get("work_size") is not None:
+        if any(spec.gatys is not None or is_sampler(spec) for spec in specs):
+            raise StageError("a texture scale (texture_scale, work_size) is for trained image networks, "
+                             "not Gatys optimisation or generators")
     if any(spec.gatys is not None for spec in specs):
         return GatysModels(specs, device, **settings)
     if any(is_sampler(spec) for spec in specs):
