@@ -22,7 +22,7 @@ from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
 from tasks.data.images import MIN_SIDE
 
-# The engine's CPU layout (runners.configure_parallelism and default_batch_size use these too).
+# The engine's CPU layout (cpu_passes: runners.configure_parallelism calls it; default_batch_size).
 # On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
 # cache).
 MAX_AUTO_PARALLEL = 8  # beyond this, more cores go to threads per pass (memory: one batch per pass)
@@ -31,11 +31,18 @@ CPU_BATCH = 1
 LUMA = (0.299, 0.587, 0.114)
 
 
+def cpu_passes(parallel_batches: int | None, threads: int | None) -> tuple[int, int]:
+    """(forward passes at once, threads per pass) on this CPU: the one formula, torch-free
+    (runners.configure_parallelism applies it to PyTorch). By default one pass per core (at most
+    MAX_AUTO_PARALLEL), the cores left over shared out as threads."""
+    cores = cpu_count()
+    parallel = parallel_batches or min(cores, MAX_AUTO_PARALLEL)
+    return parallel, threads or max(1, cores // parallel)
+
+
 def cpu_layout(params: StylizeParams) -> tuple[int, int, int]:
     """(forward passes at once, threads per pass, batch size) on this CPU."""
-    cores = cpu_count()
-    parallel = params.parallel_batches or min(cores, MAX_AUTO_PARALLEL)
-    return parallel, params.threads or max(1, cores // parallel), params.batch_size or CPU_BATCH
+    return (*cpu_passes(params.parallel_batches, params.threads), params.batch_size or CPU_BATCH)
 
 
 def lean_models(job: Job) -> LeanModels | None:

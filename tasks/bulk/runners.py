@@ -32,10 +32,9 @@ from torch import Tensor, nn
 
 from models.gan import set_truncation
 from models.weights import load_model
-from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
 from tasks.bulk import backends
-from tasks.bulk.lean import CPU_BATCH, LUMA, MAX_AUTO_PARALLEL
+from tasks.bulk.lean import CPU_BATCH, LUMA, cpu_passes
 from tasks.bulk.plan import ModelSpec, weights_sha256
 from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
 from tasks.data.images import MIN_SIDE
@@ -61,9 +60,8 @@ def configure_parallelism(device: torch.device, parallel_batches: int | None, th
         parallel = parallel_batches or 1
         torch.set_num_threads(threads or 2)
     else:
-        cores = cpu_count()
-        parallel = parallel_batches or min(cores, MAX_AUTO_PARALLEL)
-        torch.set_num_threads(threads or max(1, cores // parallel))
+        parallel, per_pass = cpu_passes(parallel_batches, threads)
+        torch.set_num_threads(per_pass)
     return parallel
 
 

@@ -153,3 +153,38 @@ def test_the_lean_runner_tiles_large_images_through_pytorch(tmp_path, tiny_model
                          progress=False)
     assert lean.done == torch_path.done == 1
     assert np.array_equal(pixels(tmp_path / "lean/wide.png"), pixels(tmp_path / "torch/wide.png"))
+
+
+# (cores, parallel_batches, threads, batch_size) -> (passes, threads per pass, batch): pinned, so that
+# the torch-free layout (lean.cpu_layout) and the engine's (runners.configure_parallelism) agree
+LAYOUTS = [
+    ((1, None, None, None), (1, 1, 1)),
+    ((2, None, None, None), (2, 1, 1)),
+    ((2, 1, None, None), (1, 2, 1)),
+    ((2, None, 2, 3), (2, 2, 3)),
+    ((3, 2, None, None), (2, 1, 1)),
+    ((4, 8, None, None), (8, 1, 1)),     # more passes than cores: still one thread each
+    ((12, None, None, None), (8, 1, 1)),  # at most 8 passes by default
+    ((16, None, None, None), (8, 2, 1)),
+    ((32, None, None, 4), (8, 4, 4)),
+    ((64, 3, None, None), (3, 21, 1)),
+]
+
+
+@pytest.mark.parametrize(("given", "layout"), LAYOUTS)
+def test_the_cpu_layout_is_the_same_with_or_without_torch(given, layout, monkeypatch):
+    from stylepipe.config import StylizeParams
+    from tasks.bulk import lean, runners
+
+    cores, parallel, threads, batch = given
+    for module in (lean, runners):
+        monkeypatch.setattr(module, "cpu_count", lambda: cores, raising=False)
+    params = StylizeParams(parallel_batches=parallel, threads=threads, batch_size=batch)
+    assert lean.cpu_layout(params) == layout
+    before = torch.get_num_threads()
+    try:
+        assert runners.configure_parallelism(torch.device("cpu"), parallel, threads) == layout[0]
+        assert torch.get_num_threads() == layout[1]
+    finally:
+        torch.set_num_threads(before)
+    assert (batch or runners.default_batch_size(torch.device("cpu"))) == layout[2]
