@@ -175,7 +175,8 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     if spec.gatys is not None:  # only then: the option hashes of trained models stay as they were
         options["gatys"] = asdict(spec.gatys)
     if spec.adain is not None:  # its paintings are in the model identity, which a manifest sets per input
-        options["adain"] = {k: v for k, v in adain_identity(spec.adain).items() if k != "paintings"}
+        # (paintings=[]: not hashed here only to be dropped; model_hash has hashed them)
+        options["adain"] = {k: v for k, v in adain_identity(spec.adain, paintings=[]).items() if k != "paintings"}
     if spec.direction:  # likewise
         options["direction"] = spec.direction
     if params.texture_scale != 1:  # likewise: only when set, so that earlier jobs' hashes hold

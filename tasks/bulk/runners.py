@@ -353,10 +353,12 @@ class AdainModels:
 
     @torch.inference_mode()
     def _statistics(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
-        from tasks.data.datasets import load_style_image, read_image
+        from tasks.data.datasets import load_style_image, read_checked
 
-        read_image(path)  # refused like any input (bombs, truncation), with its name
-        return self.net.style_of(load_style_image(Path(path), self.controls.style_size).to(self.device))
+        data, _ = read_checked(path)  # refused like any input (bombs, truncation), with its name
+        # the same bytes, not a second read; load_style_image's own RGB rule (alpha dropped, not
+        # composited on white as read_checked's decoding does), as before
+        return self.net.style_of(load_style_image(Path(path), self.controls.style_size, data).to(self.device))
 
     def describe(self, parallel: int = 1) -> str:
         paintings = "a painting per input" if self.controls.manifest else f"{len(self.styles)} paintings"

@@ -15,6 +15,7 @@ float in [0,1], and "label" (int) for labelled data.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
-from tasks.data.images import Rejected, decode, is_image_file, max_input_bytes
+from tasks.data.images import Decoded, Rejected, decode, is_image_file, max_input_bytes
 
 LABELLED_FILES = {"train": "train.safetensors", "val": "val.safetensors"}
 
@@ -73,9 +74,10 @@ def find_style_image(style_dir: Path) -> Path:
     return images[0]
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path, data: bytes | None = None) -> Image.Image:
+    """The image at `path` (or, given, its bytes `data`, read already), upright, in RGB."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             return ImageOps.exif_transpose(im).convert("RGB")
     except (OSError, Image.DecompressionBombError) as e:
         raise StageError(f"{path}: cannot read image: {e}") from None
@@ -86,9 +88,10 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
 
 
-def load_style_image(path: Path, size: int) -> torch.Tensor:
-    """The painting, its long side resized to `size` (the scale its texture is learned at)."""
-    img = load_rgb(path)
+def load_style_image(path: Path, size: int, data: bytes | None = None) -> torch.Tensor:
+    """The painting, its long side resized to `size` (the scale its texture is learned at); `data`:
+    the file's bytes when the caller has read them already (read_checked)."""
+    img = load_rgb(path, data)
     scale = size / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
     return to_tensor(img)
@@ -97,6 +100,12 @@ def load_style_image(path: Path, size: int) -> torch.Tensor:
 def read_image(path: str | Path, max_pixels: int = 64_000_000) -> torch.Tensor:
     """An image file -> (3,H,W) float in [0,1], by tasks/data/images.py's rules (EXIF orientation, any
     mode to RGB; truncated files and decompression bombs refused)."""
+    return to_tensor(read_checked(path, max_pixels)[1].image)
+
+
+def read_checked(path: str | Path, max_pixels: int = 64_000_000) -> tuple[bytes, Decoded]:
+    """An image file's bytes, read once, and their decoding by read_image's rules; a file those
+    rules refuse raises StageError, with its name."""
     path = Path(path)
     max_bytes = max_input_bytes(max_pixels)
     try:
@@ -111,7 +120,7 @@ def read_image(path: str | Path, max_pixels: int = 64_000_000) -> torch.Tensor:
     except OSError as e:
         raise StageError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        return to_tensor(decode(data, max_pixels).image)
+        return data, decode(data, max_pixels)
     except Rejected as e:
         raise StageError(f"{path}: not a usable image ({e})") from None
 

@@ -237,3 +237,57 @@ def test_a_bad_manifest_stops_the_job_and_a_bad_painting_fails_its_inputs(src, t
     assert rows["a.jpg"][0] == rows["b.png"][0] == "failed"
     assert rows["a.jpg"][1].startswith("no-painting:") and "broken.png" in rows["a.jpg"][1]
     assert "gone.png: no such file" in rows["b.png"][1]
+
+
+def test_a_painting_is_read_once_by_the_plan_and_once_by_the_runner(src, tmp_path, adain_model, paintings,
+                                                                    monkeypatch):
+    """The plan hashes (and checks) each painting, the runner reads it once for its statistics:
+    the same statistics as the painting loaded on its own, whatever its mode (alpha dropped) or
+    EXIF orientation."""
+    import builtins
+    import collections
+    import io
+    import os
+
+    import torch
+
+    from models.adain.params import AdainControls
+    from tasks.bulk.plan import ModelSpec
+    from tasks.bulk.runners import AdainModels
+    from tasks.data.datasets import load_style_image
+
+    yellow, blue = paintings
+    folder = yellow.parent
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    turned = Image.fromarray(rng.integers(0, 256, (30, 60, 3), dtype=np.uint8))
+    exif = turned.getexif()
+    exif[0x0112] = 6  # EXIF orientation: turn 90 degrees
+    turned.save(folder / "turned.jpg", exif=exif)
+    manifest = write_manifest(folder / "m.csv", [("a.jpg", "rgba.png"), ("b.png", blue), ("c/d.jpg", "turned.jpg")])
+
+    opened = collections.Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).parent == folder:
+            opened[Path(file).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    assert stylize(src, "--model", adain_model, "--style-manifest", manifest, "--out", tmp_path / "m") == 0
+    assert opened == {"m.csv": 1, "rgba.png": 2, "blue.png": 2, "turned.jpg": 2}
+    opened.clear()
+    assert stylize(src, "--model", adain_model, "--adain-style", yellow, "--out", tmp_path / "y") == 0
+    assert opened == {"yellow.png": 2}
+
+    opened.clear()
+    spec = ModelSpec(str(adain_model), adain=AdainControls(((str(folder / "rgba.png"), 1.0),), manifest=str(manifest)))
+    runner = AdainModels([spec], torch.device("cpu"))
+    runner.stylize(np.zeros((1, 64, 64, 3), np.uint8), paintings=[str(folder / "turned.jpg")])
+    assert opened == {"rgba.png": 1, "turned.jpg": 1}
+    monkeypatch.undo()
+    for name, got in (("rgba.png", runner.styles[0][0]), ("turned.jpg", runner.by_painting[str(folder / "turned.jpg")])):
+        alone = runner.net.style_of(load_style_image(folder / name, spec.adain.style_size))
+        assert all(torch.equal(a, b) for a, b in zip(got, alone)), name
