@@ -261,11 +261,12 @@ class Pipeline:
 
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
-        lean = lean_models(self.job)  # exported networks on onnxruntime: no PyTorch import at all
+        hashed: dict[str, str] = {}  # the weights' sha256: taken once, by whichever runner asks first
+        lean = lean_models(self.job, hashed)  # exported networks on onnxruntime: no PyTorch import at all
         if lean is not None:
             self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
         else:
-            self._build_torch_models()
+            self._build_torch_models(hashed)
         self.labels = [spec.name for spec in self.job.models]
         self.options = [options_json(o) for o in job_plan.options]
         self.option_hashes = [options_hash(o) for o in job_plan.options]
@@ -282,7 +283,7 @@ class Pipeline:
         self.forward_works = False
         self.unproven_failures: list[tuple[int, str]] = []  # (key, reason) held until a pass works
 
-    def _build_torch_models(self) -> None:
+    def _build_torch_models(self, hashed: dict[str, str]) -> None:
         from stylepipe.devices import pick_device
         from tasks.bulk.runners import build_models, configure_parallelism, default_batch_size
 
@@ -292,7 +293,8 @@ class Pipeline:
         self.models = build_models(list(self.job.models), device, tile_size=self.params.tile_size,
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
                                    batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel,
-                                   texture_scale=self.params.texture_scale, work_size=self.params.work_size)
+                                   texture_scale=self.params.texture_scale, work_size=self.params.work_size,
+                                   hashed=hashed)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()

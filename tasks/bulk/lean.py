@@ -45,8 +45,9 @@ def cpu_layout(params: StylizeParams) -> tuple[int, int, int]:
     return (*cpu_passes(params.parallel_batches, params.threads), params.batch_size or CPU_BATCH)
 
 
-def lean_models(job: Job) -> LeanModels | None:
-    """The torch-free runner for this job, or None when it needs PyTorch (see the module doc)."""
+def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | None:
+    """The torch-free runner for this job, or None when it needs PyTorch (see the module doc).
+    hashed: the weights' sha256 by model folder, filled in here for the runner that may follow."""
     params = job.params
     if params.backend not in ("onnxruntime", "auto") or params.device == "cuda":
         return None
@@ -65,7 +66,7 @@ def lean_models(job: Job) -> LeanModels | None:
             return None  # the torch path says what is wrong with it
         if family != "johnson":  # translators' tiles need TranslateModels: they keep the torch path
             return None
-        sha = weights_sha256(spec.path)
+        sha = weights_sha256(spec.path, hashed)
         if params.backend == "auto":
             chosen = backends.Chooser("auto", [sha, str(threads), str(parallel), str(batch)]).chosen
             if chosen != "onnxruntime":

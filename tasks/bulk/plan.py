@@ -70,11 +70,18 @@ class ModelSpec:
         return f"gatys-{Path(self.path).stem}" if self.gatys is not None else Path(self.path).resolve().name
 
 
-def weights_sha256(model_dir: str | Path) -> str:
+def weights_sha256(model_dir: str | Path, hashed: dict[str, str] | None = None) -> str:
+    """The sha256 of a model folder's weights; `hashed`: those already taken, by folder (this one's
+    added), for a caller that may ask again (the engine's lean runner, then StyleModels)."""
+    if hashed is not None and str(model_dir) in hashed:
+        return hashed[str(model_dir)]
     path = Path(model_dir) / WEIGHTS_FILE
     if not path.is_file():
         raise StageError(f"{path}: no such file; is {model_dir} a trained model folder?")
-    return sha256_file(path)
+    sha = sha256_file(path)
+    if hashed is not None:
+        hashed[str(model_dir)] = sha
+    return sha
 
 
 def adain_identity(controls: AdainControls, paintings: list | None = None) -> dict:

@@ -135,7 +135,9 @@ class Bf16Net(nn.Module):
 class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
-                 parallel: int = 1, texture_scale: float = 1.0, work_size: int | None = None):
+                 parallel: int = 1, texture_scale: float = 1.0, work_size: int | None = None,
+                 hashed: dict[str, str] | None = None):
+        """hashed: the weights' sha256 already taken this job, by model folder (tasks/bulk/lean.py's)."""
         self.specs, self.device = specs, device
         self.texture = (texture_scale, work_size)
         self.cuda = device.type == "cuda"
@@ -154,7 +156,7 @@ class StyleModels:
             if wanted in ("torch", "torch-bf16"):
                 chooser = backends.Chooser(wanted, [])
             else:  # hashed once: the remembered choice's key and the ONNX export's name
-                sha = weights_sha256(spec.path)
+                sha = weights_sha256(spec.path, hashed)
                 key = [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)]
                 chooser = backends.Chooser(wanted, key + [direction] if direction else key)
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}

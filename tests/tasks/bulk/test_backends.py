@@ -188,3 +188,27 @@ def test_the_cpu_layout_is_the_same_with_or_without_torch(given, layout, monkeyp
     finally:
         torch.set_num_threads(before)
     assert (batch or runners.default_batch_size(torch.device("cpu"))) == layout[2]
+
+
+def test_an_auto_job_that_falls_back_to_pytorch_hashes_the_weights_once_more_than_the_plan(src, tmp_path,
+                                                                                          tiny_model, monkeypatch):
+    """The plan hashes the weights (the ledger identity); the runner once more (the remembered
+    choice's key, the export's name), whichever runner takes it: an `auto` job the lean path hands
+    over to StyleModels (nothing remembered yet, or torch remembered) does not hash them again."""
+    from tasks.bulk import plan as planning
+
+    hashed = []
+    real = planning.sha256_file
+    monkeypatch.setattr(planning, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    remembered = tmp_path / "cache/stylepipe/backends.json"
+    for run in ("first", "second"):  # the first times both backends; the second remembers torch
+        if run == "second":
+            known = json.loads(remembered.read_text())
+            remembered.write_text(json.dumps({key: {**entry, "backend": "torch"} for key, entry in known.items()}))
+        hashed.clear()
+        summary = stylize(make_job(src, tmp_path / run, tiny_model, format="png", backend="auto", device="cpu"),
+                          progress=False)
+        assert summary.done == 4 and summary.failed == 0
+        assert hashed == [planning.WEIGHTS_FILE] * 2, run
+    devices = {r["device"] for r in ledger_rows(tmp_path / "second/.stylepipe/ledger.sqlite")}
+    assert devices and all(d.endswith(", torch)") for d in devices), devices  # the second ran on PyTorch, as remembered
