@@ -4,7 +4,7 @@ each fitted to a cell, and under it the same columns as 1:1 crops; beside each p
 yardstick (tasks/evaluation/metrics.py's style and content losses under the fixed evaluation
 encoder, at evaluate.image_size), the 4-pixel grid ratio (tasks/evaluation/spectrum.py) and, for
 stylepipe, how differently it treats the photo and its grayscale copy, and for every picture its
-palette distance to the painting (both in tasks/evaluation/colour.py).
+colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py).
 
     OMP_NUM_THREADS=1 python benchmarks/quality_sheets.py --styles ../shared/images/style \\
         --photos ../shared/images/content --references ../shared/images/reference --out /tmp/sheets \\
@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 
 from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, validate
 from tasks.evaluation import metrics as em
-from tasks.evaluation.colour import colour_response, palette_distance
+from tasks.evaluation.colour import colour_response
 from tasks.evaluation.spectrum import grid_ratio
 
 CELL = 320        # px: the long side of each fitted picture
@@ -119,7 +119,10 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     painting_img = em.open_rgb(painting)
     style_grams = yardstick.style_grams(painting_img)
     trained_painting = fit(painting_img, sidecar.get("style_size", 256), upscale=True)
-    palette_of = np.asarray(trained_painting)
+    painting_lab = em.lab_pixels(np.asarray(trained_painting))
+
+    def palette(img) -> float:  # the evaluate stage's colour distance to the painting (Lab units)
+        return em.colour_distance(em.lab_pixels(np.asarray(img)), painting_lab)
     rows, summary = [], {"painting": str(painting), "model": str(model_dir), "steps": sidecar.get("steps"),
                          "upsample": sidecar.get("upsample"), "train": sidecar.get("train"), "photos": {}}
     for photo_path in photos:
@@ -135,15 +138,15 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
             if found:
                 ref_native = em.open_rgb(found[0])
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
-        entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette_distance(arr, palette_of)},
+        entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo)},
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(np.asarray(ours)),
-                               "palette": palette_distance(np.asarray(ours), palette_of),
+                               "palette": palette(ours),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
             entry["reference"] = {**yardstick.losses(ref, photo, style_grams),
                                   "grid": grid_ratio(np.asarray(ref_native)),
-                                  "palette": palette_distance(np.asarray(ref), palette_of)}
+                                  "palette": palette(ref)}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
 

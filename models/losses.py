@@ -22,17 +22,25 @@ def mean_std(features: Tensor, eps: float = 1e-5) -> Tensor:
     return torch.cat([mean, std], dim=1)
 
 
-def sliced_wasserstein(features: Tensor, target: Tensor) -> Tensor:
+def sliced_wasserstein(features: Tensor, target: Tensor, directions: int = 32, samples: int = 4096) -> Tensor:
     """Squared sliced Wasserstein-2 distance between the feature vectors of each image in
-    `features` (N,C,H,W) and those of `target` (1,C,h,w): both are projected on C random unit
-    directions (new ones every call), each projection's values sorted, and the sorted lists compared
-    (Heitz et al. 2021). Unlike a Gram matrix it matches the whole distribution of features, not
-    only their second moments."""
+    `features` (N,C,H,W) and those of `target` (1,C,h,w) (Heitz et al. 2021): both are projected on
+    random unit directions, each projection's values sorted, and the sorted lists compared. Unlike a
+    Gram matrix it matches the whole distribution of features, not only their second moments.
+    New directions and positions are drawn every call: at most `directions` of them and `samples`
+    positions per image (sorting is what this costs: all 96 directions at every position of a
+    stride-2 layer made a training step 2.4x slower than with Gram matrices)."""
     n, c = features.shape[:2]
-    directions = torch.randn(c, c, device=features.device, dtype=features.dtype)
-    directions = directions / directions.norm(dim=0, keepdim=True)
-    out = (features.flatten(2).transpose(1, 2) @ directions).sort(dim=1).values      # (N, HW, C)
-    ref = (target.flatten(2).transpose(1, 2) @ directions).sort(dim=1).values        # (1, hw, C)
+    dirs = torch.randn(c, min(c, directions), device=features.device, dtype=features.dtype)
+    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+
+    def sorted_projections(f: Tensor) -> Tensor:
+        f = f.flatten(2)
+        if f.shape[-1] > samples:
+            f = f[:, :, torch.randperm(f.shape[-1], device=f.device)[:samples]]
+        return (f.transpose(1, 2) @ dirs).sort(dim=1).values                         # (N, positions, D)
+
+    out, ref = sorted_projections(features), sorted_projections(target)
     if ref.shape[1] != out.shape[1]:  # quantiles of the target at the output's sample count
         ref = F.interpolate(ref.transpose(1, 2), size=out.shape[1], mode="nearest").transpose(1, 2)
     return ((out - ref) ** 2).mean()

@@ -48,11 +48,11 @@ def test_set_keeps_params_yaml_byte_for_byte(project_copy, monkeypatch):
 
     path = project_copy / "params.yaml"
     before = path.read_text()
-    write_overrides(path, ["models.swirls.train.steps=10", "models.digits.train.steps=5",
+    write_overrides(path, ["models.swirls.train.batch_size=2", "models.digits.train.steps=5",
                            "schedule.cron=30 1 * * *", "evaluate.timing_sizes=[256]"])
     after = path.read_text()
     expected = before
-    for pattern, replacement in [(r"(?m)^(      steps: )\d+$", r"\g<1>10"),          # swirls' block style
+    for pattern, replacement in [(r"(?m)^(      batch_size: )\d+$", r"\g<1>2"),     # swirls' block style
                                  (r"train: \{steps: \d+\}", "train: {steps: 5}"),  # digits' flow style
                                  (r'cron: "0 2 \* \* \*"', 'cron: "30 1 * * *"'),
                                  (r"timing_sizes: \[256, 512, 1024\]", "timing_sizes: [256]")]:

@@ -164,7 +164,7 @@ def test_per_model_train_settings():
     raw["models"]["second"] = {"family": "johnson", "dataset": "photos", "style": {"url": "x.jpg"}}
     params = validate(raw)
     assert params.model("swirls").train.style_weight == 7.0
-    assert params.model("second").train.style_weight == 100.0  # models/johnson/params.py's default
+    assert params.model("second").train.style_weight == 200.0  # models/johnson/params.py's default
     assert params.model("second").train.content_weight == params.model("swirls").train.content_weight
 
 

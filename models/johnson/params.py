@@ -31,13 +31,13 @@ class TrainParams(TrainBase):
     style_size: int = Field(default=256, ge=32, le=4096)
     lr: float = Field(default=2e-3, gt=0)
     content_weight: float = Field(default=3.0, gt=0)
-    style_weight: float = Field(default=100.0, gt=0)
+    style_weight: float = Field(default=200.0, gt=0)  # with statistic gram, 100 weighs about the same
     tv_weight: float = Field(default=20.0, ge=0)
     # What the style loss matches per layer: gram (Gram matrices, Johnson et al.), meanstd (channel
     # means and deviations, as AdaIN), swd (the whole feature distribution: sliced Wasserstein).
-    statistic: Literal["gram", "meanstd", "swd"] = "gram"
+    statistic: Literal["gram", "meanstd", "swd"] = "swd"
     # > 0: the output's colour distribution is matched to the painting's too (models/losses.py).
-    palette_weight: float = Field(default=0.0, ge=0)
+    palette_weight: float = Field(default=1.0, ge=0)
     # Empty: the encoder's default layer set (models/encoders.py).
     style_layers: list[str] = Field(default_factory=list)
     content_layers: list[str] = Field(default_factory=list)

@@ -29,18 +29,3 @@ def colour_response(stylize: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     gray = grayscale_copy(image)
     return mean_abs_diff(image, gray), mean_abs_diff(stylize(image), stylize(gray))
 
-
-def palette_distance(image: np.ndarray, painting: np.ndarray, directions: int = 64, seed: int = 0) -> float:
-    """How far an image's colours are from a painting's, whatever the encoder thinks: the sliced
-    Wasserstein-1 distance between their pixels' CIELAB colours (mean over fixed random unit
-    directions of the mean |difference| of matched quantiles), in Lab units (about 1 = a just
-    noticeable difference). Where the pixels are does not matter, only which colours occur how
-    often. Both (H,W,3) uint8."""
-    from skimage.color import rgb2lab
-
-    rng = np.random.default_rng(seed)
-    dirs = rng.normal(size=(3, directions))
-    dirs /= np.linalg.norm(dirs, axis=0, keepdims=True)
-    levels = np.linspace(0.0005, 0.9995, 1000)
-    a, b = (rgb2lab(np.asarray(x)[..., :3]).reshape(-1, 3) @ dirs for x in (image, painting))
-    return float(np.abs(np.quantile(a, levels, axis=0) - np.quantile(b, levels, axis=0)).mean())
