@@ -123,6 +123,8 @@ def _round_trip(text: str, changes: list[tuple[list[str], Any]], expected: dict)
     rt = YAML()
     rt.preserve_quotes = True
     rt.width = 4096
+    # ruamel writes a null as nothing after the colon: keep params.yaml's spelled-out `null`s
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = rt.load(text)
     for keys, value in changes:
         set_in(doc, keys, value)

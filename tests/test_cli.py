@@ -1,3 +1,4 @@
+import difflib
 import re
 import subprocess
 import sys
@@ -59,6 +60,19 @@ def test_set_keeps_params_yaml_byte_for_byte(project_copy, monkeypatch):
         expected, n = re.subn(pattern, replacement, expected, count=1)
         assert n == 1, f"params.yaml no longer has {pattern!r}: update this test"
     assert after == expected
+
+
+def test_set_of_a_new_key_adds_only_that_line(project_copy):
+    """A key params.yaml does not have yet (a preset's steps, say) is added; the rest, its `null`s
+    included, stays as it was."""
+    from stylepipe.config import write_overrides
+
+    path = project_copy / "params.yaml"
+    before = path.read_text()
+    assert "      steps:" not in before.split("digits:")[0] and ": null" in before
+    write_overrides(path, ["models.swirls.train.steps=800"])
+    added = [line for line in difflib.ndiff(before.splitlines(), path.read_text().splitlines()) if line[:1] in "+-"]
+    assert added == ["+       steps: 800"]
 
 
 def test_bad_cron_rejected_before_anything_starts(project_copy, capsys):
