@@ -30,20 +30,22 @@ def sliced_wasserstein(features: Tensor, target: Tensor, directions: int = 32, s
     New directions and positions are drawn every call: at most `directions` of them and `samples`
     positions per image (sorting is what this costs: all 96 directions at every position of a
     stride-2 layer made a training step 2.4x slower than with Gram matrices)."""
-    n, c = features.shape[:2]
-    dirs = torch.randn(c, min(c, directions), device=features.device, dtype=features.dtype)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    c = features.shape[1]
+    with torch.autocast(features.device.type, enabled=False):  # sorted bf16 values would be mostly rounding
+        features, target = features.float(), target.float()
+        dirs = torch.randn(c, min(c, directions), device=features.device)  # pixels (c = 3): 3 directions
+        dirs = dirs / dirs.norm(dim=0, keepdim=True)
 
-    def sorted_projections(f: Tensor) -> Tensor:
-        f = f.flatten(2)
-        if f.shape[-1] > samples:
-            f = f[:, :, torch.randperm(f.shape[-1], device=f.device)[:samples]]
-        return (f.transpose(1, 2) @ dirs).sort(dim=1).values                         # (N, positions, D)
+        def sorted_projections(f: Tensor) -> Tensor:
+            f = f.flatten(2)
+            if f.shape[-1] > samples:
+                f = f[:, :, torch.randperm(f.shape[-1], device=f.device)[:samples]]
+            return (f.transpose(1, 2) @ dirs).sort(dim=1).values                     # (N, positions, D)
 
-    out, ref = sorted_projections(features), sorted_projections(target)
-    if ref.shape[1] != out.shape[1]:  # quantiles of the target at the output's sample count
-        ref = F.interpolate(ref.transpose(1, 2), size=out.shape[1], mode="nearest").transpose(1, 2)
-    return ((out - ref) ** 2).mean()
+        out, ref = sorted_projections(features), sorted_projections(target)
+        if ref.shape[1] != out.shape[1]:  # quantiles of the target at the output's sample count
+            ref = F.interpolate(ref.transpose(1, 2), size=out.shape[1], mode="nearest").transpose(1, 2)
+        return ((out - ref) ** 2).mean()
 
 
 # Per layer, what the style loss compares: for "swd" the painting's features themselves.
@@ -87,8 +89,9 @@ class PerceptualLoss(nn.Module):
     """Weighted content + style + total-variation loss for a fixed style image.
 
     The encoder must have been built with (at least) style_layers + content_layers. palette_weight > 0
-    adds the pixels themselves as one more style "layer" of that weight, matched by their whole colour
-    distribution (sliced Wasserstein in RGB): the painting's palette, whatever the encoder sees."""
+    adds the pixels' colour distribution, matched to the painting's by the sliced Wasserstein distance
+    in RGB: the painting's palette, whatever the encoder sees. It is added to the style loss, which
+    is the mean over the layers, so palette_weight 1 weighs as much as all the layers together."""
 
     def __init__(self, encoder: nn.Module, style_image: Tensor, style_layers: Sequence[str],
                  content_layers: Sequence[str], content_weight: float, style_weight: float,

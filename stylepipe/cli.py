@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(stages that are up to date are skipped by DVC).")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override one parameter in params.yaml before running, like "
-                     "`dvc exp run -S` (repeatable), e.g. --set train.steps=10")
+                     "`dvc exp run -S` (repeatable), e.g. --set models.swirls.train.steps=10")
     run.add_argument("--stage", action="append", metavar="NAME",
                      help="run only this stage (repeatable); a group name like 'train' selects "
                      "every train@<style>")

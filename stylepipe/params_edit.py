@@ -115,16 +115,26 @@ def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -
     return _round_trip(text, changes, expected)
 
 
+def _null_representer():
+    from ruamel.yaml.representer import RoundTripRepresenter
+
+    class NullRepresenter(RoundTripRepresenter):
+        """ruamel writes a null as nothing after the colon: params.yaml spells out `null`."""
+
+    NullRepresenter.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return NullRepresenter
+
+
 def _round_trip(text: str, changes: list[tuple[list[str], Any]], expected: dict) -> str:
     from ruamel.yaml import YAML
 
     from stylepipe.config import set_in
 
     rt = YAML()
+    rt.Representer = _null_representer()
     rt.preserve_quotes = True
     rt.width = 4096
-    # ruamel writes a null as nothing after the colon: keep params.yaml's spelled-out `null`s
-    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = rt.load(text)
     for keys, value in changes:
         set_in(doc, keys, value)

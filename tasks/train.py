@@ -60,7 +60,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIEW_DIR = "previews"  # inside the model folder: fixed-noise sample grids during training
 ROOT = Path(__file__).resolve().parents[1]
 # Settings that change how a run is executed, not what it computes: not part of the resume check.
-RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every", "channels_last", "compile"}
+# Settings that do not change what is learned (a preset only names steps and crop size, compared themselves).
+RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every", "channels_last", "compile", "preset"}
 
 
 @dataclass(frozen=True)

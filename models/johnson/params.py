@@ -42,12 +42,14 @@ class TrainParams(TrainBase):
     style_layers: list[str] = Field(default_factory=list)
     content_layers: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data):
-        if isinstance(data, dict) and data.get("preset", "quick") in PRESETS:
-            return {**PRESETS[data.get("preset", "quick")], **data}
-        return data  # not a dict, or an unknown preset: the field validation says what is wrong
+    @model_validator(mode="after")
+    def _apply_preset(self) -> TrainParams:
+        # Only what was not given; left out of model_fields_set, so that model_dump(exclude_unset=True)
+        # followed by another preset gets that preset's values.
+        for key, value in PRESETS[self.preset].items():
+            if key not in self.model_fields_set:
+                object.__setattr__(self, key, value)  # frozen model: set once, at validation
+        return self
 
 
 class InferParams(Section):

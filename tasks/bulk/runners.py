@@ -184,7 +184,14 @@ class StyleModels:
         return f"cpu ({parallel} passes x {torch.get_num_threads()} threads, {chosen})"
 
     def needs_tiles(self, height: int, width: int) -> bool:
-        return not self.never_tile and max(height, width) > self.tile_above
+        """Above tile_above, as the image or as the networks see it (a texture scale may enlarge it)."""
+        if self.never_tile:
+            return False
+        try:
+            seen = network_shape(height, width, *self.texture)
+        except ValueError:
+            return True  # too large once enlarged: stylize_large fails this one input, saying why
+        return max(height, width, *seen) > self.tile_above
 
     def _to_device(self, pixels: np.ndarray) -> Tensor:
         """(N,H,W,3) uint8 -> (N,3,H,W) float in [0,1] on the device."""

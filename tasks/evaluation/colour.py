@@ -28,4 +28,3 @@ def colour_response(stylize: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     (H,W,3) uint8 image to an (H,W,3) uint8 image."""
     gray = grayscale_copy(image)
     return mean_abs_diff(image, gray), mean_abs_diff(stylize(image), stylize(gray))
-

@@ -59,13 +59,24 @@ def test_content_and_style_loss_zero_at_target_and_normalised():
     assert torch.isclose(style_loss(other, stats, ["a"]), torch.tensor((1 - 0.25) ** 2))
 
 
-@pytest.mark.parametrize("statistic", ["gram", "meanstd", "swd"])
-def test_perceptual_loss_weighting_and_grad(statistic):
+def test_sliced_wasserstein_samples_positions_and_computes_in_fp32():
+    torch.manual_seed(0)
+    target = torch.rand(1, 8, 32, 32)
+    # 64 of 1,024 positions drawn: the same features still match, other ones do not
+    assert sliced_wasserstein(target, target, samples=64) < 0.01
+    assert sliced_wasserstein(target * 0.5, target, samples=64) > 0.02
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = sliced_wasserstein(target.bfloat16() + 0.003, target)
+    assert d.dtype == torch.float32 and d < 1e-4  # bf16's rounding (~0.004 at 1) would swamp it
+
+
+@pytest.mark.parametrize("statistic,palette", [("gram", 0.0), ("meanstd", 0.0), ("swd", 0.0), ("swd", 1.0)])
+def test_perceptual_loss_weighting_and_grad(statistic, palette):
     torch.manual_seed(0)
     enc = build_encoder("efficientnet_lite0", ["stem", "block1.expand", "block3.expand"])
     style = torch.rand(3, 48, 48)
     loss = PerceptualLoss(enc, style, ["stem", "block1.expand"], ["block3.expand"], content_weight=2.0,
-                          style_weight=5.0, tv_weight=3.0, statistic=statistic)
+                          style_weight=5.0, tv_weight=3.0, statistic=statistic, palette_weight=palette)
     content = torch.rand(2, 3, 32, 32)
     out = content.clone().requires_grad_(True)
     terms = loss(out, content)
@@ -76,5 +87,12 @@ def test_perceptual_loss_weighting_and_grad(statistic):
     terms["total"].backward()
     assert out.grad is not None and out.grad.abs().sum() > 0
     assert not any(p.grad is not None for p in enc.parameters())
-    # the painting itself has zero style loss
+    # the painting itself has zero style loss, its palette included
     assert loss(style[None], style[None])["style"].item() == pytest.approx(0, abs=1e-6)
+    if palette:  # a darkened painting: the palette term adds to the layers' loss
+        recoloured = style[None] * 0.3
+        torch.manual_seed(1)
+        with_palette = loss(recoloured, recoloured)["style"]
+        loss.palette_weight = 0.0
+        torch.manual_seed(1)  # the layers draw the same directions
+        assert with_palette - loss(recoloured, recoloured)["style"] > 0.05

@@ -20,3 +20,10 @@ def test_unknown_preset_and_statistic_are_refused():
         TrainParams(preset="huge")
     with pytest.raises(ValidationError, match="statistic"):
         TrainParams(statistic="histogram")
+
+
+def test_a_dumped_model_takes_another_preset():
+    """What a preset filled in stays unset: dumped without unset fields, another preset applies."""
+    dumped = TrainParams(preset="standard", lr=1e-3).model_dump(exclude_unset=True)
+    assert dumped == {"preset": "standard", "lr": 1e-3}
+    assert TrainParams.model_validate({**dumped, "preset": "full"}).steps == 40_000

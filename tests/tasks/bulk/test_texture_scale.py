@@ -112,6 +112,33 @@ def test_large_images_scale_outside_the_tiles(tmp_path, trained):
     assert np.array_equal(run("tiled4", **tiles, texture_scale=4)["wide"], run("whole4", **whole, texture_scale=4)["wide"])
 
 
+def test_an_image_enlarged_past_tile_above_is_tiled(tmp_path, trained):
+    """A small image that the scale enlarges past tile_above runs in tiles (memory stays bounded),
+    and comes out as the untiled run does, within what tiling costs."""
+    from tasks.bulk.runners import StyleModels
+
+    import torch
+
+    folder, enlarged = tmp_path / "small", tmp_path / "enlarged"
+    make_photos(folder, ["p.png"], size=(100, 30))
+    enlarged.mkdir()
+    Image.open(folder / "p.png").resize((200, 60), Image.Resampling.BICUBIC).save(enlarged / "p.png")
+    tiles = {"tile_above": 128, "tile_size": 64, "tile_overlap": 16}
+    specs = [ModelSpec(path=str(trained))]
+    assert StyleModels(specs, torch.device("cpu"), batch_size=1, **tiles, work_size=200).needs_tiles(30, 100)
+    assert not StyleModels(specs, torch.device("cpu"), batch_size=1, **tiles).needs_tiles(30, 100)
+
+    def run(src: Path, name: str, **settings) -> np.ndarray:
+        stylize(make_job(src, tmp_path / name, trained, format="png", **settings), progress=False)
+        return pixels(tmp_path / name / "p.png")
+
+    tiled, whole = run(folder, "tiled", work_size=200, **tiles), run(folder, "whole", work_size=200, tile_above=4096)
+    assert tiled.shape == (30, 100, 3)
+    # tiles differ from one pass by what tiling the 200x60 image costs at scale 1, no more
+    tiling = np.abs(run(enlarged, "tiled1", **tiles) - run(enlarged, "whole1", tile_above=4096)).mean()
+    assert 0 < np.abs(tiled - whole).mean() <= 1.1 * tiling + 0.5
+
+
 def test_the_scale_is_part_of_the_outputs_identity(src, tmp_path, tiny_model):
     out = tmp_path / "out"
     assert stylize(make_job(src, out, tiny_model), progress=False).run.processed == 1
