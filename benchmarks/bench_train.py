@@ -47,7 +47,7 @@ VARIANTS = [f"{e}/{n}" for e in ENCODERS for n in NETWORKS]
 
 
 def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: bool, weights_dir: Path,
-                   pretrained: bool) -> Callable[[], None]:
+                   pretrained: bool, loss: dict | None = None) -> Callable[[], None]:
     """One training step of the johnson family: its own Trainer.train_step, the one tasks/train.py
     calls (on CUDA: bf16 autocast and channels_last, the family's CUDA path; --amp is that path)."""
     from unittest import mock
@@ -57,7 +57,7 @@ def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: boo
     from models.johnson.params import TrainParams
 
     encoder_name, network = variant.split("/")
-    tp = TrainParams(encoder=encoder_name, network=network)
+    tp = TrainParams(encoder=encoder_name, network=network, **(loss or {}))
     device = content.device
     torch.manual_seed(tp.seed)
     real_build = family.build_encoder
@@ -241,6 +241,10 @@ def main() -> None:
                         help=f"stylepipe variants to run, fnmatch patterns (e.g. 'vgg*/fast'); "
                              f"default all: {', '.join(VARIANTS)}")
     parser.add_argument("--no-reference", action="store_true", help=f"skip {REFERENCE} (no ratios)")
+    parser.add_argument("--statistic", choices=["gram", "meanstd", "swd"], default=None,
+                        help="the style loss's statistic (default: the johnson family's, swd)")
+    parser.add_argument("--palette-weight", type=float, default=None,
+                        help="the palette term's weight (default: the family's, 1; 0 is off)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: as training, every core this process may use)")
     parser.add_argument("--weights-dir", type=Path, default=Path("data/weights"),
@@ -286,7 +290,9 @@ def main() -> None:
         if name == REFERENCE:
             step = examples_step(content, args.compile, args.weights_dir, pretrained[encoder])
         else:
-            step = stylepipe_step(name, content, amp, args.compile, args.weights_dir, pretrained[encoder])
+            loss = {k: v for k, v in (("statistic", args.statistic), ("palette_weight", args.palette_weight))
+                    if v is not None}
+            step = stylepipe_step(name, content, amp, args.compile, args.weights_dir, pretrained[encoder], loss)
         with OtherLoad() as others:
             per_step, warm = timed(step, args.warmup, args.steps, device)
         del step  # it holds the networks and the optimizer state

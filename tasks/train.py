@@ -399,7 +399,9 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
         start, window, seconds_before = ckpt["step"], dict(ckpt["window"]), ckpt["seconds"]
         if rank == 0:
             log.info("resuming from %s at step %d of %d", ckpt_path, start, tp.steps)
-            rewrite_log(paths.log, log_header(names), log_rows_upto(paths.log, start))
+            # DVC deletes a stage's outputs (the log) before running it: the checkpoint keeps the rows
+            rows = ckpt.get("log_rows") or log_rows_upto(paths.log, start)
+            rewrite_log(paths.log, log_header(names), rows)
     elif rank == 0:
         rewrite_log(paths.log, log_header(names), [])
 
@@ -451,6 +453,7 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
                 "config_hash": chash, "config": config, "code": code, "step": step,
                 "trainer": trainer_state(trainer), "rng": rng_state(),
                 "window": window, "seconds": seconds_before + time.perf_counter() - t0,
+                "log_rows": log_rows_upto(paths.log, step),
             })
         if rank == 0 and getattr(tp, "preview_every", 0) and (step % tp.preview_every == 0 or step == tp.steps):
             save_preview(trainer, paths.model_dir / PREVIEW_DIR / f"step-{step:07d}.png")

@@ -83,8 +83,11 @@ class Killed(Exception):
     pass
 
 
-def test_resume_is_bit_identical(data, tmp_path, monkeypatch):
-    params = make_params(steps=8, checkpoint_every=3)
+@pytest.mark.parametrize("log_removed", [False, True])
+def test_resume_is_bit_identical(data, tmp_path, monkeypatch, log_removed):
+    """log_removed: as `dvc repro` does, the stage's outputs (the loss log) are deleted before the
+    resumed run; the log still comes out whole."""
+    params = make_params(steps=8, checkpoint_every=3, log_every=1)
     _, ref = run(params, data, tmp_path, "uninterrupted")
 
     def kill_at_5(step):
@@ -96,6 +99,8 @@ def test_resume_is_bit_identical(data, tmp_path, monkeypatch):
         run(params, data, tmp_path, "resumed")
     ckpt = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3
+    if log_removed:
+        (tmp_path / "resumed" / "log.tsv").unlink()
     monkeypatch.setattr(train_mod, "_on_step", lambda step: None)
     resumed_from = []
     real_load = train_mod.load_checkpoint
