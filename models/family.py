@@ -30,6 +30,23 @@ import torch
 from torch import Tensor, nn
 
 
+def lr_factor(step: int, steps: int, decay_fraction: float) -> float:
+    """1 until the last decay_fraction of the steps, then linearly down to 1/(decay steps + 1) at
+    the last step (junyanz's 'linear' policy, per step instead of per epoch)."""
+    decay = round(steps * decay_fraction)
+    start = steps - decay
+    if step < start or decay == 0:
+        return 1.0
+    return 1.0 - (step - start + 1) / (decay + 1)
+
+
+def set_lr(opts: dict[str, torch.optim.Optimizer], lr: float) -> None:
+    """The learning rate as a pure function of the step: nothing extra to checkpoint."""
+    for opt in opts.values():
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
 @dataclass
 class TrainInputs:
     """What the loop hands a trainer besides its params."""

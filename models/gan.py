@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.family import Trainer, seeded_noise
+from models.family import Trainer, lr_factor, seeded_noise, set_lr
 from stylepipe.errors import StageError
 
 LOSSES = ("bce", "hinge")
@@ -115,9 +115,11 @@ def set_truncation(net: nn.Module, truncation: float | None, family: str | None 
 
 
 class GANTrainer(Trainer):
-    """Alternating GAN training: one D step on real and fake images, then one G step against the
-    updated D on the same fakes, then the EMA update of G. All noise (z, fake labels) comes from
-    torch's global RNG, which the training loop checkpoints."""
+    """Alternating GAN training: one D step on real and fake images (with the lazy R1 penalty on
+    the real ones when tp.r1_gamma), then one G step against the updated D on the same fakes, then
+    the EMA update of G. Both learning rates follow lr_factor (tp.decay_fraction), a pure function
+    of the step. All noise (z, fake labels) comes from torch's global RNG, which the training loop
+    checkpoints."""
 
     loss_names = ("loss_D", "loss_G", "D_real", "D_fake")
 
@@ -147,9 +149,18 @@ class GANTrainer(Trainer):
         y_real = batch["label"] if self.conditional else None
         y_fake = torch.randint(0, self.num_classes, (n,), device=self.device) if self.conditional else None
 
+        factor = lr_factor(self.step, tp.steps, tp.decay_fraction)
+        set_lr({"G": self.opts["G"]}, tp.lr_g * factor)
+        set_lr({"D": self.opts["D"]}, tp.lr_d * factor)
         fake = self._g(z, y_fake)
+        r1 = tp.r1_gamma > 0 and self.step % tp.r1_every == 0
+        if r1:
+            real.requires_grad_(True)
         d_real, d_fake = self._d(real, y_real), self._d(fake.detach(), y_fake)
         loss_d = d_loss(tp.loss, d_real, d_fake)
+        if r1:
+            grad, = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            loss_d = loss_d + tp.r1_gamma / 2 * tp.r1_every * grad.pow(2).flatten(1).sum(1).mean()
         self.opts["D"].zero_grad(set_to_none=True)
         loss_d.backward()
         self.opts["D"].step()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from stylepipe.config import Section, TrainBase
 
@@ -22,6 +22,12 @@ class GANTrainParams(TrainBase):
     lr_d: float = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)
+    # The last decay_fraction of the steps lower both learning rates linearly towards 0 (0: constant).
+    decay_fraction: float = Field(default=0.0, ge=0, le=1)
+    # R1 (Mescheder et al. 2018): gamma/2 * |grad_x D(x)|^2 on real images, every r1_every D steps
+    # (scaled by r1_every, StyleGAN2's lazy form). 0: off.
+    r1_gamma: float = Field(default=0.0, ge=0)
+    r1_every: int = Field(default=4, ge=1)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)  # the EMA copy of G is what is saved
     # Recompute the EMA generator's BatchNorm statistics for its own weights before it is saved
     # or previewed (it otherwise carries the live G's).
@@ -29,6 +35,12 @@ class GANTrainParams(TrainBase):
     g_extra_layers: int = Field(default=0, ge=0, le=8)   # 3x3 conv blocks at G's base resolution
     d_extra_layers: int = Field(default=0, ge=0, le=8)   # 3x3 conv layers at D's last resolution
     preview_every: int = Field(default=1000, ge=0)       # fixed-noise sample grid every N steps (0: never)
+
+    @model_validator(mode="after")
+    def _r1_runs_uncompiled(self):
+        if self.r1_gamma and self.compile:  # refused here, not at the first R1 step
+            raise ValueError("r1_gamma needs compile: false (torch.compile's autograd has no double backward)")
+        return self
 
 
 class SampleInferParams(Section):

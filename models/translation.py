@@ -1,6 +1,6 @@
 """What the translation families (pix2pix, cyclegan) share: the PatchGAN discriminator, the GAN
-losses, the history pool of generated images, the linear learning-rate decay and the inference
-network (`Translator`: [0,1] in, [0,1] out, any size, a2b or b2a)."""
+losses, the history pool of generated images and the inference network (`Translator`: [0,1] in,
+[0,1] out, any size, a2b or b2a). The linear learning-rate decay is models/family.py's lr_factor."""
 from __future__ import annotations
 
 import torch
@@ -66,23 +66,6 @@ def gan_loss(kind: str, logits: Tensor, real: bool) -> Tensor:
     if kind == "lsgan":
         return F.mse_loss(logits, target)
     return F.binary_cross_entropy_with_logits(logits, target)
-
-
-def lr_factor(step: int, steps: int, decay_fraction: float) -> float:
-    """1 until the last decay_fraction of the steps, then linearly down to 1/(decay steps + 1) at
-    the last step (junyanz's 'linear' policy, per step instead of per epoch)."""
-    decay = round(steps * decay_fraction)
-    start = steps - decay
-    if step < start or decay == 0:
-        return 1.0
-    return 1.0 - (step - start + 1) / (decay + 1)
-
-
-def set_lr(opts: dict[str, torch.optim.Optimizer], lr: float) -> None:
-    """The learning rate as a pure function of the step: nothing extra to checkpoint."""
-    for opt in opts.values():
-        for group in opt.param_groups:
-            group["lr"] = lr
 
 
 class ImagePool(nn.Module):

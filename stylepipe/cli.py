@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stylepipe.config import PARAMS_FILE, ConfigError, load_params, write_overrides
+from stylepipe.config import DEFAULT_MAX_PIXELS, PARAMS_FILE, ConfigError, load_params, write_overrides
 
 
 def _repo_root(path: str) -> Path:
@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1024, help="tile side, a multiple of 4")
     stylize.add_argument("--tile-overlap", type=int, default=128, help="overlap of neighbouring tiles")
-    stylize.add_argument("--max-pixels", type=int, default=64_000_000,
+    stylize.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                          help="refuse larger images (decompression bombs; default 64M)")
     stylize.add_argument("--max-input-bytes", type=int, default=128 * 2**20,
                          help="refuse larger files and archive members, counted while they are read and "

@@ -21,6 +21,9 @@ MAX_TRAIN_SIDE = 4096          # a side that is resized to and held in memory wh
 MAX_OUTPUT_SIDE = 65_535       # JPEG's largest side
 MAX_TILE_SIDE = 16_384         # one pass of the network on one tile or untiled image
 MAX_PIXELS = 2_000_000_000     # a decompression-bomb cap above this guards nothing
+# The default cap on one decoded image (preprocess, stylize, paintings, the network's input):
+# larger images are refused as decompression bombs.
+DEFAULT_MAX_PIXELS = 64_000_000
 
 
 class ConfigError(ValueError):
@@ -159,7 +162,7 @@ class PreprocessParams(Section):
     seed: int = 0
     val_fraction: float = Field(default=0.2, ge=0, lt=1)
     train_size: int = Field(default=256, ge=32, le=MAX_TRAIN_SIDE)
-    max_pixels: int = Field(default=64_000_000, gt=0, le=MAX_PIXELS)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, le=MAX_PIXELS)
     # labelled datasets: an idx images file whose header implies more pixel bytes is refused
     max_labelled_bytes: int = Field(default=2 * 2**30, gt=0)
     max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
@@ -210,7 +213,7 @@ class StylizeParams(Section):
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)
     tile_size: int = Field(default=1024, ge=64, le=MAX_TILE_SIDE)
     tile_overlap: int = Field(default=128, ge=0)
-    max_pixels: int = Field(default=64_000_000, gt=0, le=MAX_PIXELS)  # larger inputs are refused (decompression bombs)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, le=MAX_PIXELS)  # larger inputs are refused (decompression bombs)
     # Larger files or archive members are refused, counted while they are read and decompressed.
     max_input_bytes: int = Field(default=128 * 2**20, gt=0, le=2**32)
     # The run exits non-zero when more than this fraction of its inputs fail.

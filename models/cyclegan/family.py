@@ -14,9 +14,9 @@ from torch import Tensor
 
 from models.cyclegan.network import STRIDE, ResnetGenerator
 from models.cyclegan.params import TrainParams
-from models.family import Family, TrainInputs, Trainer
-from models.translation import (ImagePool, PatchGAN, Translator, gan_loss, init_weights, lr_factor,
-                                set_lr, to_model_range)
+from models.family import Family, TrainInputs, Trainer, lr_factor, set_lr
+from models.translation import (ImagePool, PatchGAN, Translator, gan_loss, init_weights,
+                                to_model_range)
 
 
 def generator(tp: TrainParams, channels: int = 3) -> ResnetGenerator:

@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.family import Family, TrainInputs, Trainer
+from models.family import Family, TrainInputs, Trainer, lr_factor, set_lr
 from models.pix2pix.network import UNet
 from models.pix2pix.params import TrainParams
-from models.translation import (PatchGAN, Translator, gan_loss, init_weights, lr_factor, set_lr,
-                                to_model_range)
+from models.translation import PatchGAN, Translator, gan_loss, init_weights, to_model_range
 
 
 def generator(tp: TrainParams, channels: int = 3) -> UNet:

@@ -17,11 +17,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stylepipe.config import DEFAULT_MAX_PIXELS
 from stylepipe.errors import StageError
 from tasks.data.images import Rejected, decode, max_input_bytes
 
 HEADER = ["input", "painting"]
-MAX_PAINTING_PIXELS = 64_000_000
+MAX_PAINTING_PIXELS = DEFAULT_MAX_PIXELS
 
 
 @dataclass

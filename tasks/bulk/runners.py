@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from models.gan import set_truncation
 from models.weights import load_model
+from stylepipe.config import DEFAULT_MAX_PIXELS
 from stylepipe.errors import StageError
 from tasks.bulk import backends
 from tasks.bulk.lean import CPU_BATCH, LUMA, cpu_passes
@@ -43,7 +44,7 @@ DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
 # most this many pixels (the input cap's default): it is held whole, in float32.
-MAX_NETWORK_PIXELS = 64_000_000
+MAX_NETWORK_PIXELS = DEFAULT_MAX_PIXELS
 
 
 def default_batch_size(device: torch.device) -> int:

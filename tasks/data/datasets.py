@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from safetensors.numpy import load_file
 from torch.utils.data import Dataset, Sampler
 
+from stylepipe.config import DEFAULT_MAX_PIXELS
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from tasks.data.images import Decoded, Rejected, decode, is_image_file, max_input_bytes
@@ -97,13 +98,13 @@ def load_style_image(path: Path, size: int, data: bytes | None = None) -> torch.
     return to_tensor(img)
 
 
-def read_image(path: str | Path, max_pixels: int = 64_000_000) -> torch.Tensor:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """An image file -> (3,H,W) float in [0,1], by tasks/data/images.py's rules (EXIF orientation, any
     mode to RGB; truncated files and decompression bombs refused)."""
     return to_tensor(read_checked(path, max_pixels)[1].image)
 
 
-def read_checked(path: str | Path, max_pixels: int = 64_000_000) -> tuple[bytes, Decoded]:
+def read_checked(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, Decoded]:
     """An image file's bytes, read once, and their decoding by read_image's rules; a file those
     rules refuse raises StageError, with its name."""
     path = Path(path)

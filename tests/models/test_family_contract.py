@@ -23,7 +23,9 @@ TINY = {
     "johnson": {"network": "fast", "image_size": 32, "style_size": 48, "batch_size": 2, "lr": 0.01},
     "gatys": {"painting_size": 40},
     "adain": {"styles": "s", "image_size": 32, "style_size": 32, "batch_size": 2, "widths": [16, 8, 8]},
-    "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2},
+    # R1 on every other D step and a decaying learning rate: both must resume bit-exactly
+    "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2, "r1_gamma": 1.0, "r1_every": 2,
+              "decay_fraction": 0.5},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
     # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists
@@ -160,7 +162,7 @@ def test_speed_options_keep_the_model(family, tmp_path):
 
 
 def test_compile_trains_the_same_network(tmp_path):
-    params = with_train(setup("dcgan", tmp_path), steps=1, log_every=1)
+    params = with_train(setup("dcgan", tmp_path), steps=1, log_every=1, r1_gamma=0.0)  # R1 runs uncompiled
     eager = train_mod.train(params, "m", paths(tmp_path, "eager"))
     compiled = train_mod.train(with_train(params, compile=True), "m", paths(tmp_path, "compiled"))
     assert weights(tmp_path / "eager" / "model").keys() == weights(tmp_path / "compiled" / "model").keys()

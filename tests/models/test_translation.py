@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from models.pix2pix.network import UNet
-from models.translation import ImagePool, PatchGAN, Translator, lr_factor
+from models.family import lr_factor
+from models.translation import ImagePool, PatchGAN, Translator
 
 
 def test_lr_is_constant_then_falls_linearly_towards_zero():
