@@ -114,11 +114,12 @@ class Family:
         return own + [root / f for f in ("models/family.py", *self.shared_code)]
 
 
-def seeded_noise(seeds: list[int], dim: int, truncation: float | None = None) -> Tensor:
+def seeded_noise(seeds: list[int], dim: int, truncation: float | None = None, categories: int = 0) -> Tensor:
     """One N(0, I) vector per seed, each from its own CPU generator: a sample never depends on
     the batch it is drawn in. truncation t (the "truncation trick", Brock et al. 2019, BigGAN):
     every entry with |z| > t is redrawn from the same generator until it is within t, so the
-    noise is a truncated normal, still a pure function of the seed."""
+    noise is a truncated normal, still a pure function of the seed. categories k > 0: a uniform
+    code in [0, k) is drawn next from the same generator and appended one-hot (dim + k values)."""
     if truncation is not None and truncation <= 0:
         raise ValueError(f"truncation must be > 0, got {truncation}")
     rows = []
@@ -130,5 +131,8 @@ def seeded_noise(seeds: list[int], dim: int, truncation: float | None = None) ->
             while outside.any():
                 z[outside] = torch.randn(int(outside.sum()), generator=gen)
                 outside = z.abs() > truncation
+        if categories:
+            code = torch.randint(categories, (), generator=gen)
+            z = torch.cat([z, torch.nn.functional.one_hot(code, categories).to(z.dtype)])
         rows.append(z)
     return torch.stack(rows)

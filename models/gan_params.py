@@ -28,6 +28,9 @@ class GANTrainParams(TrainBase):
     # (scaled by r1_every, StyleGAN2's lazy form). 0: off.
     r1_gamma: float = Field(default=0.0, ge=0)
     r1_every: int = Field(default=4, ge=1)
+    # Top-k training (Sinha et al. 2020): G learns only from the fakes D rates most real; the kept
+    # fraction falls linearly from 1 at step 0 to g_topk at half the steps (1: every fake).
+    g_topk: float = Field(default=1.0, gt=0, le=1)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)  # the EMA copy of G is what is saved
     # Recompute the EMA generator's BatchNorm statistics for its own weights before it is saved
     # or previewed (it otherwise carries the live G's).

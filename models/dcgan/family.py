@@ -9,15 +9,16 @@ from models.gan import GANTrainer, Sampler
 
 
 def make_trainer(tp: TrainParams, inputs: TrainInputs) -> GANTrainer:
-    G = Generator(tp.nz, tp.ngf, inputs.channels, tp.image_size, tp.g_extra_layers)
-    D = Discriminator(tp.ndf, inputs.channels, tp.image_size, tp.spectral_norm, tp.d_extra_layers)
-    return GANTrainer(tp, G, D, inputs.device, inputs.channels)
+    G = Generator(tp.nz, tp.ngf, inputs.channels, tp.image_size, tp.g_extra_layers, tp.latent_categories)
+    D = Discriminator(tp.ndf, inputs.channels, tp.image_size, tp.spectral_norm, tp.d_extra_layers,
+                      tp.latent_categories)
+    return GANTrainer(tp, G, D, inputs.device, inputs.channels, latent_categories=tp.latent_categories)
 
 
 def build(sidecar: dict) -> Sampler:
     tp = TrainParams.model_validate(sidecar["train"])
-    return Sampler(Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size, tp.g_extra_layers), tp.nz,
-                   conditional=False)
+    G = Generator(tp.nz, tp.ngf, int(sidecar["channels"]), tp.image_size, tp.g_extra_layers, tp.latent_categories)
+    return Sampler(G, tp.nz, conditional=False, latent_categories=tp.latent_categories)
 
 
 FAMILY = Family("dcgan", make_trainer, build, shared_code=("models/gan.py", "models/gan_params.py", "models/layers.py"))

@@ -13,14 +13,16 @@ from torch.nn.utils.parametrizations import spectral_norm as _sn
 from models.layers import discriminator_features, init_dcgan_weights, resolution_plan
 
 class Generator(nn.Module):
+    """latent_categories > 0: the input is [z, one-hot code] (nz + latent_categories values)."""
+
     def __init__(self, nz: int = 64, ngf: int = 64, channels: int = 1, image_size: int = 28,
-                 extra_layers: int = 0):
+                 extra_layers: int = 0, latent_categories: int = 0):
         super().__init__()
         base, n_up = resolution_plan(image_size)
         self.nz, self.image_size = nz, image_size
         width = ngf * 2 ** (n_up - 1)  # channels at the base resolution, halved at each upsampling
         self.stem = nn.Sequential(
-            nn.ConvTranspose2d(nz, width, base, 1, 0, bias=False),  # 1x1 -> base x base
+            nn.ConvTranspose2d(nz + latent_categories, width, base, 1, 0, bias=False),  # 1x1 -> base x base
             nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         blocks = []
         for _ in range(extra_layers):  # 3x3 stride-1 blocks at the base resolution
@@ -38,14 +40,22 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
+    """latent_categories > 0: forward returns (logit, code logits): InfoGAN's Q head shares D's
+    features."""
+
     def __init__(self, ndf: int = 64, channels: int = 1, image_size: int = 28, spectral_norm: bool = False,
-                 extra_layers: int = 0):
+                 extra_layers: int = 0, latent_categories: int = 0):
         super().__init__()
         base, n_down = resolution_plan(image_size)
         sn = _sn if spectral_norm else (lambda m: m)
         self.features, width = discriminator_features(channels, ndf, n_down, extra_layers, spectral_norm)
         self.head = sn(nn.Conv2d(width, 1, base, 1, 0))  # base x base -> 1x1 logit
+        self.code_head = nn.Conv2d(width, latent_categories, base, 1, 0) if latent_categories else None
         init_dcgan_weights(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x)).view(-1)
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        h = self.features(x)
+        logit = self.head(h).view(-1)
+        if self.code_head is None:
+            return logit
+        return logit, self.code_head(h).flatten(1)

@@ -188,8 +188,9 @@ def gate_checks(m: dict, family: str, gate: GenerationGateParams) -> list[dict]:
 
 
 def write_grids(net, sidecar: dict, real: RealData, out: Path) -> dict[str, str]:
-    """PNG grids for the report: samples (one row per class for a conditional model), and for a
-    VAE reconstructions (real | reconstruction rows) and latent interpolations."""
+    """PNG grids for the report: samples (one row per class for a conditional model), one row per
+    value of a GAN's categorical latent code, and for a VAE reconstructions (real | reconstruction
+    rows) and latent interpolations."""
     out.mkdir(parents=True, exist_ok=True)
     grids = {}
     images, _ = draw(net, GRID_SAMPLES, sidecar)
@@ -202,6 +203,9 @@ def write_grids(net, sidecar: dict, real: RealData, out: Path) -> dict[str, str]
         nrow = int(GRID_SAMPLES ** 0.5)
     save_image(images, str(out / "samples.png"), nrow=nrow, padding=1)
     grids["samples"] = "samples.png"
+    if getattr(net, "latent_categories", 0):
+        save_image(net.code_rows(10).cpu(), str(out / "codes.png"), nrow=10, padding=1)
+        grids["codes"] = "codes.png"
     if hasattr(net, "reconstruct"):
         device = next(net.parameters()).device
         real_x = real.val_x[:50].to(device)

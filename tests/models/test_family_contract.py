@@ -23,9 +23,10 @@ TINY = {
     "johnson": {"network": "fast", "image_size": 32, "style_size": 48, "batch_size": 2, "lr": 0.01},
     "gatys": {"painting_size": 40},
     "adain": {"styles": "s", "image_size": 32, "style_size": 32, "batch_size": 2, "widths": [16, 8, 8]},
-    # R1 on every other D step and a decaying learning rate: both must resume bit-exactly
+    # R1 on every other D step, a decaying learning rate, top-k and a categorical latent code: all
+    # must resume bit-exactly, and the code must survive the reload
     "dcgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "preview_every": 2, "r1_gamma": 1.0, "r1_every": 2,
-              "decay_fraction": 0.5},
+              "decay_fraction": 0.5, "g_topk": 0.5, "latent_categories": 3},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
     # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists

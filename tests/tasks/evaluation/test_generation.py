@@ -139,3 +139,20 @@ def test_a_sampler_of_real_images_scores_like_the_real_data(real):
     assert wrong["fd_effnetl0"] > m["fd_effnetl0"] and wrong["recall"] < m["recall"]
     failed = {c["name"] for c in generation.gate_checks(wrong, "cgan", GenerationGateParams()) if not c["passed"]}
     assert "label_accuracy" in failed
+
+
+def test_a_gan_with_a_latent_code_gets_one_grid_row_per_code_value(real, tmp_path):
+    from PIL import Image
+
+    from models.dcgan.network import Generator
+    from models.gan import Sampler
+
+    data = real[0]
+    torch.manual_seed(0)
+    coded = Sampler(Generator(nz=8, ngf=8, latent_categories=3).eval(), 8, conditional=False, latent_categories=3)
+    grids = generation.write_grids(coded, {"conditional": False}, data, tmp_path / "coded")
+    assert grids == {"samples": "samples.png", "codes": "codes.png"}
+    with Image.open(tmp_path / "coded" / "codes.png") as im:  # 3 rows x 10 columns of 28 px, 1 px apart
+        assert im.size == (10 * 29 + 1, 3 * 29 + 1)
+    plain = Sampler(Generator(nz=8, ngf=8).eval(), 8, conditional=False)
+    assert "codes" not in generation.write_grids(plain, {"conditional": False}, data, tmp_path / "plain")
