@@ -13,7 +13,8 @@ seeded_noise).
 what the metric allows at best. Times: wall and CPU (this process) seconds of training so far, the
 scoring excluded. Scoring leaves the global RNG as it found it, so a scored run trains the same
 model as an unscored one. Each score is printed and appended as one JSON line to --out. Needs
-data/processed/mnist (`dvc repro preprocess@mnist`); one torch thread unless --threads.
+data/processed/mnist (`dvc repro preprocess@mnist`), or --data another labelled dataset's folder;
+one torch thread unless --threads.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tasks.evaluate import JUDGE_CACHE
 from tasks.evaluation import distributions as dist
 from tasks.evaluation import generation
 
-DATA = Path("data/processed/mnist")
+DATA = Path("data/processed/mnist")  # --data: another labelled dataset preprocess wrote (e.g. fashion)
 WORK = Path(".cache/dcgan-sweep")
 CPU = torch.device("cpu")
 SIDECAR = {"conditional": False}  # how measure() draws from an unconditional generator
@@ -81,7 +82,7 @@ def train_and_score(args, real: generation.RealData, extractor) -> None:
     params = validate({"datasets": {"mnist": {"kind": "labelled", "sources": [{"url": "unused"}]}},
                        "models": {args.name: {"family": "dcgan", "dataset": "mnist", "train": train}}})
     work = WORK / args.name
-    paths = train_mod.Paths(DATA, work / "inputs", work / "model", work / "logs" / "train.tsv", work / "checkpoints")
+    paths = train_mod.Paths(args.data, work / "inputs", work / "model", work / "logs" / "train.tsv", work / "checkpoints")
     truncations = [None] + [float(t) for t in args.truncation.split(",") if t]
     scoring = [0.0, 0.0]  # wall, CPU seconds spent scoring (taken out of the training times)
     wall0, cpu0 = clock()
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--name", default="dcgan", help="the run's name (its folder under .cache/dcgan-sweep)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a dcgan train setting (models/dcgan/params.py), e.g. ngf=128; repeatable")
+    parser.add_argument("--data", type=Path, default=DATA, help="a labelled dataset's preprocessed folder")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--score-every", type=int, default=2000, help="score every N steps (0: only at the end)")
     parser.add_argument("--truncation", default="",
@@ -135,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # train() keeps the thread count set here
     extractor = dist.effnet_extractor(CPU)
-    real = generation.real_data(DATA, args.samples, extractor, CPU, JUDGE_CACHE)
+    real = generation.real_data(args.data, args.samples, extractor, CPU, JUDGE_CACHE)
     if args.ceiling:
         ceiling(args, real, extractor)
     else:
