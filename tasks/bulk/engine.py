@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import multiprocessing
-import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,24 +29,21 @@ from pathlib import Path
 import numpy as np
 
 import stylepipe
-from stylepipe.children import leave_with
 from stylepipe.errors import StageError
 from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
                              open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, Source
+from tasks.bulk.workers import WORKER_DIED, submit, wait_any, worker_pool
 from tasks.data.reasons import is_fatal, reason
 
 log = logging.getLogger("stylepipe.stylize")
 
-WORKER_DIED = ("a decode/encode worker process died (out of memory, or a crash in an image library); "
-               "outputs so far are recorded, run again to resume")
 # No forward pass has worked yet and this many inputs failed alone: the model, not the inputs.
 MODEL_BROKEN_AFTER = 4
 LEDGER_FLUSH_S = 1.0
 LEDGER_FLUSH_ROWS = 256
-WORKER_NICENESS = 0  # decode/encode yield to the forward pass's threads when both want the cores
 
 
 # --- temporary files ----------------------------------------------------------------------------
@@ -117,55 +111,6 @@ def remove_empty_internal(out: Path) -> None:
             folder.rmdir()
         except OSError:
             break
-
-
-# --- worker pool --------------------------------------------------------------------------------
-
-
-def _worker_init(engine_pid: int) -> None:
-    try:
-        os.nice(WORKER_NICENESS)
-    except OSError:
-        pass
-    leave_with(engine_pid)  # (its parent is the forkserver, which waits for the workers to go first)
-
-
-def _why_no_processes() -> str:
-    if multiprocessing.current_process().daemon:
-        return "running in a daemonic process (a Dask worker?), which may not start children"
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if getattr(main, "__spec__", None) is None and main_file and not os.path.isfile(main_file):
-        return f"__main__ ({main_file}) cannot be re-imported by worker processes"
-    return ""
-
-
-class InlineExecutor(Executor):
-    """workers: 0 - decode and encode in the calling thread (debugging, tiny jobs)."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
-            future.set_exception(e)
-        return future
-
-
-def make_pool(workers: int) -> Executor:
-    if workers == 0:
-        return InlineExecutor()
-    reason = _why_no_processes()
-    if reason:
-        # Pillow releases the GIL while it decodes, resizes and encodes: threads still overlap.
-        log.info("%s: decode/encode in %d threads instead of processes", reason, workers)
-        return ThreadPoolExecutor(workers, thread_name_prefix="stylize-io")
-    # forkserver, not fork: this process runs torch's thread pools and maybe Prefect's event loop;
-    # its children should inherit neither. They import codec and __main__, nothing more
-    # (tasks.infer and stylepipe.cli keep torch out of their imports for this reason).
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tasks.bulk.codec"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
 
 
 # --- the reader ---------------------------------------------------------------------------------
@@ -304,7 +249,7 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, make_pool(self.params.workers) as pool,
+        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(self.params.workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
             reader = Reader(source, self.items, depth=self.prefetch)
@@ -332,7 +277,7 @@ class Pipeline:
             if not (busy or self.buffered or not reader.exhausted):
                 return
             if busy:
-                done, _ = wait(busy, timeout=0.05 if not reader.exhausted else None, return_when=FIRST_COMPLETED)
+                done = wait_any(busy, self.pool, timeout=0.05 if not reader.exhausted else None)
                 self._collect(done)
             elif not reader.exhausted:
                 self._feed(reader, block=True)
@@ -397,10 +342,7 @@ class Pipeline:
             self.buckets[result.pixels.shape[:2]].append(key)
 
     def _to_workers(self, fn, job) -> Future:
-        try:
-            return self.pool.submit(fn, job)
-        except BrokenProcessPool:
-            raise StageError(WORKER_DIED) from None
+        return submit(self.pool, fn, job)
 
     def _submit(self, keys: list[int]) -> None:
         decoded = [self.inflight[k].decoded for k in keys]
@@ -451,7 +393,7 @@ class Pipeline:
 
     def _wait_for_encoders(self) -> None:
         while len(self.encoding) >= self.encode_limit:
-            done, _ = wait(set(self.encoding), return_when=FIRST_COMPLETED)
+            done = wait_any(self.encoding, self.pool)
             for future in done:
                 self._encoded(*self.encoding.pop(future), future)
 
