@@ -29,6 +29,10 @@ log = logging.getLogger("stylepipe.evaluate")
 SIZE = 28            # the judge looks at 28 px images
 FEATURE_DIM = 128
 EPOCHS, BATCH, LR, SHIFT, SEED = 1, 128, 2e-3, 2, 0
+# The judge trains on this many threads on every machine: the order of a reduction, hence its
+# weights and every score it gives, depends on the thread count (1 vs 2 threads: weights up to
+# 0.005 apart, a model's confident share 0.6 points apart).
+THREADS = 2
 
 
 class Judge(nn.Module):
@@ -76,6 +80,15 @@ def random_shift(x: Tensor, generator: torch.Generator, max_shift: int = SHIFT) 
 
 
 def train_judge(train_x: Tensor, train_y: Tensor) -> Judge:
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _train(train_x, train_y)
+    finally:
+        torch.set_num_threads(caller_threads)
+
+
+def _train(train_x: Tensor, train_y: Tensor) -> Judge:
     gen = torch.Generator().manual_seed(SEED)
     torch.manual_seed(SEED)
     judge = Judge(int(train_y.max()) + 1, train_x.shape[1])
@@ -106,7 +119,7 @@ def load_or_train(train_file: Path, val_x: Tensor, val_y: Tensor, cache: Path) -
     from tasks.data.datasets import load_labelled
 
     key = hashlib.sha256(json.dumps([sha256_file(train_file), sha256_file(Path(__file__)),
-                                     EPOCHS, BATCH, LR, SHIFT, SEED]).encode()).hexdigest()[:16]
+                                     EPOCHS, BATCH, LR, SHIFT, SEED, THREADS]).encode()).hexdigest()[:16]
     path = cache / f"judge-{key}.safetensors"
     images, labels = load_labelled(train_file)
     if path.is_file():
@@ -115,10 +128,9 @@ def load_or_train(train_file: Path, val_x: Tensor, val_y: Tensor, cache: Path) -
         judge.eval()
     else:
         started = time.perf_counter()
-        threads = torch.get_num_threads()
         judge = train_judge(to_images(images), torch.from_numpy(labels))
         log.info("trained the judge on %d images in %.0f s (%d threads)", len(images),
-                 time.perf_counter() - started, threads)
+                 time.perf_counter() - started, THREADS)
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp))

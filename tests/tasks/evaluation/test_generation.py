@@ -156,3 +156,20 @@ def test_a_gan_with_a_latent_code_gets_one_grid_row_per_code_value(real, tmp_pat
         assert im.size == (10 * 29 + 1, 3 * 29 + 1)
     plain = Sampler(Generator(nz=8, ngf=8).eval(), 8, conditional=False)
     assert "codes" not in generation.write_grids(plain, {"conditional": False}, data, tmp_path / "plain")
+
+
+def test_the_judge_is_the_same_whatever_the_callers_thread_count():
+    """Trained on judge.THREADS threads whatever the caller set (otherwise 1 and 3 threads give
+    different weights), and the caller's setting is restored."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(512, 1, 28, 28, generator=g), torch.randint(0, 10, (512,), generator=g)
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            weights.append(judge.train_judge(x, y).state_dict())
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
