@@ -39,6 +39,14 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def start_as_identity(generator: nn.Module) -> None:
+    """A residual generator's last conv at zero: its change is zero, its output its input."""
+    last = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+
+
 class PatchGAN(nn.Module):
     """Isola et al.'s PatchGAN: n_layers stride-2 4x4 convs (width doubling from ndf, capped at
     8 ndf), one stride-1 conv, then a 1-channel map of real/fake logits, one per patch."""

@@ -23,6 +23,9 @@ class TranslationTrainParams(TrainBase):
     # G's 2x upsampling: the papers' transposed convs, or resize (nearest 2x + 3x3 conv), which
     # avoids their checkerboard texture
     upsample: Literal["transpose", "resize"] = "transpose"
+    # G outputs its input plus a learned change (no tanh; its last conv starts at zero, so G starts
+    # as the identity): for domains that share their layout, training starts from "change nothing"
+    residual: bool = False
     lr: float = Field(default=2e-4, gt=0)
     beta1: float = Field(default=0.5, ge=0, lt=1)
     beta2: float = Field(default=0.999, ge=0, lt=1)

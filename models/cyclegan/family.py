@@ -15,12 +15,12 @@ from torch import Tensor
 from models.cyclegan.network import STRIDE, ResnetGenerator
 from models.cyclegan.params import TrainParams
 from models.family import Family, TrainInputs, Trainer, lr_factor, set_lr
-from models.translation import (ImagePool, PatchGAN, Translator, gan_loss, init_weights,
+from models.translation import (ImagePool, PatchGAN, Translator, gan_loss, init_weights, start_as_identity,
                                 to_model_range)
 
 
 def generator(tp: TrainParams, channels: int = 3) -> ResnetGenerator:
-    return ResnetGenerator(channels, channels, tp.ngf, tp.n_blocks, tp.norm, tp.upsample)
+    return ResnetGenerator(channels, channels, tp.ngf, tp.n_blocks, tp.norm, tp.upsample, tp.residual)
 
 
 class CycleGANTrainer(Trainer):
@@ -33,6 +33,9 @@ class CycleGANTrainer(Trainer):
                 "D_A": PatchGAN(c, tp.ndf, tp.d_layers, tp.norm), "D_B": PatchGAN(c, tp.ndf, tp.d_layers, tp.norm)}
         for net in nets.values():
             init_weights(net)
+        if tp.residual:
+            start_as_identity(nets["G_A"])
+            start_as_identity(nets["G_B"])
         self.nets = {k: v.to(inputs.device) for k, v in nets.items()}
         shape = (c, tp.image_size, tp.image_size)
         # pool_A holds fakes of domain B (for D_A), pool_B fakes of domain A (for D_B)

@@ -11,11 +11,11 @@ from torch import Tensor
 from models.family import Family, TrainInputs, Trainer, lr_factor, set_lr
 from models.pix2pix.network import UNet
 from models.pix2pix.params import TrainParams
-from models.translation import PatchGAN, Translator, gan_loss, init_weights, to_model_range
+from models.translation import PatchGAN, Translator, gan_loss, init_weights, start_as_identity, to_model_range
 
 
 def generator(tp: TrainParams, channels: int = 3) -> UNet:
-    return UNet(channels, channels, tp.ngf, tp.num_downs, tp.norm, tp.dropout, tp.upsample)
+    return UNet(channels, channels, tp.ngf, tp.num_downs, tp.norm, tp.dropout, tp.upsample, tp.residual)
 
 
 class Pix2PixTrainer(Trainer):
@@ -27,6 +27,8 @@ class Pix2PixTrainer(Trainer):
         G, D = generator(tp, inputs.channels), PatchGAN(2 * inputs.channels, tp.ndf, tp.d_layers, tp.norm)
         init_weights(G)
         init_weights(D)
+        if tp.residual:
+            start_as_identity(G)
         self.nets = {"G": G.to(inputs.device), "D": D.to(inputs.device)}
         betas = (tp.beta1, tp.beta2)
         self.opts = {"G": torch.optim.Adam(G.parameters(), lr=tp.lr, betas=betas),

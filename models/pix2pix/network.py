@@ -15,14 +15,14 @@ class UNetBlock(nn.Module):
 
     def __init__(self, outer: int, inner: int, in_channels: int | None = None, sub: nn.Module | None = None,
                  outermost: bool = False, innermost: bool = False, norm: str = "batch", dropout: bool = False,
-                 upsample: str = "transpose"):
+                 upsample: str = "transpose", residual: bool = False):
         super().__init__()
         self.outermost = outermost
         bias = norm != "batch"
         in_channels = in_channels or outer
         down = [nn.Conv2d(in_channels, inner, 4, 2, 1, bias=bias)]
         if outermost:
-            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, True), nn.Tanh()]
+            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, True)] + ([] if residual else [nn.Tanh()])
             layers = down + [sub] + up
         elif innermost:
             up = [nn.ReLU(True), upsample_conv(inner, outer, upsample, bias), norm_layer(norm, outer)]
@@ -42,11 +42,13 @@ class UNetBlock(nn.Module):
 
 class UNet(nn.Module):
     """num_downs levels; widths ngf, 2ngf, 4ngf, then 8ngf for every deeper level. Input sides
-    must be multiples of 2**num_downs (Translator pads to that)."""
+    must be multiples of 2**num_downs (Translator pads to that). residual: the input plus the last
+    conv's output, no tanh."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, num_downs: int = 8,
-                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose"):
+                 norm: str = "batch", dropout: bool = True, upsample: str = "transpose", residual: bool = False):
         super().__init__()
+        self.residual = residual
         widths = [min(2 ** i, 8) * ngf for i in range(num_downs)]  # encoder outputs, outer to inner
         block = UNetBlock(widths[-2], widths[-1], innermost=True, norm=norm, upsample=upsample)
         for i in range(num_downs - 2, 0, -1):
@@ -54,8 +56,8 @@ class UNet(nn.Module):
             block = UNetBlock(widths[i - 1], widths[i], sub=block, norm=norm,
                               dropout=dropout and widths[i - 1] == widths[i], upsample=upsample)
         self.model = UNetBlock(out_channels, ngf, in_channels=in_channels, sub=block, outermost=True, norm=norm,
-                               upsample=upsample)
+                               upsample=upsample, residual=residual)
         self.num_downs = num_downs
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        return x + self.model(x) if self.residual else self.model(x)

@@ -31,9 +31,10 @@ TINY = {
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
     # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists
     "pix2pix": {"batch_size": 2, "image_size": 64, "num_downs": 6, "ngf": 4, "ndf": 4, "decay_fraction": 0.5},
-    # a pool smaller than the fakes made: it fills up and its random swaps run before the kill
+    # a pool smaller than the fakes made: it fills up and its random swaps run before the kill;
+    # residual generators (their zero-initialised last conv must survive save and reload)
     "cyclegan": {"batch_size": 2, "image_size": 16, "ngf": 4, "ndf": 4, "n_blocks": 1, "d_layers": 2,
-                 "pool_size": 3, "decay_fraction": 0.5},
+                 "pool_size": 3, "decay_fraction": 0.5, "residual": True},
 }
 STEPS = {"gatys": 0}
 

@@ -61,3 +61,27 @@ def test_resize_upsampling_keeps_the_shapes_and_drops_transposed_convs(family):
         assert nets["resize"](x).shape == nets["transpose"](x).shape == x.shape
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in nets["transpose"].modules())
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in nets["resize"].modules())
+
+
+@pytest.mark.parametrize("family", ["pix2pix", "cyclegan"])
+def test_a_residual_generator_starts_as_the_identity_then_learns_a_change(family):
+    from models import registry
+    from models.family import TrainInputs
+
+    tiny = {"pix2pix": {"ngf": 4, "ndf": 4, "num_downs": 4, "image_size": 32},
+            "cyclegan": {"ngf": 4, "ndf": 4, "n_blocks": 1, "image_size": 32}}[family]
+    tp = registry.validate_params(family, {**tiny, "residual": True, "batch_size": 2}, {})[0]
+    trainer = registry.load(family).make_trainer(tp, TrainInputs(torch.device("cpu")))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(trainer.inference_network().eval()(x), x)  # exactly: its change is zero
+    batch = {"a": x, "b": torch.rand(2, 3, 32, 32)}
+    for _ in range(3):
+        trainer.train_step(batch)
+        trainer.step += 1
+    with torch.no_grad():
+        moved = (trainer.inference_network().eval()(x) - x).abs().max()
+    assert 0 < moved  # the zero conv is a start, not a dead end
+    # and the rebuilt inference network from the sidecar is residual too (no tanh on its output)
+    net = registry.load(family).build({"train": tp.model_dump(), **trainer.sidecar()})
+    assert not isinstance(list(net.modules())[-1], torch.nn.Tanh)
