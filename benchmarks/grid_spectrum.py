@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.time:
         from models.johnson.network import build_network, flops_per_pixel
 
-        for name, upsample in [("fast", "pixelshuffle"), ("fast", "bilinear"), ("fast", "nearest"),
+        for name, upsample in [("fast", "pixelshuffle"), ("fast", "bilinear"), ("fast", "antialiased"), ("fast", "nearest"),
                                ("classic", "nearest")]:
             torch.manual_seed(0)
             net = build_network(name, upsample).eval()

@@ -13,6 +13,8 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="stylepipe-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+# DVC would otherwise start a `dvc daemon analytics` process after each command of the pipeline tests.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 # The user's cache (~/.cache/stylepipe: remote jobs' ledgers, ONNX exports, backend choices) stays
 # untouched by the tests: theirs is a private one.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="stylepipe-cache-")

@@ -9,7 +9,10 @@ of the network). ~10x fewer FLOPs, ~5-7x less CPU time per image.
 
 Upsampling (`upsample`): "bilinear" is the fast network's default since issue 15: resize-conv
 (Odena et al. 2016) with bilinear resizing, and a fixed blur before the last upsampling (see
-TransformerNet). Before, the fast network used a pixel shuffle from stride 4 to 2, then x2 nearest
+TransformerNet); where the output saturates a faint grid can come back through it. "antialiased"
+blurs before both upsamplings, which removes that too, at some softness (docs/style-quality.md,
+section 9: not the default, the quality gate's head-to-head prefers bilinear at the quick preset).
+Before issue 15 the fast network used a pixel shuffle from stride 4 to 2, then x2 nearest
 ("pixelshuffle"), which stamped a 4-pixel grid on every trained output (tasks/evaluation/spectrum.py:
 power at (1/4,1/4) cycles/pixel 221-884 x its ring after the default training, photos and
 paintings 0.14-2.1; docs/style-quality.md has the runs). "nearest" is Johnson's (the classic
@@ -23,12 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-UPSAMPLE = ("bilinear", "nearest", "pixelshuffle")
+UPSAMPLE = ("antialiased", "bilinear", "nearest", "pixelshuffle")
 DEFAULT_UPSAMPLE = {"fast": "bilinear", "classic": "nearest"}
 LEGACY_UPSAMPLE = {"fast": "pixelshuffle", "classic": "nearest"}  # sidecars without `upsample`
 
 
-def resize(factor: int, mode: str) -> nn.Module:
+def resize(factor: int, mode: str, channels: int = 0) -> nn.Module:
+    if mode == "antialiased":
+        return nn.Sequential(Blur(channels), resize(factor, "bilinear"))
     if mode == "bilinear":
         return nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False)
     return nn.Upsample(scale_factor=factor, mode="nearest")
@@ -36,7 +41,8 @@ def resize(factor: int, mode: str) -> nn.Module:
 
 class Blur(nn.Module):
     """Fixed [1,2,1] x [1,2,1] / 16 low-pass per channel (reflection-padded): zero response at the
-    Nyquist frequency of its input."""
+    Nyquist frequency of its input. No parameters, no saved buffers: adding one changes no weight
+    names."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -55,7 +61,7 @@ class ConvLayer(nn.Sequential):
                  norm_act: bool = True, groups: int = 1, mode: str = "nearest"):
         layers: list[nn.Module] = []
         if upsample > 1:
-            layers.append(resize(upsample, mode))
+            layers.append(resize(upsample, mode, cin))
         layers += [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride, groups=groups)]
         if norm_act:
             layers += [nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True)]
@@ -132,11 +138,14 @@ class TransformerNet(nn.Module):
             first = PixelShuffleUp(c3, c2)
         else:
             first = ConvLayer(c3, c2, 3, upsample=2, mode=upsample)
-        if cheap and upsample == "bilinear":
+        if cheap and upsample in ("bilinear", "antialiased"):
             # The last nonlinearity runs at stride 2; a checkerboard there is exactly the
             # (1/4,1/4) cycles/pixel grid at full resolution, and everything after it (upsampling,
             # output conv) is linear. The blur's zero at stride 2's Nyquist frequency removes it.
-            up = [first, nn.Sequential(ConvLayer(c2, c1, 3), Blur(c1), resize(2, upsample))]
+            # "antialiased" also blurs the stride-4 map before its upsampling: its checkerboard
+            # (period 8 px) passes the stride-2 blur at half strength and a saturating output
+            # sigmoid turns it back into the period-4 grid (docs/style-quality.md, section 9).
+            up = [first, nn.Sequential(ConvLayer(c2, c1, 3), Blur(c1), resize(2, "bilinear"))]
         elif cheap:
             last_mode = "nearest" if upsample == "pixelshuffle" else upsample
             up = [first, nn.Sequential(ConvLayer(c2, c1, 3), resize(2, last_mode))]

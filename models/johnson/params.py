@@ -24,7 +24,7 @@ class TrainParams(TrainBase):
     network: Literal["fast", "classic"] = "fast"
     # The decoder's x2 upsamplings. None: the network's default (fast: bilinear resize-conv;
     # classic: nearest, as Johnson's). pixelshuffle: the fast network before issue 15 (a 4-px grid).
-    upsample: Literal["bilinear", "nearest", "pixelshuffle"] | None = None
+    upsample: Literal["antialiased", "bilinear", "nearest", "pixelshuffle"] | None = None
     encoder: Literal["efficientnet_lite0", "vgg16", "vgg19"] = "efficientnet_lite0"
     image_size: int = Field(default=192, ge=32, le=4096)     # random crops of the training photos
     # Long side the style image is resized to: sets the scale of the brush texture it teaches.

@@ -34,7 +34,7 @@ from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
                              open_job_source, options_hash, plan, record_refused, summarize, windows)
-from tasks.bulk.sources import RESERVED_NAME, Seed, Source
+from tasks.bulk.sources import RESERVED_NAME, Seed, SingleFileSource, Source
 from tasks.bulk.workers import WORKER_DIED, submit, wait_any, worker_pool
 from tasks.data.reasons import is_fatal, reason
 
@@ -249,7 +249,10 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(self.params.workers) as pool,
+        # One file has nothing to overlap: decode processes (a forkserver, workers importing the
+        # codec) would cost a one-image job more than its image does.
+        workers = 0 if isinstance(source, SingleFileSource) else self.params.workers
+        with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
             reader = Reader(source, self.items, depth=self.prefetch)

@@ -71,7 +71,7 @@ def test_wrong_network_in_sidecar(tmp_path):
 
 def test_a_sidecar_without_a_family_is_johnson(tmp_path):
     """Sidecars written before model families existed name no family: they are johnson models."""
-    save_model(tmp_path / "m", build_network("fast"), {"network": "fast", "upsample": "bilinear"})
+    save_model(tmp_path / "m", build_network("fast", "bilinear"), {"network": "fast", "upsample": "bilinear"})
     net, _ = load_model(tmp_path / "m")
     assert type(net) is type(build_network("fast"))
 

@@ -4,7 +4,8 @@ import torch
 from models.johnson.network import UPSAMPLE, build_network, count_params, flops_per_pixel
 from tasks.evaluation.spectrum import grid_ratio
 
-VARIANTS = [("classic", None), ("fast", None), ("fast", "pixelshuffle"), ("fast", "nearest")]
+VARIANTS = [("classic", None), ("fast", None), ("fast", "bilinear"), ("fast", "pixelshuffle"), ("fast", "nearest"),
+            ("classic", "antialiased")]
 
 
 @pytest.mark.parametrize("name,upsample", VARIANTS)
@@ -34,7 +35,7 @@ def smooth_image(size: int = 64) -> torch.Tensor:
     return torch.stack([0.3 + 0.4 * xx, 0.5 + 0.3 * torch.sin(3 * yy), 0.6 - 0.3 * xx * yy])[None]
 
 
-@pytest.mark.parametrize("upsample,grid", [("bilinear", False), ("pixelshuffle", True)])
+@pytest.mark.parametrize("upsample,grid", [("antialiased", False), ("bilinear", False), ("pixelshuffle", True)])
 def test_no_4_pixel_grid_whatever_the_weights(upsample, grid):
     """Issue 15: with the pixel shuffle, any weights training reaches where its four sub-pixel
     filters differ stamp a period-4 grid on the output. The bilinear decoder blurs away the
@@ -57,7 +58,27 @@ def test_no_4_pixel_grid_whatever_the_weights(upsample, grid):
 def test_unknown_upsample():
     with pytest.raises(ValueError, match="pixelshuffle"):
         build_network("fast", "cubic")
-    assert set(UPSAMPLE) == {"bilinear", "nearest", "pixelshuffle"}
+    assert set(UPSAMPLE) == {"antialiased", "bilinear", "nearest", "pixelshuffle"}
+
+
+def test_antialiased_adds_no_weights_and_blurs_the_stride_4_map():
+    """The stride-4 blur has no parameters, so an antialiased network has a bilinear one's weight
+    names and shapes; with the same weights the two differ only by that blur."""
+    torch.manual_seed(0)
+    bilinear, antialiased = build_network("fast", "bilinear").eval(), build_network("fast", "antialiased").eval()
+    state = bilinear.state_dict()
+    assert {k: v.shape for k, v in antialiased.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    antialiased.load_state_dict(state)
+    x = smooth_image()
+    with torch.no_grad():
+        assert not torch.allclose(bilinear(x), antialiased(x))
+        # a stride-4 checkerboard (period 8 px) into the decoder: bilinear passes part of it on,
+        # the antialiased decoder's first blur has a zero there
+        checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1
+        feature = checker.expand(1, 64, 16, 16).contiguous()
+        first_b, first_a = bilinear.decoder[0][0], antialiased.decoder[0][0]
+        assert first_b(feature).abs().max() > 0.4
+        assert first_a(feature)[..., 2:-2, 2:-2].abs().max() < 1e-6
 
 
 def test_unknown_network():

@@ -210,3 +210,22 @@ def test_output_folder_inside_the_source_is_not_an_input(src, tmp_path, tiny_mod
     stylize(make_job(src, out, tiny_model), progress=False)
     again = stylize(make_job(src, out, tiny_model), progress=False)
     assert again.inputs == 4 and again.run.processed == 0
+
+
+def test_a_one_file_job_starts_no_worker_processes(src, tmp_path, tiny_model, monkeypatch):
+    """A single file is decoded and encoded in the job's own process (issue 16: one-image jobs);
+    a folder gets the decode/encode workers it asked for."""
+    import tasks.bulk.engine as engine
+
+    asked = []
+
+    def recording_pool(workers):
+        asked.append(workers)
+        return real_pool(workers)
+
+    real_pool = engine.worker_pool
+    monkeypatch.setattr(engine, "worker_pool", recording_pool)
+    summary = stylize(make_job(src / "a.jpg", tmp_path / "one", tiny_model, workers=2), progress=False)
+    assert (summary.done, summary.failed) == (1, 0) and output_files(tmp_path / "one") == ["a.jpg"]
+    stylize(make_job(src, tmp_path / "all", tiny_model, workers=2), progress=False)
+    assert asked == [0, 2]
