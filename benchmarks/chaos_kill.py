@@ -71,7 +71,7 @@ def make_model(folder: Path) -> Path:
     from models.weights import save_model
 
     torch.manual_seed(0)
-    save_model(folder, build_network("fast", "antialiased"), {"network": "fast", "upsample": "antialiased", "style": "chaos", "steps": 0})
+    save_model(folder, build_network("fast", "bilinear"), {"network": "fast", "upsample": "bilinear", "style": "chaos", "steps": 0})
     return folder
 
 

@@ -67,6 +67,21 @@ class PatchGAN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def features_and_logits(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The activation after each LeakyReLU (what feature matching compares) and the logits."""
+        features = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return features, x
+
+
+def feature_matching_loss(fake: list[Tensor], real: list[Tensor]) -> Tensor:
+    """pix2pixHD's (Wang et al. 2018) L1 between D's features of the generated and the real
+    output, averaged over D's layers; the real side is a fixed target."""
+    return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake, real, strict=True)) / len(fake)
+
 
 def gan_loss(kind: str, logits: Tensor, real: bool) -> Tensor:
     """"lsgan": least squares against 1 / 0 (CycleGAN); "bce": the original GAN loss (pix2pix)."""

@@ -172,6 +172,9 @@ def run_bulk_job(job, args: argparse.Namespace, command: str) -> int:
     """Run `job` in this process (or as the Prefect bulk flow: --prefect, --dask-address), print
     its summary, and return the exit code: 1 when it failed or more of it failed than allowed."""
     from stylepipe.errors import StageError
+    from tasks.bulk.memory import keep_freed_memory
+
+    keep_freed_memory()  # first, before any thread has its own malloc arena (tasks/bulk/memory.py)
     from tasks.bulk.engine import stylize
 
     resume = not getattr(args, "no_resume", False)

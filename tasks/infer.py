@@ -26,6 +26,7 @@ from stylepipe.config import Params, load_params
 from stylepipe.errors import StageError
 from stylepipe.stage import run_main
 from tasks.bulk.engine import stylize
+from tasks.bulk.memory import keep_freed_memory
 from tasks.bulk.plan import Job, ModelSpec, Summary, plan
 from tasks.bulk.sources import RESERVED_NAME, seeds_spec
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a model name from params.yaml `models`")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # before any thread has its own malloc arena (tasks/bulk/memory.py)
     run_main("infer", lambda: run_stage(args.model, load_params()))
 
 

@@ -31,8 +31,11 @@ DEFAULT_UPSAMPLE = {"fast": "bilinear", "classic": "nearest"}
 LEGACY_UPSAMPLE = {"fast": "pixelshuffle", "classic": "nearest"}  # sidecars without `upsample`
 
 
-def resize(factor: int, mode: str, channels: int = 0) -> nn.Module:
+def resize(factor: int, mode: str, channels: int | None = None) -> nn.Module:
+    """channels: of the input; the antialiasing blur needs it (it is one filter per channel)."""
     if mode == "antialiased":
+        if channels is None:
+            raise ValueError("an antialiased resize needs its input's channel count")
         return nn.Sequential(Blur(channels), resize(factor, "bilinear"))
     if mode == "bilinear":
         return nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False)

@@ -11,18 +11,18 @@ from models.translation import norm_layer, upsample_conv
 
 class UNetBlock(nn.Module):
     """One level: down, the inner levels (or nothing), up; the input is concatenated to the output
-    except at the outermost level."""
+    except at the outermost level, which ends in tanh unless told not to (a residual U-Net)."""
 
     def __init__(self, outer: int, inner: int, in_channels: int | None = None, sub: nn.Module | None = None,
                  outermost: bool = False, innermost: bool = False, norm: str = "batch", dropout: bool = False,
-                 upsample: str = "transpose", residual: bool = False):
+                 upsample: str = "transpose", tanh: bool = True):
         super().__init__()
         self.outermost = outermost
         bias = norm != "batch"
         in_channels = in_channels or outer
         down = [nn.Conv2d(in_channels, inner, 4, 2, 1, bias=bias)]
         if outermost:
-            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, True)] + ([] if residual else [nn.Tanh()])
+            up = [nn.ReLU(True), upsample_conv(inner * 2, outer, upsample, True)] + ([nn.Tanh()] if tanh else [])
             layers = down + [sub] + up
         elif innermost:
             up = [nn.ReLU(True), upsample_conv(inner, outer, upsample, bias), norm_layer(norm, outer)]
@@ -56,7 +56,7 @@ class UNet(nn.Module):
             block = UNetBlock(widths[i - 1], widths[i], sub=block, norm=norm,
                               dropout=dropout and widths[i - 1] == widths[i], upsample=upsample)
         self.model = UNetBlock(out_channels, ngf, in_channels=in_channels, sub=block, outermost=True, norm=norm,
-                               upsample=upsample, residual=residual)
+                               upsample=upsample, tanh=not residual)
         self.num_downs = num_downs
 
     def forward(self, x: Tensor) -> Tensor:

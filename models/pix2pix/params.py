@@ -17,3 +17,5 @@ class TrainParams(TranslationTrainParams):
     l1_weight: float = Field(default=100.0, ge=0)   # lambda of the L1 term
     gan_weight: float = Field(default=1.0, ge=0)    # 0: the same U-Net trained with L1 alone (a baseline)
     gan_loss: Literal["bce", "lsgan"] = "bce"
+    # pix2pixHD's feature matching: L1 between D's features of (A, G(A)) and (A, B), this weight
+    fm_weight: float = Field(default=0.0, ge=0)

@@ -32,6 +32,7 @@ import stylepipe
 from stylepipe.errors import StageError
 from tasks.bulk import codec, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
+from tasks.bulk.memory import keep_freed_memory
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
                              open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, SingleFileSource, Source
@@ -252,6 +253,7 @@ class Pipeline:
         # One file has nothing to overlap: decode processes (a forkserver, workers importing the
         # codec) would cost a one-image job more than its image does.
         workers = 0 if isinstance(source, SingleFileSource) else self.params.workers
+        keep_freed_memory()  # before the model threads start: no page faults on large activations
         with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models

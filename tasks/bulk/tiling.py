@@ -23,6 +23,9 @@ from torch import Tensor, nn
 
 
 STRIDE = 4  # models/johnson/network.py: two stride-2 convs down, two 2x upsamples back
+# Tiles per row: a multiple of 2, so that two passes (2 cores' default) finish a row together. A
+# constant, not the machine's pass count: the layout, and so the output, must not depend on the machine.
+ROW_MULTIPLE = 2
 
 
 class SharedStatsNorm(nn.Module):
@@ -43,10 +46,13 @@ class SharedStatsNorm(nn.Module):
         if self.stats is None:
             raise RuntimeError("record the thumbnail's statistics before stylizing tiles")
         mean, var = self.stats
-        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        # one pass over the tile: x * scale + shift, the norm and its affine folded per channel
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
         if self.weight is not None:
-            y = y * self.weight.float()[None, :, None, None] + self.bias.float()[None, :, None, None]
-        return y.to(x.dtype)
+            weight, bias = self.weight.float()[None, :, None, None], self.bias.float()[None, :, None, None]
+            scale, shift = scale * weight, shift * weight + bias
+        return torch.addcmul(shift, xf, scale).to(x.dtype)
 
 
 def with_shared_stats(net: nn.Module) -> nn.Module:
@@ -74,6 +80,20 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     n = -(-(length - tile) // (tile - overlap)) + 1
     return [round(i * (length - tile) / (n - 1) / STRIDE) * STRIDE for i in range(n)]
+
+
+def tile_layout(length: int, max_tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """The tile side and the tiles' starts along one axis: the fewest tiles of at most `max_tile`
+    that cover `length` with at least `overlap` (rounded up to a multiple of `multiple`, so that
+    that many parallel passes finish a row of tiles together), each as small as that count allows,
+    so that as few pixels as possible are computed twice."""
+    if length <= max_tile:
+        return length, [0]
+    n = -(-(length - overlap) // (max_tile - overlap))
+    n = -(-n // multiple) * multiple
+    tile = -(-(length + (n - 1) * overlap) // n)
+    tile = min(-(-tile // STRIDE) * STRIDE, length)
+    return tile, tile_starts(length, tile, overlap)
 
 
 def blend_weights(starts: list[int], tile: int, fade: int) -> list[np.ndarray]:
@@ -113,14 +133,15 @@ def stylize_tiled(
 ) -> np.ndarray:
     """The stylized image as (H, W, 3) uint8. Norm statistics must have been recorded already.
     map_batches(run, batches): a thread pool's map runs a row's tile batches on several cores at
-    once (run must then be safe to call concurrently: the recorded statistics are only read)."""
+    once (run must then be safe to call concurrently: the recorded statistics are only read).
+    `tile` is the largest tile side; tiles are fitted to the image (tile_layout)."""
     height, width = pixels.shape[:2]
     # Pad to the networks' stride (as their forward does) so that every tile starts on the stride
     # grid of the whole image: a tile off the grid samples differently and shows as a seam.
     pixels = np.pad(pixels, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="reflect")
     h, w = pixels.shape[:2]
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    th, ys = tile_layout(h, tile, overlap)
+    tw, xs = tile_layout(w, tile, overlap, multiple=ROW_MULTIPLE)
     # the fade keeps 3/8 of the overlap away from each tile edge, where padding shows
     wy, wx = blend_weights(ys, th, overlap // 4), blend_weights(xs, tw, overlap // 4)
 

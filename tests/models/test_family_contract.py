@@ -29,8 +29,10 @@ TINY = {
               "decay_fraction": 0.5, "g_topk": 0.5, "latent_categories": 3},
     "cgan": {"batch_size": 8, "ngf": 8, "ndf": 8, "nz": 8, "emb_dim": 4, "preview_every": 2},
     "vae": {"batch_size": 8, "zdim": 4, "width": 8, "hidden": 16, "kl_warmup_steps": 3, "preview_every": 2},
-    # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists
-    "pix2pix": {"batch_size": 2, "image_size": 64, "num_downs": 6, "ngf": 4, "ndf": 4, "decay_fraction": 0.5},
+    # 64 px and 6 levels: the U-Net's dropout block (randomness a resume must reproduce) exists;
+    # feature matching on
+    "pix2pix": {"batch_size": 2, "image_size": 64, "num_downs": 6, "ngf": 4, "ndf": 4, "decay_fraction": 0.5,
+                "fm_weight": 10.0},
     # a pool smaller than the fakes made: it fills up and its random swaps run before the kill;
     # residual generators (their zero-initialised last conv must survive save and reload)
     "cyclegan": {"batch_size": 2, "image_size": 16, "ngf": 4, "ndf": 4, "n_blocks": 1, "d_layers": 2,

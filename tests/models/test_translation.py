@@ -85,3 +85,43 @@ def test_a_residual_generator_starts_as_the_identity_then_learns_a_change(family
     # and the rebuilt inference network from the sidecar is residual too (no tanh on its output)
     net = registry.load(family).build({"train": tp.model_dump(), **trainer.sidecar()})
     assert not isinstance(list(net.modules())[-1], torch.nn.Tanh)
+
+
+def _pix2pix_trainer(**settings):
+    from models import registry
+    from models.family import TrainInputs
+
+    tiny = {"ngf": 4, "ndf": 4, "num_downs": 4, "image_size": 32, "batch_size": 2, "dropout": False}
+    tp = registry.validate_params("pix2pix", {**tiny, **settings}, {})[0]
+    return registry.load("pix2pix").make_trainer(tp, TrainInputs(torch.device("cpu")))
+
+
+def test_feature_matching_compares_d_features_of_the_generated_and_the_real_pair():
+    import copy
+
+    torch.manual_seed(0)
+    trainer = _pix2pix_trainer(fm_weight=10.0)
+    G, D = trainer.nets["G"], trainer.nets["D"]
+    x = torch.rand(2, 6, 32, 32)
+    features, logits = D.features_and_logits(x)
+    assert torch.equal(logits, D(x)) and len(features) == 4   # after each LeakyReLU of 3 layers + the first
+
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    g_before, d_before = copy.deepcopy(G), copy.deepcopy(D)
+    losses = trainer.train_step({"a": a, "b": b})
+    with torch.no_grad():
+        a2, b2 = a * 2 - 1, b * 2 - 1
+        real, _ = d_before.features_and_logits(torch.cat([a2, b2], 1))      # D before its update
+        fake, _ = D.features_and_logits(torch.cat([a2, g_before(a2)], 1))   # the updated D, as G's step sees it
+    expected = sum((f - r).abs().mean() for f, r in zip(fake, real)) / len(fake)
+    assert losses["loss_G_FM"] > 0
+    assert torch.allclose(losses["loss_G_FM"], expected, rtol=1e-5)
+
+
+def test_the_l1_only_baseline_never_trains_a_discriminator():
+    trainer = _pix2pix_trainer(gan_weight=0.0)
+    before = {k: v.clone() for k, v in trainer.nets["D"].state_dict().items()}
+    losses = trainer.train_step({"a": torch.rand(2, 3, 32, 32), "b": torch.rand(2, 3, 32, 32)})
+    after = trainer.nets["D"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert losses["loss_D"] == losses["loss_G_GAN"] == losses["loss_G_FM"] == 0 < losses["loss_G_L1"]

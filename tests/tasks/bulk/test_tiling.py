@@ -9,7 +9,7 @@ from PIL import Image
 from tasks.bulk.engine import stylize
 from tasks.bulk.runners import StyleModels
 from tasks.bulk.plan import ModelSpec
-from tasks.bulk.tiling import STRIDE, blend_weights, tile_starts
+from tasks.bulk.tiling import ROW_MULTIPLE, STRIDE, blend_weights, tile_layout, tile_starts
 from tests.tasks.bulk.test_support import make_job, output_files, photo, tiny_model  # noqa: F401
 
 
@@ -23,6 +23,18 @@ def test_tiles_cover_on_the_stride_grid_and_weights_sum_to_one(length, tile, ove
     for start, w in zip(starts, blend_weights(starts, tile, overlap // 4)):
         total[start:start + tile] += w
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length,max_tile,overlap,multiple", [(8000, 1024, 128, 2), (8000, 1536, 128, 2),
+                                                               (2052, 1024, 128, 3), (500, 512, 64, 2)])
+def test_fitted_tiles_are_at_most_the_tile_size_and_come_in_whole_rounds(length, max_tile, overlap, multiple):
+    tile, starts = tile_layout(length, max_tile, overlap, multiple)
+    assert tile <= max_tile and tile % STRIDE == 0 and starts[0] == 0 and starts[-1] + tile == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))   # at least the overlap
+    if length > max_tile:
+        assert len(starts) % multiple == 0
+        # no more pixels computed than with tiles of the full size (which overlap more than asked)
+        assert len(starts) * tile <= len(tile_starts(length, max_tile, overlap)) * max_tile
 
 
 def mid_size_image(height: int = 360, width: int = 484) -> np.ndarray:
@@ -44,13 +56,14 @@ def test_tiled_and_untiled_outputs_agree_closely_without_seams(tiny_model):
 
     # No seams: across every tile boundary the tiled image changes no more from one column (row)
     # to the next than the untiled image does there.
-    ys = tile_starts(pixels.shape[0] + (-pixels.shape[0] % STRIDE), 192, 64)
-    xs = tile_starts(pixels.shape[1] + (-pixels.shape[1] % STRIDE), 192, 64)
-    for axis, starts in ((1, xs), (0, ys)):
+    th, ys = tile_layout(pixels.shape[0] + (-pixels.shape[0] % STRIDE), 192, 64)
+    tw, xs = tile_layout(pixels.shape[1] + (-pixels.shape[1] % STRIDE), 192, 64, multiple=ROW_MULTIPLE)
+    assert len(xs) > 1 and len(ys) > 1
+    for axis, starts, tile in ((1, xs, tw), (0, ys, th)):
         step_tiled = np.abs(np.diff(tiled, axis=axis)).mean(-1)
         step_whole = np.abs(np.diff(whole, axis=axis)).mean(-1)
         for a, b in zip(starts, starts[1:]):
-            seam = slice(b, a + 192 - 1)  # the overlap, where the cross-fade happens
+            seam = slice(b, a + tile - 1)  # the overlap, where the cross-fade happens
             t, w = (step.take(range(seam.start, seam.stop), axis=axis).mean() for step in (step_tiled, step_whole))
             assert t < w * 1.15 + 0.5, (axis, a, b, t, w)
 
