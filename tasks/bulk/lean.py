@@ -94,6 +94,10 @@ class LeanModels:
     def needs_tiles(self, height: int, width: int) -> bool:
         return max(height, width) > self.job.params.tile_above
 
+    @property
+    def tile_passes(self) -> int:  # a large image's tiles run on all passes (StyleModels.tile_pool)
+        return self.parallel
+
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
         x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
@@ -116,7 +120,7 @@ class LeanModels:
                 p = self.job.params
                 self.tiled = StyleModels(self.specs, torch.device("cpu"), tile_size=p.tile_size,
                                          tile_overlap=p.tile_overlap, tile_above=p.tile_above,
-                                         batch_size=self.batch_size)
+                                         batch_size=self.batch_size, parallel=self.parallel)
         return self.tiled.stylize_large(pixels)
 
 

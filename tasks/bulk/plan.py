@@ -419,11 +419,17 @@ class RunStats:
     seconds: float = 0.0
     device: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason), first few
+    # the network's share of the run: seconds spent in forward passes, against the seconds the
+    # passes could have run (wall time x passes at once); the rest is decode, encode and waiting
+    network_seconds: float = 0.0
+    pass_seconds: float = 0.0
 
     def add(self, other: RunStats) -> None:
         self.processed += other.processed
         self.outputs += other.outputs
         self.failed += other.failed
+        self.network_seconds += other.network_seconds
+        self.pass_seconds += other.pass_seconds
         self.seconds = max(self.seconds, other.seconds)
         self.device = self.device or other.device
         self.failures.extend(other.failures[: 20 - len(self.failures)])
@@ -431,6 +437,10 @@ class RunStats:
     @property
     def rate(self) -> float:
         return self.processed / self.seconds if self.seconds else 0.0
+
+    @property
+    def network_busy(self) -> float | None:
+        return self.network_seconds / self.pass_seconds if self.pass_seconds else None
 
 
 @dataclass
@@ -450,8 +460,9 @@ class Summary:
 
     def run_line(self) -> str:
         r = self.run
+        busy = f", network busy {r.network_busy:.0%} of the time" if r.network_busy is not None else ""
         return (f"stylized {r.processed} inputs ({r.outputs} outputs) in {r.seconds:.1f} s "
-                f"({r.rate:.2f} images/s) on {r.device or '-'}")
+                f"({r.rate:.2f} images/s) on {r.device or '-'}{busy}")
 
     def job_line(self) -> str:
         return (f"job: {self.done} done, {self.failed} failed, {self.ignored} ignored (not images), "

@@ -177,6 +177,8 @@ class StyleModels:
         # a large image's tile batches run `parallel` at a time on the CPU (one core each by default);
         # one pool for all passes, so two large images at once still use `parallel` threads
         self.tile_pool = ThreadPoolExecutor(parallel, thread_name_prefix="tiles") if parallel > 1 and not self.cuda else None
+        self.tile_passes = parallel if self.tile_pool else 1  # the passes a large image occupies
+        self.pass_threads = torch.get_num_threads()  # per pass, as configure_parallelism set it
 
     def describe(self, parallel: int = 1) -> str:
         if self.cuda:
@@ -201,6 +203,21 @@ class StyleModels:
             # NHWC uint8 permuted to NCHW *is* channels_last: no copy on either side.
             return t.pin_memory().to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         return t.permute(0, 3, 1, 2).contiguous().float().div_(255)
+
+    @contextlib.contextmanager
+    def _on_every_pass(self):
+        """This thread's forward passes meanwhile run on the threads of every tile pass. (torch's
+        set_num_threads sets the calling thread's OpenMP team size, which threads that already ran
+        a pass keep, and the default for threads that have not. It is set back to the engine's
+        value, not to what it read: two large images at once would otherwise leave it doubled.)"""
+        if self.tile_passes == 1:
+            yield
+            return
+        torch.set_num_threads(self.pass_threads * self.tile_passes)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.pass_threads)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.cuda else contextlib.nullcontext()
@@ -246,8 +263,8 @@ class StyleModels:
         results = []
         for tiled, spec in zip(self.per_thread.tiled_nets, specs):
             set_recording(tiled, True)
-            with self._autocast():
-                tiled(small)
+            with self._autocast(), self._on_every_pass():
+                tiled(small)  # one pass over the thumbnail, on all the tiles' cores
             set_recording(tiled, False)
 
             @torch.inference_mode()  # (per thread: the tile pool's threads need their own)

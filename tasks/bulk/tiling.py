@@ -145,13 +145,19 @@ def stylize_tiled(
     # the fade keeps 3/8 of the overlap away from each tile edge, where padding shows
     wy, wx = blend_weights(ys, th, overlap // 4), blend_weights(xs, tw, overlap // 4)
 
+    def start_row(y: int):
+        """The row's results, to be taken in order (a pool's map starts all its passes at once)."""
+        tiles = np.stack([pixels[y:y + th, x:x + tw] for x in xs])
+        return map_batches(run, [tiles[i:i + batch_size] for i in range(0, len(xs), batch_size)])
+
     out = np.empty((h, w, 3), np.uint8)
     strip = np.zeros((0, w, 3), np.float32)   # rows [strip_top, strip_top + len(strip)), unfinished
     strip_top = 0
+    pending = start_row(ys[0])
     for r, y in enumerate(ys):
-        tiles = np.stack([pixels[y:y + th, x:x + tw] for x in xs])
-        results = np.concatenate(list(map_batches(run, [tiles[i:i + batch_size]
-                                                        for i in range(0, len(xs), batch_size)])))
+        results = np.concatenate(list(pending))
+        if r + 1 < len(ys):
+            pending = start_row(ys[r + 1])  # the next row runs while this one is blended
         row = np.zeros((th, w, 3), np.float32)
         for c, x in enumerate(xs):
             row[:, x:x + tw] += results[c] * wx[c][None, :, None]

@@ -153,6 +153,9 @@ def test_the_lean_runner_tiles_large_images_through_pytorch(tmp_path, tiny_model
                          progress=False)
     assert lean.done == torch_path.done == 1
     assert np.array_equal(pixels(tmp_path / "lean/wide.png"), pixels(tmp_path / "torch/wide.png"))
+    runner = lean_models(make_job(folder, tmp_path / "y", tiny_model, **settings))
+    runner.stylize_large(np.asarray(Image.open(folder / "wide.png").convert("RGB")))
+    assert runner.tiled.tile_passes == runner.parallel   # its tiles run on every pass, as the torch path's
 
 
 # (cores, parallel_batches, threads, batch_size) -> (passes, threads per pass, batch): pinned, so that

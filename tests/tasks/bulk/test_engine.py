@@ -34,6 +34,9 @@ def test_folder_tree_is_stylized_with_lineage(src, tmp_path, tiny_model):
     assert output_files(out) == ["a.jpg", "b.jpg", "sub/c.jpg", "sub/deep/d.jpg"]
     assert all(decodes(out / p) for p in output_files(out))
     assert (summary.done, summary.failed, summary.pending, summary.run.processed) == (4, 0, 0, 4)
+    # the forward passes' seconds against the passes' capacity (wall time x passes at once)
+    assert 0 < summary.run.network_seconds <= summary.run.pass_seconds
+    assert "network busy" in summary.run_line()
     rows = ledger_rows(out / ".stylepipe/ledger.sqlite")
     assert [r["relpath"] for r in rows] == NAMES
     row = rows[0]
@@ -213,8 +216,8 @@ def test_output_folder_inside_the_source_is_not_an_input(src, tmp_path, tiny_mod
 
 
 def test_a_one_file_job_starts_no_worker_processes(src, tmp_path, tiny_model, monkeypatch):
-    """A single file is decoded and encoded in the job's own process (issue 16: one-image jobs);
-    a folder gets the decode/encode workers it asked for."""
+    """A single file, or a folder with one image to do, is decoded and encoded in the job's own
+    process (issue 16: one-image jobs); a folder of several gets the workers it asked for."""
     import tasks.bulk.engine as engine
 
     asked = []
@@ -228,4 +231,21 @@ def test_a_one_file_job_starts_no_worker_processes(src, tmp_path, tiny_model, mo
     summary = stylize(make_job(src / "a.jpg", tmp_path / "one", tiny_model, workers=2), progress=False)
     assert (summary.done, summary.failed) == (1, 0) and output_files(tmp_path / "one") == ["a.jpg"]
     stylize(make_job(src, tmp_path / "all", tiny_model, workers=2), progress=False)
-    assert asked == [0, 2]
+    make_photos(tmp_path / "solo", ["only.png"])
+    stylize(make_job(tmp_path / "solo", tmp_path / "solo-out", tiny_model, workers=2), progress=False)
+    assert asked == [0, 2, 0]
+
+
+def test_the_busy_meter_counts_at_most_every_pass_at_once(monkeypatch):
+    """A batch on one pass, then a large image's tiles on both while the batch still runs: the
+    overlap counts two passes, not three."""
+    from tasks.bulk import engine
+
+    now = iter([0.0, 0.0, 1.0, 2.0, 4.0])
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: next(now))
+    meter = engine.BusyMeter(passes=2)
+    meter.start(1)   # t=0
+    meter.start(2)   # t=1: level 3, counted as 2
+    meter.stop(1)    # t=2
+    meter.stop(2)    # t=4
+    assert meter.seconds == 1 * 1 + 2 * 1 + 2 * 2
