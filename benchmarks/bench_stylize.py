@@ -270,6 +270,8 @@ def main() -> None:
                              "overlap another's tiles (default 3; 1: the one-image job only)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
+    if args.large_count < 1:
+        parser.error("--large-count must be at least 1")
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))

@@ -78,6 +78,7 @@ class Finished:
     model_hash: str
     options_hash: str
     output: str
+    options: str = "{}"    # the options it was made with, as JSON (plan.same_output)
 
 
 class Ledger:
@@ -109,7 +110,7 @@ class Ledger:
     def finished(self, relpath: str) -> dict[str, Finished]:
         """model label -> what the ledger holds for this input."""
         cur = self.db.execute(
-            "SELECT model, status, reason, input_stamp, model_hash, options_hash, output "
+            "SELECT model, status, reason, input_stamp, model_hash, options_hash, output, options "
             "FROM items WHERE relpath = ?",
             (relpath,))
         return {model: Finished(*rest) for model, *rest in cur}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -195,6 +196,21 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
     return options
 
 
+# Tile size and overlap move a tiled output by a few levels at most (benchmarks/tile_agreement.py:
+# 3-9 of 255 between overlaps 64 and 128), as a runtime does, so outputs made with other values are
+# not stale: a job run again after they change (or after their defaults did) keeps its outputs.
+# tile_above stays part of the identity: it decides which images are tiled, and the thumbnail's side.
+TILE_LAYOUT = ("tile_size", "tile_overlap")
+
+
+def without_tile_layout(options_json_text: str) -> dict | None:
+    try:
+        options = json.loads(options_json_text)
+    except ValueError:
+        return None
+    return {k: v for k, v in options.items() if k not in TILE_LAYOUT} if isinstance(options, dict) else None
+
+
 def options_hash(options: dict) -> str:
     return hashlib.sha256(options_json(options).encode()).hexdigest()[:16]
 
@@ -215,6 +231,7 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     p = Plan(job, [model_hash(s) for s in job.models],
              [output_options(job.params, s) for s in job.models])
     hashes = [options_hash(o) for o in p.options]
+    comparable = [without_tile_layout(options_json(o)) for o in p.options]
     multi = len(job.models) > 1
     per_input = PerInputPaintings(job) if any(s.adain is not None and s.adain.manifest for s in job.models) else None
 
@@ -261,8 +278,9 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
                 target = names.assign(entry.relpath, label, f"{label}/" if multi else "")
                 p.expected[target] = entry.relpath
                 f = known.get(label)
-                settled = f is not None and (f.input_stamp, f.model_hash, f.options_hash) == (
-                    entry.stamp, item_hash or p.model_hashes[i], hashes[i])
+                settled = f is not None and (f.input_stamp, f.model_hash) == (
+                    entry.stamp, item_hash or p.model_hashes[i]) and (
+                    f.options_hash == hashes[i] or without_tile_layout(f.options) == comparable[i])
                 if settled and f.status == "done" and output_exists(f.output):
                     p.finished["done"] += 1
                 elif settled and f.status == "failed" and not is_transient(f.reason):
@@ -419,8 +437,9 @@ class RunStats:
     seconds: float = 0.0
     device: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason), first few
-    # the network's share of the run: seconds spent in forward passes, against the seconds the
-    # passes could have run (wall time x passes at once); the rest is decode, encode and waiting
+    # the model's share of the run: pass-seconds the model threads spent on batches (forward
+    # passes; for a large image also its thumbnail, padding and blending), against wall time x
+    # passes at once; the rest is decode, encode and waiting
     network_seconds: float = 0.0
     pass_seconds: float = 0.0
 

@@ -204,6 +204,14 @@ class StyleModels:
             return t.pin_memory().to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         return t.permute(0, 3, 1, 2).contiguous().float().div_(255)
 
+    def _one_pass_threads(self) -> None:
+        """This thread's passes on the engine's threads per pass. A thread takes torch's default
+        at its first operation, and that default is doubled while another thread's thumbnail pass
+        runs (_on_every_pass): a thread started then would keep it. (get_num_threads is this
+        thread's own count; setting it only when it differs keeps oneDNN's cache.)"""
+        if torch.get_num_threads() != self.pass_threads:
+            torch.set_num_threads(self.pass_threads)
+
     @contextlib.contextmanager
     def _on_every_pass(self):
         """This thread's forward passes meanwhile run on the threads of every tile pass. (torch's
@@ -229,6 +237,7 @@ class StyleModels:
     @torch.inference_mode()
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
+        self._one_pass_threads()
         x = self._to_device(batch)
         seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
         results = []
@@ -257,6 +266,7 @@ class StyleModels:
                 for y, spec in zip(styled, self.specs)]
 
     def _tiled(self, pixels: np.ndarray, specs: list[ModelSpec]) -> list[np.ndarray]:
+        self._one_pass_threads()
         small = self._to_device(thumbnail(pixels, self.tile_above)[None])
         if not hasattr(self.per_thread, "tiled_nets"):
             self.per_thread.tiled_nets = [with_shared_stats(net) for net in self.nets]
@@ -269,6 +279,7 @@ class StyleModels:
 
             @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
             def run(tiles: np.ndarray, tiled=tiled, spec=spec) -> np.ndarray:
+                self._one_pass_threads()
                 x = self._to_device(tiles)
                 with self._autocast():
                     y = tiled(x)

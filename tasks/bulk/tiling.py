@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 STRIDE = 4  # models/johnson/network.py: two stride-2 convs down, two 2x upsamples back
 # Tiles per row: a multiple of 2, so that two passes (2 cores' default) finish a row together. A
-# constant, not the machine's pass count: the layout, and so the output, must not depend on the machine.
+# constant, not the machine's pass count: the layout must not depend on the machine.
 ROW_MULTIPLE = 2
 
 

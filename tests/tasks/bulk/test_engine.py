@@ -68,6 +68,17 @@ def test_resume_skips_done_and_redoes_what_changed(src, tmp_path, tiny_model, ot
     assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
 
 
+def test_the_tile_layout_does_not_make_outputs_stale_but_the_tiling_threshold_does(src, tmp_path, tiny_model):
+    """Outputs made with another tile size or overlap (the defaults before session 12: 1024, 128)
+    are kept; a job that tiles other images (tile_above) redoes them."""
+    out = tmp_path / "out"
+    assert stylize(make_job(src, out, tiny_model, tile_size=1024, tile_overlap=128), progress=False).done == 4
+    assert stylize(make_job(src, out, tiny_model), progress=False).run.processed == 0
+    assert stylize(make_job(src, out, tiny_model, tile_overlap=32), progress=False).run.processed == 0
+    assert stylize(make_job(src, out, tiny_model, tile_above=64), progress=False).run.processed == 4
+    assert stylize(make_job(src, out, tiny_model, tile_above=64, quality=50), progress=False).run.processed == 4
+
+
 def test_limit_and_dry_run(src, tmp_path, tiny_model):
     out = tmp_path / "out"
     job = make_job(src, out, tiny_model)

@@ -119,3 +119,38 @@ def test_tiles_of_one_image_run_on_several_threads_with_the_same_result(tiny_mod
     assert norm_threads[False] == {threads_before} and torch.get_num_threads() == threads_before
     assert np.abs(expected.astype(int) - got).max() <= 1
     assert len({t for t in threads if t.startswith("tiles")}) == 2   # both pool threads had tiles
+
+
+def test_a_thread_whose_first_pass_falls_in_a_thumbnail_pass_keeps_one_pass_threads(tiny_model, monkeypatch):
+    """While a large image's thumbnail runs on every pass's threads, torch's default for threads
+    that have not run anything yet is doubled; a model thread starting then must still run its
+    batches on the engine's threads per pass (not oversubscribe the cores for the rest of the run)."""
+    import threading
+
+    from tasks.bulk import tiling
+
+    models = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=128, tile_overlap=32,
+                         tile_above=256, batch_size=1, parallel=2)
+    in_thumbnail, batch_done = threading.Event(), threading.Event()
+    norm_forward = tiling.SharedStatsNorm.forward
+
+    def held(self, x):  # the thumbnail pass waits until the other thread's batch is through
+        if self.recording and not in_thumbnail.is_set():
+            in_thumbnail.set()
+            batch_done.wait(60)
+        return norm_forward(self, x)
+
+    monkeypatch.setattr(tiling.SharedStatsNorm, "forward", held)
+    seen = {}
+
+    def small_batch():
+        in_thumbnail.wait(60)
+        models.stylize(np.asarray(photo(96, 64))[None].copy())
+        seen["threads"] = torch.get_num_threads()  # (this thread's own)
+        batch_done.set()
+
+    other = threading.Thread(target=small_batch)
+    other.start()
+    models.stylize_large(np.asarray(photo(700, 420, seed=3)))
+    other.join()
+    assert seen["threads"] == models.pass_threads
