@@ -17,7 +17,7 @@ time is printed. --large SIDE also stylizes SIDE x SIDE JPEGs (in tiles above th
 tile_above) with the first network on PyTorch, a job of one and a job of --large-count, and prints
 their end-to-end cost per pixel against the --size images' in the same run (the engine keeps freed
 memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
-network was busy (forward passes against wall time x passes at once).
+model threads were busy (their pass-seconds against wall time x passes at once).
 
     python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
     python benchmarks/bench_stylize.py --count 40 --networks fast --backends torch onnxruntime \

@@ -78,7 +78,7 @@ class Finished:
     model_hash: str
     options_hash: str
     output: str
-    options: str = "{}"    # the options it was made with, as JSON (plan.same_output)
+    options: str = "{}"    # the options it was made with, as JSON (plan.without_tile_layout)
 
 
 class Ledger:
