@@ -1,6 +1,7 @@
 """onnxruntime vs PyTorch on the CPU: one image through an exported network, median of --reps
-timed runs after two warm-up runs (the two runtimes alternate), for 1 thread and for every core;
-and the size of each network's .onnx file.
+timed runs after two warm-up runs (the runtimes alternate), for 1 thread and for every core;
+and the size of each network's .onnx file. "onnxruntime, plain" is the export without its
+phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds.
 
     python benchmarks/bench_onnx.py --size 512 --reps 7 --networks fast classic
 
@@ -22,7 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side (default 512)")
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--networks", nargs="+", default=["fast", "classic"])
+    parser.add_argument("--networks", nargs="+", default=["fast", "classic"],
+                        help="johnson networks (fast, classic), and cyclegan: the family's default generator, a2b")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -36,9 +38,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.networks:
             torch.manual_seed(0)
-            save_model(Path(tmp) / name, build_network(name), {"network": name, "upsample": DEFAULT_UPSAMPLE[name]})
+            if name == "cyclegan":
+                save_cyclegan(Path(tmp) / name)
+            else:
+                save_model(Path(tmp) / name, build_network(name), {"network": name, "upsample": DEFAULT_UPSAMPLE[name]})
             path = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}.onnx")
+            plain = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}-plain.onnx", phase_split=False)
             net, _ = load_model(Path(tmp) / name)
+            if name == "cyclegan":
+                net = net.set_direction("a2b").eval()
             print(f"{name}: {path.name} {path.stat().st_size:,} bytes "
                   f"({(Path(tmp) / name / 'model.safetensors').stat().st_size:,} as safetensors)")
             for threads in sorted({1, os.cpu_count() or 1}):
@@ -46,8 +54,10 @@ def main() -> None:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = threads
                 session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                plain_session = ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
                 runs = {"pytorch": lambda: net(image),
-                        "onnxruntime": lambda: session.run(None, {"image": image.numpy()})}
+                        "onnxruntime": lambda: session.run(None, {"image": image.numpy()}),
+                        "plain": lambda: plain_session.run(None, {"image": image.numpy()})}
                 times: dict[str, list[float]] = {k: [] for k in runs}
                 with torch.inference_mode(), OtherLoad() as load:
                     for rep in range(args.reps + 2):
@@ -61,7 +71,22 @@ def main() -> None:
                 print(f"  {threads} thread(s), {args.size}x{args.size}: pytorch {med['pytorch']:.0f} ms "
                       f"({spread['pytorch']}), onnxruntime {med['onnxruntime']:.0f} ms "
                       f"({spread['onnxruntime']}), ratio {med['pytorch'] / med['onnxruntime']:.2f}x; "
-                      f"other load {load.cores:.1f} cores")
+                      f"onnxruntime, plain {med['plain']:.0f} ms ({spread['plain']}): the phase split "
+                      f"{med['plain'] / med['onnxruntime']:.2f}x; other load {load.cores:.1f} cores")
+
+
+def save_cyclegan(folder: Path) -> None:
+    """A cyclegan model with the family's default parameters and its initial weights."""
+    import torch
+
+    from models import registry
+    from models.family import TrainInputs
+    from models.weights import save_model
+
+    tp = registry.validate_params("cyclegan", {}, {})[0]
+    trainer = registry.load("cyclegan").make_trainer(tp, TrainInputs(torch.device("cpu")))
+    save_model(folder, trainer.inference_network().eval(),
+               {"family": "cyclegan", "train": tp.model_dump(), **trainer.sidecar()})
 
 
 if __name__ == "__main__":

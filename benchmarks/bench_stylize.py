@@ -117,9 +117,10 @@ def save_model(folder: Path, network: str) -> Path:
 
 
 def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int | None,
-            threads: int | None, backend: str = "torch") -> float:
+            threads: int | None, backend: str = "torch", direction: str = "") -> float:
     """(a) images/s of the forward pass alone, on float tensors decoded beforehand, with the
-    engine's execution (`parallel` batches at once, `threads` each), on `backend`'s runtime."""
+    engine's execution (`parallel` batches at once, `threads` each), on `backend`'s runtime.
+    direction: a translation model's (benchmarks/bench_translate.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -134,8 +135,10 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
     parallel = configure_parallelism(torch.device("cpu"), parallel, threads)
     batch_size = batch_size or default_batch_size(torch.device("cpu"))
     net, _ = load_model(model_dir)
+    if direction:
+        net = net.set_direction(direction).eval()
     if backend == "onnxruntime":
-        net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads())
+        net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads(), direction)
     elif backend == "torch-bf16":
         net = Bf16Net(net)
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]

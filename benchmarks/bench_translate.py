@@ -4,8 +4,11 @@
    driving the family: PNG data stream with jitter, logging, LR schedule) against a plain PyTorch
    loop of the same networks, written as junyanz/pytorch-CycleGAN-and-pix2pix's
    optimize_parameters writes it (D frozen during the G step), on one batch already in memory.
-2. Bulk translation, images/s: `stylepipe translate` end to end (the bulk engine: PNG files in,
-   PNG files and ledger rows out) against the generator's forward pass alone, same images.
+2. Bulk translation, images/s, per --backends: `stylepipe translate` end to end (the bulk engine:
+   PNG files in, PNG files and ledger rows out) against the network alone on the same images, as
+   the engine runs it (its passes, threads and runtime: bench_stylize.py's ceiling), and the share
+   of the job's time the network was busy. The job's time includes its start (worker processes,
+   model load, an ONNX export): --images sets how much that weighs.
 
     python benchmarks/bench_translate.py --size 64 --batch 8 --steps 20
     python benchmarks/bench_translate.py --device cuda --amp --size 256 --batch 16 --steps 100
@@ -139,24 +142,37 @@ def stylepipe_training(family: str, args, data: Path, work: Path, device: torch.
     return (args.steps - (0 if args.warmup else 1)) * args.batch / span, work / family
 
 
-def translating(model_dir: Path, data: Path, work: Path, args, device: torch.device) -> tuple[float, float]:
-    """(end-to-end images/s of `stylepipe translate`, forward-alone images/s) on val/A."""
+def translating(model_dir: Path, data: Path, work: Path, args, device: torch.device) -> dict[str, tuple[float, float, float]]:
+    """Per backend: (end-to-end images/s of `stylepipe translate`, the network alone's images/s,
+    the share of the job's time the network was busy) on val/A. The network alone: on the CPU with
+    the engine's layout and runtime (bench_stylize.ceiling), on CUDA the generator's forward pass."""
+    from bench_stylize import ceiling
     from models.weights import load_model
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
-    out = work / f"out-{model_dir.name}"
-    params = StylizeParams(format="png", max_size=None, device=device.type, workers=args.workers)
-    job = Job(str(data / "val" / "A"), out, (ModelSpec(str(model_dir), direction="a2b"),), params, default_ledger(out))
-    start = time.perf_counter()
-    summary = stylize(job, progress=False)
-    end_to_end = summary.done / (time.perf_counter() - start)
-    net = load_model(model_dir, device)[0].eval()
-    x = torch.rand(1, 3, args.size, args.size, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-        alone = timed(lambda: net(x).cpu(), max(5, summary.done // 2), 2, device)
-    return end_to_end, alone
+    results, ceilings = {}, {}  # auto's ceiling: the faster runtime's network alone
+    paths = sorted((data / "val" / "A").glob("*.png"))
+    for backend in args.backends if device.type == "cpu" else ["torch"]:
+        out = work / f"out-{model_dir.name}-{backend}"
+        params = StylizeParams(format="png", max_size=None, device=device.type, workers=args.workers, backend=backend)
+        job = Job(str(data / "val" / "A"), out, (ModelSpec(str(model_dir), direction="a2b"),), params, default_ledger(out))
+        start = time.perf_counter()
+        summary = stylize(job, progress=False)
+        end_to_end = summary.done / (time.perf_counter() - start)
+        if device.type == "cpu":
+            for runtime in (["torch", "onnxruntime"] if backend == "auto" else [backend]):
+                if runtime not in ceilings:
+                    ceilings[runtime] = ceiling(model_dir, paths, 0, None, None, runtime, direction="a2b")
+            alone = max(ceilings["torch"], ceilings["onnxruntime"]) if backend == "auto" else ceilings[backend]
+        else:
+            net = load_model(model_dir, device)[0].eval()
+            x = torch.rand(1, 3, args.size, args.size, device=device)
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+                alone = timed(lambda: net(x).cpu(), max(5, summary.done // 2), 2, device)
+        results[backend] = (end_to_end, alone, summary.run.network_busy)
+    return results
 
 
 def main() -> None:
@@ -173,6 +189,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "auto"],
+                    choices=["torch", "onnxruntime", "auto"], help="runtimes of the translate runs (CPU)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -187,7 +205,7 @@ def main() -> None:
             r = results[family] = {}
             r["train_plain_img_s"] = plain_loop(family, args, device)
             r["train_stylepipe_img_s"], model_dir = stylepipe_training(family, args, data, work, device)
-            r["translate_end_to_end_img_s"], r["translate_forward_img_s"] = translating(model_dir, data, work, args, device)
+            r["translate"] = translating(model_dir, data, work, args, device)
     results["other_load_cores"] = round(load.cores, 2)
     print(f"device {results['device']}, {results['threads']} threads; {args.size} px, width {args.width}, batch {args.batch}")
     for family in args.families.split(","):
@@ -195,9 +213,10 @@ def main() -> None:
         print(f"{family:9s} training  plain PyTorch loop      {r['train_plain_img_s']:8.1f} img/s   1.00")
         print(f"{family:9s} training  stylepipe train loop    {r['train_stylepipe_img_s']:8.1f} img/s   "
               f"{r['train_stylepipe_img_s'] / r['train_plain_img_s']:.2f}")
-        print(f"{family:9s} translate generator forward   {r['translate_forward_img_s']:8.1f} img/s   1.00")
-        print(f"{family:9s} translate stylepipe (PNG)     {r['translate_end_to_end_img_s']:8.1f} img/s   "
-              f"{r['translate_end_to_end_img_s'] / r['translate_forward_img_s']:.2f}")
+        for backend, (end_to_end, alone, busy) in r["translate"].items():
+            print(f"{family:9s} translate {backend:11s} network alone {alone:8.1f} img/s   1.00")
+            print(f"{family:9s} translate {backend:11s} end to end    {end_to_end:8.1f} img/s   "
+                  f"{end_to_end / alone:.2f}   (the network busy {busy:.0%} of the time)")
     print(f"other processes used {results['other_load_cores']} cores meanwhile")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

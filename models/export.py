@@ -25,6 +25,7 @@ both networks) says when an upgrade breaks it.
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 import uuid
@@ -50,19 +51,67 @@ INPUT_NAME, OUTPUT_NAME = "image", "stylized"
 SIDECAR_KEYS = ("family", "style", "network", "upsample", "direction", "code_version")
 
 
+class PhaseSplitConv(nn.Module):
+    """A stride-1 conv (no padding of its own) computed as one stride-2 conv with 4x the output
+    channels and a kernel one larger, then a pixel shuffle: output pixel (2i+a, 2j+b) is phase (a, b)
+    of the stride-2 conv at (i, j), whose kernel is the original one shifted by (a, b) (zeros
+    elsewhere). The same sums in the same order, so the same result; for inputs whose output sides
+    are even (the network's output conv always sees an even, 2x-upsampled map).
+
+    Why: onnxruntime's convs work on blocks of 16 channels (NCHWc, AVX-512), so the network's
+    full-resolution output conv, 16 -> 3 channels, computed 16 outputs per pixel to keep 3. Split into
+    phases it keeps 12 of 16 at a quarter of the pixels: that conv 29.8 -> 11.4 ms, the fast network
+    155 -> 135 ms per 512-px image on one thread (`benchmarks/bench_onnx.py`)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.stride != (1, 1) or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1:
+            raise ValueError("PhaseSplitConv takes a stride-1, unpadded, undilated, ungrouped conv")
+        cout, cin, kh, kw = conv.weight.shape
+        weight = conv.weight.new_zeros(cout, 2, 2, cin, kh + 1, kw + 1)
+        for a in range(2):
+            for b in range(2):
+                weight[:, a, b, :, a:a + kh, b:b + kw] = conv.weight.detach()
+        # pixel_shuffle reads output channel c*4 + a*2 + b as phase (a, b) of channel c
+        self.register_buffer("weight", weight.reshape(cout * 4, cin, kh + 1, kw + 1))
+        bias = conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(cout)
+        self.register_buffer("bias", bias.repeat_interleave(4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, stride=2), 2)
+
+
+def with_phase_split_output(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose last conv runs as a PhaseSplitConv when it is an output conv it fits:
+    stride 1, unpadded (a reflection pad before it), at most 4 output channels. The johnson networks'
+    and the cyclegan generator's output convs are (their inputs have even sides: the johnson decoder's
+    2x upsampling, the generator's padding to a multiple of 4); pix2pix's (padded, after an
+    upsampling) is left as it is."""
+    convs = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return net
+    name, conv = convs[-1]
+    if (conv.stride, conv.padding, conv.dilation, conv.groups) != ((1, 1), (0, 0), (1, 1), 1) or conv.out_channels > 4:
+        return net
+    net = copy.deepcopy(net)
+    net.set_submodule(name, PhaseSplitConv(net.get_submodule(name)))
+    return net
+
+
 class _Traceable(nn.Module):
     """TransformerNet.forward without its Python `if` on the input size: always reflect-pad to a
-    multiple of 4, run the same submodules, crop. Keep in step with TransformerNet.forward (the
-    parity tests compare the two on sides that are not multiples of 4)."""
+    multiple of 4, run the same submodules (the output conv phase-split), crop. Keep in step with
+    TransformerNet.forward (the parity tests compare the two on sides that are not multiples of 4)."""
 
-    def __init__(self, net: TransformerNet):
+    def __init__(self, net: TransformerNet, phase_split: bool = True):
         super().__init__()
-        self.net = net
+        self.encoder, self.res = net.encoder, net.res
+        self.decoder = with_phase_split_output(net.decoder) if phase_split else net.decoder
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         x = F.pad(x, [0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4], mode="reflect")
-        y = self.net.decoder(self.net.res(self.net.encoder(x)))
+        y = self.decoder(self.res(self.encoder(x)))
         return torch.sigmoid(y[..., :h, :w])
 
 
@@ -70,9 +119,11 @@ class _TraceableTranslator(nn.Module):
     """Translator.forward (pix2pix, cyclegan) in one direction, likewise without its `if`: always
     replicate-pad to a multiple of the generator's stride, translate, crop."""
 
-    def __init__(self, net: Translator):
+    def __init__(self, net: Translator, phase_split: bool = True):
         super().__init__()
-        self.generator, self.multiple = net.generators[net.direction], net.multiple
+        generator = net.generators[net.direction]
+        self.generator = with_phase_split_output(generator) if phase_split else generator
+        self.multiple = net.multiple
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -82,11 +133,12 @@ class _TraceableTranslator(nn.Module):
 
 
 def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
-                direction: str = "") -> Path:
+                direction: str = "", phase_split: bool = True) -> Path:
     """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path: a johnson
     network, or a translation model in one `direction` (a2b, the default, or b2a). StageError when
     the folder holds no loadable safetensors model (pickles are refused, as everywhere) or a model
-    of another family."""
+    of another family. phase_split=False keeps the output conv as it is (the graph before
+    PhaseSplitConv; benchmarks/bench_onnx.py times the two)."""
     import onnx
 
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -99,14 +151,14 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
     net, sidecar = load_model(model_dir)
     if isinstance(net, Translator):
         try:
-            traceable = _TraceableTranslator(net.set_direction(direction or "a2b"))
+            traceable = _TraceableTranslator(net.set_direction(direction or "a2b"), phase_split)
         except ValueError as e:
             raise StageError(f"{model_dir}: {e}") from None
         sidecar = {**sidecar, "direction": net.direction}
     elif isinstance(net, TransformerNet):
         if direction:
             raise StageError(f"{model_dir}: a {sidecar.get('family', 'johnson')} model has no direction")
-        traceable = _Traceable(net)
+        traceable = _Traceable(net, phase_split)
     else:
         raise StageError(f"{model_dir}: a {sidecar.get('family')!r} model; ONNX export takes johnson, pix2pix "
                          "and cyclegan models")

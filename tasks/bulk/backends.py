@@ -52,10 +52,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Part of a cached export's name: raised when models/export.py writes a different graph for the same
+# weights (2: the phase-split output conv), so that exports made by older code are made again.
+EXPORT_REVISION = 2
+
+
 def onnx_path(weights_sha256: str, direction: str = "") -> Path:
     """Where a network's ONNX export is cached: by its weights' sha256 (and a translation model's
-    direction: one export per direction)."""
-    return cache_dir() / "onnx" / f"{weights_sha256[:32]}{f'-{direction}' if direction else ''}.onnx"
+    direction: one export per direction) and the export code's revision."""
+    name = f"{weights_sha256[:32]}-r{EXPORT_REVISION}{f'-{direction}' if direction else ''}"
+    return cache_dir() / "onnx" / f"{name}.onnx"
 
 
 def onnx_session(path: Path, threads: int):

@@ -8,8 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.export import DEFAULT_OPSET, export_onnx
+from models.cyclegan.network import ResnetGenerator
+from models.export import DEFAULT_OPSET, PhaseSplitConv, export_onnx, with_phase_split_output
 from models.johnson.network import DEFAULT_UPSAMPLE, build_network
+from models.pix2pix.network import UNet
 from models.weights import WEIGHTS_FILE, save_model
 from stylepipe.cli import build_parser, main
 from stylepipe.errors import StageError
@@ -154,3 +156,30 @@ def test_help(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith("usage: stylepipe export-onnx") and f"(default {DEFAULT_OPSET})" in text
+
+
+@pytest.mark.parametrize("kernel, cin, cout, side", [(5, 16, 3, (20, 36)), (9, 32, 3, (24, 18)), (3, 4, 5, (8, 10))])
+def test_phase_split_conv_is_the_conv(kernel, cin, cout, side):
+    """The export's output conv: the same numbers as the conv it replaces, on inputs whose output
+    sides are even (as the network's are)."""
+    torch.manual_seed(kernel)
+    conv = torch.nn.Conv2d(cin, cout, kernel)
+    x = torch.randn(2, cin, side[0] + kernel - 1, side[1] + kernel - 1)
+    with torch.no_grad():
+        expected, got = conv(x), PhaseSplitConv(conv)(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="stride-1"):
+        PhaseSplitConv(torch.nn.Conv2d(cin, cout, kernel, stride=2))
+
+
+def test_phase_split_reaches_the_output_convs():
+    """The export splits the johnson networks' and cyclegan's output convs, and leaves a net whose last
+    conv does not fit (pix2pix: padded, after an upsampling) as it is, the same object."""
+    for net in (build_network("fast").decoder, build_network("classic").decoder, ResnetGenerator(ngf=8, n_blocks=1)):
+        split = with_phase_split_output(net)
+        assert isinstance([m for m in split.modules() if isinstance(m, (torch.nn.Conv2d, PhaseSplitConv))][-1],
+                          PhaseSplitConv)
+        assert not any(isinstance(m, PhaseSplitConv) for m in net.modules())  # a copy: the model is untouched
+    unet = UNet(ngf=8, num_downs=3, upsample="nearest")
+    assert with_phase_split_output(unet) is unet
