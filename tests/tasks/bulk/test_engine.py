@@ -134,6 +134,16 @@ def test_formats_and_sizes(tmp_path, tiny_model):
     keep = tmp_path / "keep"
     stylize(make_job(src, keep, tiny_model, max_size=None), progress=False)
     assert Image.open(keep / "wide.jpg").size == (200, 100)
+    assert png_zlib_level(tmp_path / "out-png" / "wide.png") == 0  # codec.PNG_COMPRESS_LEVEL 1: zlib's fastest
+
+
+def png_zlib_level(path: Path) -> int:
+    """FLEVEL of the zlib stream in a PNG's first IDAT chunk: 0 for zlib levels 0-1, 2 for the
+    default 6 (Pillow's), 3 for 7-9."""
+    data, pos = path.read_bytes(), 8
+    while data[pos + 4:pos + 8] != b"IDAT":
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+    return data[pos + 9] >> 6  # the zlib header's second byte (FLG)
 
 
 def test_exif_orientation_is_applied(tmp_path, tiny_model):
