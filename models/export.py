@@ -55,13 +55,15 @@ class PhaseSplitConv(nn.Module):
     """A stride-1 conv (no padding of its own) computed as one stride-2 conv with 4x the output
     channels and a kernel one larger, then a pixel shuffle: output pixel (2i+a, 2j+b) is phase (a, b)
     of the stride-2 conv at (i, j), whose kernel is the original one shifted by (a, b) (zeros
-    elsewhere). The same sums in the same order, so the same result; for inputs whose output sides
-    are even (the network's output conv always sees an even, 2x-upsampled map).
+    elsewhere). The same sums in the same order, so the same result, for inputs whose output sides
+    are even: the johnson decoder's output conv sees a 2x-upsampled map, cyclegan's a map padded to a
+    multiple of 4. An odd side would lose its last row or column; run eagerly that is an error (a
+    traced graph cannot check it: the exports only ever see even sides).
 
     Why: onnxruntime's convs work on blocks of 16 channels (NCHWc, AVX-512), so the network's
     full-resolution output conv, 16 -> 3 channels, computed 16 outputs per pixel to keep 3. Split into
-    phases it keeps 12 of 16 at a quarter of the pixels: that conv 29.8 -> 11.4 ms, the fast network
-    155 -> 135 ms per 512-px image on one thread (`benchmarks/bench_onnx.py`)."""
+    phases it keeps 12 of 16 at a quarter of the pixels: that conv 29.8 -> 11.4 ms (onnxruntime's
+    profiler), the fast network 171 -> 150 ms per 512-px image on one thread (`benchmarks/bench_onnx.py`)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -76,8 +78,12 @@ class PhaseSplitConv(nn.Module):
         self.register_buffer("weight", weight.reshape(cout * 4, cin, kh + 1, kw + 1))
         bias = conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(cout)
         self.register_buffer("bias", bias.repeat_interleave(4))
+        self.kernel = (kh, kw)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_tracing() and ((x.shape[-2] - self.kernel[0] + 1) % 2 or (x.shape[-1] - self.kernel[1] + 1) % 2):
+            raise ValueError(f"PhaseSplitConv: an output of {x.shape[-2] - self.kernel[0] + 1}x"
+                             f"{x.shape[-1] - self.kernel[1] + 1} has an odd side")
         return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, stride=2), 2)
 
 
@@ -85,8 +91,8 @@ def with_phase_split_output(net: nn.Module) -> nn.Module:
     """A copy of `net` whose last conv runs as a PhaseSplitConv when it is an output conv it fits:
     stride 1, unpadded (a reflection pad before it), at most 4 output channels. The johnson networks'
     and the cyclegan generator's output convs are (their inputs have even sides: the johnson decoder's
-    2x upsampling, the generator's padding to a multiple of 4); pix2pix's (padded, after an
-    upsampling) is left as it is."""
+    2x upsampling, the generator's padding to a multiple of 4). pix2pix's U-Net is left as it is: its
+    last registered conv is an encoder's (stride 2) or, with `resize`, a padded one."""
     convs = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         return net

@@ -105,7 +105,9 @@ class Chooser:
 
     def __init__(self, requested: str, key_parts: list[str]):
         self.requested = requested
-        self.key = hashlib.sha256(json.dumps([cpu_name(), *key_parts]).encode()).hexdigest()[:24]
+        # with the export's revision: a choice made against an older graph is made again
+        self.key = hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", *key_parts]).encode()
+                                  ).hexdigest()[:24]
         self.lock = threading.Lock()
         self.chosen: str | None = None if requested == "auto" else requested
         self.timings: dict[str, float] = {}

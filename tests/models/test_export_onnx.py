@@ -10,7 +10,7 @@ import torch
 
 from models.cyclegan.network import ResnetGenerator
 from models.export import DEFAULT_OPSET, PhaseSplitConv, export_onnx, with_phase_split_output
-from models.johnson.network import DEFAULT_UPSAMPLE, build_network
+from models.johnson.network import DEFAULT_UPSAMPLE, UPSAMPLE, build_network
 from models.pix2pix.network import UNet
 from models.weights import WEIGHTS_FILE, save_model
 from stylepipe.cli import build_parser, main
@@ -171,15 +171,26 @@ def test_phase_split_conv_is_the_conv(kernel, cin, cout, side):
     assert (got - expected).abs().max() < 1e-5
     with pytest.raises(ValueError, match="stride-1"):
         PhaseSplitConv(torch.nn.Conv2d(cin, cout, kernel, stride=2))
+    with pytest.raises(ValueError, match="odd side"):  # it would lose a row
+        PhaseSplitConv(conv)(x[..., 1:, :])
 
 
 def test_phase_split_reaches_the_output_convs():
-    """The export splits the johnson networks' and cyclegan's output convs, and leaves a net whose last
-    conv does not fit (pix2pix: padded, after an upsampling) as it is, the same object."""
-    for net in (build_network("fast").decoder, build_network("classic").decoder, ResnetGenerator(ngf=8, n_blocks=1)):
+    """The export splits the johnson networks' (every decoder) and cyclegan's output convs, and gives
+    the same numbers; pix2pix's U-Net, whose last registered conv does not fit, is the same object."""
+    nets = [build_network(name, upsample).decoder for name in ("fast", "classic") for upsample in UPSAMPLE]
+    nets += [ResnetGenerator(ngf=8, n_blocks=1, upsample=u, residual=r) for u in ("transpose", "resize") for r in (False, True)]
+    for net in nets:
+        net.eval()
         split = with_phase_split_output(net)
         assert isinstance([m for m in split.modules() if isinstance(m, (torch.nn.Conv2d, PhaseSplitConv))][-1],
                           PhaseSplitConv)
         assert not any(isinstance(m, PhaseSplitConv) for m in net.modules())  # a copy: the model is untouched
-    unet = UNet(ngf=8, num_downs=3, upsample="nearest")
-    assert with_phase_split_output(unet) is unet
+        # a generator takes an image (sides multiples of 4); a decoder the stride-4 map
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        x = torch.rand(1, 3, 24, 28) if isinstance(net, ResnetGenerator) else torch.rand(1, first.in_channels, 6, 7)
+        with torch.no_grad():
+            assert (split(x) - net(x)).abs().max() < 1e-5
+    for upsample in ("transpose", "resize"):
+        unet = UNet(ngf=8, num_downs=3, upsample=upsample)
+        assert with_phase_split_output(unet) is unet

@@ -142,6 +142,7 @@ def png_zlib_level(path: Path) -> int:
     default 6 (Pillow's), 3 for 7-9."""
     data, pos = path.read_bytes(), 8
     while data[pos + 4:pos + 8] != b"IDAT":
+        assert pos < len(data), "no IDAT chunk"
         pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
     return data[pos + 9] >> 6  # the zlib header's second byte (FLG)
 
