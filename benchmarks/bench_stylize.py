@@ -83,6 +83,17 @@ class OtherLoad:
         return sum(self.samples) / len(self.samples) if self.samples else 0.0
 
 
+def photo_like(rng, size: int):
+    """(size, size, 3) uint8: smooth colour fields plus grain, which JPEG and PNG compress like a
+    photo, not like noise (bench_translate.py writes its PNG pairs with it too)."""
+    import numpy as np
+    from PIL import Image
+
+    small = rng.integers(0, 256, (max(1, size // 32), max(1, size // 32), 3), dtype=np.uint8)
+    fields = np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC), np.float32)
+    return np.clip(fields + rng.normal(0, 12, fields.shape), 0, 255).astype(np.uint8)
+
+
 def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
     import numpy as np
     from PIL import Image, ImageFilter
@@ -95,12 +106,7 @@ def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
         paths.append(path)
         if path.is_file():
             continue
-        # smooth colour fields plus grain: JPEG-compresses like a photo, not like noise
-        small = rng.integers(0, 256, (size // 32, size // 32, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
-        grain = rng.normal(0, 12, (size, size, 3))
-        img = Image.fromarray(np.clip(np.asarray(img) + grain, 0, 255).astype(np.uint8))
-        img.filter(ImageFilter.SMOOTH).save(path, "JPEG", quality=90)
+        Image.fromarray(photo_like(rng, size)).filter(ImageFilter.SMOOTH).save(path, "JPEG", quality=90)
     return paths
 
 

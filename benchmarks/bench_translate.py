@@ -14,15 +14,15 @@
     python benchmarks/bench_translate.py --size 64 --batch 8 --steps 20
     python benchmarks/bench_translate.py --device cuda --amp --size 256 --batch 16 --steps 100
 
-Data: photo-like paired PNGs (the networks' speed does not depend on the pixels; PNG's does). --amp (CUDA): bf16 autocast
-for the plain loops and the forward-alone ceiling.
+Data: photo-like paired PNGs (the networks' speed does not depend on the pixels; PNG's does).
+--amp (CUDA): bf16 autocast for the plain loops and the forward-alone ceiling.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import itertools
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from bench_generate import timed  # this script's folder is on sys.path when it runs
-from bench_stylize import OtherLoad
+from bench_stylize import OtherLoad, photo_like
 from models import registry
 from models.family import TrainInputs
 from stylepipe.config import validate
@@ -47,18 +47,15 @@ def settings(family: str, args) -> dict:
 
 
 def write_pairs(folder: Path, count: int, size: int) -> Path:
-    """Photo-like pairs (smooth colour fields plus grain, as bench_stylize's JPEGs): PNG encodes and
-    decodes them at a photo's cost; random noise, incompressible, cost zlib several times more."""
+    """Photo-like pairs (bench_stylize.photo_like): PNG encodes and decodes them at a photo's cost;
+    random noise, incompressible, cost zlib several times more."""
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for d in "AB":
             (folder / split / d).mkdir(parents=True, exist_ok=True)
     for i in range(count):
         for d in "AB":
-            small = rng.integers(0, 256, (max(2, size // 32), max(2, size // 32), 3), dtype=np.uint8)
-            fields = np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC), np.float32)
-            pixels = np.clip(fields + rng.normal(0, 12, fields.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / ("val" if i < count // 4 else "train") / d / f"{i:05d}.png")
+            Image.fromarray(photo_like(rng, size)).save(folder / ("val" if i < count // 4 else "train") / d / f"{i:05d}.png")
     return folder
 
 
@@ -152,8 +149,9 @@ def translating(model_dir: Path, data: Path, work: Path, args, device: torch.dev
                 ) -> dict[str, tuple[float, float, float, float]]:
     """Per backend: (end-to-end images/s of `stylepipe translate` on val/A, the network alone's
     images/s, the share of the job's time the network was busy, the extra seconds of the model's
-    first job); end to end is the second job, the one every later job is like. The network alone: on the CPU with
-    the engine's layout and runtime (bench_stylize.ceiling), on CUDA the generator's forward pass."""
+    first job); end to end is the second job, the one every later job is like. The network alone:
+    on the CPU with the engine's layout and runtime (bench_stylize.ceiling), on CUDA the
+    generator's forward pass."""
     from bench_stylize import ceiling
     from models.weights import load_model
     from stylepipe.config import StylizeParams

@@ -81,9 +81,10 @@ class PhaseSplitConv(nn.Module):
         self.kernel = (kh, kw)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_tracing() and ((x.shape[-2] - self.kernel[0] + 1) % 2 or (x.shape[-1] - self.kernel[1] + 1) % 2):
-            raise ValueError(f"PhaseSplitConv: an output of {x.shape[-2] - self.kernel[0] + 1}x"
-                             f"{x.shape[-1] - self.kernel[1] + 1} has an odd side")
+        if not torch.jit.is_tracing():
+            out_h, out_w = x.shape[-2] - self.kernel[0] + 1, x.shape[-1] - self.kernel[1] + 1
+            if out_h % 2 or out_w % 2:
+                raise ValueError(f"PhaseSplitConv: an output of {out_h}x{out_w} has an odd side")
         return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, stride=2), 2)
 
 
