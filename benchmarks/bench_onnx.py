@@ -3,7 +3,7 @@ timed runs after two warm-up runs (the runtimes alternate), for 1 thread and for
 and the size of each network's .onnx file. "onnxruntime, plain" is the export without its
 phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds.
 
-    python benchmarks/bench_onnx.py --size 512 --reps 7 --networks fast classic
+    python benchmarks/bench_onnx.py --size 512 --reps 7 --networks slim fast classic
 
 Random (seeded) weights: speed and size do not depend on training.
 """
@@ -23,8 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="image side (default 512)")
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--networks", nargs="+", default=["fast", "classic"],
-                        help="johnson networks (fast, classic), and cyclegan: the family's default generator, a2b")
+    parser.add_argument("--networks", nargs="+", default=["slim", "fast", "classic"],
+                        help="johnson networks (slim, fast, classic), and cyclegan: the family's default generator, a2b")
     args = parser.parse_args()
 
     import onnxruntime as ort

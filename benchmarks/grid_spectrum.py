@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         from models.johnson.network import build_network, flops_per_pixel
 
         for name, upsample in [("fast", "pixelshuffle"), ("fast", "bilinear"), ("fast", "antialiased"), ("fast", "nearest"),
-                               ("classic", "nearest")]:
+                               ("slim", "bilinear"), ("slim", "antialiased"), ("classic", "nearest")]:
             torch.manual_seed(0)
             net = build_network(name, upsample).eval()
             seconds = forward_seconds(net, args.size, args.repeats)

@@ -72,7 +72,7 @@ def build(sidecar: dict) -> torch.nn.Module:
     if network not in NETWORKS:
         raise ValueError(f"'network' must be one of {', '.join(NETWORKS)}, got {network!r}")
     # a sidecar without `upsample` was written before the option: it describes the decoder of then
-    upsample = sidecar.get("upsample", LEGACY_UPSAMPLE[network])
+    upsample = sidecar.get("upsample", LEGACY_UPSAMPLE.get(network, DEFAULT_UPSAMPLE[network]))
     if upsample not in UPSAMPLE:
         raise ValueError(f"'upsample' must be one of {', '.join(UPSAMPLE)}, got {upsample!r}")
     return build_network(network, upsample)

@@ -6,8 +6,15 @@ dominates a training step and all of bulk stylisation: half the channels, depthw
 residual blocks, a decoder that does its convs at stride 4 and 2 only, and a 5x5 instead of a 9x9
 output conv (oneDNN's backward pass of a 9x9 conv with 3 output channels took longer than the rest
 of the network). ~10x fewer FLOPs, ~5-7x less CPU time per image.
+"slim" (issue 16) is "fast" with the two convolutions that cost most on a CPU made cheaper, chosen
+by where onnxruntime spends its time: a 5x5 instead of a 9x9 input conv (the only conv at full
+resolution besides the output's), and a decoder that convolves at stride 4 and then upsamples,
+instead of upsampling to stride 2 and then convolving (4x fewer multiply-adds in that conv). 20
+kFLOP/pixel against fast's 32; 1.33x faster through onnxruntime on one core at 512 px. Not the
+default: its outputs look as good, but score about 1.25x worse on the quality gate's style loss
+(docs/style-quality.md, section 10).
 
-Upsampling (`upsample`): "bilinear" is the fast network's default since issue 15: resize-conv
+Upsampling (`upsample`): "bilinear" is the fast and slim networks' default (since issue 15): resize-conv
 (Odena et al. 2016) with bilinear resizing, and a fixed blur before the last upsampling (see
 TransformerNet); where the output saturates a faint grid can come back through it. "antialiased"
 blurs before both upsamplings, which removes that too, at some softness (docs/style-quality.md,
@@ -27,8 +34,9 @@ from torch import Tensor, nn
 
 
 UPSAMPLE = ("antialiased", "bilinear", "nearest", "pixelshuffle")
-DEFAULT_UPSAMPLE = {"fast": "bilinear", "classic": "nearest"}
-LEGACY_UPSAMPLE = {"fast": "pixelshuffle", "classic": "nearest"}  # sidecars without `upsample`
+DEFAULT_UPSAMPLE = {"slim": "bilinear", "fast": "bilinear", "classic": "nearest"}
+# sidecars without `upsample` (written before the option; slim came later and always records it)
+LEGACY_UPSAMPLE = {"fast": "pixelshuffle", "classic": "nearest"}
 
 
 def resize(factor: int, mode: str, channels: int | None = None) -> nn.Module:
@@ -122,12 +130,15 @@ class TransformerNet(nn.Module):
 
     widths: channels at stride 1, 2, 4. cheap: depthwise-separable residual blocks and a decoder
     that does almost nothing at full resolution (the stride-2 conv runs before the last
-    upsampling, so only the output conv sees full resolution). upsample: see the module docstring.
+    upsampling, so only the output conv sees full resolution). conv_before_upsample: the first
+    upsampling too follows its conv (the conv runs at stride 4 instead of 2). upsample: see the
+    module docstring.
     The output goes through a sigmoid to stay in [0,1]. Inputs whose sides are not multiples of 4
     are padded and the output cropped."""
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), blocks: int = 5,
-                 in_kernel: int = 9, out_kernel: int = 9, cheap: bool = False, upsample: str = "nearest"):
+                 in_kernel: int = 9, out_kernel: int = 9, cheap: bool = False, upsample: str = "nearest",
+                 conv_before_upsample: bool = False):
         super().__init__()
         c1, c2, c3 = widths
         block = SeparableResidualBlock if cheap else ResidualBlock
@@ -139,6 +150,8 @@ class TransformerNet(nn.Module):
             raise ValueError(f"upsample {upsample!r}; expected one of {', '.join(UPSAMPLE)}")
         if upsample == "pixelshuffle":
             first = PixelShuffleUp(c3, c2)
+        elif conv_before_upsample:
+            first = nn.Sequential(ConvLayer(c3, c2, 3), resize(2, upsample, c2))
         else:
             first = ConvLayer(c3, c2, 3, upsample=2, mode=upsample)
         if cheap and upsample in ("bilinear", "antialiased"):
@@ -172,6 +185,7 @@ class TransformerNet(nn.Module):
 NETWORKS = {
     "classic": dict(widths=(32, 64, 128), blocks=5, in_kernel=9, out_kernel=9),
     "fast": dict(widths=(16, 32, 64), blocks=5, in_kernel=9, out_kernel=5, cheap=True),
+    "slim": dict(widths=(16, 32, 64), blocks=5, in_kernel=5, out_kernel=5, cheap=True, conv_before_upsample=True),
 }
 
 

@@ -21,7 +21,9 @@ PRESETS = {
 class TrainParams(TrainBase):
     preset: Literal["quick", "standard", "full"] = "quick"
     steps: int = Field(default=400, ge=1, le=10_000_000)
-    network: Literal["fast", "classic"] = "fast"
+    # fast: cut for CPUs; slim: fast with its two costliest convs made cheaper (1.33x its speed
+    # through onnxruntime; docs/style-quality.md, section 10); classic: Johnson et al.'s network.
+    network: Literal["fast", "slim", "classic"] = "fast"
     # The decoder's x2 upsamplings. None: the network's default (fast: bilinear resize-conv;
     # classic: nearest, as Johnson's). pixelshuffle: the fast network before issue 15 (a 4-px grid).
     upsample: Literal["antialiased", "bilinear", "nearest", "pixelshuffle"] | None = None

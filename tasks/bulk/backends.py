@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import threading
 import time
@@ -64,6 +65,17 @@ def onnx_path(weights_sha256: str, direction: str = "") -> Path:
     return cache_dir() / "onnx" / f"{name}.onnx"
 
 
+def remove_older_exports(weights_sha256: str, direction: str = "") -> list[Path]:
+    """Delete the cached exports of the same weights (and direction) made by other export revisions,
+    revision 1's unnumbered name included: onnx_path never names them again. Returns what went."""
+    current = onnx_path(weights_sha256, direction)
+    same = re.compile(rf"{re.escape(weights_sha256[:32])}(-r\d+)?{re.escape(f'-{direction}' if direction else '')}\.onnx")
+    removed = [p for p in current.parent.glob(f"{weights_sha256[:32]}*.onnx") if p != current and same.fullmatch(p.name)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def onnx_session(path: Path, threads: int):
     import onnxruntime as ort
 
@@ -83,6 +95,7 @@ class OnnxNet:
         path = onnx_path(weights_sha256, direction)
         if not path.is_file():
             export_onnx(model_dir, path, direction=direction)  # written under a temporary name, then renamed
+            remove_older_exports(weights_sha256, direction)
         self.session = onnx_session(path, threads)
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -48,7 +48,7 @@ def session(path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module", params=["fast", "classic", "fast/pixelshuffle"])
+@pytest.fixture(scope="module", params=["slim", "fast", "classic", "fast/pixelshuffle"])
 def exported(request, tmp_path_factory):
     name, _, upsample = request.param.partition("/")
     tmp = tmp_path_factory.mktemp(name)
@@ -178,7 +178,7 @@ def test_phase_split_conv_is_the_conv(kernel, cin, cout, side):
 def test_phase_split_reaches_the_output_convs():
     """The export splits the johnson networks' (every decoder) and cyclegan's output convs, and gives
     the same numbers; pix2pix's U-Net, whose last registered conv does not fit, is the same object."""
-    nets = [build_network(name, upsample).decoder for name in ("fast", "classic") for upsample in UPSAMPLE]
+    nets = [build_network(name, upsample).decoder for name in ("slim", "fast", "classic") for upsample in UPSAMPLE]
     nets += [ResnetGenerator(ngf=8, n_blocks=1, upsample=u, residual=r) for u in ("transpose", "resize") for r in (False, True)]
     for net in nets:
         net.eval()

@@ -9,7 +9,7 @@ from models.weights import load_model, save_model
 from stylepipe.errors import StageError
 
 
-@pytest.mark.parametrize("name", ["fast", "classic"])
+@pytest.mark.parametrize("name", ["slim", "fast", "classic"])
 def test_round_trip_bit_exact(tmp_path, name):
     torch.manual_seed(1)
     net = build_network(name)

@@ -5,7 +5,7 @@ from models.johnson.network import UPSAMPLE, build_network, count_params, flops_
 from tasks.evaluation.spectrum import grid_ratio
 
 VARIANTS = [("classic", None), ("fast", None), ("fast", "bilinear"), ("fast", "pixelshuffle"), ("fast", "nearest"),
-            ("classic", "antialiased")]
+            ("classic", "antialiased"), ("slim", None), ("slim", "antialiased"), ("slim", "nearest")]
 
 
 @pytest.mark.parametrize("name,upsample", VARIANTS)
@@ -30,13 +30,30 @@ def test_classic_is_johnsons_network_and_fast_is_cheaper():
     assert flops_per_pixel("fast", 128) == pytest.approx(flops_per_pixel("fast", 128, "pixelshuffle"), rel=0.05)
 
 
+def test_slim_is_fast_with_a_smaller_input_conv_and_its_first_decoder_conv_at_stride_4():
+    fast, slim = build_network("fast"), build_network("slim")
+    assert flops_per_pixel("slim", 128) == pytest.approx(20.0e3, rel=0.05)
+    assert flops_per_pixel("slim", 128) < flops_per_pixel("fast", 128) * 0.65
+    assert count_params(slim) < count_params(fast)
+    # the same layers in the same order; only the input conv's kernel differs (and the names in
+    # decoder.0, where the upsampling moved behind the conv)
+    shapes = [[tuple(v.shape) for k, v in net.state_dict().items() if k != "encoder.0.1.weight"] for net in (slim, fast)]
+    assert shapes[0] == shapes[1]
+    assert slim.encoder[0][1].kernel_size == (5, 5) and fast.encoder[0][1].kernel_size == (9, 9)
+    # slim's first decoder conv runs on the stride-4 map, fast's on the map upsampled to stride 2
+    x = torch.zeros(1, 64, 8, 8)
+    assert slim.decoder[0][0](x).shape[-1] == 8 and fast.decoder[0][0](x).shape[-1] == 16
+
+
 def smooth_image(size: int = 64) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     return torch.stack([0.3 + 0.4 * xx, 0.5 + 0.3 * torch.sin(3 * yy), 0.6 - 0.3 * xx * yy])[None]
 
 
-@pytest.mark.parametrize("upsample,grid", [("antialiased", False), ("bilinear", False), ("pixelshuffle", True)])
-def test_no_4_pixel_grid_whatever_the_weights(upsample, grid):
+@pytest.mark.parametrize("network,upsample,grid", [("fast", "antialiased", False), ("fast", "bilinear", False),
+                                                   ("fast", "pixelshuffle", True), ("slim", "bilinear", False),
+                                                   ("slim", "antialiased", False)])
+def test_no_4_pixel_grid_whatever_the_weights(network, upsample, grid):
     """Issue 15: with the pixel shuffle, any weights training reaches where its four sub-pixel
     filters differ stamp a period-4 grid on the output. The bilinear decoder blurs away the
     stride-2 checkerboard (the only source of that frequency: everything after it is linear), so
@@ -46,7 +63,7 @@ def test_no_4_pixel_grid_whatever_the_weights(upsample, grid):
     seeds), and is far above it for the pixel shuffle (78-467), which shows the check can fail."""
     for seed in range(3):
         torch.manual_seed(seed)
-        net = build_network("fast", upsample).eval()
+        net = build_network(network, upsample).eval()
         with torch.no_grad():
             for p in net.parameters():
                 p.copy_(torch.randn(p.shape) * (0.3 if p.dim() > 1 else 0.5))
@@ -61,11 +78,12 @@ def test_unknown_upsample():
     assert set(UPSAMPLE) == {"antialiased", "bilinear", "nearest", "pixelshuffle"}
 
 
-def test_antialiased_adds_no_weights_and_blurs_the_stride_4_map():
+@pytest.mark.parametrize("network", ["fast", "slim"])
+def test_antialiased_adds_no_weights_and_blurs_the_stride_4_map(network):
     """The stride-4 blur has no parameters, so an antialiased network has a bilinear one's weight
     names and shapes; with the same weights the two differ only by that blur."""
     torch.manual_seed(0)
-    bilinear, antialiased = build_network("fast", "bilinear").eval(), build_network("fast", "antialiased").eval()
+    bilinear, antialiased = build_network(network, "bilinear").eval(), build_network(network, "antialiased").eval()
     state = bilinear.state_dict()
     assert {k: v.shape for k, v in antialiased.state_dict().items()} == {k: v.shape for k, v in state.items()}
     antialiased.load_state_dict(state)
@@ -75,8 +93,9 @@ def test_antialiased_adds_no_weights_and_blurs_the_stride_4_map():
         # a stride-4 checkerboard (period 8 px) into the decoder: bilinear passes part of it on,
         # the antialiased decoder's first blur has a zero there
         checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1
-        feature = checker.expand(1, 64, 16, 16).contiguous()
-        first_b, first_a = bilinear.decoder[0][0], antialiased.decoder[0][0]
+        channels = 64 if network == "fast" else 32  # slim's resize follows its first conv (64 -> 32)
+        feature = checker.expand(1, channels, 16, 16).contiguous()
+        first_b, first_a = (net.decoder[0][0] if network == "fast" else net.decoder[0][1] for net in (bilinear, antialiased))
         assert first_b(feature).abs().max() > 0.4
         assert first_a(feature)[..., 2:-2, 2:-2].abs().max() < 1e-6
 

@@ -50,6 +50,23 @@ def test_onnxruntime_matches_torch_within_one_level(src, tmp_path, tiny_model):
     assert all("onnxruntime" in r["device"] for r in ledger_rows(runs["onnxruntime"] / ".stylepipe/ledger.sqlite"))
 
 
+def test_a_new_export_removes_the_same_weights_older_exports(src, tmp_path, tiny_model):
+    from stylepipe.hashing import sha256_file
+
+    sha = sha256_file(Path(tiny_model) / "model.safetensors")
+    folder = backends.onnx_path(sha).parent
+    folder.mkdir(parents=True)
+    older = [folder / f"{sha[:32]}.onnx", folder / f"{sha[:32]}-r1.onnx"]  # revision 1's name, and a numbered one
+    kept = [folder / f"{sha[:32]}-r1-a2b.onnx",     # the same weights, another direction
+            folder / f"{'0' * 32}-r1.onnx"]          # other weights
+    for path in older + kept:
+        path.write_bytes(b"an older export")
+    summary = stylize(make_job(src, tmp_path / "out", tiny_model, format="png", backend="onnxruntime"), progress=False)
+    assert summary.done == 4 and summary.failed == 0
+    assert backends.onnx_path(sha).is_file()
+    assert not any(p.exists() for p in older) and all(p.exists() for p in kept)
+
+
 def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny_model, monkeypatch):
     stylize(make_job(src, tmp_path / "first", tiny_model, format="png", backend="auto"), progress=False)
     known = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
