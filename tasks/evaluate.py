@@ -181,7 +181,7 @@ def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, d
     out = {f"ms_{s}": round(ms, 2) for s, ms in timings.items()}
     out["params"] = count_params(net)
     # FLOPs per pixel of a fully convolutional network do not depend on the size: count at 128 px
-    out["gflops_512"] = round(flops_per_pixel(sidecar["network"], 128) * 512 * 512 / 1e9, 3)
+    out["gflops_512"] = round(flops_per_pixel(sidecar["network"], 128, sidecar.get("upsample")) * 512 * 512 / 1e9, 3)
     out["train_steps"] = sidecar.get("steps")
     return {k: v for k, v in out.items() if isinstance(v, (int, float))}
 

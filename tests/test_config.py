@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from models.johnson.network import NETWORKS
 from stylepipe.config import ConfigError, ModelParams, load_params, read_raw, validate, write_overrides
 from stylepipe.errors import StageError
 
@@ -16,7 +17,7 @@ def test_repo_params_are_valid():
     assert params.datasets and params.models, "the default params must define a dataset and a model"
     johnson = [m for m in params.models.values() if m.family == "johnson"]
     assert johnson, "the default params must define at least one style (johnson) model"
-    assert johnson[0].train.network in {"fast", "classic"}
+    assert johnson[0].train.network in NETWORKS
     assert all(m.dataset in params.datasets for m in params.models.values())
 
 

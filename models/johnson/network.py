@@ -148,6 +148,9 @@ class TransformerNet(nn.Module):
         self.res = nn.Sequential(*[block(c3) for _ in range(blocks)])
         if upsample not in UPSAMPLE:
             raise ValueError(f"upsample {upsample!r}; expected one of {', '.join(UPSAMPLE)}")
+        if conv_before_upsample and upsample == "pixelshuffle":
+            raise ValueError("upsample 'pixelshuffle' is the fast network's old decoder; this network convolves "
+                             "before upsampling: use bilinear, antialiased or nearest")
         if upsample == "pixelshuffle":
             first = PixelShuffleUp(c3, c2)
         elif conv_before_upsample:

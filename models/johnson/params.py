@@ -24,8 +24,9 @@ class TrainParams(TrainBase):
     # fast: cut for CPUs; slim: fast with its two costliest convs made cheaper (1.33x its speed
     # through onnxruntime; docs/style-quality.md, section 10); classic: Johnson et al.'s network.
     network: Literal["fast", "slim", "classic"] = "fast"
-    # The decoder's x2 upsamplings. None: the network's default (fast: bilinear resize-conv;
-    # classic: nearest, as Johnson's). pixelshuffle: the fast network before issue 15 (a 4-px grid).
+    # The decoder's x2 upsamplings. None: the network's default (fast, slim: bilinear resize-conv;
+    # classic: nearest, as Johnson's). pixelshuffle: the fast network before issue 15 (a 4-px grid;
+    # not for slim).
     upsample: Literal["antialiased", "bilinear", "nearest", "pixelshuffle"] | None = None
     encoder: Literal["efficientnet_lite0", "vgg16", "vgg19"] = "efficientnet_lite0"
     image_size: int = Field(default=192, ge=32, le=4096)     # random crops of the training photos

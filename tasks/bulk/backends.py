@@ -66,13 +66,16 @@ def onnx_path(weights_sha256: str, direction: str = "") -> Path:
 
 
 def remove_older_exports(weights_sha256: str, direction: str = "") -> list[Path]:
-    """Delete the cached exports of the same weights (and direction) made by other export revisions,
-    revision 1's unnumbered name included: onnx_path never names them again. Returns what went."""
-    current = onnx_path(weights_sha256, direction)
-    same = re.compile(rf"{re.escape(weights_sha256[:32])}(-r\d+)?{re.escape(f'-{direction}' if direction else '')}\.onnx")
-    removed = [p for p in current.parent.glob(f"{weights_sha256[:32]}*.onnx") if p != current and same.fullmatch(p.name)]
-    for p in removed:
-        p.unlink(missing_ok=True)
+    """Delete the cached exports of the same weights (and direction) made by older export revisions,
+    revision 1's unnumbered name included: onnx_path never names them again. A newer revision's
+    (another checkout's, sharing the cache) is left alone. Returns what went."""
+    same = re.compile(rf"{re.escape(weights_sha256[:32])}(?:-r(\d+))?{re.escape(f'-{direction}' if direction else '')}\.onnx")
+    removed = []
+    for path in onnx_path(weights_sha256, direction).parent.glob(f"{weights_sha256[:32]}*.onnx"):
+        match = same.fullmatch(path.name)
+        if match and int(match.group(1) or 1) < EXPORT_REVISION:
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

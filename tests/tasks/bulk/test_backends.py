@@ -67,6 +67,24 @@ def test_a_new_export_removes_the_same_weights_older_exports(src, tmp_path, tiny
     assert not any(p.exists() for p in older) and all(p.exists() for p in kept)
 
 
+def test_only_older_revisions_of_the_same_weights_and_direction_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "EXPORT_REVISION", 3)
+    sha = "ab" * 32
+    folder = backends.onnx_path(sha).parent
+    folder.mkdir(parents=True)
+    names = {f"{sha[:32]}.onnx": True, f"{sha[:32]}-r2.onnx": True, f"{sha[:32]}-r3.onnx": False,  # the current one
+             f"{sha[:32]}-r4.onnx": False,                                                       # newer: another checkout's
+             f"{sha[:32]}-a2b.onnx": False, f"{sha[:32]}-r2-a2b.onnx": False,                    # another direction
+             f"{'cd' * 16}-r2.onnx": False}                                                       # other weights
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    removed = backends.remove_older_exports(sha)
+    assert sorted(p.name for p in removed) == sorted(n for n, gone in names.items() if gone)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(n for n, gone in names.items() if not gone)
+    assert sorted(p.name for p in backends.remove_older_exports(sha, "a2b")) == [f"{sha[:32]}-a2b.onnx",
+                                                                                 f"{sha[:32]}-r2-a2b.onnx"]
+
+
 def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny_model, monkeypatch):
     stylize(make_job(src, tmp_path / "first", tiny_model, format="png", backend="auto"), progress=False)
     known = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
