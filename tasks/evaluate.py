@@ -174,14 +174,14 @@ def head_to_head(nets: dict[str, torch.nn.Module], val: list[Path], size: int, s
 
 
 def model_metrics(net: torch.nn.Module, sidecar: dict, params: EvaluateParams, device: torch.device) -> dict:
-    from models.johnson.network import count_params, flops_per_pixel
+    from models.johnson.network import count_params, network_flops_per_pixel
 
     sizes = sorted(set(params.timing_sizes) | {params.gate.latency_size})
     timings = em.time_inference(net, sizes, params.timing_repeats, device)
     out = {f"ms_{s}": round(ms, 2) for s, ms in timings.items()}
     out["params"] = count_params(net)
     # FLOPs per pixel of a fully convolutional network do not depend on the size: count at 128 px
-    out["gflops_512"] = round(flops_per_pixel(sidecar["network"], 128, sidecar.get("upsample")) * 512 * 512 / 1e9, 3)
+    out["gflops_512"] = round(network_flops_per_pixel(net, 128) * 512 * 512 / 1e9, 3)
     out["train_steps"] = sidecar.get("steps")
     return {k: v for k, v in out.items() if isinstance(v, (int, float))}
 

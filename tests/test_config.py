@@ -54,6 +54,15 @@ def test_bad_value_names_key_and_value():
         validate(raw)
 
 
+def test_slim_with_the_pixel_shuffle_decoder_is_refused_at_the_edge():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["swirls"]["train"].update(network="slim", upsample="pixelshuffle")
+    with pytest.raises(ConfigError, match=r"models\.swirls\.train\.upsample: .*slim takes bilinear.*pixelshuffle"):
+        validate(raw)
+    raw["models"]["swirls"]["train"]["upsample"] = "antialiased"
+    validate(raw)
+
+
 def test_bad_family_param_names_the_full_key():
     raw = read_raw(REPO_PARAMS)
     raw["models"]["digits"]["train"]["loss"] = "nope"

@@ -205,9 +205,14 @@ def count_params(net: nn.Module) -> int:
 
 def flops_per_pixel(name: str, size: int = 512, upsample: str | None = None) -> float:
     """Forward FLOPs (a multiply-add = 2) of one size x size image, divided by its pixels."""
+    return network_flops_per_pixel(build_network(name, upsample).eval(), size)
+
+
+def network_flops_per_pixel(net: nn.Module, size: int = 512) -> float:
+    """flops_per_pixel of a network already built (a loaded model: whatever its sidecar said)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = build_network(name, upsample).eval()
+    device = next(net.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, 3, size, size))
+        net(torch.zeros(1, 3, size, size, device=device))
     return counter.get_total_flops() / (size * size)

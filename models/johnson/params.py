@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from stylepipe.config import Section, TrainBase
 
@@ -44,6 +44,14 @@ class TrainParams(TrainBase):
     # Empty: the encoder's default layer set (models/encoders.py).
     style_layers: list[str] = Field(default_factory=list)
     content_layers: list[str] = Field(default_factory=list)
+
+    @field_validator("upsample")
+    @classmethod
+    def _slim_has_no_pixelshuffle(cls, upsample: str | None, info: ValidationInfo) -> str | None:
+        if upsample == "pixelshuffle" and info.data.get("network") == "slim":  # network.py refuses it too
+            raise ValueError("'pixelshuffle' is the fast network's old decoder; slim takes bilinear, antialiased "
+                             "or nearest")
+        return upsample
 
     @model_validator(mode="after")
     def _apply_preset(self) -> TrainParams:

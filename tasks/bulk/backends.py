@@ -74,7 +74,11 @@ def remove_older_exports(weights_sha256: str, direction: str = "") -> list[Path]
     for path in onnx_path(weights_sha256, direction).parent.glob(f"{weights_sha256[:32]}*.onnx"):
         match = same.fullmatch(path.name)
         if match and int(match.group(1) or 1) < EXPORT_REVISION:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:  # a tidy-up: a file that will not go costs the job nothing
+                log.warning("could not delete an older ONNX export %s: %s", path, e)
+                continue
             removed.append(path)
     return removed
 
