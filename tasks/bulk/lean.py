@@ -100,9 +100,10 @@ class LeanModels:
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
-        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255)
+        x = to_float(batch)
         h, w = x.shape[-2:]
-        padded = np.pad(x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))), mode="edge")
+        padded = x if min(h, w) >= MIN_SIDE else np.pad(
+            x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))), mode="edge")
         results = []
         for session, spec in zip(self.sessions, self.specs):
             y = session.run(None, {"image": padded})[0][..., :h, :w]
@@ -138,6 +139,24 @@ def finish(styled: np.ndarray, photo: np.ndarray, spec: ModelSpec) -> np.ndarray
     return styled
 
 
+# The layout changes below go one channel at a time: numpy's strided copy of a whole (N,H,W,3) <->
+# (N,3,H,W) transpose took 1.3 ms on a 512-px image here, three channel copies 0.5 ms.
+
+
+def to_float(batch: np.ndarray) -> np.ndarray:
+    """(N,H,W,3) uint8 -> (N,3,H,W) float32 in [0,1], as runners.StyleModels._to_device divides."""
+    x = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)
+    for c in range(3):
+        np.divide(batch[..., c], np.float32(255), out=x[:, c])
+    return x
+
+
 def to_uint8(y: np.ndarray) -> np.ndarray:
     """(N,3,H,W) float -> (N,H,W,3) uint8, rounded as runners.StyleModels._to_uint8 rounds."""
-    return np.ascontiguousarray(np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+    z = y * np.float32(255)
+    z += np.float32(0.5)
+    np.clip(z, 0, 255, out=z)
+    out = np.empty((z.shape[0], *z.shape[2:], 3), np.uint8)
+    for c in range(3):
+        out[..., c] = z[:, c]  # truncates, as astype(uint8) does
+    return out

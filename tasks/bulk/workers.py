@@ -21,6 +21,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from stylepipe.children import leave_with
@@ -30,8 +31,12 @@ log = logging.getLogger("stylepipe.stylize")
 
 WORKER_DIED = ("a decode/encode worker process died (out of memory, or a crash in an image library); "
                "outputs so far are recorded, run again to resume")
-WORKER_NICENESS = 0  # decode/encode yield to the forward pass's threads when both want the cores
+WORKER_NICENESS = 0  # raising it (10, 19) changed nothing beyond this machine's noise (session 15)
 CHECK_WORKERS_S = 0.5  # how often a wait looks at the workers
+# Pipe buffer of the pool's two queues (pixels in both directions). At Linux's default 64 KiB a
+# decoded 512-px image (768 KiB) crossed in 12 rounds of write, wake up, read: 4.6 ms of CPU for the
+# two processes; in a 1 MiB pipe 1.1 ms (benchmarks/bench_pipes.py). Capped by fs/pipe-max-size.
+PIPE_BYTES = 1 << 20
 
 
 def _worker_init(engine_pid: int) -> None:
@@ -77,7 +82,29 @@ def make_pool(workers: int) -> Executor:
     # (tasks.infer and stylepipe.cli keep torch out of their imports for this reason).
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["tasks.bulk.codec"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+    widen_pipes(pool)
+    return pool
+
+
+def widen_pipes(pool: ProcessPoolExecutor) -> int:
+    """Grow the pipes under the pool's job and result queues to PIPE_BYTES (a pipe's size belongs
+    to the pipe: the workers' ends share it). Best effort: where Linux says no, the default stays.
+    Returns the pipes widened."""
+    try:
+        import fcntl
+
+        size = min(PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text()))
+        readers = [pool._call_queue._reader, pool._result_queue._reader]  # (no public accessor)
+    except (ImportError, AttributeError, OSError, ValueError):
+        return 0
+    widened = 0
+    for reader in readers:
+        try:
+            widened += fcntl.fcntl(reader.fileno(), fcntl.F_SETPIPE_SZ, size) >= size
+        except (AttributeError, OSError):  # not Linux, or over the user's pipe allowance
+            pass
+    return widened
 
 
 def _processes(pool: Executor) -> list:

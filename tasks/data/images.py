@@ -78,16 +78,17 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None,
         # Pillow warns above MAX_IMAGE_PIXELS and raises only above twice that: refuse both.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                mode, frames = im.mode, getattr(im, "n_frames", 1)
-                width, height = im.size  # before draft scaling: the original's size
-                orientation = _orientation(im)
-                if width * height > max_pixels:
-                    raise Rejected("too-large", f"{width}x{height} is over {setting}={max_pixels}")
-                if min_side and im.format == "JPEG":
-                    im.draft(im.mode, (min_side, min_side))
-                im.load()
-                upright = ImageOps.exif_transpose(im) if orientation != 1 else im.copy()
+            # never closed: it reads from memory, and an open image keeps its pixels without a copy
+            im = Image.open(io.BytesIO(data))
+            mode, frames = im.mode, getattr(im, "n_frames", 1)
+            width, height = im.size  # before draft scaling: the original's size
+            orientation = _orientation(im)
+            if width * height > max_pixels:
+                raise Rejected("too-large", f"{width}x{height} is over {setting}={max_pixels}")
+            if min_side and im.format == "JPEG":
+                im.draft(im.mode, (min_side, min_side))
+            im.load()
+            upright = ImageOps.exif_transpose(im) if orientation != 1 else im
         except Rejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -135,7 +136,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, WHITE), rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # (convert would copy an RGB image)
 
 
 def _to_8bit_grey(img: Image.Image) -> Image.Image:

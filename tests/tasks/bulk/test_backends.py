@@ -250,3 +250,19 @@ def test_an_auto_job_that_falls_back_to_pytorch_hashes_the_weights_once_more_tha
         assert hashed == [planning.WEIGHTS_FILE] * 2, run
     devices = {r["device"] for r in ledger_rows(tmp_path / "second/.stylepipe/ledger.sqlite")}
     assert devices and all(d.endswith(", torch)") for d in devices), devices  # the second ran on PyTorch, as remembered
+
+
+def test_the_lean_conversions_are_the_torch_runners_bit_for_bit():
+    """lean.to_float / to_uint8 (numpy, a channel at a time) against runners.StyleModels' torch
+    conversions, on odd sizes and values outside [0, 1] (a network's raw output)."""
+    from tasks.bulk.lean import to_float, to_uint8
+    from tasks.bulk.runners import StyleModels
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+    assert np.array_equal(to_float(pixels), torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).numpy())
+    raw = rng.normal(0.5, 0.6, (2, 3, 40, 61)).astype(np.float32)
+    for y in (raw, raw[..., 1:38, 2:59]):  # a cropped (padded network's) view too
+        ours = to_uint8(y)
+        assert ours.flags.c_contiguous and ours.shape == (2, *y.shape[2:], 3)
+        assert np.array_equal(ours, StyleModels._to_uint8(torch.from_numpy(np.ascontiguousarray(y))))

@@ -71,3 +71,19 @@ def test_wait_any_returns_what_finished_and_honours_its_timeout():
     with worker_pool(2) as pool:
         assert wait_any([pool.submit(square, 4)], pool, timeout=30).pop().result() == 16
         assert wait_any([Future()], pool, timeout=0.2) == set()  # (a future nobody will finish)
+
+
+def test_the_pools_pipes_hold_a_decoded_image_in_one_write():
+    """Pixels cross the pool's queues both ways; widen_pipes grows their pipes past a 512-px image
+    (768 KiB) where Linux allows it (up to fs/pipe-max-size, which a user may not exceed)."""
+    import fcntl
+    from pathlib import Path
+
+    from tasks.bulk.workers import PIPE_BYTES
+
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    with worker_pool(1) as pool:
+        assert pool.submit(square, 3).result() == 9  # the pipes are the workers' too
+        for reader in (pool._call_queue._reader, pool._result_queue._reader):
+            assert fcntl.fcntl(reader.fileno(), fcntl.F_GETPIPE_SZ) >= min(PIPE_BYTES, allowed)
+    assert min(PIPE_BYTES, allowed) > 512 * 512 * 3 or allowed < PIPE_BYTES

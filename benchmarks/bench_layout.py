@@ -1,0 +1,70 @@
+"""The engine's CPU layout, measured: images/s of the network alone (bench_stylize.py's ceiling, (a))
+for each layout of forward passes at once x threads per pass x batch size, per network and backend,
+in interleaved rounds (medians). The engine's default is one pass per core, one thread each, batches
+of one (tasks/bulk/lean.py cpu_passes); `stylepipe stylize --parallel-batches P --threads T
+--batch-size B` sets another. Use this to see whether another layout pays on your machine.
+
+    python benchmarks/bench_layout.py --networks slim fast --backends onnxruntime torch --rounds 3
+
+The networks have random (seeded) weights; the images are bench_stylize.py's photo-like JPEGs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench_stylize import ceiling, generate_jpegs, save_model
+from tasks.bulk.lean import cpu_passes
+
+
+def layouts_for(cores: int) -> list[tuple[int, int, int]]:
+    """(passes, threads per pass, batch): every split of the cores into passes x threads, at batch
+    sizes 1, 2 and 4."""
+    splits = [(p, cores // p) for p in range(1, cores + 1) if cores % p == 0]
+    return [(p, t, b) for b in (1, 2, 4) for p, t in splits]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=64, help="images timed per layout (default 64)")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--networks", nargs="+", default=["slim", "fast"], choices=["slim", "fast", "classic"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], choices=["torch", "onnxruntime"])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="stylepipe-layout-"))
+    os.environ["XDG_CACHE_HOME"] = str(workdir / "cache")  # exports of this run's own
+    try:
+        paths = generate_jpegs(workdir / "jpegs", args.count, args.size)
+        models = {n: save_model(workdir / f"model-{n}", n) for n in args.networks}
+        layouts = layouts_for(os.cpu_count() or 1)
+        rates: dict[tuple, list[float]] = {}
+        for round_ in range(args.rounds):
+            for network, backend, layout in [(n, b, lay) for n in args.networks for b in args.backends for lay in layouts]:
+                passes, threads, batch = layout
+                rate = ceiling(models[network], paths, batch, passes, threads, backend)
+                rates.setdefault((network, backend, layout), []).append(rate)
+                print(f"  round {round_ + 1}, {network} on {backend}, {passes} x {threads} x {batch}: {rate:.2f} images/s",
+                      flush=True)
+        default_layout = (*cpu_passes(None, None), 1)
+        print(f"\n{args.count} images of {args.size} px, {os.cpu_count()} CPUs, medians of {args.rounds} rounds; "
+              f"against the default layout ({' x '.join(map(str, default_layout))})")
+        print(f"{'network':<8} {'backend':<12} {'passes x threads x batch':>25} {'images/s':>9} {'vs default':>11}")
+        for network in args.networks:
+            for backend in args.backends:
+                default = statistics.median(rates[(network, backend, default_layout)])
+                for layout in layouts:
+                    rate = statistics.median(rates[(network, backend, layout)])
+                    print(f"{network:<8} {backend:<12} {' x '.join(map(str, layout)):>25} {rate:>9.2f} "
+                          f"{rate / default:>11.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
