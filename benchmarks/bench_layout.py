@@ -18,14 +18,16 @@ import tempfile
 from pathlib import Path
 
 from bench_stylize import ceiling, generate_jpegs, save_model
+from stylepipe.devices import cpu_count
 from tasks.bulk.lean import cpu_passes
 
 
-def layouts_for(cores: int) -> list[tuple[int, int, int]]:
-    """(passes, threads per pass, batch): every split of the cores into passes x threads, at batch
-    sizes 1, 2 and 4."""
+def layouts_for(cores: int, default: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """(passes, threads per pass, batch): every exact split of the cores into passes x threads, at
+    batch sizes 1, 2 and 4, and the engine's default (which caps its passes, so may not split exactly)."""
     splits = [(p, cores // p) for p in range(1, cores + 1) if cores % p == 0]
-    return [(p, t, b) for b in (1, 2, 4) for p, t in splits]
+    layouts = [(p, t, b) for b in (1, 2, 4) for p, t in splits]
+    return layouts if default in layouts else [default, *layouts]
 
 
 def main() -> None:
@@ -42,7 +44,8 @@ def main() -> None:
     try:
         paths = generate_jpegs(workdir / "jpegs", args.count, args.size)
         models = {n: save_model(workdir / f"model-{n}", n) for n in args.networks}
-        layouts = layouts_for(os.cpu_count() or 1)
+        default_layout = (*cpu_passes(None, None), 1)
+        layouts = layouts_for(cpu_count(), default_layout)
         rates: dict[tuple, list[float]] = {}
         for round_ in range(args.rounds):
             for network, backend, layout in [(n, b, lay) for n in args.networks for b in args.backends for lay in layouts]:
@@ -51,8 +54,7 @@ def main() -> None:
                 rates.setdefault((network, backend, layout), []).append(rate)
                 print(f"  round {round_ + 1}, {network} on {backend}, {passes} x {threads} x {batch}: {rate:.2f} images/s",
                       flush=True)
-        default_layout = (*cpu_passes(None, None), 1)
-        print(f"\n{args.count} images of {args.size} px, {os.cpu_count()} CPUs, medians of {args.rounds} rounds; "
+        print(f"\n{args.count} images of {args.size} px, {cpu_count()} CPUs, medians of {args.rounds} rounds; "
               f"against the default layout ({' x '.join(map(str, default_layout))})")
         print(f"{'network':<8} {'backend':<12} {'passes x threads x batch':>25} {'images/s':>9} {'vs default':>11}")
         for network in args.networks:

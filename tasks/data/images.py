@@ -88,7 +88,8 @@ def decode(data: bytes, max_pixels: int, *, min_side: int | None = None,
             if min_side and im.format == "JPEG":
                 im.draft(im.mode, (min_side, min_side))
             im.load()
-            upright = ImageOps.exif_transpose(im) if orientation != 1 else im
+            # a multi-frame file is copied: the caller's image must not change if anyone seeks the file
+            upright = ImageOps.exif_transpose(im) if orientation != 1 else im.copy() if frames > 1 else im
         except Rejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
