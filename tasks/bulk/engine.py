@@ -381,8 +381,10 @@ class Pipeline:
     def _submit(self, keys: list[int]) -> None:
         decoded = [self.inflight[k].decoded for k in keys]
         tiled = self.models.needs_tiles(*decoded[0].pixels.shape[:2])
-        if tiled or (len(decoded) == 1 and decoded[0].pixels.flags.writeable):  # no copy for a batch of one
-            pixels = decoded[0].pixels if tiled else decoded[0].pixels[None]
+        if tiled:
+            pixels = decoded[0].pixels
+        elif len(decoded) == 1 and decoded[0].pixels.flags.writeable:
+            pixels = decoded[0].pixels[None]  # a batch of one: no copy
         else:
             pixels = np.stack([d.pixels for d in decoded])  # (writable: torch warns about a read-only array)
         for d in decoded:

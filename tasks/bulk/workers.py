@@ -34,8 +34,8 @@ WORKER_DIED = ("a decode/encode worker process died (out of memory, or a crash i
 WORKER_NICENESS = 0  # raising it (10, 19) changed nothing beyond this machine's noise (session 15)
 CHECK_WORKERS_S = 0.5  # how often a wait looks at the workers
 # Pipe buffer of the pool's two queues (pixels in both directions). At Linux's default 64 KiB a
-# decoded 512-px image (768 KiB) crossed in 12 rounds of write, wake up, read: 4.6 ms of CPU for the
-# two processes; in a 1 MiB pipe 1.1 ms (benchmarks/bench_pipes.py). Capped by fs/pipe-max-size.
+# decoded 512-px image (768 KiB) crossed in 12 rounds of write, wake up, read: 2.2 ms of CPU for the
+# two processes; in a 1 MiB pipe 0.55 ms (benchmarks/bench_pipes.py). Capped by fs/pipe-max-size.
 PIPE_BYTES = 1 << 20
 
 
@@ -87,24 +87,21 @@ def make_pool(workers: int) -> Executor:
     return pool
 
 
-def widen_pipes(pool: ProcessPoolExecutor) -> int:
+def widen_pipes(pool: ProcessPoolExecutor) -> None:
     """Grow the pipes under the pool's job and result queues to PIPE_BYTES (a pipe's size belongs
-    to the pipe: the workers' ends share it). Best effort: where Linux says no, the default stays.
-    Returns the pipes widened."""
+    to the pipe: the workers' ends share it). Best effort: where Linux says no, the default stays."""
     try:
         import fcntl
 
         size = min(PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text()))
         readers = [pool._call_queue._reader, pool._result_queue._reader]  # (no public accessor)
     except (ImportError, AttributeError, OSError, ValueError):
-        return 0
-    widened = 0
+        return
     for reader in readers:
         try:
-            widened += fcntl.fcntl(reader.fileno(), fcntl.F_SETPIPE_SZ, size) >= size
+            fcntl.fcntl(reader.fileno(), fcntl.F_SETPIPE_SZ, size)
         except (AttributeError, OSError):  # not Linux, or over the user's pipe allowance
             pass
-    return widened
 
 
 def _processes(pool: Executor) -> list:

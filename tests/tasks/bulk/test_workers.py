@@ -90,7 +90,8 @@ def test_the_pools_pipes_hold_a_decoded_image_in_one_write():
     except OSError as e:
         pytest.skip(f"this user may not grow a pipe to {size} bytes: {e}")
     finally:
-        os.close(probe[0]), os.close(probe[1])
+        for end in probe:
+            os.close(end)
     assert size >= 512 * 512 * 3, "fs/pipe-max-size is below one decoded image"
     with worker_pool(1) as pool:
         assert pool.submit(square, 3).result() == 9  # the pipes are the workers' too
