@@ -2,9 +2,15 @@
 for each layout of forward passes at once x threads per pass x batch size, per network and backend,
 in interleaved rounds (medians). The engine's default is one pass per core, one thread each, batches
 of one (tasks/bulk/lean.py cpu_passes); `stylepipe stylize --parallel-batches P --threads T
---batch-size B` sets another. Use this to see whether another layout pays on your machine.
+--batch-size B` sets another, and `--layout auto` (stylize's default) measures a few on the job's
+first batch (tasks/bulk/layout.py). Use this to see whether another layout pays on your machine.
+
+With --engine, also end-to-end jobs (JPEG to JPEG, bench_stylize.py's (b)) of the first network on
+each backend, per round: `layout: fixed`, then `layout: auto` with nothing remembered (it measures),
+then `layout: auto` again (it starts on what the first remembered): images/s and the layout chosen.
 
     python benchmarks/bench_layout.py --networks slim fast --backends onnxruntime torch --rounds 3
+    python benchmarks/bench_layout.py --networks fast --backends onnxruntime --rounds 3 --engine --count 200
 
 The networks have random (seeded) weights; the images are bench_stylize.py's photo-like JPEGs.
 """
@@ -22,6 +28,24 @@ from stylepipe.devices import cpu_count
 from tasks.bulk.lean import cpu_passes
 
 
+def engine_job(model: Path, images: Path, out: Path, backend: str, layout: str) -> tuple[float, str]:
+    """Images/s of a stylize job from JPEGs to JPEGs, and the layout its ledger rows name."""
+    import time
+
+    from stylepipe.config import StylizeParams
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, default_ledger
+
+    shutil.rmtree(out, ignore_errors=True)
+    job = Job(str(images), out, (ModelSpec(str(model)),), StylizeParams(max_size=None, backend=backend, layout=layout),
+              default_ledger(out))
+    start = time.perf_counter()
+    summary = stylize(job, progress=False)
+    seconds = time.perf_counter() - start
+    assert summary.done == summary.outputs and summary.failed == 0, list(summary.lines())
+    return summary.outputs / seconds, summary.run.device
+
+
 def layouts_for(cores: int, default: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """(passes, threads per pass, batch): every exact split of the cores into passes x threads, at
     batch sizes 1, 2 and 4, and the engine's default (which caps its passes, so may not split exactly)."""
@@ -37,6 +61,7 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=["slim", "fast"], choices=["slim", "fast", "classic"])
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], choices=["torch", "onnxruntime"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", action="store_true", help="also end-to-end jobs with layout fixed and auto")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="stylepipe-layout-"))
@@ -47,7 +72,16 @@ def main() -> None:
         default_layout = (*cpu_passes(None, None), 1)
         layouts = layouts_for(cpu_count(), default_layout)
         rates: dict[tuple, list[float]] = {}
+        jobs: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
+            if args.engine:
+                (workdir / "cache" / "stylepipe" / "layouts.json").unlink(missing_ok=True)
+                for backend in args.backends:
+                    for name, layout in (("fixed", "fixed"), ("auto, measuring", "auto"), ("auto, remembered", "auto")):
+                        rate, device = engine_job(models[args.networks[0]], workdir / "jpegs", workdir / "out", backend, layout)
+                        jobs.setdefault((backend, name), []).append(rate)
+                        print(f"  round {round_ + 1}, {args.networks[0]} on {backend}, end to end, layout {name}: "
+                              f"{rate:.2f} images/s ({device})", flush=True)
             for network, backend, layout in [(n, b, lay) for n in args.networks for b in args.backends for lay in layouts]:
                 passes, threads, batch = layout
                 rate = ceiling(models[network], paths, batch, passes, threads, backend)
@@ -64,6 +98,12 @@ def main() -> None:
                     rate = statistics.median(rates[(network, backend, layout)])
                     print(f"{network:<8} {backend:<12} {' x '.join(map(str, layout)):>25} {rate:>9.2f} "
                           f"{rate / default:>11.2f}")
+        for backend in args.backends if args.engine else []:
+            fixed = statistics.median(jobs[(backend, "fixed")])
+            for name in ("fixed", "auto, measuring", "auto, remembered"):
+                rate = statistics.median(jobs[(backend, name)])
+                print(f"{args.networks[0]:<8} {backend:<12} {'end to end, ' + name:>25} {rate:>9.2f} {rate / fixed:>11.2f}"
+                      " (vs fixed)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

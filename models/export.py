@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.johnson.network import TransformerNet
+from models.shared_stats import set_recording, shared_norms, with_shared_stats
 from models.translation import Translator, to_image_range, to_model_range
 from models.weights import WEIGHTS_FILE, load_model
 from stylepipe.errors import StageError
@@ -139,38 +140,30 @@ class _TraceableTranslator(nn.Module):
         return to_image_range(self.generator(to_model_range(x)))[..., :h, :w]
 
 
-def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
-                direction: str = "", phase_split: bool = True) -> Path:
-    """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path: a johnson
-    network, or a translation model in one `direction` (a2b, the default, or b2a). StageError when
-    the folder holds no loadable safetensors model (pickles are refused, as everywhere) or a model
-    of another family. phase_split=False keeps the output conv as it is (the graph before
-    PhaseSplitConv; benchmarks/bench_onnx.py times the two)."""
-    import onnx
-
-    model_dir, out_path = Path(model_dir), Path(out_path)
-    if opset not in OPSETS:
-        raise StageError(f"opset {opset}: not supported; use {OPSETS.start} to {OPSETS.stop - 1}")
+def _traceable(model_dir: Path, direction: str, phase_split: bool) -> tuple[nn.Module, dict]:
+    """The model in `model_dir` as a module the tracer records at any size, and its sidecar."""
     if not model_dir.is_dir():
         raise StageError(f"{model_dir}: no such model folder (expected model.safetensors + model.json)")
-    if out_path.is_dir():
-        raise StageError(f"{out_path}: is a folder; give the path of the .onnx file to write")
     net, sidecar = load_model(model_dir)
     if isinstance(net, Translator):
         try:
             traceable = _TraceableTranslator(net.set_direction(direction or "a2b"), phase_split)
         except ValueError as e:
             raise StageError(f"{model_dir}: {e}") from None
-        sidecar = {**sidecar, "direction": net.direction}
-    elif isinstance(net, TransformerNet):
+        return traceable.eval(), {**sidecar, "direction": net.direction}
+    if isinstance(net, TransformerNet):
         if direction:
             raise StageError(f"{model_dir}: a {sidecar.get('family', 'johnson')} model has no direction")
-        traceable = _Traceable(net, phase_split)
-    else:
-        raise StageError(f"{model_dir}: a {sidecar.get('family')!r} model; ONNX export takes johnson, pix2pix "
-                         "and cyclegan models")
+        return _Traceable(net, phase_split).eval(), sidecar
+    raise StageError(f"{model_dir}: a {sidecar.get('family')!r} model; ONNX export takes johnson, pix2pix "
+                     "and cyclegan models")
 
-    axes = {0: "batch", 2: "height", 3: "width"}
+
+def _write_graph(module: nn.Module, args: tuple[Tensor, ...], input_names: list[str], output_names: list[str],
+                 dynamic_axes: dict, facts: dict[str, str], opset: int, out_path: Path) -> None:
+    """Trace `module` on `args` and write the graph, with `facts` as metadata_props, to out_path."""
+    import onnx
+
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # Known and harmless here: the TorchScript exporter's deprecation notice, TracerWarnings
@@ -179,12 +172,9 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
-        torch.onnx.export(traceable.eval(), (torch.rand(1, 3, 64, 96),), buffer, dynamo=False,
-                          opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
     proto = onnx.load_from_string(buffer.getvalue())
-    facts = {key: str(sidecar[key]) for key in SIDECAR_KEYS if key in sidecar}
-    facts["weights_sha256"] = sha256_file(model_dir / WEIGHTS_FILE)
     onnx.helper.set_model_props(proto, facts)
     onnx.checker.check_model(proto)
 
@@ -198,4 +188,91 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _checked(model_dir: str | Path, opset: int) -> Path:
+    if opset not in OPSETS:
+        raise StageError(f"opset {opset}: not supported; use {OPSETS.start} to {OPSETS.stop - 1}")
+    return Path(model_dir)
+
+
+def _facts(model_dir: Path, sidecar: dict) -> dict[str, str]:
+    facts = {key: str(sidecar[key]) for key in SIDECAR_KEYS if key in sidecar}
+    facts["weights_sha256"] = sha256_file(model_dir / WEIGHTS_FILE)
+    return facts
+
+
+IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
+SAMPLE_SHAPE = (1, 3, 64, 96)
+
+
+def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAULT_OPSET,
+                direction: str = "", phase_split: bool = True) -> Path:
+    """Write the trained model in `model_dir` to `out_path` as ONNX and return out_path: a johnson
+    network, or a translation model in one `direction` (a2b, the default, or b2a). StageError when
+    the folder holds no loadable safetensors model (pickles are refused, as everywhere) or a model
+    of another family. phase_split=False keeps the output conv as it is (the graph before
+    PhaseSplitConv; benchmarks/bench_onnx.py times the two)."""
+    model_dir, out_path = _checked(model_dir, opset), Path(out_path)
+    if out_path.is_dir():
+        raise StageError(f"{out_path}: is a folder; give the path of the .onnx file to write")
+    traceable, sidecar = _traceable(model_dir, direction, phase_split)
+    _write_graph(traceable, (torch.rand(*SAMPLE_SHAPE),), [INPUT_NAME], [OUTPUT_NAME],
+                 {INPUT_NAME: IMAGE_AXES, OUTPUT_NAME: IMAGE_AXES}, _facts(model_dir, sidecar), opset, out_path)
     return out_path
+
+
+class _NormStatistics(nn.Module):
+    """The network on a thumbnail, returning every norm's (scale, shift) as it records them."""
+
+    def __init__(self, tiled: nn.Module):
+        super().__init__()
+        self.tiled = tiled
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        set_recording(self.tiled, True)
+        self.tiled(x)
+        return tuple(t for norm in shared_norms(self.tiled) for t in norm.scale_shift)
+
+
+class _Tiles(nn.Module):
+    """The network on tiles, every norm's (scale, shift) given as inputs (_NormStatistics' outputs)."""
+
+    def __init__(self, tiled: nn.Module):
+        super().__init__()
+        self.tiled = tiled
+
+    def forward(self, x: Tensor, *scale_shift: Tensor) -> Tensor:
+        set_recording(self.tiled, False)
+        for i, norm in enumerate(shared_norms(self.tiled)):
+            norm.scale_shift = (scale_shift[2 * i], scale_shift[2 * i + 1])
+        return self.tiled(x)
+
+
+def statistics_names(count: int) -> list[str]:
+    """The (scale, shift) names, norm by norm: the statistics graph's outputs, the tile graph's inputs."""
+    return [f"{kind}_{i}" for i in range(count) for kind in ("scale", "shift")]
+
+
+def export_tile_graphs(model_dir: str | Path, statistics_path: str | Path, tiles_path: str | Path,
+                       opset: int = DEFAULT_OPSET, direction: str = "") -> None:
+    """The two graphs that run a large image in tiles on onnxruntime, as models/shared_stats.py
+    does in PyTorch: `statistics_path` takes the thumbnail (`image`) and gives every instance norm's
+    folded scale and shift (statistics_names); `tiles_path` takes the tiles (`image`) and those, and
+    gives `stylized`. A network without instance norms needs no statistics: then only the tile
+    graph is written. The tile graph is written last, so that it existing means both do."""
+    model_dir = _checked(model_dir, opset)
+    traceable, sidecar = _traceable(model_dir, direction, phase_split=True)
+    tiled = with_shared_stats(traceable)
+    facts = _facts(model_dir, sidecar)
+    sample = torch.rand(*SAMPLE_SHAPE)
+    names = statistics_names(len(shared_norms(tiled)))
+    statistics: tuple[Tensor, ...] = ()
+    if names:
+        recorder = _NormStatistics(tiled)
+        with torch.no_grad():
+            statistics = recorder(sample)
+        _write_graph(recorder, (sample,), [INPUT_NAME], names, {INPUT_NAME: IMAGE_AXES},
+                     {**facts, "graph": "norm statistics"}, opset, Path(statistics_path))
+    _write_graph(_Tiles(tiled), (sample, *statistics), [INPUT_NAME, *names], [OUTPUT_NAME],
+                 {INPUT_NAME: IMAGE_AXES, OUTPUT_NAME: IMAGE_AXES}, {**facts, "graph": "tiles"}, opset, Path(tiles_path))

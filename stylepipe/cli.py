@@ -135,7 +135,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     check_out(args.out)
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in (
-        "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads",
+        "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads", "layout",
         "texture_scale", "work_size", "backend", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
         "shard_size")}
     try:
@@ -223,7 +223,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_out(args.out)
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",
-                                              "backend", "tile_above", "tile_size", "tile_overlap",
+                                              "layout", "backend", "tile_above", "tile_size", "tile_overlap",
                                               "max_failed_fraction")}
     try:
         params = StylizeParams(**settings)
@@ -473,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
+    stylize.add_argument("--layout", choices=["auto", "fixed"], default="auto",
+                         help="auto (default): unless --batch-size, --parallel-batches or --threads is given, "
+                              "time a few layouts (passes x threads x batch) on the first batch and keep the "
+                              "fastest, remembered per machine and model; fixed: one pass per core, batches of one")
     stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
                               "to ONNX), or auto (default): the faster of the two on the first batch, "
@@ -574,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the forward pass's runtime on a CPU, as for stylize (default auto: the faster of "
                                 "torch and onnxruntime on the first batch; the export is one direction's generator)")
     translate.add_argument("--batch-size", type=int, default=None, help="images of one size per forward pass")
+    translate.add_argument("--layout", choices=["auto", "fixed"], default="auto",
+                           help="passes x threads x batch: measured on the first batch (auto, unless --batch-size "
+                                "is given) or fixed, as for stylize")
     translate.add_argument("--workers", type=int, default=2, help="decode/encode processes (0: in this process)")
     translate.add_argument("--tile-above", type=int, default=2048, help="translate larger images in tiles")
     # (not stylize's 1280 / 64: the 64-px overlap was measured on style networks, whose receptive

@@ -200,6 +200,11 @@ class StylizeParams(Section):
     # Forward passes run at once, each on its own batch; None: one per core on CPU, 1 on CUDA.
     parallel_batches: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
+    # auto: when none of batch_size, parallel_batches and threads is set, a CPU job times a few
+    # layouts (passes x threads x batch) on its first batch and keeps the fastest, remembered per
+    # machine and models (tasks/bulk/layout.py); `stylepipe stylize` and `translate` default to it.
+    # fixed: the defaults above. The infer stage keeps fixed: threads change a float's last bits.
+    layout: Literal["fixed", "auto"] = "fixed"
     # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime (the network
     # exported to ONNX), or auto: whichever was faster on the job's first batch (remembered per
     # machine and model). Families without an ONNX export, tiles and CUDA use torch. The pipeline's

@@ -7,13 +7,15 @@ The two agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), s
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
 `torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
 by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
-CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) keep PyTorch:
-their instance-norm statistics come from a thumbnail through hooks onnxruntime does not have. Only
-families models/export.py can export (johnson; pix2pix and cyclegan, one export per direction) have
-an ONNX backend; others run on PyTorch.
+CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) run on the
+backend their model runs on: on onnxruntime through two more graphs (models/export.py
+export_tile_graphs: one records the instance norms' statistics on the thumbnail, one runs the tiles
+with them; tasks/bulk/lean.py OnnxTiles). Only families models/export.py can export (johnson; pix2pix
+and cyclegan, one export per direction) have an ONNX backend; others run on PyTorch.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +39,9 @@ log = logging.getLogger("stylepipe.stylize")
 BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
+# A job whose first input is tiled calibrates on a crop of its thumbnail at most this side (a whole
+# 2048-px thumbnail would take seconds per run)
+CALIBRATION_SIDE = 512
 
 
 def cache_dir() -> Path:
@@ -67,9 +72,10 @@ def onnx_path(weights_sha256: str, direction: str = "") -> Path:
 
 def remove_older_exports(weights_sha256: str, direction: str = "") -> list[Path]:
     """Delete the cached exports of the same weights (and direction) made by older export revisions,
-    revision 1's unnumbered name included: onnx_path never names them again. A newer revision's
-    (another checkout's, sharing the cache) is left alone. Returns what went."""
-    same = re.compile(rf"{re.escape(weights_sha256[:32])}(?:-r(\d+))?{re.escape(f'-{direction}' if direction else '')}\.onnx")
+    their tile graphs and revision 1's unnumbered name included: onnx_path never names them again.
+    A newer revision's (another checkout's, sharing the cache) is left alone. Returns what went."""
+    same = re.compile(rf"{re.escape(weights_sha256[:32])}(?:-r(\d+))?{re.escape(f'-{direction}' if direction else '')}"
+                      r"(?:-norm-statistics|-tiles)?\.onnx")
     removed = []
     for path in onnx_path(weights_sha256, direction).parent.glob(f"{weights_sha256[:32]}*.onnx"):
         match = same.fullmatch(path.name)
@@ -81,6 +87,23 @@ def remove_older_exports(weights_sha256: str, direction: str = "") -> list[Path]
                 continue
             removed.append(path)
     return removed
+
+
+def tile_graph_paths(weights_sha256: str, direction: str = "") -> tuple[Path, Path]:
+    """Where a network's two tile graphs are cached (norm statistics, tiles): beside its export."""
+    path = onnx_path(weights_sha256, direction)
+    return path.with_name(f"{path.stem}-norm-statistics.onnx"), path.with_name(f"{path.stem}-tiles.onnx")
+
+
+def ensure_tile_graphs(model_dir: Path, weights_sha256: str, direction: str = "") -> tuple[Path, Path]:
+    """The tile graphs' paths, exported first (with PyTorch) unless cached. The tile graph is
+    written last, so that it existing means both are there."""
+    statistics, tiles = tile_graph_paths(weights_sha256, direction)
+    if not tiles.is_file():
+        from models.export import export_tile_graphs
+
+        export_tile_graphs(model_dir, statistics, tiles, direction=direction)
+    return statistics, tiles
 
 
 def onnx_session(path: Path, threads: int):
@@ -111,6 +134,12 @@ class OnnxNet:
         return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
 
 
+def choice_key(weights_sha256: str, threads: int, passes: int, batch: int, direction: str = "") -> list[str]:
+    """The parts of a remembered choice's key besides the machine: the model and the engine's layout."""
+    key = [weights_sha256, str(threads), str(passes), str(batch)]
+    return key + [direction] if direction else key
+
+
 def _median_seconds(run, x: Tensor) -> float:
     times = []
     for _ in range(CALIBRATION_RUNS):
@@ -125,14 +154,26 @@ class Chooser:
 
     def __init__(self, requested: str, key_parts: list[str]):
         self.requested = requested
-        # with the export's revision: a choice made against an older graph is made again
-        self.key = hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", *key_parts]).encode()
-                                  ).hexdigest()[:24]
+        self.key = self._key(key_parts)
         self.lock = threading.Lock()
         self.chosen: str | None = None if requested == "auto" else requested
         self.timings: dict[str, float] = {}
         if self.chosen is None:
             self.chosen = self._remembered()
+
+    @staticmethod
+    def _key(key_parts: list[str]) -> str:
+        # with the export's revision: a choice made against an older graph is made again
+        return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", *key_parts]).encode()
+                              ).hexdigest()[:24]
+
+    def rekey(self, key_parts: list[str]) -> None:
+        """The job's layout changed (tasks/bulk/layout.py): an auto choice already made is
+        remembered under the new layout too, so that the next job, which starts on it, need not
+        calibrate again."""
+        self.key = self._key(key_parts)
+        if self.requested == "auto" and self.chosen is not None and self._remembered() != self.chosen:
+            self._remember()
 
     def _remembered(self) -> str | None:
         try:
@@ -148,10 +189,15 @@ class Chooser:
             known = {}
         known[self.key] = {"backend": self.chosen, "ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
                            "cpu": cpu_name()}
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError as e:  # costs the next job a calibration, not this job its batch
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            log.warning("could not remember the backend in %s: %s", path, e)
 
     def choose(self, runs: dict[str, object], x: Tensor) -> str:
         """The backend for this model; the first call of an `auto` chooser times each on x."""

@@ -23,14 +23,14 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 import stylepipe
 from stylepipe.errors import StageError
-from tasks.bulk import codec, remote
+from tasks.bulk import codec, layout, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
 from tasks.bulk.memory import keep_freed_memory
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
@@ -234,6 +234,14 @@ class Pipeline:
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
         hashed: dict[str, str] = {}  # the weights' sha256: taken once, by whichever runner asks first
+        # The CPU layout (tasks/bulk/layout.py): remembered from an earlier job of these models, or
+        # measured on this job's first batch
+        self.layout_key = layout.job_key(self.job, hashed) if layout.applies(self.params) else None
+        known = layout.remembered(self.layout_key) if self.layout_key else None
+        if known is not None:
+            self.params = self.params.model_copy(update={"parallel_batches": known.passes, "threads": known.threads,
+                                                         "batch_size": known.batch})
+            self.job = replace(self.job, params=self.params)
         lean = lean_models(self.job, hashed)  # exported networks on onnxruntime: no PyTorch import at all
         if lean is not None:
             self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
@@ -246,14 +254,19 @@ class Pipeline:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
-        workers, batch = self.params.workers, self.batch_size
-        # decoded images waiting for the model, at most: a batch for every pass plus two in reserve
-        self.prefetch = max((self.parallel + 2) * batch, 2 * workers + batch)
-        self.encode_limit = 2 * workers + self.parallel * batch * len(self.labels)
+        self.layout_pending = self.layout_key is not None and known is None and layout.calibrates(self.models)
+        self.layout_lock = threading.Lock()
+        self._set_limits()
         self.rows: list[Row] = []
         self.last_flush = time.monotonic()
         self.forward_works = False
         self.unproven_failures: list[tuple[int, str]] = []  # (key, reason) held until a pass works
+
+    def _set_limits(self) -> None:
+        workers, batch = self.params.workers, self.batch_size
+        # decoded images waiting for the model, at most: a batch for every pass plus two in reserve
+        self.prefetch = max((self.parallel + 2) * batch, 2 * workers + batch)
+        self.encode_limit = 2 * workers + self.parallel * batch * len(self.labels)
 
     def _build_torch_models(self, hashed: dict[str, str]) -> None:
         from stylepipe.devices import pick_device
@@ -399,6 +412,8 @@ class Pipeline:
     def _forward(self, pixels: np.ndarray, tiled: bool,
                  paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
+        if self.layout_pending and not tiled and paintings is None:
+            self._choose_layout(pixels[0])
         started = time.perf_counter()
         passes = self.models.tile_passes if tiled else 1
         self.busy.start(passes)
@@ -412,6 +427,20 @@ class Pipeline:
         finally:
             self.busy.stop(passes)
         return results, time.perf_counter() - started
+
+    def _choose_layout(self, image: np.ndarray) -> None:
+        """In the first model thread with a batch: time the layouts on its first image (the other
+        model threads wait), then run on the fastest and remember it."""
+        with self.layout_lock:
+            if not self.layout_pending:
+                return
+            try:
+                chosen, timings = layout.calibrate(self.models, image)
+            finally:
+                self.layout_pending = False  # (a failed forward pass fails the batch, as without it)
+            layout.remember(self.layout_key, chosen, timings)
+            self.parallel, self.batch_size = chosen.passes, chosen.batch
+            self._set_limits()
 
     def _stylized(self, batch: Batch, future: Future) -> None:
         error = future.exception()

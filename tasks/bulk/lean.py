@@ -5,13 +5,16 @@ stylizing one 512-px image. A job whose every model is an exported johnson netwo
 backend `onnxruntime` (or `auto` that remembers choosing it), with its ONNX export already cached
 (the first job makes it, with PyTorch), runs here instead of runners.StyleModels: the same ONNX
 session, the same padding, colour preservation, strength and rounding, in numpy. An image large
-enough to need tiles brings in PyTorch for that image alone (tiling hooks the networks' norms).
-A job with a texture scale (StylizeParams.texture_scale, work_size) takes the torch path.
+enough to need tiles runs on the network's two tile graphs (OnnxTiles); only the first such image
+of a model brings in PyTorch, to export them. A job with a texture scale
+(StylizeParams.texture_scale, work_size) takes the torch path.
 """
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
+from tasks.bulk.tiling import stylize_tiled, thumbnail
 from tasks.data.images import MIN_SIDE
 
 # The engine's CPU layout (cpu_passes: runners.configure_parallelism calls it; default_batch_size).
@@ -56,7 +60,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
     if params.device == "auto" and not surely_no_cuda():
         return None
     parallel, threads, batch = cpu_layout(params)
-    exports = []
+    exports, hashes, choosers = [], [], []
     for spec in job.models:
         if spec.gatys is not None or spec.adain is not None or spec.direction:
             return None
@@ -68,24 +72,30 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
             return None
         sha = weights_sha256(spec.path, hashed)
         if params.backend == "auto":
-            chosen = backends.Chooser("auto", [sha, str(threads), str(parallel), str(batch)]).chosen
-            if chosen != "onnxruntime":
+            chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch))
+            if chooser.chosen != "onnxruntime":
                 return None
+            choosers.append(chooser)
         path = backends.onnx_path(sha)
         if not path.is_file():
             return None
         exports.append(path)
-    return LeanModels(job, exports, parallel, threads, batch)
+        hashes.append(sha)
+    return LeanModels(job, exports, hashes, choosers, parallel, threads, batch)
 
 
 class LeanModels:
     """runners.StyleModels' interface for exported networks on onnxruntime, in numpy."""
 
-    def __init__(self, job: Job, exports: list[Path], parallel: int, threads: int, batch_size: int):
-        self.job, self.specs = job, list(job.models)
+    def __init__(self, job: Job, exports: list[Path], hashes: list[str], choosers: list[backends.Chooser],
+                 parallel: int, threads: int, batch_size: int):
+        """hashes: the weights' sha256 per model (the tile graphs' names); choosers: an auto job's
+        remembered choices (of onnxruntime), one per model."""
+        self.job, self.specs, self.exports, self.hashes, self.choosers = job, list(job.models), exports, hashes, choosers
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
         self.sessions = [backends.onnx_session(path, threads) for path in exports]
-        self.tiled = None  # runners.StyleModels, made (with PyTorch) for the first image that needs tiles
+        self.tiles: list[OnnxTiles] | None = None  # made for the first image that needs tiles
+        self.tile_pool: ThreadPoolExecutor | None = None
         self.lock = threading.Lock()
 
     def describe(self, parallel: int = 1) -> str:
@@ -95,34 +105,83 @@ class LeanModels:
         return max(height, width) > self.job.params.tile_above
 
     @property
-    def tile_passes(self) -> int:  # a large image's tiles run on all passes (StyleModels.tile_pool)
+    def tile_passes(self) -> int:  # a large image's tiles run on all passes, as StyleModels' do
         return self.parallel
+
+    on_cpu = True
+
+    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None:
+        """runners.StyleModels.set_layout: sessions of `threads` threads, tiles on `passes` passes."""
+        with self.lock:
+            if threads != self.threads:
+                self.sessions = [backends.onnx_session(path, threads) for path in self.exports]
+            if (passes, threads) != (self.parallel, self.threads):
+                self.tiles, self.tile_pool = None, None  # made again for the next large image
+            self.parallel, self.threads, self.batch_size = passes, threads, batch
+        for chooser, sha in zip(self.choosers if final else [], self.hashes):
+            chooser.rekey(backends.choice_key(sha, threads, passes, batch))
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
         x = to_float(batch)
         h, w = x.shape[-2:]
-        padded = x if min(h, w) >= MIN_SIDE else np.pad(
-            x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))), mode="edge")
         results = []
         for session, spec in zip(self.sessions, self.specs):
-            y = session.run(None, {"image": padded})[0][..., :h, :w]
+            y = session.run(None, {"image": pad_to_min_side(x)})[0][..., :h, :w]
             results.append(to_uint8(finish(y, x, spec)))
         return results
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result."""
         with self.lock:
-            if self.tiled is None:
-                import torch
+            if self.tiles is None:
+                self.tiles = [OnnxTiles(*backends.ensure_tile_graphs(Path(spec.path), sha), self.threads,
+                                        self.threads * self.parallel) for spec, sha in zip(self.specs, self.hashes)]
+                if self.parallel > 1:
+                    self.tile_pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="tiles")
+        p = self.job.params
+        small = thumbnail(pixels, p.tile_above)
+        return [stylize_tiled(pixels, tiles.runner(tiles.record(small), spec), tile=p.tile_size,
+                              overlap=p.tile_overlap, batch_size=self.batch_size,
+                              map_batches=self.tile_pool.map if self.tile_pool else map)
+                for tiles, spec in zip(self.tiles, self.specs)]
 
-                from tasks.bulk.runners import StyleModels, configure_parallelism
 
-                configure_parallelism(torch.device("cpu"), self.parallel, self.threads)
-                p = self.job.params
-                self.tiled = StyleModels(self.specs, torch.device("cpu"), tile_size=p.tile_size,
-                                         tile_overlap=p.tile_overlap, tile_above=p.tile_above,
-                                         batch_size=self.batch_size, parallel=self.parallel)
-        return self.tiled.stylize_large(pixels)
+class OnnxTiles:
+    """One network's tiles on onnxruntime (models/export.py export_tile_graphs): every instance
+    norm's statistics recorded on the whole image's thumbnail, then each tile run with them, as
+    models/shared_stats.py does in PyTorch. Torch-free; the tile runs may be called from several
+    threads at once (onnxruntime sessions are thread-safe)."""
+
+    def __init__(self, statistics: Path, tiles: Path, threads: int, statistics_threads: int):
+        """statistics_threads: the thumbnail's pass runs on the threads of every tile pass."""
+        self.tiles = backends.onnx_session(tiles, threads)
+        needs_statistics = len(self.tiles.get_inputs()) > 1  # a network without instance norms has none
+        self.statistics = backends.onnx_session(statistics, statistics_threads) if needs_statistics else None
+
+    def record(self, small: np.ndarray) -> dict[str, np.ndarray]:
+        """The (H,W,3) uint8 thumbnail -> the tile graph's statistics inputs, by name."""
+        if self.statistics is None:
+            return {}
+        outputs = self.statistics.run(None, {"image": pad_to_min_side(to_float(small[None]))})
+        return dict(zip((o.name for o in self.statistics.get_outputs()), outputs))
+
+    def runner(self, statistics: dict[str, np.ndarray], spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
+        """tiling.stylize_tiled's `run`: (N,th,tw,3) uint8 tiles -> (N,th,tw,3) float in [0,1], finished."""
+        def run(tiles: np.ndarray) -> np.ndarray:
+            x = to_float(tiles)
+            h, w = x.shape[-2:]
+            y = self.tiles.run(None, {"image": pad_to_min_side(x), **statistics})[0][..., :h, :w]
+            return finish(y, x, spec).transpose(0, 2, 3, 1)
+        return run
+
+
+def pad_to_min_side(x: np.ndarray) -> np.ndarray:
+    """runners.PadToMinSide's padding: (N,3,H,W) with a side below MIN_SIDE, its edge replicated."""
+    h, w = x.shape[-2:]
+    if min(h, w) >= MIN_SIDE:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))), mode="edge")
 
 
 def luma(x: np.ndarray) -> np.ndarray:

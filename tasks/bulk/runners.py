@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -35,10 +36,13 @@ from models.weights import load_model
 from stylepipe.config import DEFAULT_MAX_PIXELS
 from stylepipe.errors import StageError
 from tasks.bulk import backends
-from tasks.bulk.lean import CPU_BATCH, LUMA, cpu_passes
+from models.shared_stats import set_recording, with_shared_stats
+from tasks.bulk.lean import CPU_BATCH, LUMA, OnnxTiles, cpu_passes
 from tasks.bulk.plan import ModelSpec, weights_sha256
-from tasks.bulk.tiling import set_recording, stylize_tiled, thumbnail, with_shared_stats
+from tasks.bulk.tiling import stylize_tiled, thumbnail
 from tasks.data.images import MIN_SIDE
+
+log = logging.getLogger("stylepipe.stylize")
 
 DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
@@ -149,6 +153,7 @@ class StyleModels:
         # per model: the runtimes it may run on (tasks/bulk/backends.py) and who picks among them
         self.runtimes: list[dict[str, object]] = []
         self.choosers: list[backends.Chooser] = []
+        self.exports: list[tuple[str, str] | None] = []  # per model: (weights sha256, direction) when exportable
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
             family = sidecar.get("family", "johnson")
             wanted = backends.check_backend(backend, family, device)
@@ -156,16 +161,24 @@ class StyleModels:
             direction = (spec.direction or "a2b") if family in TRANSLATION_FAMILIES else ""
             if wanted in ("torch", "torch-bf16"):
                 chooser = backends.Chooser(wanted, [])
+                self.exports.append(None)
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path, hashed)
-                key = [sha, str(torch.get_num_threads()), str(parallel), str(batch_size)]
-                chooser = backends.Chooser(wanted, key + [direction] if direction else key)
+                self.exports.append((sha, direction))
+                chooser = backends.Chooser(wanted, backends.choice_key(sha, torch.get_num_threads(), parallel,
+                                                                       batch_size, direction))
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
-                runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads(),
-                                                                        direction))
+                try:
+                    runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha,
+                                                                            torch.get_num_threads(), direction))
+                except OSError as e:  # the export's cache cannot be written (a read-only home, a full disk)
+                    if wanted != "auto":
+                        raise StageError(f"backend onnxruntime: the network's ONNX export could not be cached: {e}") from None
+                    log.warning("auto runs on torch: the network's ONNX export could not be cached: %s", e)
+                    chooser.chosen = "torch"
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
         if self.cuda:
@@ -179,12 +192,39 @@ class StyleModels:
         self.tile_pool = ThreadPoolExecutor(parallel, thread_name_prefix="tiles") if parallel > 1 and not self.cuda else None
         self.tile_passes = parallel if self.tile_pool else 1  # the passes a large image occupies
         self.pass_threads = torch.get_num_threads()  # per pass, as configure_parallelism set it
+        self.onnx_tiles: list[OnnxTiles | None] = [None] * len(specs)  # made for a model's first large image
+        self.tiles_lock = threading.Lock()
 
     def describe(self, parallel: int = 1) -> str:
         if self.cuda:
             return f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {parallel} at once)"
         chosen = ", ".join(c.chosen or "auto: not chosen yet" for c in self.choosers)
-        return f"cpu ({parallel} passes x {torch.get_num_threads()} threads, {chosen})"
+        return f"cpu ({parallel} passes x {self.pass_threads} threads, {chosen})"
+
+    @property
+    def on_cpu(self) -> bool:
+        return not self.cuda
+
+    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None:
+        """The engine's CPU layout changed (tasks/bulk/layout.py): torch's threads per pass (each
+        model thread takes them at its next batch), ONNX sessions of that many threads, the passes a
+        large image's tiles run on, and the batch size. final: the layout the job keeps (not one
+        being timed): auto's choices are remembered under it too."""
+        if threads != self.pass_threads:
+            self.pass_threads = threads
+            for spec, runtimes, export in zip(self.specs, self.runtimes, self.exports):
+                if "onnxruntime" in runtimes:
+                    sha, direction = export
+                    runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction))
+            self.onnx_tiles = [None] * len(self.specs)
+        if passes != self.tile_passes:
+            self.tile_pool = ThreadPoolExecutor(passes, thread_name_prefix="tiles") if passes > 1 else None
+            self.tile_passes = passes
+            self.onnx_tiles = [None] * len(self.specs)  # (their statistics run on every pass's threads)
+        self.batch_size = batch
+        for chooser, export in zip(self.choosers, self.exports):
+            if final and export is not None:
+                chooser.rekey(backends.choice_key(export[0], threads, passes, batch, export[1]))
 
     def needs_tiles(self, height: int, width: int) -> bool:
         """Above tile_above, as the image or as the networks see it (a texture scale may enlarge it)."""
@@ -266,29 +306,53 @@ class StyleModels:
                 for y, spec in zip(styled, self.specs)]
 
     def _tiled(self, pixels: np.ndarray, specs: list[ModelSpec]) -> list[np.ndarray]:
+        """Each model's tiles on the backend it runs on (specs: self.specs' models, maybe retouched)."""
         self._one_pass_threads()
-        small = self._to_device(thumbnail(pixels, self.tile_above)[None])
-        if not hasattr(self.per_thread, "tiled_nets"):
-            self.per_thread.tiled_nets = [with_shared_stats(net) for net in self.nets]
+        small = thumbnail(pixels, self.tile_above)
         results = []
-        for tiled, spec in zip(self.per_thread.tiled_nets, specs):
-            set_recording(tiled, True)
-            with self._autocast(), self._on_every_pass():
-                tiled(small)  # one pass over the thumbnail, on all the tiles' cores
-            set_recording(tiled, False)
-
-            @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
-            def run(tiles: np.ndarray, tiled=tiled, spec=spec) -> np.ndarray:
-                self._one_pass_threads()
-                x = self._to_device(tiles)
-                with self._autocast():
-                    y = tiled(x)
-                return finish(y.float(), x, spec).permute(0, 2, 3, 1).cpu().numpy()
-
+        for i, spec in enumerate(specs):
+            run = self._onnx_tile_run(i, small, spec) or self._torch_tile_run(i, small, spec)
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
                                          batch_size=self.batch_size,
                                          map_batches=self.tile_pool.map if self.tile_pool else map))
         return results
+
+    def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
+        """Model i's tile run on onnxruntime, or None when it runs on PyTorch. An auto model not
+        chosen yet (the job's first input is large) chooses on a crop of the thumbnail."""
+        runtimes, chooser = self.runtimes[i], self.choosers[i]
+        if "onnxruntime" not in runtimes:
+            return None
+        if chooser.chosen is None:
+            crop = small[:backends.CALIBRATION_SIDE, :backends.CALIBRATION_SIDE]
+            chooser.choose(runtimes, self._to_device(np.ascontiguousarray(crop)[None]))
+        if chooser.chosen != "onnxruntime":
+            return None
+        with self.tiles_lock:
+            if self.onnx_tiles[i] is None:
+                sha, direction = self.exports[i]
+                graphs = backends.ensure_tile_graphs(Path(self.specs[i].path), sha, direction)
+                self.onnx_tiles[i] = OnnxTiles(*graphs, self.pass_threads, self.pass_threads * self.tile_passes)
+        tiles = self.onnx_tiles[i]
+        return tiles.runner(tiles.record(small), spec)
+
+    def _torch_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
+        if not hasattr(self.per_thread, "tiled_nets"):
+            self.per_thread.tiled_nets = [with_shared_stats(net) for net in self.nets]
+        tiled = self.per_thread.tiled_nets[i]
+        set_recording(tiled, True)
+        with self._autocast(), self._on_every_pass():
+            tiled(self._to_device(small[None]))  # one pass over the thumbnail, on all the tiles' cores
+        set_recording(tiled, False)
+
+        @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
+        def run(tiles: np.ndarray) -> np.ndarray:
+            self._one_pass_threads()
+            x = self._to_device(tiles)
+            with self._autocast():
+                y = tiled(x)
+            return finish(y.float(), x, spec).permute(0, 2, 3, 1).cpu().numpy()
+        return run
 
 
 class TranslateModels(StyleModels):

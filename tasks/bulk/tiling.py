@@ -4,73 +4,26 @@ The image is cut into overlapping tiles of one size (so they batch), each tile i
 neighbours are cross-faded over the middle of their overlap with linear weights that sum to one.
 Two things keep seams invisible:
   - the feed-forward networks use instance norm, whose statistics would otherwise be each tile's
-    own (every tile a slightly different colour and contrast). As in "Thumbnail Instance
-    Normalization" (Chen et al., AAAI 2022), the statistics of every norm layer are taken once
-    from a thumbnail of the whole image and then applied to all of its tiles;
+    own (every tile a slightly different colour and contrast): the statistics of every norm layer
+    are taken once from a thumbnail of the whole image and applied to all of its tiles
+    (models/shared_stats.py; on onnxruntime, models/export.py's tile graphs);
   - the cross-fade stays away from tile edges, where the network sees reflection padding instead
     of the real neighbourhood.
-Memory: the uint8 input and output plus one strip of tile rows in float32.
+Memory: the uint8 input and output plus one strip of tile rows in float32. Torch-free: the lean
+onnxruntime runner (tasks/bulk/lean.py) tiles with it too.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-import torch
-from torch import Tensor, nn
 
 
 STRIDE = 4  # models/johnson/network.py: two stride-2 convs down, two 2x upsamples back
 # Tiles per row: a multiple of 2, so that two passes (2 cores' default) finish a row together. A
 # constant, not the machine's pass count: the layout must not depend on the machine.
 ROW_MULTIPLE = 2
-
-
-class SharedStatsNorm(nn.Module):
-    """An InstanceNorm2d that records its per-channel statistics on one input (the thumbnail) and
-    then normalizes every later input (the tiles) with them."""
-
-    def __init__(self, norm: nn.InstanceNorm2d):
-        super().__init__()
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
-        self.recording = False
-        self.stats: tuple[Tensor, Tensor] | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()  # statistics in fp32 under autocast too
-        if self.recording:
-            var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
-            self.stats = (mean, var)
-        if self.stats is None:
-            raise RuntimeError("record the thumbnail's statistics before stylizing tiles")
-        mean, var = self.stats
-        # one pass over the tile: x * scale + shift, the norm and its affine folded per channel
-        scale = torch.rsqrt(var + self.eps)
-        shift = -mean * scale
-        if self.weight is not None:
-            weight, bias = self.weight.float()[None, :, None, None], self.bias.float()[None, :, None, None]
-            scale, shift = scale * weight, shift * weight + bias
-        return torch.addcmul(shift, xf, scale).to(x.dtype)
-
-
-def with_shared_stats(net: nn.Module) -> nn.Module:
-    """A copy of `net` whose instance norms are SharedStatsNorm (the weights are shared, not copied)."""
-    tiled = copy.copy(net)
-    tiled._modules = dict(net._modules)
-    for name, child in net.named_children():
-        if isinstance(child, nn.InstanceNorm2d):
-            tiled._modules[name] = SharedStatsNorm(child)
-        elif len(child._modules):
-            tiled._modules[name] = with_shared_stats(child)
-    return tiled
-
-
-def set_recording(net: nn.Module, recording: bool) -> None:
-    for m in net.modules():
-        if isinstance(m, SharedStatsNorm):
-            m.recording = recording
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -134,7 +87,8 @@ def stylize_tiled(
     """The stylized image as (H, W, 3) uint8. Norm statistics must have been recorded already.
     map_batches(run, batches): a thread pool's map runs a row's tile batches on several cores at
     once (run must then be safe to call concurrently: the recorded statistics are only read).
-    `tile` is the largest tile side; tiles are fitted to the image (tile_layout)."""
+    run returns an array of its own, writable: it is weighted in place. `tile` is the largest tile
+    side; tiles are fitted to the image (tile_layout)."""
     height, width = pixels.shape[:2]
     # Pad to the networks' stride (as their forward does) so that every tile starts on the stride
     # grid of the whole image: a tile off the grid samples differently and shows as a seam.
@@ -151,23 +105,25 @@ def stylize_tiled(
         return map_batches(run, [tiles[i:i + batch_size] for i in range(0, len(xs), batch_size)])
 
     out = np.empty((h, w, 3), np.uint8)
-    strip = np.zeros((0, w, 3), np.float32)   # rows [strip_top, strip_top + len(strip)), unfinished
-    strip_top = 0
+    # Rows [y, y + th) of the current tile row, in float: every row's tops start on the rows the
+    # previous one left unfinished (tile rows overlap), so one buffer of th rows is enough.
+    strip = np.zeros((th, w, 3), np.float32)
     pending = start_row(ys[0])
     for r, y in enumerate(ys):
-        results = np.concatenate(list(pending))
+        results = [tile for batch in pending for tile in batch]
         if r + 1 < len(ys):
             pending = start_row(ys[r + 1])  # the next row runs while this one is blended
-        row = np.zeros((th, w, 3), np.float32)
         for c, x in enumerate(xs):
-            row[:, x:x + tw] += results[c] * wx[c][None, :, None]
-        row *= wy[r][:, None, None]
-        end = y + th
-        if end > strip_top + len(strip):
-            strip = np.concatenate([strip, np.zeros((end - strip_top - len(strip), w, 3), np.float32)])
-        strip[y - strip_top:end - strip_top] += row
-        final_until = ys[r + 1] if r + 1 < len(ys) else h   # no later tile row reaches above this
-        n = final_until - strip_top
-        out[strip_top:final_until] = np.clip(strip[:n] * 255 + 0.5, 0, 255).astype(np.uint8)
-        strip, strip_top = strip[n:], final_until
+            tile = results[c]
+            tile *= (wy[r][:, None] * wx[c][None, :])[..., None]  # (a run's own array: weighted in place)
+            strip[:, x:x + tw] += tile
+        done = (ys[r + 1] if r + 1 < len(ys) else h) - y  # no later tile row reaches above y + done
+        finished = strip[:done]
+        finished *= 255
+        finished += 0.5
+        np.clip(finished, 0, 255, out=finished)
+        out[y:y + done] = finished  # (truncated, as astype(uint8) truncates)
+        left = th - done
+        strip[:left] = strip[done:done + left].copy()
+        strip[left:] = 0
     return out[:height, :width]

@@ -195,3 +195,33 @@ def test_phase_split_reaches_the_output_convs():
     for upsample in ("transpose", "resize"):
         unet = UNet(ngf=8, num_downs=3, upsample=upsample)
         assert with_phase_split_output(unet) is unet
+
+
+@pytest.mark.parametrize("name", ["fast", "slim"])
+def test_tile_graphs_run_tiles_with_the_thumbnails_statistics_as_pytorch_does(name, tmp_path):
+    """models/export.py export_tile_graphs: the statistics graph records every instance norm's
+    scale and shift on a thumbnail, the tile graph runs tiles with them: PyTorch's SharedStatsNorm
+    path (models/shared_stats.py), not each tile's own statistics."""
+    from models.export import export_tile_graphs, statistics_names
+    from models.shared_stats import set_recording, shared_norms, with_shared_stats
+
+    net = make_model(tmp_path / "model", name)
+    export_tile_graphs(tmp_path / "model", tmp_path / "statistics.onnx", tmp_path / "tiles.onnx")
+    tiled = with_shared_stats(net)
+    thumb = torch.rand(1, 3, 90, 130, generator=torch.Generator().manual_seed(1))  # sides not multiples of 4
+    tiles = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.5  # other statistics
+    with torch.no_grad():
+        set_recording(tiled, True)
+        tiled(thumb)
+        set_recording(tiled, False)
+        expected, own = tiled(tiles).numpy(), net(tiles).numpy()
+    recorder, runner = session(tmp_path / "statistics.onnx"), session(tmp_path / "tiles.onnx")
+    names = statistics_names(len(shared_norms(tiled)))
+    assert [o.name for o in recorder.get_outputs()] == names
+    assert [i.name for i in runner.get_inputs()] == ["image", *names]
+    statistics = dict(zip(names, recorder.run(None, {"image": thumb.numpy()})))
+    got = runner.run(None, {"image": tiles.numpy(), **statistics})[0]
+    assert np.abs(got - expected).max() < TOLERANCE
+    assert np.abs(got - own).max() > 0.01  # the thumbnail's statistics, not the tiles' own
+    props = {p.key: p.value for p in onnx.load(tmp_path / "tiles.onnx").metadata_props}
+    assert props["graph"] == "tiles" and props["weights_sha256"] == sha256_file(tmp_path / "model" / WEIGHTS_FILE)

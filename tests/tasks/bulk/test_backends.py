@@ -13,6 +13,7 @@ from PIL import Image
 from stylepipe.errors import StageError
 from tasks.bulk import backends
 from tasks.bulk.engine import stylize
+from tasks.bulk.plan import ModelSpec, weights_sha256
 from tests.tasks.bulk.test_support import ledger_rows, make_job, make_photos, output_files, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,7 +76,9 @@ def test_only_older_revisions_of_the_same_weights_and_direction_are_removed(tmp_
     names = {f"{sha[:32]}.onnx": True, f"{sha[:32]}-r2.onnx": True, f"{sha[:32]}-r3.onnx": False,  # the current one
              f"{sha[:32]}-r4.onnx": False,                                                       # newer: another checkout's
              f"{sha[:32]}-a2b.onnx": False, f"{sha[:32]}-r2-a2b.onnx": False,                    # another direction
-             f"{'cd' * 16}-r2.onnx": False}                                                       # other weights
+             f"{'cd' * 16}-r2.onnx": False,                                                       # other weights
+             f"{sha[:32]}-r2-tiles.onnx": True, f"{sha[:32]}-r2-norm-statistics.onnx": True,     # older tile graphs
+             f"{sha[:32]}-r3-tiles.onnx": False}
     for name in names:
         (folder / name).write_bytes(b"x")
     removed = backends.remove_older_exports(sha)
@@ -175,22 +178,63 @@ def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, ti
     assert lean_models(make_job(src, tmp_path / "t", tiny_model, backend="torch")) is None
 
 
-def test_the_lean_runner_tiles_large_images_through_pytorch(tmp_path, tiny_model):
+def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_path, tiny_model, monkeypatch):
+    """Tiles run on the backend the model runs on: on onnxruntime through the tile graphs
+    (models/export.py export_tile_graphs), within one level of PyTorch's tiles; once exported, the
+    lean runner tiles without importing PyTorch, its tiles on every pass."""
+    import os
+    import subprocess
+    import sys
+
     from tasks.bulk.lean import lean_models
+    from tasks.bulk.runners import StyleModels
 
     folder = tmp_path / "big"
     make_photos(folder, ["wide.png"], size=(300, 80))
-    stylize(make_job(folder, tmp_path / "export", tiny_model, backend="onnxruntime"), progress=False)
-    settings = {"format": "png", "backend": "onnxruntime", "tile_above": 128, "tile_size": 64, "tile_overlap": 16}
-    assert lean_models(make_job(folder, tmp_path / "x", tiny_model, **settings)).needs_tiles(80, 300)
-    lean = stylize(make_job(folder, tmp_path / "lean", tiny_model, **settings), progress=False)
-    torch_path = stylize(make_job(folder, tmp_path / "torch", tiny_model, **{**settings, "backend": "torch"}),
-                         progress=False)
-    assert lean.done == torch_path.done == 1
-    assert np.array_equal(pixels(tmp_path / "lean/wide.png"), pixels(tmp_path / "torch/wide.png"))
-    runner = lean_models(make_job(folder, tmp_path / "y", tiny_model, **settings))
-    runner.stylize_large(np.asarray(Image.open(folder / "wide.png").convert("RGB")))
-    assert runner.tiled.tile_passes == runner.parallel   # its tiles run on every pass, as the torch path's
+    make_photos(folder, ["small.png"], size=(96, 64))
+    settings = {"format": "png", "tile_above": 128, "tile_size": 64, "tile_overlap": 16}
+    spec = ModelSpec(str(tiny_model), strength=0.8, preserve_colors=True)
+    onnx_runs = []
+    original = StyleModels._onnx_tile_run
+    monkeypatch.setattr(StyleModels, "_onnx_tile_run", lambda self, *a: onnx_runs.append(original(self, *a))
+                        or onnx_runs[-1])
+    outs = {}
+    for backend in ("torch", "onnxruntime"):  # onnxruntime's first job: StyleModels, which exports
+        outs[backend] = tmp_path / backend
+        assert stylize(make_job(folder, outs[backend], spec, backend=backend, **settings), progress=False).done == 2
+    assert [run is not None for run in onnx_runs] == [False, True]  # torch's tiles, then the graphs'
+    assert max(int(np.abs(pixels(outs["torch"] / n) - pixels(outs["onnxruntime"] / n)).max())
+               for n in ("wide.png", "small.png")) <= 1
+    statistics, tiles = backends.tile_graph_paths(weights_sha256(str(tiny_model)))
+    assert statistics.is_file() and tiles.is_file()
+
+    code = ("import sys; from stylepipe.cli import main; "
+            f"rc = main(['stylize', {str(folder)!r}, '--model', {str(tiny_model)!r}, '--out', {str(tmp_path / 'lean')!r}, "
+            "'--backend', 'onnxruntime', '--format', 'png', '--workers', '0', '--tile-above', '128', "
+            "'--tile-size', '64', '--tile-overlap', '16', '--strength', '0.8', '--preserve-colors', 'yes', '--quiet']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+    assert np.abs(pixels(outs["torch"] / "wide.png") - pixels(tmp_path / "lean/wide.png")).max() <= 1
+
+    runner = lean_models(make_job(folder, tmp_path / "y", spec, backend="onnxruntime", parallel_batches=2, **settings))
+    assert runner.needs_tiles(80, 300)
+    wide = np.asarray(Image.open(folder / "wide.png").convert("RGB"))
+    assert np.abs(runner.stylize_large(wide)[0].astype(int) - pixels(tmp_path / "lean/wide.png")).max() <= 1
+    assert runner.tile_pool._max_workers == runner.parallel == 2  # its tiles run on every pass
+
+
+def test_an_auto_job_whose_first_input_is_tiled_chooses_on_it(tmp_path, tiny_model):
+    folder = tmp_path / "big"
+    make_photos(folder, ["wide.png"], size=(300, 80))
+    out = tmp_path / "out"
+    summary = stylize(make_job(folder, out, tiny_model, backend="auto", tile_above=128, tile_size=64,
+                               tile_overlap=16), progress=False)
+    assert summary.done == 1
+    chosen = next(iter(json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()))
+    assert set(chosen["ms"]) == {"torch", "onnxruntime"}
+    assert chosen["backend"] in ledger_rows(out / ".stylepipe/ledger.sqlite")[0]["device"]
 
 
 # (cores, parallel_batches, threads, batch_size) -> (passes, threads per pass, batch): pinned, so that

@@ -9,7 +9,7 @@ from PIL import Image
 from tasks.bulk.engine import stylize
 from tasks.bulk.runners import StyleModels
 from tasks.bulk.plan import ModelSpec
-from tasks.bulk.tiling import ROW_MULTIPLE, STRIDE, blend_weights, tile_layout, tile_starts
+from tasks.bulk.tiling import ROW_MULTIPLE, STRIDE, blend_weights, stylize_tiled, tile_layout, tile_starts
 from tests.tasks.bulk.test_support import make_job, output_files, photo, tiny_model  # noqa: F401
 
 
@@ -87,7 +87,8 @@ def test_tiles_of_one_image_run_on_several_threads_with_the_same_result(tiny_mod
     differently (on a trained network at 2560 px: at most 1 level, in 7 pixels per million)."""
     import threading
 
-    from tasks.bulk import runners, tiling
+    from models import shared_stats
+    from tasks.bulk import runners
 
     pixels = np.asarray(photo(700, 420, seed=3))
     settings = {"tile_size": 128, "tile_overlap": 32, "tile_above": 256, "batch_size": 1}
@@ -103,14 +104,14 @@ def test_tiles_of_one_image_run_on_several_threads_with_the_same_result(tiny_mod
         return run_tiles(pixels, recorded, **kw)
 
     norm_threads = {True: set(), False: set()}   # torch's threads seen by the norms, recording or not
-    norm_forward = tiling.SharedStatsNorm.forward
+    norm_forward = shared_stats.SharedStatsNorm.forward
 
     def counted(self, x):
         norm_threads[self.recording].add(torch.get_num_threads())
         return norm_forward(self, x)
 
     monkeypatch.setattr(runners, "stylize_tiled", spy)
-    monkeypatch.setattr(tiling.SharedStatsNorm, "forward", counted)
+    monkeypatch.setattr(shared_stats.SharedStatsNorm, "forward", counted)
     threads_before = torch.get_num_threads()
     expected = one.stylize_large(pixels)[0]
     assert norm_threads == {True: {threads_before}, False: {threads_before}}
@@ -127,12 +128,12 @@ def test_a_thread_whose_first_pass_falls_in_a_thumbnail_pass_keeps_one_pass_thre
     batches on the engine's threads per pass (not oversubscribe the cores for the rest of the run)."""
     import threading
 
-    from tasks.bulk import tiling
+    from models import shared_stats
 
     models = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=128, tile_overlap=32,
                          tile_above=256, batch_size=1, parallel=2)
     in_thumbnail, batch_done = threading.Event(), threading.Event()
-    norm_forward = tiling.SharedStatsNorm.forward
+    norm_forward = shared_stats.SharedStatsNorm.forward
 
     def held(self, x):  # the thumbnail pass waits until the other thread's batch is through
         if self.recording and not in_thumbnail.is_set():
@@ -140,7 +141,7 @@ def test_a_thread_whose_first_pass_falls_in_a_thumbnail_pass_keeps_one_pass_thre
             batch_done.wait(60)
         return norm_forward(self, x)
 
-    monkeypatch.setattr(tiling.SharedStatsNorm, "forward", held)
+    monkeypatch.setattr(shared_stats.SharedStatsNorm, "forward", held)
     seen = {}
 
     def small_batch():
@@ -154,3 +155,14 @@ def test_a_thread_whose_first_pass_falls_in_a_thumbnail_pass_keeps_one_pass_thre
     models.stylize_large(np.asarray(photo(700, 420, seed=3)))
     other.join()
     assert seen["threads"] == models.pass_threads
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap", "batch"),
+                         [(300, 500, 128, 32, 1), (257, 130, 64, 16, 3), (96, 700, 96, 24, 2), (64, 64, 128, 32, 1)])
+def test_tiles_that_change_nothing_give_the_image_back_exactly(height, width, tile, overlap, batch):
+    """The blend alone (tiles placed, cross-faded, rows carried from one tile row to the next and
+    rounded): a run that returns its tiles unchanged must give every pixel back."""
+    pixels = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    got = stylize_tiled(pixels, lambda tiles: tiles.astype(np.float32) / 255, tile=tile, overlap=overlap,
+                        batch_size=batch)
+    assert got.shape == pixels.shape and np.array_equal(got, pixels)

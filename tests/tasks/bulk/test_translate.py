@@ -159,15 +159,23 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
     src.mkdir()
     for i in range(3):
         (src / f"{i}.png").write_bytes(encoded(photo(30 + 9 * i, 41, seed=i), "PNG"))
+    (src / "big.png").write_bytes(encoded(photo(150, 100, seed=3), "PNG"))  # tiled, on either backend
     outs = {}
     for backend in ("torch", "onnxruntime"):
         outs[backend] = tmp_path / backend
         assert translate(src, "--model", models[family], "--direction", direction, "--backend", backend,
-                         "--out", outs[backend]) == 0
+                         "--out", outs[backend], "--tile-above", "64", "--tile-size", "64", "--tile-overlap", "16") == 0
     names = output_files(outs["torch"])
-    assert names == output_files(outs["onnxruntime"]) and len(names) == 3
+    assert names == output_files(outs["onnxruntime"]) and len(names) == 4
     worst = max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
                            - np.asarray(Image.open(outs["onnxruntime"] / n), np.int16)).max()) for n in names)
     assert worst <= 1
     assert (tmp_path / "cache/stylepipe/onnx").is_dir()  # the job made its own export, one per direction
-    assert any(p.name.endswith(f"-{direction}.onnx") for p in (tmp_path / "cache/stylepipe/onnx").iterdir())
+    from tasks.bulk.backends import EXPORT_REVISION
+
+    made = {p.name.split("-", 1)[1] for p in (tmp_path / "cache/stylepipe/onnx").iterdir()}
+    r = f"r{EXPORT_REVISION}-{direction}"
+    # the network, and its tiles' graph; the norm statistics' graph only where it has instance norms
+    instance_norms = any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
+    assert made == {f"{r}.onnx", f"{r}-tiles.onnx"} | ({f"{r}-norm-statistics.onnx"} if instance_norms else set())
+    assert instance_norms == (family == "cyclegan")

@@ -1,0 +1,171 @@
+"""The engine's CPU layout, chosen by measurement: forward passes at once x threads per pass x images
+per batch.
+
+A job with `layout: auto` (`stylepipe stylize` and `translate` by default) that sets none of
+parallel_batches, threads and batch_size times a few layouts on its first batch of trained image
+networks (runners.StyleModels, TranslateModels, lean.LeanModels), keeps the one that stylized the
+most images per second (another than the fixed layout only when it is SWITCH_MARGIN faster) and
+remembers it per machine, core count, models and backend in $XDG_CACHE_HOME/stylepipe/layouts.json:
+the next such job starts on it and measures nothing.
+`layout: fixed` (the pipeline's infer stage: its outputs are DVC-tracked, and a float summed by
+another number of threads may round to another level) keeps lean.cpu_passes' formula: one pass per
+core, at most MAX_AUTO_PARALLEL, the cores left over as threads, batches of one.
+
+Each layout is measured as the engine runs it: `passes` threads at once, each stylizing batches of
+copies of the job's first image, after a warm-up round (sessions, caches, auto's backend choice).
+Torch-free: the runners do the work.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stylepipe.config import StylizeParams
+from stylepipe.devices import cpu_count
+from tasks.bulk import backends
+from tasks.bulk.lean import CPU_BATCH, MAX_AUTO_PARALLEL
+from tasks.bulk.plan import Job, weights_sha256
+
+log = logging.getLogger("stylepipe.stylize")
+
+TIMED_ROUNDS = 2  # batches per pass timed for each layout, after one warm-up batch each
+# Another layout replaces the fixed one only when it is this much faster. Timed twice more on a
+# 2-core machine, the same layouts differed by up to 5% from round to round, and the first
+# measurement of a job is low (caches, allocations: the fixed layout, measured first, came out 10.7
+# images/s against 12.0-12.9 in later rounds), so the fixed layout is timed again last and keeps
+# its better figure.
+SWITCH_MARGIN = 1.10
+
+
+@dataclass(frozen=True)
+class Layout:
+    passes: int
+    threads: int
+    batch: int
+
+    def __str__(self) -> str:
+        return f"{self.passes}x{self.threads}x{self.batch}"
+
+
+class Adjustable(Protocol):
+    """What a runner offers for calibration: its forward pass, and a way to change its layout."""
+
+    def stylize(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None: ...
+
+
+def candidates(cores: int) -> list[Layout]:
+    """The fixed layout first (auto's backend choice is made under it), then half the passes with
+    twice the threads, and so on down to one pass on every core; then the fixed passes with batches
+    of two."""
+    passes = min(cores, MAX_AUTO_PARALLEL)
+    layouts = []
+    while passes >= 1:
+        layouts.append(Layout(passes, max(1, cores // passes), CPU_BATCH))
+        passes //= 2
+    first = layouts[0]
+    return layouts + [Layout(first.passes, first.threads, 2 * CPU_BATCH)]
+
+
+def applies(params: StylizeParams) -> bool:
+    """Whether this job's layout is measured (if its runner can change layout: see `calibrates`)."""
+    return (params.layout == "auto" and params.device != "cuda" and params.parallel_batches is None
+            and params.threads is None and params.batch_size is None)
+
+
+def calibrates(models: object) -> bool:
+    """Trained image networks on the CPU: the runners with set_layout (not Gatys, AdaIN or generators)."""
+    return hasattr(models, "set_layout") and getattr(models, "on_cpu", False)
+
+
+def job_key(job: Job, hashed: dict[str, str] | None = None) -> str | None:
+    """The remembered layout's key: machine, cores, backend and every model's weights and direction;
+    None for a job of paintings (Gatys, AdaIN), whose runners have no layout to choose."""
+    if any(spec.gatys is not None or spec.adain is not None for spec in job.models):
+        return None
+    parts = [backends.cpu_name(), cpu_count(), job.params.backend]
+    parts += [(weights_sha256(spec.path, hashed), spec.direction or "") for spec in job.models]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def _path():
+    return backends.cache_dir() / "layouts.json"
+
+
+def remembered(key: str) -> Layout | None:
+    try:
+        known = json.loads(_path().read_text()).get(key)
+        return Layout(*known["layout"]) if known else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def remember(key: str, layout: Layout, timings: dict[Layout, float]) -> None:
+    """Written whole under a temporary name, then renamed. A cache that cannot be written costs the
+    next job a measurement, not this job its batch: a warning."""
+    path = _path()
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    known[key] = {"layout": [layout.passes, layout.threads, layout.batch], "cpu": backends.cpu_name(),
+                  "images_per_s": {str(k): round(v, 3) for k, v in timings.items()}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # (no such file, or its folder cannot be made either)
+            tmp.unlink()
+        log.warning("could not remember the layout in %s: %s", path, e)
+
+
+def measure(models: Adjustable, image: np.ndarray, layout: Layout, rounds: int = TIMED_ROUNDS) -> float:
+    """Images per second of `layout`: `passes` threads at once, each stylizing `rounds` batches of
+    `batch` copies of image (after one warm-up batch each)."""
+    models.set_layout(layout.passes, layout.threads, layout.batch)
+    batch = np.repeat(image[None], layout.batch, axis=0)
+
+    def one_pass(n: int) -> None:
+        for _ in range(n):
+            models.stylize(batch)
+
+    with ThreadPoolExecutor(layout.passes, thread_name_prefix="layout") as pool:
+        list(pool.map(one_pass, [1] * layout.passes))
+        start = time.perf_counter()
+        list(pool.map(one_pass, [rounds] * layout.passes))
+        seconds = time.perf_counter() - start
+    return layout.passes * layout.batch * rounds / seconds
+
+
+def calibrate(models: Adjustable, image: np.ndarray, cores: int | None = None) -> tuple[Layout, dict[Layout, float]]:
+    """Time every candidate on image (H,W,3) uint8, leave `models` on the fastest (the fixed layout,
+    the first candidate, unless another beats it by SWITCH_MARGIN); (it, the timings). If a forward
+    pass fails, `models` go back to the fixed layout, and the error is raised."""
+    options = candidates(cores or cpu_count())
+    fixed = options[0]
+    try:
+        timings = {layout: measure(models, image, layout) for layout in options}
+        if len(options) > 1:
+            timings[fixed] = max(timings[fixed], measure(models, image, fixed))
+    except BaseException:
+        models.set_layout(fixed.passes, fixed.threads, fixed.batch, final=True)
+        raise
+    fastest = max(timings, key=timings.get)
+    best = fastest if timings[fastest] > SWITCH_MARGIN * timings[fixed] else fixed
+    models.set_layout(best.passes, best.threads, best.batch, final=True)
+    log.info("layout: %s passes x threads x batch (%s images/s on a %dx%d image; %s)", best, f"{timings[best]:.2f}",
+             image.shape[1], image.shape[0], ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    return best, timings

@@ -1,0 +1,158 @@
+"""The engine's CPU layout chosen by measurement (tasks/bulk/layout.py): the candidates, the choice
+of the fastest, and a job that measures on its first batch, runs on what it chose, remembers it and
+starts the next job of the same model on it without measuring again."""
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.bulk import layout
+from tasks.bulk.engine import stylize
+from tasks.bulk.layout import Layout
+from tests.tasks.bulk.test_support import ledger_rows, make_job, make_photos, output_files, tiny_model  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(("cores", "expected"), [
+    (1, ["1x1x1", "1x1x2"]),
+    (2, ["2x1x1", "1x2x1", "2x1x2"]),
+    (12, ["8x1x1", "4x3x1", "2x6x1", "1x12x1", "8x1x2"]),   # the fixed layout first, as the engine starts
+    (16, ["8x2x1", "4x4x1", "2x8x1", "1x16x1", "8x2x2"]),
+])
+def test_candidates_start_from_the_fixed_layout(cores, expected):
+    assert [str(c) for c in layout.candidates(cores)] == expected
+
+
+class Sleeper:
+    """A runner whose batch takes `cost(threads) * batch` seconds of sleep: passes overlap freely."""
+
+    def __init__(self, cost, fail_on=None):
+        self.cost, self.fail_on, self.layouts = cost, fail_on, []
+
+    def set_layout(self, passes, threads, batch, final=False):
+        self.layouts.append(Layout(passes, threads, batch))
+        self.final = final
+
+    def stylize(self, batch):
+        current = self.layouts[-1]
+        if current == self.fail_on:
+            raise RuntimeError("a forward pass failed")
+        time.sleep(self.cost(current.threads) * len(batch))
+        return [batch]
+
+
+def test_the_fastest_layout_is_kept():
+    # 2 passes x 1 thread: 2 / 0.02 = 100 images/s; 1 x 2: 1 / 0.005 = 200; 2 x 1, batches of 2: 100
+    runner = Sleeper(lambda threads: 0.02 if threads == 1 else 0.005)
+    best, timings = layout.calibrate(runner, np.zeros((8, 8, 3), np.uint8), cores=2)
+    assert best == Layout(1, 2, 1) and runner.layouts[-1] == best and runner.final
+    assert set(timings) == set(layout.candidates(2))
+    assert timings[Layout(1, 2, 1)] > 1.5 * max(v for k, v in timings.items() if k != best)
+
+
+def test_another_layout_must_beat_the_fixed_one_by_the_margin(monkeypatch):
+    rates = {Layout(2, 1, 1): [10.0, 10.5], Layout(1, 2, 1): [11.0], Layout(2, 1, 2): [9.0]}  # 1.048x: noise
+    monkeypatch.setattr(layout, "measure", lambda models, image, candidate: rates[candidate].pop(0))
+    runner = Sleeper(lambda threads: 0)
+    best, timings = layout.calibrate(runner, np.zeros((8, 8, 3), np.uint8), cores=2)
+    assert best == Layout(2, 1, 1) and timings[best] == 10.5 and runner.layouts[-1] == best
+    rates.update({Layout(2, 1, 1): [10.0, 9.0], Layout(1, 2, 1): [11.6], Layout(2, 1, 2): [9.0]})
+    assert layout.calibrate(runner, np.zeros((8, 8, 3), np.uint8), cores=2)[0] == Layout(1, 2, 1)
+
+
+def test_a_failed_pass_puts_the_fixed_layout_back_and_says_why():
+    runner = Sleeper(lambda threads: 0.001, fail_on=Layout(1, 2, 1))
+    with pytest.raises(RuntimeError, match="a forward pass failed"):
+        layout.calibrate(runner, np.zeros((8, 8, 3), np.uint8), cores=2)
+    assert runner.layouts[-1] == layout.candidates(2)[0]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_starts_there(
+        backend, tmp_path, tiny_model, monkeypatch):
+    src = tmp_path / "src"
+    make_photos(src, [f"{i}.png" for i in range(6)], size=(96, 64))
+    settings = {"format": "png", "batch_size": None, "backend": backend}
+    fixed = stylize(make_job(src, tmp_path / "fixed", tiny_model, layout="fixed", **settings), progress=False)
+    assert fixed.done == 6 and not (tmp_path / "cache/stylepipe/layouts.json").exists()
+
+    measured = []
+    real_measure = layout.measure
+
+    def measure(models, image, candidate, rounds=layout.TIMED_ROUNDS):
+        real_measure(models, image, candidate, rounds)  # a real pass on each layout, the timing made up:
+        measured.append((str(candidate), image.shape))
+        return 100.0 if candidate == Layout(1, 2, 1) else 10.0  # one pass on two threads is fastest
+
+    monkeypatch.setattr(layout, "candidates", lambda cores: [Layout(2, 1, 1), Layout(1, 2, 1), Layout(2, 1, 2)])
+    monkeypatch.setattr(layout, "measure", measure)
+    first = stylize(make_job(src, tmp_path / "first", tiny_model, layout="auto", **settings), progress=False)
+    assert first.done == 6 and first.failed == 0
+    # each on the job's first image; the fixed layout again last (a job's first measurement runs cold)
+    assert measured == [(c, (64, 96, 3)) for c in ("2x1x1", "1x2x1", "2x1x2", "2x1x1")]
+    assert all("1 passes x 2 threads" in row["device"] for row in ledger_rows(tmp_path / "first/.stylepipe/ledger.sqlite"))
+    names = output_files(tmp_path / "fixed")
+    assert output_files(tmp_path / "first") == names
+    assert max(int(np.abs(pixels(tmp_path / "fixed" / n) - pixels(tmp_path / "first" / n)).max()) for n in names) <= 1
+    remembered = next(iter(json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text()).values()))
+    assert remembered["layout"] == [1, 2, 1] and set(remembered["images_per_s"]) == {"2x1x1", "1x2x1", "2x1x2"}
+    if backend == "auto":  # the backend chosen under the fixed layout is remembered under the new one too
+        choices = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()
+        assert len(choices) == 2 and len({c["backend"] for c in choices}) == 1
+
+    measured.clear()
+    again = stylize(make_job(src, tmp_path / "again", tiny_model, layout="auto", **settings), progress=False)
+    assert again.done == 6 and measured == []
+    assert all("1 passes x 2 threads" in row["device"] for row in ledger_rows(tmp_path / "again/.stylepipe/ledger.sqlite"))
+    set_by_hand = stylize(make_job(src, tmp_path / "hand", tiny_model, layout="auto", **{**settings, "batch_size": 3}),
+                          progress=False)
+    assert set_by_hand.done == 6 and measured == []  # a layout setting given: nothing measured or applied
+    assert not any("1 passes x 2 threads" in row["device"]
+                   for row in ledger_rows(tmp_path / "hand/.stylepipe/ledger.sqlite"))
+
+
+def test_a_real_calibration_times_every_candidate(tmp_path, tiny_model):
+    src = tmp_path / "src"
+    make_photos(src, [f"{i}.jpg" for i in range(4)], size=(96, 64))
+    summary = stylize(make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None, backend="onnxruntime"),
+                      progress=False)
+    assert summary.done == 4
+    remembered = next(iter(json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text()).values()))
+    assert set(remembered["images_per_s"]) == {str(c) for c in layout.candidates(layout.cpu_count())}
+    assert all(v > 0 for v in remembered["images_per_s"].values())
+    assert Layout(*remembered["layout"]) in layout.candidates(layout.cpu_count())
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto", "onnxruntime"])
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_batch(backend, tmp_path, tiny_model, monkeypatch,
+                                                                     caplog):
+    """The layout's and auto's memory are a convenience: unwritable, the job runs (auto on torch, as
+    it cannot cache the ONNX export); only onnxruntime asked for by name, which needs the export, stops."""
+    from stylepipe.errors import StageError
+
+    src = tmp_path / "src"
+    make_photos(src, ["a.png", "b.png"], size=(96, 64))
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    job = make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None, backend=backend)
+    if backend == "onnxruntime":
+        with pytest.raises(StageError, match="ONNX export could not be cached"):
+            stylize(job, progress=False)
+        return
+    summary = stylize(job, progress=False)
+    assert summary.done == 2 and summary.failed == 0
+    assert "could not remember the layout" in caplog.text
+    assert all("torch" in row["device"] for row in ledger_rows(tmp_path / "out/.stylepipe/ledger.sqlite"))
