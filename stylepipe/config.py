@@ -200,14 +200,15 @@ class StylizeParams(Section):
     # Forward passes run at once, each on its own batch; None: one per core on CPU, 1 on CUDA.
     parallel_batches: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
-    # auto: when none of batch_size, parallel_batches and threads is set, a CPU job times a few
-    # layouts (passes x threads x batch) on its first batch and keeps the fastest, remembered per
-    # machine and models (tasks/bulk/layout.py); `stylepipe stylize` and `translate` default to it.
-    # fixed: the defaults above. The infer stage keeps fixed: threads change a float's last bits.
+    # auto: when none of batch_size, parallel_batches and threads is set, a CPU job settles its
+    # layout (passes x threads x batch) on its first batch: the one remembered for this machine,
+    # these models and that image size, else, in a job of enough inputs, the fastest of a few timed
+    # there, then remembered (tasks/bulk/layout.py); `stylepipe stylize` and `translate` default to
+    # it. fixed: the defaults above. The infer stage keeps fixed: threads change a float's last bits.
     layout: Literal["fixed", "auto"] = "fixed"
     # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime (the network
     # exported to ONNX), or auto: whichever was faster on the job's first batch (remembered per
-    # machine and model). Families without an ONNX export, tiles and CUDA use torch. The pipeline's
+    # machine and model). Families without an ONNX export and CUDA use torch. The pipeline's
     # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
     # another machine (the two agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
     # torch-bf16: bf16 autocast + channels_last (CPUs with AVX512-BF16 or AMX); lossy (LOSSY_BACKENDS),

@@ -8,9 +8,9 @@ part of an output's ledger identity; it is recorded in each row's lineage (the `
 `torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
 by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) run on the
-backend their model runs on: on onnxruntime through two more graphs (models/export.py
-export_tile_graphs: one records the instance norms' statistics on the thumbnail, one runs the tiles
-with them; tasks/bulk/lean.py OnnxTiles). Only families models/export.py can export (johnson; pix2pix
+backend their model runs on (torch-bf16's in fp32 PyTorch): on onnxruntime through two more graphs
+(models/export.py export_tile_graphs: one records the instance norms' statistics on the thumbnail,
+one runs the tiles with them; tasks/bulk/lean.py OnnxTiles), on PyTorch when those cannot be made. Only families models/export.py can export (johnson; pix2pix
 and cyclegan, one export per direction) have an ONNX backend; others run on PyTorch.
 """
 from __future__ import annotations
@@ -96,14 +96,20 @@ def tile_graph_paths(weights_sha256: str, direction: str = "") -> tuple[Path, Pa
 
 
 def ensure_tile_graphs(model_dir: Path, weights_sha256: str, direction: str = "") -> tuple[Path, Path]:
-    """The tile graphs' paths, exported first (with PyTorch) unless cached. The tile graph is
-    written last, so that it existing means both are there."""
+    """The tile graphs' paths, exported first (with PyTorch) unless cached: both of them, or the tile
+    graph alone for a network without instance norms (its only input is the image)."""
     statistics, tiles = tile_graph_paths(weights_sha256, direction)
-    if not tiles.is_file():
+    if not tiles.is_file() or (not statistics.is_file() and _input_count(tiles) > 1):
         from models.export import export_tile_graphs
 
         export_tile_graphs(model_dir, statistics, tiles, direction=direction)
     return statistics, tiles
+
+
+def _input_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.input)
 
 
 def onnx_session(path: Path, threads: int):
@@ -113,6 +119,38 @@ def onnx_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class SessionPerThread:
+    """An ONNX network's sessions of `threads` intra-op threads each: one shared by every calling
+    thread when `threads` is 1 (a Run then computes on its caller alone), else one per calling
+    thread. A session's intra-op pool is shared by concurrent Run calls, so P passes of T threads on
+    one session would compute on about P + T - 1 threads, not P x T. (Reasoned from onnxruntime's
+    design, not measured: the development machine has 2 cores, where passes x threads > 1 x 1 is
+    2 x 1 or 1 x 2.)"""
+
+    def __init__(self, path: Path, threads: int):
+        self.path, self.threads = path, threads
+        self.first = onnx_session(path, threads)  # (the inputs' and outputs' names; the first caller's)
+        self.local = threading.local()
+        self.local.session = self.first
+
+    def session(self):
+        if self.threads == 1:
+            return self.first
+        session = getattr(self.local, "session", None)
+        if session is None:
+            session = self.local.session = onnx_session(self.path, self.threads)
+        return session
+
+    def run(self, names, feed):
+        return self.session().run(names, feed)
+
+    def get_inputs(self):
+        return self.first.get_inputs()
+
+    def get_outputs(self):
+        return self.first.get_outputs()
 
 
 class OnnxNet:
@@ -126,7 +164,7 @@ class OnnxNet:
         if not path.is_file():
             export_onnx(model_dir, path, direction=direction)  # written under a temporary name, then renamed
             remove_older_exports(weights_sha256, direction)
-        self.session = onnx_session(path, threads)
+        self.session = SessionPerThread(path, threads)
 
     def __call__(self, x: Tensor) -> Tensor:
         import torch
@@ -166,14 +204,6 @@ class Chooser:
         # with the export's revision: a choice made against an older graph is made again
         return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", *key_parts]).encode()
                               ).hexdigest()[:24]
-
-    def rekey(self, key_parts: list[str]) -> None:
-        """The job's layout changed (tasks/bulk/layout.py): an auto choice already made is
-        remembered under the new layout too, so that the next job, which starts on it, need not
-        calibrate again."""
-        self.key = self._key(key_parts)
-        if self.requested == "auto" and self.chosen is not None and self._remembered() != self.chosen:
-            self._remember()
 
     def _remembered(self) -> str | None:
         try:

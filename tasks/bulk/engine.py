@@ -12,6 +12,7 @@ at most `encode_limit` results wait for the encoders; the reader blocks when the
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import queue
@@ -23,12 +24,13 @@ import uuid
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import stylepipe
+from stylepipe.devices import cpu_count
 from stylepipe.errors import StageError
 from tasks.bulk import codec, layout, remote
 from tasks.bulk.ledger import Ledger, Row, options_json
@@ -234,14 +236,8 @@ class Pipeline:
         self.plan, self.job, self.params = job_plan, job_plan.job, job_plan.job.params
         self.items, self.ledger, self.writer, self.progress = items, ledger, writer, progress
         hashed: dict[str, str] = {}  # the weights' sha256: taken once, by whichever runner asks first
-        # The CPU layout (tasks/bulk/layout.py): remembered from an earlier job of these models, or
-        # measured on this job's first batch
+        # The CPU layout (tasks/bulk/layout.py) starts fixed and may settle on the first batch
         self.layout_key = layout.job_key(self.job, hashed) if layout.applies(self.params) else None
-        known = layout.remembered(self.layout_key) if self.layout_key else None
-        if known is not None:
-            self.params = self.params.model_copy(update={"parallel_batches": known.passes, "threads": known.threads,
-                                                         "batch_size": known.batch})
-            self.job = replace(self.job, params=self.params)
         lean = lean_models(self.job, hashed)  # exported networks on onnxruntime: no PyTorch import at all
         if lean is not None:
             self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
@@ -254,8 +250,9 @@ class Pipeline:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
-        self.layout_pending = self.layout_key is not None and known is None and layout.calibrates(self.models)
-        self.layout_lock = threading.Lock()
+        self.measure_layout = self.layout_key is not None and len(items) >= layout.min_inputs()
+        self.layout_pending = (self.layout_key is not None and layout.calibrates(self.models)
+                               and (self.measure_layout or layout.any_remembered(self.layout_key)))
         self._set_limits()
         self.rows: list[Row] = []
         self.last_flush = time.monotonic()
@@ -315,7 +312,9 @@ class Pipeline:
     def _loop(self, reader: Reader) -> None:
         while True:
             self._feed(reader)
-            while len(self.inferring) < self.parallel:
+            # (until the layout is settled, one batch at a time: it is timed alone, and nothing runs
+            # on the runner while its layout changes)
+            while len(self.inferring) < (1 if self.layout_pending else self.parallel):
                 batch = self._next_batch(final=reader.exhausted and not self.decoding)
                 if not batch:
                     break
@@ -413,7 +412,7 @@ class Pipeline:
                  paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
         if self.layout_pending and not tiled and paintings is None:
-            self._choose_layout(pixels[0])
+            self._settle_layout(pixels[0])
         started = time.perf_counter()
         passes = self.models.tile_passes if tiled else 1
         self.busy.start(passes)
@@ -428,19 +427,32 @@ class Pipeline:
             self.busy.stop(passes)
         return results, time.perf_counter() - started
 
-    def _choose_layout(self, image: np.ndarray) -> None:
-        """In the first model thread with a batch: time the layouts on its first image (the other
-        model threads wait), then run on the fastest and remember it."""
-        with self.layout_lock:
-            if not self.layout_pending:
-                return
-            try:
+    def _settle_layout(self, image: np.ndarray) -> None:
+        """On the first batch that is not tiled (the only batch in flight until this returns): the
+        layout remembered for its image's size, else the fastest measured on it (a job with enough
+        inputs), else the fixed one. A failed measurement leaves the fixed layout, remembered with
+        why: it costs a warning, not the batch, and is not tried again."""
+        key = layout.size_key(self.layout_key, *image.shape[:2])
+        chosen = layout.remembered(key)
+        try:
+            if chosen is not None:
+                self.models.set_layout(chosen.passes, chosen.threads, chosen.batch)
+            elif self.measure_layout:
                 chosen, timings = layout.calibrate(self.models, image)
-            finally:
-                self.layout_pending = False  # (a failed forward pass fails the batch, as without it)
-            layout.remember(self.layout_key, chosen, timings)
+                layout.remember(key, chosen, timings)
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            log.warning("layout: %s; the fixed layout stays", why)
+            fixed = layout.candidates(cpu_count())[0]  # what the engine started on
+            with contextlib.suppress(Exception):
+                self.models.set_layout(fixed.passes, fixed.threads, fixed.batch)
+            if chosen is None:  # a measurement that failed
+                layout.remember(key, fixed, {}, failed=why)
+            chosen = None
+        if chosen is not None:
             self.parallel, self.batch_size = chosen.passes, chosen.batch
             self._set_limits()
+        self.layout_pending = False  # (last: the main loop then submits batches on every pass)
 
     def _stylized(self, batch: Batch, future: Future) -> None:
         error = future.exception()

@@ -1,19 +1,21 @@
 """The engine's CPU layout, chosen by measurement: forward passes at once x threads per pass x images
 per batch.
 
-A job with `layout: auto` (`stylepipe stylize` and `translate` by default) that sets none of
-parallel_batches, threads and batch_size times a few layouts on its first batch of trained image
-networks (runners.StyleModels, TranslateModels, lean.LeanModels), keeps the one that stylized the
-most images per second (another than the fixed layout only when it is SWITCH_MARGIN faster) and
-remembers it per machine, core count, models and backend in $XDG_CACHE_HOME/stylepipe/layouts.json:
-the next such job starts on it and measures nothing.
+A CPU job with `layout: auto` (`stylepipe stylize` and `translate` by default) that sets none of
+parallel_batches, threads and batch_size starts on the fixed layout and settles its layout on its
+first batch of trained image networks (runners.StyleModels, TranslateModels, lean.LeanModels), run
+alone: the layout remembered for this machine, its cores, the backend, texture scale, models and the
+image's size class (its area to the nearest power of two) in $XDG_CACHE_HOME/stylepipe/layouts.json;
+or, with nothing remembered and at least min_inputs() inputs to do, the fastest of candidates()
+timed on that image (another than the fixed layout only when it is SWITCH_MARGIN faster), which is
+then remembered. A measurement that fails leaves the fixed layout, remembered with why.
 `layout: fixed` (the pipeline's infer stage: its outputs are DVC-tracked, and a float summed by
 another number of threads may round to another level) keeps lean.cpu_passes' formula: one pass per
 core, at most MAX_AUTO_PARALLEL, the cores left over as threads, batches of one.
 
 Each layout is measured as the engine runs it: `passes` threads at once, each stylizing batches of
-copies of the job's first image, after a warm-up round (sessions, caches, auto's backend choice).
-Torch-free: the runners do the work.
+copies of the image, after a warm-up round (sessions, caches, auto's backend choice). Torch-free:
+the runners do the work.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -31,7 +34,7 @@ from typing import Protocol
 import numpy as np
 
 from stylepipe.config import StylizeParams
-from stylepipe.devices import cpu_count
+from stylepipe.devices import cpu_count, surely_no_cuda
 from tasks.bulk import backends
 from tasks.bulk.lean import CPU_BATCH, MAX_AUTO_PARALLEL
 from tasks.bulk.plan import Job, weights_sha256
@@ -39,12 +42,15 @@ from tasks.bulk.plan import Job, weights_sha256
 log = logging.getLogger("stylepipe.stylize")
 
 TIMED_ROUNDS = 2  # batches per pass timed for each layout, after one warm-up batch each
-# Another layout replaces the fixed one only when it is this much faster. Timed twice more on a
-# 2-core machine, the same layouts differed by up to 5% from round to round, and the first
-# measurement of a job is low (caches, allocations: the fixed layout, measured first, came out 10.7
-# images/s against 12.0-12.9 in later rounds), so the fixed layout is timed again last and keeps
-# its better figure.
+# Another layout replaces the fixed one only when it is this much faster. Timed five times in a row
+# on a 2-core machine, the same layouts moved by 5-45%, and the first measurement of a job is low
+# (caches, allocations: the fixed layout, measured first, came out 10.7 images/s against 12.0-12.9
+# later), so the fixed layout is timed again last and keeps its better figure.
 SWITCH_MARGIN = 1.10
+# A job measures only with at least this many inputs to do per image the measurement stylizes
+# (27 on 2 cores, 117 on 16): at 4, the measurement costs a job at most a quarter of its time.
+INPUTS_PER_MEASURED_IMAGE = 4
+BATCH_TWO_MAX_PIXELS = 1024 * 1024  # larger first images are not timed in batches of two (memory)
 
 
 @dataclass(frozen=True)
@@ -62,26 +68,38 @@ class Adjustable(Protocol):
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]: ...
 
-    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None: ...
+    def set_layout(self, passes: int, threads: int, batch: int) -> None: ...
 
 
-def candidates(cores: int) -> list[Layout]:
+def candidates(cores: int, pixels: int = 0) -> list[Layout]:
     """The fixed layout first (auto's backend choice is made under it), then half the passes with
-    twice the threads, and so on down to one pass on every core; then the fixed passes with batches
-    of two."""
+    twice the threads, and so on down to one pass on every core; then, for images of at most
+    BATCH_TWO_MAX_PIXELS, the fixed passes with batches of two."""
     passes = min(cores, MAX_AUTO_PARALLEL)
     layouts = []
     while passes >= 1:
         layouts.append(Layout(passes, max(1, cores // passes), CPU_BATCH))
         passes //= 2
     first = layouts[0]
-    return layouts + [Layout(first.passes, first.threads, 2 * CPU_BATCH)]
+    return layouts + ([Layout(first.passes, first.threads, 2 * CPU_BATCH)] if pixels <= BATCH_TWO_MAX_PIXELS else [])
+
+
+def measured_images(layouts: list[Layout]) -> int:
+    """Images a calibration stylizes: a warm-up and TIMED_ROUNDS batches per pass of every layout,
+    the first (fixed) one twice."""
+    return (1 + TIMED_ROUNDS) * (sum(c.passes * c.batch for c in layouts) + layouts[0].passes * layouts[0].batch)
+
+
+def min_inputs(cores: int | None = None) -> int:
+    return INPUTS_PER_MEASURED_IMAGE * measured_images(candidates(cores or cpu_count()))
 
 
 def applies(params: StylizeParams) -> bool:
-    """Whether this job's layout is measured (if its runner can change layout: see `calibrates`)."""
-    return (params.layout == "auto" and params.device != "cuda" and params.parallel_batches is None
-            and params.threads is None and params.batch_size is None)
+    """Whether this job settles its layout (if its runner can change layout: see `calibrates`): on
+    the CPU, known without importing torch (`auto` on a machine with a GPU driver keeps its layout)."""
+    on_cpu = params.device == "cpu" or (params.device == "auto" and surely_no_cuda())
+    return (params.layout == "auto" and on_cpu and params.parallel_batches is None and params.threads is None
+            and params.batch_size is None)
 
 
 def calibrates(models: object) -> bool:
@@ -90,37 +108,55 @@ def calibrates(models: object) -> bool:
 
 
 def job_key(job: Job, hashed: dict[str, str] | None = None) -> str | None:
-    """The remembered layout's key: machine, cores, backend and every model's weights and direction;
-    None for a job of paintings (Gatys, AdaIN), whose runners have no layout to choose."""
+    """The remembered layouts' key but for the image size: machine, cores, backend, texture scale and
+    every model's weights and direction; None for a job of paintings (Gatys, AdaIN), whose runners
+    have no layout to choose."""
     if any(spec.gatys is not None or spec.adain is not None for spec in job.models):
         return None
-    parts = [backends.cpu_name(), cpu_count(), job.params.backend]
+    p = job.params
+    parts = [backends.cpu_name(), cpu_count(), p.backend, p.texture_scale, p.work_size]
     parts += [(weights_sha256(spec.path, hashed), spec.direction or "") for spec in job.models]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def size_key(key: str, height: int, width: int) -> str:
+    """A job key and an image's size class: its area to the nearest power of two."""
+    return f"{key}-{round(math.log2(max(1, height * width)))}"
 
 
 def _path():
     return backends.cache_dir() / "layouts.json"
 
 
+def _known() -> dict:
+    try:
+        known = json.loads(_path().read_text())
+        return known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def remembered(key: str) -> Layout | None:
     try:
-        known = json.loads(_path().read_text()).get(key)
-        return Layout(*known["layout"]) if known else None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return Layout(*_known()[key]["layout"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def remember(key: str, layout: Layout, timings: dict[Layout, float]) -> None:
+def any_remembered(key: str) -> bool:
+    """Whether some image size of this job key has a layout remembered."""
+    return any(k.startswith(f"{key}-") for k in _known())
+
+
+def remember(key: str, layout: Layout, timings: dict[Layout, float], failed: str = "") -> None:
     """Written whole under a temporary name, then renamed. A cache that cannot be written costs the
     next job a measurement, not this job its batch: a warning."""
     path = _path()
-    try:
-        known = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        known = {}
+    known = _known()
     known[key] = {"layout": [layout.passes, layout.threads, layout.batch], "cpu": backends.cpu_name(),
                   "images_per_s": {str(k): round(v, 3) for k, v in timings.items()}}
+    if failed:
+        known[key]["failed"] = failed
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,18 +190,19 @@ def calibrate(models: Adjustable, image: np.ndarray, cores: int | None = None) -
     """Time every candidate on image (H,W,3) uint8, leave `models` on the fastest (the fixed layout,
     the first candidate, unless another beats it by SWITCH_MARGIN); (it, the timings). If a forward
     pass fails, `models` go back to the fixed layout, and the error is raised."""
-    options = candidates(cores or cpu_count())
+    options = candidates(cores or cpu_count(), image.shape[0] * image.shape[1])
     fixed = options[0]
     try:
         timings = {layout: measure(models, image, layout) for layout in options}
         if len(options) > 1:
             timings[fixed] = max(timings[fixed], measure(models, image, fixed))
     except BaseException:
-        models.set_layout(fixed.passes, fixed.threads, fixed.batch, final=True)
+        with contextlib.suppress(Exception):  # (the error that stopped the measurement is the one to see)
+            models.set_layout(fixed.passes, fixed.threads, fixed.batch)
         raise
     fastest = max(timings, key=timings.get)
     best = fastest if timings[fastest] > SWITCH_MARGIN * timings[fixed] else fixed
-    models.set_layout(best.passes, best.threads, best.batch, final=True)
+    models.set_layout(best.passes, best.threads, best.batch)
     log.info("layout: %s passes x threads x batch (%s images/s on a %dx%d image; %s)", best, f"{timings[best]:.2f}",
              image.shape[1], image.shape[0], ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
     return best, timings

@@ -12,6 +12,7 @@ of a model brings in PyTorch, to export them. A job with a texture scale
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
 from tasks.bulk.tiling import stylize_tiled, thumbnail
 from tasks.data.images import MIN_SIDE
+
+log = logging.getLogger("stylepipe.stylize")
 
 # The engine's CPU layout (cpu_passes: runners.configure_parallelism calls it; default_batch_size).
 # On 2 AVX2 cores one image per pass beat batches of 4 for both networks (its activations stay in
@@ -60,7 +63,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
     if params.device == "auto" and not surely_no_cuda():
         return None
     parallel, threads, batch = cpu_layout(params)
-    exports, hashes, choosers = [], [], []
+    exports, hashes = [], []
     for spec in job.models:
         if spec.gatys is not None or spec.adain is not None or spec.direction:
             return None
@@ -68,33 +71,31 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
             family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
         except (OSError, ValueError, AttributeError):
             return None  # the torch path says what is wrong with it
-        if family != "johnson":  # translators' tiles need TranslateModels: they keep the torch path
+        if family != "johnson":  # translators run in a direction (TranslateModels): they keep the torch path
             return None
         sha = weights_sha256(spec.path, hashed)
         if params.backend == "auto":
-            chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch))
-            if chooser.chosen != "onnxruntime":
+            if backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch)).chosen != "onnxruntime":
                 return None
-            choosers.append(chooser)
         path = backends.onnx_path(sha)
         if not path.is_file():
             return None
         exports.append(path)
         hashes.append(sha)
-    return LeanModels(job, exports, hashes, choosers, parallel, threads, batch)
+    return LeanModels(job, exports, hashes, parallel, threads, batch)
 
 
 class LeanModels:
     """runners.StyleModels' interface for exported networks on onnxruntime, in numpy."""
 
-    def __init__(self, job: Job, exports: list[Path], hashes: list[str], choosers: list[backends.Chooser],
-                 parallel: int, threads: int, batch_size: int):
-        """hashes: the weights' sha256 per model (the tile graphs' names); choosers: an auto job's
-        remembered choices (of onnxruntime), one per model."""
-        self.job, self.specs, self.exports, self.hashes, self.choosers = job, list(job.models), exports, hashes, choosers
+    def __init__(self, job: Job, exports: list[Path], hashes: list[str], parallel: int, threads: int,
+                 batch_size: int):
+        """hashes: the weights' sha256 per model (the tile graphs' names)."""
+        self.job, self.specs, self.exports, self.hashes = job, list(job.models), exports, hashes
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
-        self.sessions = [backends.onnx_session(path, threads) for path in exports]
-        self.tiles: list[OnnxTiles] | None = None  # made for the first image that needs tiles
+        self.sessions = [backends.SessionPerThread(path, threads) for path in exports]
+        # made for the first image that needs tiles (a StyleModels when the tile graphs failed)
+        self.tiles: list[OnnxTiles] | object | None = None
         self.tile_pool: ThreadPoolExecutor | None = None
         self.lock = threading.Lock()
 
@@ -110,16 +111,14 @@ class LeanModels:
 
     on_cpu = True
 
-    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None:
+    def set_layout(self, passes: int, threads: int, batch: int) -> None:
         """runners.StyleModels.set_layout: sessions of `threads` threads, tiles on `passes` passes."""
         with self.lock:
             if threads != self.threads:
-                self.sessions = [backends.onnx_session(path, threads) for path in self.exports]
+                self.sessions = [backends.SessionPerThread(path, threads) for path in self.exports]
             if (passes, threads) != (self.parallel, self.threads):
                 self.tiles, self.tile_pool = None, None  # made again for the next large image
             self.parallel, self.threads, self.batch_size = passes, threads, batch
-        for chooser, sha in zip(self.choosers if final else [], self.hashes):
-            chooser.rekey(backends.choice_key(sha, threads, passes, batch))
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
@@ -132,19 +131,37 @@ class LeanModels:
         return results
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
-        """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result."""
+        """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result.
+        Tile graphs that cannot be exported or loaded send the tiles to PyTorch (runners.StyleModels),
+        with a warning."""
         with self.lock:
             if self.tiles is None:
-                self.tiles = [OnnxTiles(*backends.ensure_tile_graphs(Path(spec.path), sha), self.threads,
-                                        self.threads * self.parallel) for spec, sha in zip(self.specs, self.hashes)]
-                if self.parallel > 1:
+                try:
+                    self.tiles = [OnnxTiles(*backends.ensure_tile_graphs(Path(spec.path), sha), self.threads,
+                                            self.threads * self.parallel) for spec, sha in zip(self.specs, self.hashes)]
+                except Exception as e:  # (a full or read-only cache, an exporter's error)
+                    log.warning("tiles on torch, the ONNX tile graphs failed: %s: %s", type(e).__name__, e)
+                    self.tiles = self._torch_tiles()
+                if self.parallel > 1 and isinstance(self.tiles, list):
                     self.tile_pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="tiles")
+            tiles, pool = self.tiles, self.tile_pool
+        if not isinstance(tiles, list):
+            return tiles.stylize_large(pixels)
         p = self.job.params
         small = thumbnail(pixels, p.tile_above)
-        return [stylize_tiled(pixels, tiles.runner(tiles.record(small), spec), tile=p.tile_size,
-                              overlap=p.tile_overlap, batch_size=self.batch_size,
-                              map_batches=self.tile_pool.map if self.tile_pool else map)
-                for tiles, spec in zip(self.tiles, self.specs)]
+        return [stylize_tiled(pixels, t.runner(t.record(small), spec), tile=p.tile_size, overlap=p.tile_overlap,
+                              batch_size=self.batch_size, map_batches=pool.map if pool else map)
+                for t, spec in zip(tiles, self.specs)]
+
+    def _torch_tiles(self):
+        import torch
+
+        from tasks.bulk.runners import StyleModels, configure_parallelism
+
+        configure_parallelism(torch.device("cpu"), self.parallel, self.threads)
+        p = self.job.params
+        return StyleModels(self.specs, torch.device("cpu"), tile_size=p.tile_size, tile_overlap=p.tile_overlap,
+                           tile_above=p.tile_above, batch_size=self.batch_size, parallel=self.parallel)
 
 
 class OnnxTiles:
@@ -155,7 +172,7 @@ class OnnxTiles:
 
     def __init__(self, statistics: Path, tiles: Path, threads: int, statistics_threads: int):
         """statistics_threads: the thumbnail's pass runs on the threads of every tile pass."""
-        self.tiles = backends.onnx_session(tiles, threads)
+        self.tiles = backends.SessionPerThread(tiles, threads)
         needs_statistics = len(self.tiles.get_inputs()) > 1  # a network without instance norms has none
         self.statistics = backends.onnx_session(statistics, statistics_threads) if needs_statistics else None
 

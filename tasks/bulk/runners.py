@@ -192,7 +192,8 @@ class StyleModels:
         self.tile_pool = ThreadPoolExecutor(parallel, thread_name_prefix="tiles") if parallel > 1 and not self.cuda else None
         self.tile_passes = parallel if self.tile_pool else 1  # the passes a large image occupies
         self.pass_threads = torch.get_num_threads()  # per pass, as configure_parallelism set it
-        self.onnx_tiles: list[OnnxTiles | None] = [None] * len(specs)  # made for a model's first large image
+        # made for a model's first large image; False: they failed, its tiles run on torch
+        self.onnx_tiles: list[OnnxTiles | bool | None] = [None] * len(specs)
         self.tiles_lock = threading.Lock()
 
     def describe(self, parallel: int = 1) -> str:
@@ -205,26 +206,23 @@ class StyleModels:
     def on_cpu(self) -> bool:
         return not self.cuda
 
-    def set_layout(self, passes: int, threads: int, batch: int, final: bool = False) -> None:
+    def set_layout(self, passes: int, threads: int, batch: int) -> None:
         """The engine's CPU layout changed (tasks/bulk/layout.py): torch's threads per pass (each
         model thread takes them at its next batch), ONNX sessions of that many threads, the passes a
-        large image's tiles run on, and the batch size. final: the layout the job keeps (not one
-        being timed): auto's choices are remembered under it too."""
+        large image's tiles run on, and the batch size. (auto's backend choice stays remembered
+        under the fixed layout, which every job starts on.)"""
         if threads != self.pass_threads:
             self.pass_threads = threads
             for spec, runtimes, export in zip(self.specs, self.runtimes, self.exports):
                 if "onnxruntime" in runtimes:
                     sha, direction = export
                     runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction))
-            self.onnx_tiles = [None] * len(self.specs)
+            self.onnx_tiles = [t and None for t in self.onnx_tiles]  # (a failure stays one)
         if passes != self.tile_passes:
             self.tile_pool = ThreadPoolExecutor(passes, thread_name_prefix="tiles") if passes > 1 else None
             self.tile_passes = passes
-            self.onnx_tiles = [None] * len(self.specs)  # (their statistics run on every pass's threads)
+            self.onnx_tiles = [t and None for t in self.onnx_tiles]  # (their statistics run on every pass's threads)
         self.batch_size = batch
-        for chooser, export in zip(self.choosers, self.exports):
-            if final and export is not None:
-                chooser.rekey(backends.choice_key(export[0], threads, passes, batch, export[1]))
 
     def needs_tiles(self, height: int, width: int) -> bool:
         """Above tile_above, as the image or as the networks see it (a texture scale may enlarge it)."""
@@ -309,17 +307,18 @@ class StyleModels:
         """Each model's tiles on the backend it runs on (specs: self.specs' models, maybe retouched)."""
         self._one_pass_threads()
         small = thumbnail(pixels, self.tile_above)
+        pool = self.tile_pool
         results = []
         for i, spec in enumerate(specs):
             run = self._onnx_tile_run(i, small, spec) or self._torch_tile_run(i, small, spec)
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
-                                         batch_size=self.batch_size,
-                                         map_batches=self.tile_pool.map if self.tile_pool else map))
+                                         batch_size=self.batch_size, map_batches=pool.map if pool else map))
         return results
 
     def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
         """Model i's tile run on onnxruntime, or None when it runs on PyTorch. An auto model not
-        chosen yet (the job's first input is large) chooses on a crop of the thumbnail."""
+        chosen yet (the job's first input is large) chooses on a crop of the thumbnail. Tile graphs
+        that cannot be exported or loaded leave this model's tiles on PyTorch, with a warning."""
         runtimes, chooser = self.runtimes[i], self.choosers[i]
         if "onnxruntime" not in runtimes:
             return None
@@ -329,12 +328,18 @@ class StyleModels:
         if chooser.chosen != "onnxruntime":
             return None
         with self.tiles_lock:
-            if self.onnx_tiles[i] is None:
+            tiles = self.onnx_tiles[i]
+            if tiles is None:
                 sha, direction = self.exports[i]
-                graphs = backends.ensure_tile_graphs(Path(self.specs[i].path), sha, direction)
-                self.onnx_tiles[i] = OnnxTiles(*graphs, self.pass_threads, self.pass_threads * self.tile_passes)
-        tiles = self.onnx_tiles[i]
-        return tiles.runner(tiles.record(small), spec)
+                try:
+                    graphs = backends.ensure_tile_graphs(Path(self.specs[i].path), sha, direction)
+                    tiles = OnnxTiles(*graphs, self.pass_threads, self.pass_threads * self.tile_passes)
+                except Exception as e:  # (a full or read-only cache, an exporter's error)
+                    log.warning("%s: tiles on torch, the ONNX tile graphs failed: %s: %s", self.specs[i].path,
+                                type(e).__name__, e)
+                    tiles = False
+                self.onnx_tiles[i] = tiles
+        return tiles.runner(tiles.record(small), spec) if tiles else None
 
     def _torch_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
         if not hasattr(self.per_thread, "tiled_nets"):

@@ -310,3 +310,27 @@ def test_the_lean_conversions_are_the_torch_runners_bit_for_bit():
         ours = to_uint8(y)
         assert ours.flags.c_contiguous and ours.shape == (2, *y.shape[2:], 3)
         assert np.array_equal(ours, StyleModels._to_uint8(torch.from_numpy(np.ascontiguousarray(y))))
+
+
+def test_tile_graphs_that_cannot_be_made_leave_the_tiles_on_torch(tmp_path, tiny_model, monkeypatch, caplog):
+    folder = tmp_path / "big"
+    make_photos(folder, ["wide.png"], size=(300, 80))
+    settings = {"format": "png", "tile_above": 128, "tile_size": 64, "tile_overlap": 16}
+    stylize(make_job(folder, tmp_path / "torch", tiny_model, backend="torch", **settings), progress=False)
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(backends, "ensure_tile_graphs", full_disk)
+    for run in ("first", "lean"):  # StyleModels (it makes the network's export), then the lean runner
+        summary = stylize(make_job(folder, tmp_path / run, tiny_model, backend="onnxruntime", **settings), progress=False)
+        assert summary.done == 1 and summary.failed == 0
+        assert np.abs(pixels(tmp_path / "torch/wide.png") - pixels(tmp_path / run / "wide.png")).max() <= 1
+    assert caplog.text.count("tiles on torch, the ONNX tile graphs failed: OSError") == 2
+
+
+def test_a_missing_statistics_graph_is_made_again(tmp_path, tiny_model):
+    sha = weights_sha256(str(tiny_model))
+    statistics, tiles = backends.ensure_tile_graphs(Path(tiny_model), sha)
+    statistics.unlink()
+    assert backends.ensure_tile_graphs(Path(tiny_model), sha) == (statistics, tiles) and statistics.is_file()

@@ -19,6 +19,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(layout, "min_inputs", lambda cores=None: 2)  # these jobs are small
+
+
+def test_a_small_job_measures_nothing(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr(layout, "min_inputs", lambda cores=None: 3)
+    src = tmp_path / "src"
+    make_photos(src, ["a.png", "b.png"], size=(96, 64))
+    stylize(make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None), progress=False)
+    assert not (tmp_path / "cache/stylepipe/layouts.json").exists()
+    make_photos(src, ["c.png"], size=(96, 64))
+    stylize(make_job(src, tmp_path / "more", tiny_model, layout="auto", batch_size=None), progress=False)
+    assert (tmp_path / "cache/stylepipe/layouts.json").exists()
 
 
 @pytest.mark.parametrize(("cores", "expected"), [
@@ -29,6 +41,21 @@ def own_cache(tmp_path, monkeypatch):
 ])
 def test_candidates_start_from_the_fixed_layout(cores, expected):
     assert [str(c) for c in layout.candidates(cores)] == expected
+    assert [str(c) for c in layout.candidates(cores, 2048 * 2048)] == expected[:-1]  # no batches of two
+    assert layout.measured_images(layout.candidates(2)) == 27
+
+
+def test_only_a_cpu_job_with_nothing_set_settles_its_layout(monkeypatch):
+    from stylepipe.config import StylizeParams
+
+    monkeypatch.setattr(layout, "surely_no_cuda", lambda: True)
+    assert layout.applies(StylizeParams(layout="auto")) and layout.applies(StylizeParams(layout="auto", device="cpu"))
+    assert not layout.applies(StylizeParams(layout="fixed"))
+    assert not layout.applies(StylizeParams(layout="auto", threads=2))
+    assert not layout.applies(StylizeParams(layout="auto", device="cuda"))
+    monkeypatch.setattr(layout, "surely_no_cuda", lambda: False)  # a GPU driver: auto may mean CUDA
+    assert not layout.applies(StylizeParams(layout="auto"))
+    assert layout.applies(StylizeParams(layout="auto", device="cpu"))
 
 
 class Sleeper:
@@ -37,9 +64,8 @@ class Sleeper:
     def __init__(self, cost, fail_on=None):
         self.cost, self.fail_on, self.layouts = cost, fail_on, []
 
-    def set_layout(self, passes, threads, batch, final=False):
+    def set_layout(self, passes, threads, batch):
         self.layouts.append(Layout(passes, threads, batch))
-        self.final = final
 
     def stylize(self, batch):
         current = self.layouts[-1]
@@ -53,7 +79,7 @@ def test_the_fastest_layout_is_kept():
     # 2 passes x 1 thread: 2 / 0.02 = 100 images/s; 1 x 2: 1 / 0.005 = 200; 2 x 1, batches of 2: 100
     runner = Sleeper(lambda threads: 0.02 if threads == 1 else 0.005)
     best, timings = layout.calibrate(runner, np.zeros((8, 8, 3), np.uint8), cores=2)
-    assert best == Layout(1, 2, 1) and runner.layouts[-1] == best and runner.final
+    assert best == Layout(1, 2, 1) and runner.layouts[-1] == best
     assert set(timings) == set(layout.candidates(2))
     assert timings[Layout(1, 2, 1)] > 1.5 * max(v for k, v in timings.items() if k != best)
 
@@ -96,21 +122,21 @@ def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_
         measured.append((str(candidate), image.shape))
         return 100.0 if candidate == Layout(1, 2, 1) else 10.0  # one pass on two threads is fastest
 
-    monkeypatch.setattr(layout, "candidates", lambda cores: [Layout(2, 1, 1), Layout(1, 2, 1), Layout(2, 1, 2)])
+    monkeypatch.setattr(layout, "candidates", lambda cores, pixels=0: [Layout(2, 1, 1), Layout(1, 2, 1), Layout(2, 1, 2)])
     monkeypatch.setattr(layout, "measure", measure)
     first = stylize(make_job(src, tmp_path / "first", tiny_model, layout="auto", **settings), progress=False)
     assert first.done == 6 and first.failed == 0
     # each on the job's first image; the fixed layout again last (a job's first measurement runs cold)
     assert measured == [(c, (64, 96, 3)) for c in ("2x1x1", "1x2x1", "2x1x2", "2x1x1")]
-    assert all("1 passes x 2 threads" in row["device"] for row in ledger_rows(tmp_path / "first/.stylepipe/ledger.sqlite"))
+    devices = [row["device"] for row in ledger_rows(tmp_path / "first/.stylepipe/ledger.sqlite")]
+    assert all("1 passes x 2 threads" in d for d in devices), devices
     names = output_files(tmp_path / "fixed")
     assert output_files(tmp_path / "first") == names
     assert max(int(np.abs(pixels(tmp_path / "fixed" / n) - pixels(tmp_path / "first" / n)).max()) for n in names) <= 1
     remembered = next(iter(json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text()).values()))
     assert remembered["layout"] == [1, 2, 1] and set(remembered["images_per_s"]) == {"2x1x1", "1x2x1", "2x1x2"}
-    if backend == "auto":  # the backend chosen under the fixed layout is remembered under the new one too
-        choices = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()
-        assert len(choices) == 2 and len({c["backend"] for c in choices}) == 1
+    if backend == "auto":  # every job starts on the fixed layout: auto's choice is remembered under it alone
+        assert len(json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())) == 1
 
     measured.clear()
     again = stylize(make_job(src, tmp_path / "again", tiny_model, layout="auto", **settings), progress=False)
@@ -121,6 +147,59 @@ def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_
     assert set_by_hand.done == 6 and measured == []  # a layout setting given: nothing measured or applied
     assert not any("1 passes x 2 threads" in row["device"]
                    for row in ledger_rows(tmp_path / "hand/.stylepipe/ledger.sqlite"))
+    bigger = tmp_path / "bigger"  # another size class (4x the area): measured for itself
+    make_photos(bigger, [f"{i}.png" for i in range(3)], size=(192, 128))
+    stylize(make_job(bigger, tmp_path / "bigger-out", tiny_model, layout="auto", **settings), progress=False)
+    assert [shape for _, shape in measured] == [(128, 192, 3)] * 4
+
+
+def test_a_tiled_first_input_runs_alone_and_the_layout_settles_on_the_first_small_batch(tmp_path, tiny_model,
+                                                                                        monkeypatch):
+    src = tmp_path / "src"
+    make_photos(src, ["0-big.png"], size=(300, 80))
+    make_photos(src / "small", [f"{i}.png" for i in range(4)], size=(96, 64))
+    in_flight, most = [0], [0]
+    from tasks.bulk import engine
+
+    forward = engine.Pipeline._forward
+
+    def counted(self, *args):
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            return forward(self, *args)
+        finally:
+            in_flight[0] -= 1
+
+    monkeypatch.setattr(engine.Pipeline, "_forward", counted)
+    job = make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None, tile_above=128, tile_size=64,
+                   tile_overlap=16, workers=0)
+    summary = stylize(job, progress=False)
+    assert summary.done == 5 and summary.failed == 0
+    remembered = json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text())
+    assert len(remembered) == 1 and next(iter(remembered)).endswith(f"-{round(np.log2(96 * 64))}")
+
+
+def test_a_measurement_that_fails_costs_a_warning_and_is_not_tried_again(tmp_path, tiny_model, monkeypatch, caplog):
+    src = tmp_path / "src"
+    make_photos(src, [f"{i}.png" for i in range(4)], size=(96, 64))
+    real_measure = layout.measure
+
+    def measure(models, image, candidate, rounds=layout.TIMED_ROUNDS):
+        if candidate.threads == 2:
+            raise MemoryError("no room for two threads' activations")
+        return real_measure(models, image, candidate, rounds)
+
+    monkeypatch.setattr(layout, "measure", measure)
+    summary = stylize(make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None), progress=False)
+    assert summary.done == 4 and summary.failed == 0
+    assert "no room for two threads' activations; the fixed layout stays" in caplog.text
+    remembered = next(iter(json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text()).values()))
+    assert remembered["layout"] == [layout.candidates(layout.cpu_count())[0].passes, 1, 1]
+    assert "MemoryError" in remembered["failed"]
+    monkeypatch.setattr(layout, "measure", lambda *a, **k: pytest.fail("measured again"))
+    assert stylize(make_job(src, tmp_path / "again", tiny_model, layout="auto", batch_size=None),
+                   progress=False).done == 4
 
 
 def test_a_real_calibration_times_every_candidate(tmp_path, tiny_model):
