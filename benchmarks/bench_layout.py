@@ -5,9 +5,10 @@ of one (tasks/bulk/lean.py cpu_passes); `stylepipe stylize --parallel-batches P 
 --batch-size B` sets another, and `--layout auto` (stylize's default) measures a few on the job's
 first batch (tasks/bulk/layout.py). Use this to see whether another layout pays on your machine.
 
-With --engine, also end-to-end jobs (JPEG to JPEG, bench_stylize.py's (b)) of the first network on
-each backend, per round: `layout: fixed`, then `layout: auto` with nothing remembered (it measures),
-then `layout: auto` again (it starts on what the first remembered): images/s and the layout chosen.
+With --engine, also end-to-end jobs (JPEG to JPEG, bench_stylize.py's (b), on the CPU) of the first
+network on each backend, per round: `layout: fixed`, then `layout: auto` with nothing remembered (it
+measures, given at least tasks/bulk/layout.py's min_inputs(): 108 images on 2 cores, 468 on 16),
+then `layout: auto` again (it settles on what the first remembered): images/s and the layout chosen.
 
     python benchmarks/bench_layout.py --networks slim fast --backends onnxruntime torch --rounds 3
     python benchmarks/bench_layout.py --networks fast --backends onnxruntime --rounds 3 --engine --count 200
@@ -37,8 +38,8 @@ def engine_job(model: Path, images: Path, out: Path, backend: str, layout: str) 
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     shutil.rmtree(out, ignore_errors=True)
-    job = Job(str(images), out, (ModelSpec(str(model)),), StylizeParams(max_size=None, backend=backend, layout=layout),
-              default_ledger(out))
+    params = StylizeParams(max_size=None, backend=backend, layout=layout, device="cpu")
+    job = Job(str(images), out, (ModelSpec(str(model)),), params, default_ledger(out))
     start = time.perf_counter()
     summary = stylize(job, progress=False)
     seconds = time.perf_counter() - start

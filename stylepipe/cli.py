@@ -474,9 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
     stylize.add_argument("--layout", choices=["auto", "fixed"], default="auto",
-                         help="auto (default): unless --batch-size, --parallel-batches or --threads is given, "
-                              "time a few layouts (passes x threads x batch) on the first batch and keep the "
-                              "fastest, remembered per machine and model; fixed: one pass per core, batches of one")
+                         help="auto (default): on the CPU, unless --batch-size, --parallel-batches or --threads "
+                              "is given, run the layout (passes x threads x batch) remembered for this machine, "
+                              "model and image size, or, in a job of enough images (108 on 2 cores), time a few on "
+                              "the first untiled batch and keep the fastest; fixed: one pass per core (at most 8), "
+                              "batches of one")
     stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
                               "to ONNX), or auto (default): the faster of the two on the first batch, "
@@ -579,8 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "torch and onnxruntime on the first batch; the export is one direction's generator)")
     translate.add_argument("--batch-size", type=int, default=None, help="images of one size per forward pass")
     translate.add_argument("--layout", choices=["auto", "fixed"], default="auto",
-                           help="passes x threads x batch: measured on the first batch (auto, unless --batch-size "
-                                "is given) or fixed, as for stylize")
+                           help="passes x threads x batch: remembered or measured (auto, unless --batch-size is "
+                                "given) or fixed, as for stylize")
     translate.add_argument("--workers", type=int, default=2, help="decode/encode processes (0: in this process)")
     translate.add_argument("--tile-above", type=int, default=2048, help="translate larger images in tiles")
     # (not stylize's 1280 / 64: the 64-px overlap was measured on style networks, whose receptive

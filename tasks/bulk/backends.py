@@ -122,9 +122,9 @@ def onnx_session(path: Path, threads: int):
 
 
 class SessionPerThread:
-    """An ONNX network's sessions of `threads` intra-op threads each: one shared by every calling
-    thread when `threads` is 1 (a Run then computes on its caller alone), else one per calling
-    thread. A session's intra-op pool is shared by concurrent Run calls, so P passes of T threads on
+    """An ONNX network's sessions of `threads` intra-op threads each, for passes that run at once:
+    one shared by every calling thread when `threads` is 1 (a Run then computes on its caller
+    alone), else one per calling thread (the constructing thread's too, whether or not it runs). A session's intra-op pool is shared by concurrent Run calls, so P passes of T threads on
     one session would compute on about P + T - 1 threads, not P x T. (Reasoned from onnxruntime's
     design, not measured: the development machine has 2 cores, where passes x threads > 1 x 1 is
     2 x 1 or 1 x 2.)"""

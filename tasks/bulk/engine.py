@@ -200,13 +200,21 @@ class BusyMeter:
 
     def __init__(self, passes: int):
         self.passes, self.level, self.seconds = passes, 0, 0.0
+        self.capacity = 0.0  # pass-seconds there were: wall time x passes, as the passes changed
         self.since = time.perf_counter()
         self.lock = threading.Lock()
 
     def _advance(self) -> None:
         now = time.perf_counter()
         self.seconds += min(self.level, self.passes) * (now - self.since)
+        self.capacity += self.passes * (now - self.since)
         self.since = now
+
+    def set_passes(self, passes: int) -> None:
+        """The layout settled on another number of passes (tasks/bulk/layout.py)."""
+        with self.lock:
+            self._advance()
+            self.passes = passes
 
     def start(self, weight: int) -> None:
         with self.lock:
@@ -251,6 +259,7 @@ class Pipeline:
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
         self.measure_layout = self.layout_key is not None and len(items) >= layout.min_inputs()
+        self.layout_failed: tuple | None = None  # (key, the fixed layout, why) of a failed measurement
         self.layout_pending = (self.layout_key is not None and layout.calibrates(self.models)
                                and (self.measure_layout or layout.any_remembered(self.layout_key)))
         self._set_limits()
@@ -305,16 +314,15 @@ class Pipeline:
                     f.cancel()
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
-        self.stats.network_seconds, self.stats.pass_seconds = self.busy.seconds, self.stats.seconds * self.parallel
+        self.busy.stop(0)  # (brings its sums up to now)
+        self.stats.network_seconds, self.stats.pass_seconds = self.busy.seconds, self.busy.capacity
         self.stats.device = self.models.describe(self.parallel)  # with the backends chosen on the way
         return self.stats
 
     def _loop(self, reader: Reader) -> None:
         while True:
             self._feed(reader)
-            # (until the layout is settled, one batch at a time: it is timed alone, and nothing runs
-            # on the runner while its layout changes)
-            while len(self.inferring) < (1 if self.layout_pending else self.parallel):
+            while self._may_submit():
                 batch = self._next_batch(final=reader.exhausted and not self.decoding)
                 if not batch:
                     break
@@ -328,6 +336,19 @@ class Pipeline:
             elif not reader.exhausted:
                 self._feed(reader, block=True)
             self._flush()
+
+    def _may_submit(self) -> bool:
+        """Room for another batch. Until the layout is settled (on the first batch that is not
+        tiled: _settle_layout), that batch runs alone (it is timed alone, and nothing runs on the
+        runner while its layout changes); large images (tiled batches, which _next_batch takes first)
+        still run `parallel` at once before it."""
+        if len(self.inferring) >= self.parallel:
+            return False
+        if not self.layout_pending:
+            return True
+        if any(not batch.tiled for batch in self.inferring.values()):
+            return False
+        return bool(self.large) or not self.inferring
 
     @property
     def buffered(self) -> int:
@@ -411,7 +432,8 @@ class Pipeline:
     def _forward(self, pixels: np.ndarray, tiled: bool,
                  paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
         """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
-        if self.layout_pending and not tiled and paintings is None:
+        settling = self.layout_pending and not tiled and paintings is None
+        if settling:
             self._settle_layout(pixels[0])
         started = time.perf_counter()
         passes = self.models.tile_passes if tiled else 1
@@ -425,15 +447,21 @@ class Pipeline:
                 results = self.models.stylize(pixels)
         finally:
             self.busy.stop(passes)
+        if settling and self.layout_failed:
+            layout.remember(*self.layout_failed[:2], {}, failed=self.layout_failed[2])
         return results, time.perf_counter() - started
 
     def _settle_layout(self, image: np.ndarray) -> None:
         """On the first batch that is not tiled (the only batch in flight until this returns): the
         layout remembered for its image's size, else the fastest measured on it (a job with enough
-        inputs), else the fixed one. A failed measurement leaves the fixed layout, remembered with
-        why: it costs a warning, not the batch, and is not tried again."""
+        inputs), else the fixed one. A failed measurement leaves the fixed layout with a warning; it
+        is remembered (not tried again) once the same batch has worked on the fixed layout, so that a
+        bad input does not count against the layout."""
         key = layout.size_key(self.layout_key, *image.shape[:2])
+        options = layout.candidates(cpu_count(), image.shape[0] * image.shape[1])
         chosen = layout.remembered(key)
+        if chosen is not None and chosen not in options:  # (another version's, or edited by hand)
+            chosen = None
         try:
             if chosen is not None:
                 self.models.set_layout(chosen.passes, chosen.threads, chosen.batch)
@@ -443,14 +471,15 @@ class Pipeline:
         except Exception as e:
             why = f"{type(e).__name__}: {e}"
             log.warning("layout: %s; the fixed layout stays", why)
-            fixed = layout.candidates(cpu_count())[0]  # what the engine started on
+            fixed = options[0]  # what the engine started on
             with contextlib.suppress(Exception):
                 self.models.set_layout(fixed.passes, fixed.threads, fixed.batch)
-            if chosen is None:  # a measurement that failed
-                layout.remember(key, fixed, {}, failed=why)
+            if chosen is None:  # a measurement that failed: remembered if the batch then works
+                self.layout_failed = (key, fixed, why)
             chosen = None
         if chosen is not None:
             self.parallel, self.batch_size = chosen.passes, chosen.batch
+            self.busy.set_passes(chosen.passes)
             self._set_limits()
         self.layout_pending = False  # (last: the main loop then submits batches on every pass)
 

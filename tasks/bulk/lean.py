@@ -116,7 +116,9 @@ class LeanModels:
         with self.lock:
             if threads != self.threads:
                 self.sessions = [backends.SessionPerThread(path, threads) for path in self.exports]
-            if (passes, threads) != (self.parallel, self.threads):
+            if self.tiles is not None and not isinstance(self.tiles, list):
+                self.tiles.set_layout(passes, threads, batch)  # the torch fallback's own
+            elif (passes, threads) != (self.parallel, self.threads):
                 self.tiles, self.tile_pool = None, None  # made again for the next large image
             self.parallel, self.threads, self.batch_size = passes, threads, batch
 
