@@ -144,27 +144,32 @@ def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, t
     assert all(np.array_equal(pixels(fp32 / n), pixels(out / n)) for n in names)
 
 
-def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, tiny_model):
-    """tasks/bulk/lean.py: once a job has exported the network, later onnxruntime jobs (and auto
-    jobs that remember choosing it) never import PyTorch, and write what the torch path writes."""
+def stylize_without_torch(src, model, out, *options: str) -> None:
+    """`stylepipe stylize SRC --backend onnxruntime --format png` in a fresh process: it must work
+    without importing PyTorch."""
     import os
     import subprocess
     import sys
 
+    args = ["stylize", str(src), "--model", str(model), "--out", str(out), "--backend", "onnxruntime", "--format",
+            "png", "--workers", "0", "--quiet", *options]
+    code = f"import sys; from stylepipe.cli import main; rc = main({args!r}); print(rc, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+
+
+def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, tiny_model):
+    """tasks/bulk/lean.py: once a job has exported the network, later onnxruntime jobs (and auto
+    jobs that remember choosing it) never import PyTorch, and write what the torch path writes."""
     from tasks.bulk.lean import LeanModels, lean_models
     from tasks.bulk.plan import ModelSpec
 
     spec = ModelSpec(str(tiny_model), strength=0.7, preserve_colors=True)
     first = stylize(make_job(src, tmp_path / "torch-path", spec, format="png", backend="onnxruntime"), progress=False)
     assert first.done == 4                                              # made the export, through PyTorch
-    code = ("import sys; from stylepipe.cli import main; "
-            f"rc = main(['stylize', {str(src)!r}, '--model', {str(tiny_model)!r}, '--out', {str(tmp_path / 'lean')!r}, "
-            "'--backend', 'onnxruntime', '--format', 'png', '--workers', '0', '--batch-size', '2', "
-            "'--strength', '0.7', '--preserve-colors', 'yes', '--quiet']); "
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+    stylize_without_torch(src, tiny_model, tmp_path / "lean", "--batch-size", "2", "--strength", "0.7",
+                          "--preserve-colors", "yes")
     names = output_files(tmp_path / "torch-path")
     assert output_files(tmp_path / "lean") == names
     assert max(int(np.abs(pixels(tmp_path / "torch-path" / n) - pixels(tmp_path / "lean" / n)).max())
@@ -182,10 +187,6 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     """Tiles run on the backend the model runs on: on onnxruntime through the tile graphs
     (models/export.py export_tile_graphs), within one level of PyTorch's tiles; once exported, the
     lean runner tiles without importing PyTorch, its tiles on every pass."""
-    import os
-    import subprocess
-    import sys
-
     from tasks.bulk.lean import lean_models
     from tasks.bulk.runners import StyleModels
 
@@ -208,14 +209,8 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     statistics, tiles = backends.tile_graph_paths(weights_sha256(str(tiny_model)))
     assert statistics.is_file() and tiles.is_file()
 
-    code = ("import sys; from stylepipe.cli import main; "
-            f"rc = main(['stylize', {str(folder)!r}, '--model', {str(tiny_model)!r}, '--out', {str(tmp_path / 'lean')!r}, "
-            "'--backend', 'onnxruntime', '--format', 'png', '--workers', '0', '--tile-above', '128', "
-            "'--tile-size', '64', '--tile-overlap', '16', '--strength', '0.8', '--preserve-colors', 'yes', '--quiet']); "
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+    stylize_without_torch(folder, tiny_model, tmp_path / "lean", "--tile-above", "128", "--tile-size", "64",
+                          "--tile-overlap", "16", "--strength", "0.8", "--preserve-colors", "yes")
     assert np.abs(pixels(outs["torch"] / "wide.png") - pixels(tmp_path / "lean/wide.png")).max() <= 1
 
     runner = lean_models(make_job(folder, tmp_path / "y", spec, backend="onnxruntime", parallel_batches=2, **settings))
