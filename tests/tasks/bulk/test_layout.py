@@ -281,3 +281,21 @@ def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_batch(backend, t
     assert summary.done == 2 and summary.failed == 0
     assert "could not remember the layout" in caplog.text
     assert all("torch" in row["device"] for row in ledger_rows(tmp_path / "out/.stylepipe/ledger.sqlite"))
+
+
+def test_a_remembered_layout_this_machine_cannot_run_is_ignored(tmp_path, tiny_model):
+    """A hand-edited or another machine's entry (0 passes would submit nothing, ever) is measured
+    over instead."""
+    import threading
+
+    src = tmp_path / "src"
+    make_photos(src, [f"{i}.png" for i in range(3)], size=(96, 64))
+    job = make_job(src, tmp_path / "out", tiny_model, layout="auto", batch_size=None)
+    layout.remember(layout.size_key(layout.job_key(job), 64, 96), Layout(0, 1, 1), {})
+    done = []
+    worker = threading.Thread(target=lambda: done.append(stylize(job, progress=False)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert done and done[0].done == 3
+    remembered = next(iter(json.loads((tmp_path / "cache/stylepipe/layouts.json").read_text()).values()))
+    assert Layout(*remembered["layout"]) in layout.candidates(layout.cpu_count())
