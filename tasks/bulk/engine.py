@@ -198,10 +198,11 @@ class BusyMeter:
     a large image's tiles all of them (StyleModels.tile_pool), and two large images at once share
     the passes instead of counting twice."""
 
-    def __init__(self, passes: int):
+    def __init__(self, passes: int, since: float | None = None):
+        """since: when the run started (perf_counter), if before now: its capacity counts from then."""
         self.passes, self.level, self.seconds = passes, 0, 0.0
         self.capacity = 0.0  # pass-seconds there were: wall time x passes, as the passes changed
-        self.since = time.perf_counter()
+        self.since = time.perf_counter() if since is None else since
         self.lock = threading.Lock()
 
     def _advance(self) -> None:
@@ -215,6 +216,12 @@ class BusyMeter:
         with self.lock:
             self._advance()
             self.passes = passes
+
+    def sums(self) -> tuple[float, float]:
+        """(busy pass-seconds, pass-seconds there were) until now."""
+        with self.lock:
+            self._advance()
+            return self.seconds, self.capacity
 
     def start(self, weight: int) -> None:
         with self.lock:
@@ -303,7 +310,7 @@ class Pipeline:
         with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
-            self.busy = BusyMeter(self.parallel)
+            self.busy = BusyMeter(self.parallel, since=start)
             reader = Reader(source, self.items, depth=self.prefetch)
             try:
                 self._loop(reader)
@@ -314,8 +321,7 @@ class Pipeline:
                     f.cancel()
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
-        self.busy.stop(0)  # (brings its sums up to now)
-        self.stats.network_seconds, self.stats.pass_seconds = self.busy.seconds, self.busy.capacity
+        self.stats.network_seconds, self.stats.pass_seconds = self.busy.sums()
         self.stats.device = self.models.describe(self.parallel)  # with the backends chosen on the way
         return self.stats
 
