@@ -55,7 +55,11 @@ def examples_networks(nz: int, ngf: int, ndf: int, nc: int) -> tuple[nn.Module, 
 def examples_loop(args, device: torch.device) -> float:
     """images/s of dcgan/main.py's training loop on one batch already on the device."""
     G, D = (m.to(device) for m in examples_networks(args.nz, args.width, args.width, 1))
-    criterion = nn.BCELoss()
+    bce = nn.BCELoss()
+
+    def criterion(p, label):  # autocast refuses BCELoss (the script's loss on a sigmoid): in fp32
+        with torch.autocast(device.type, enabled=False):
+            return bce(p.float(), label)
     optD = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optG = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = torch.rand(args.batch, 1, 64, 64, device=device) * 2 - 1

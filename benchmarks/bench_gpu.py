@@ -1,0 +1,371 @@
+"""GPU throughput of bulk stylization at 1024 px (issue 16's GPU part), each figure from this run:
+
+  (a) the network alone: a uint8 batch already on the GPU -> float -> network -> uint8, per network,
+      precision (fp16 autocast with channels_last, as the engine runs it; bf16; fp32) and batch,
+      eager; then, for --graph-networks, the same captured once as a CUDA graph and replayed, and
+      (last, (e), with --compile) torch.compile'd;
+  (b) the codecs: Pillow's JPEG decode and encode on one core and on every core (processes), and
+      nvJPEG's on the GPU through torchvision.io (batched decode_jpeg / encode_jpeg);
+  (c) stylepipe end to end: tasks/bulk/engine.py's stylize() with device cuda, JPEG files to JPEG
+      files (listing, decode workers, batching, the network, encode workers, the ledger), with the
+      JPEG codec in the workers (codec pillow) or on the GPU (codec device), the share of the time
+      the network was busy and the cores the engine's own process used;
+  (d) a plain GPU-codec loop: file bytes read by threads -> decode_jpeg on the GPU -> the network
+      -> encode_jpeg on the GPU -> bytes written by threads (temp file + rename), one batch at a time.
+
+    python benchmarks/bench_gpu.py --count 2000 --size 1024 --json /tmp/gpu.json
+
+Inputs: --unique photo-like JPEGs (bench_stylize.photo_like, quality 90) copied to --count files.
+The networks have random (seeded) weights: throughput does not depend on training. Without CUDA it
+runs on the CPU at whatever size it is given (a smoke test of the script itself).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_stylize import generate_jpegs, save_model  # this script's folder is on sys.path when it runs
+
+RESULTS: dict = {}
+
+
+def log(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rate(fn, per_call: int, device: torch.device, seconds: float = 2.0, warmup: int = 3) -> float:
+    """Items/s of fn() (per_call items a call): the median of 5 timed spans of ~seconds/5 each."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    once = max(time.perf_counter() - start, 1e-4)
+    calls = max(1, round(seconds / 5 / once))
+    spans = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        spans.append((time.perf_counter() - start) / calls)
+    return per_call / statistics.median(spans)
+
+
+# --------------------------------------------------------------------------- (a) network alone
+
+
+def engine_step(net, precision: str, device: torch.device):
+    """uint8 NHWC on the device -> uint8 NHWC, as the engine's runner does it (tasks/bulk/runners.py)."""
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+    def step(x8: torch.Tensor) -> torch.Tensor:
+        x = x8.permute(0, 3, 1, 2).float().div_(255)
+        if dtype is None:
+            y = net(x)
+        else:
+            with torch.autocast(device.type, dtype=dtype):
+                y = net(x)
+        return (y.float() * 255 + 0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return step
+
+
+def network_alone(args, device: torch.device, models: dict[str, Path]) -> None:
+    from models.weights import load_model
+
+    out = RESULTS["network_alone"] = {}
+    for network, model_dir in models.items():
+        net, _ = load_model(model_dir, device)
+        net.eval()
+        for precision in args.precisions:
+            lay = net.to(memory_format=torch.channels_last) if precision != "fp32" else net.to(memory_format=torch.contiguous_format)
+            for batch in args.batches:
+                x8 = torch.randint(0, 256, (batch, args.size, args.size, 3), dtype=torch.uint8, device=device)
+                step = engine_step(lay, precision, device)
+                try:
+                    with torch.inference_mode():
+                        r = rate(lambda: step(x8), batch, device)
+                except torch.OutOfMemoryError:
+                    r = float("nan")
+                    torch.cuda.empty_cache()
+                out[f"{network} {precision} batch {batch} eager"] = r
+                log(f"(a) {network:7s} {precision} batch {batch:3d} eager        {r:9.1f} img/s")
+        if device.type == "cuda" and network in args.graph_networks:
+            net = net.to(memory_format=torch.channels_last)
+            for batch in args.graph_batches:
+                out[f"{network} fp16 batch {batch} cuda graph"] = r = cuda_graph_rate(net, batch, args.size, device)
+                log(f"(a) {network:7s} fp16 batch {batch:3d} cuda graph   {r:9.1f} img/s")
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def cuda_graph_rate(net, batch: int, size: int, device: torch.device) -> float:
+    step = engine_step(net, "fp16", device)
+    static = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = step(static)
+        fresh = torch.randint(0, 256, static.shape, dtype=torch.uint8, device=device)
+        static.copy_(fresh)
+        graph.replay()
+        torch.cuda.synchronize()
+        check = step(fresh)
+        diff = (out.int() - check.int()).abs().max().item()
+        log(f"    cuda graph replay vs eager: max difference {diff} levels")
+        return rate(graph.replay, batch, device)
+
+
+def compiled(args, device: torch.device, models: dict[str, Path]) -> None:
+    """(a), last: --graph-networks torch.compile'd (default mode), at the first --graph-batches."""
+    from models.weights import load_model
+
+    batch = args.graph_batches[0]
+    for network in args.graph_networks:
+        net = load_model(models[network], device)[0].eval().to(memory_format=torch.channels_last)
+        r = RESULTS.setdefault("network_alone", {})[f"{network} fp16 batch {batch} compiled"] = compiled_rate(net, batch, args.size, device)
+        log(f"(a) {network:7s} fp16 batch {batch:3d} torch.compile {r:9.1f} img/s")
+
+
+def compiled_rate(net, batch: int, size: int, device: torch.device) -> float:
+    start = time.perf_counter()
+    compiled = torch.compile(net)
+    step = engine_step(compiled, "fp16", device)
+    x8 = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
+    with torch.inference_mode():
+        step(x8)
+        torch.cuda.synchronize()
+        log(f"    torch.compile: first call {time.perf_counter() - start:.1f} s")
+        return rate(lambda: step(x8), batch, device)
+
+
+# --------------------------------------------------------------------------- (b) codecs
+
+
+def _pil_round(path: str, quality: int) -> tuple[float, float]:
+    import io
+
+    from PIL import Image
+
+    start = time.perf_counter()
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    mid = time.perf_counter()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
+    return mid - start, time.perf_counter() - mid
+
+
+def codecs(args, device: torch.device, paths: list[Path]) -> None:
+    out = RESULTS["codecs"] = {}
+    one = [_pil_round(str(p), args.quality) for p in paths[:40]]
+    out["pil decode ms, one core"] = statistics.median(d for d, _ in one) * 1e3
+    out["pil encode ms, one core"] = statistics.median(e for _, e in one) * 1e3
+    cores = os.cpu_count() or 1
+    with ProcessPoolExecutor(cores) as pool:
+        list(pool.map(_pil_round, map(str, paths[:cores]), [args.quality] * cores))
+        start = time.perf_counter()
+        n = min(len(paths), 50 * cores)
+        list(pool.map(_pil_round, map(str, paths[:n]), [args.quality] * n, chunksize=4))
+        out[f"pil decode+encode img/s, {cores} processes"] = n / (time.perf_counter() - start)
+    for k, v in out.items():
+        log(f"(b) {k:40s} {v:9.2f}")
+    if device.type != "cuda":
+        return
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths[:256]]
+    for batch in args.codec_batches:
+        chunk = (datas * (batch // len(datas) + 1))[:batch]
+        r = rate(lambda: decode_jpeg(chunk, device=device), batch, device)
+        out[f"nvjpeg decode img/s, batch {batch}"] = r
+        images = decode_jpeg(chunk, device=device)
+        r = rate(lambda: [t.cpu() for t in encode_jpeg(images, quality=args.quality)], batch, device)
+        out[f"nvjpeg encode img/s, batch {batch} (bytes to host)"] = r
+        log(f"(b) nvjpeg batch {batch:3d}: decode {out[f'nvjpeg decode img/s, batch {batch}']:8.1f} img/s, "
+            f"encode {r:8.1f} img/s")
+    a = decode_jpeg(datas[0], device=device).cpu()
+    b = decode_jpeg(datas[0])
+    log(f"    nvjpeg vs libjpeg decode of one image: max {(a.int() - b.int()).abs().max().item()} levels, "
+        f"mean {(a.float() - b.float()).abs().mean().item():.3f}")
+
+
+# --------------------------------------------------------------------------- (c) the engine
+
+
+def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path) -> None:
+    import psutil
+
+    from stylepipe.config import StylizeParams
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, default_ledger
+
+    out = RESULTS.setdefault("engine", {})
+    me = psutil.Process()
+    for workers, parallel, batch, jpeg_codec in args.engine_layouts:
+        target = work / f"out-engine-{workers}-{parallel}-{batch}-{jpeg_codec}"
+        shutil.rmtree(target, ignore_errors=True)
+        params = StylizeParams(max_size=None, batch_size=batch, workers=workers, parallel_batches=parallel,
+                               device=device.type, backend="torch", quality=args.quality, codec=jpeg_codec)
+        job = Job(str(source), target, (ModelSpec(str(model_dir)),), params, default_ledger(target))
+        cpu0 = me.cpu_times()
+        start = time.perf_counter()
+        summary = stylize(job, progress=False)
+        seconds = time.perf_counter() - start
+        cpu1 = me.cpu_times()
+        main_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
+        ok = summary.done == summary.outputs and summary.failed == 0
+        label = f"{workers} workers, {parallel} passes, batch {batch}, codec {jpeg_codec}"
+        out[label] = {"img_s": summary.outputs / seconds, "network_busy": summary.run.network_busy,
+                      "main_process_cores": main_cores, "ok": ok}
+        log(f"(c) engine {label:34s} {summary.outputs / seconds:8.1f} img/s  network busy "
+            f"{summary.run.network_busy:.0%}, main process {main_cores:.2f} cores, ok {ok}")
+        if not ok:
+            log("    ", list(summary.lines()))
+        shutil.rmtree(target, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- (d) a GPU-codec loop
+
+
+def gpu_codec_loop(args, device: torch.device, model_dir: Path, paths: list[Path], work: Path) -> None:
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    from models.weights import load_model
+
+    net, _ = load_model(model_dir, device)
+    net = net.eval().to(memory_format=torch.channels_last)
+    target = work / "out-gpu-loop"
+    target.mkdir(parents=True, exist_ok=True)
+    batch = args.loop_batch
+
+    def read(path: Path) -> torch.Tensor:
+        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+
+    def write(name: str, data: torch.Tensor) -> None:
+        tmp = target / f".{name}.tmp"
+        tmp.write_bytes(data.numpy().tobytes())
+        os.replace(tmp, target / name)
+
+    def run(chunk_datas):
+        images = decode_jpeg(chunk_datas, device=device)
+        x = torch.stack(images).float().div_(255).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            y = net(x)
+        y8 = (y.float() * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+        return [t.cpu() for t in encode_jpeg(list(y8), quality=args.quality)]
+
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    with ThreadPoolExecutor(args.io_threads) as io, torch.inference_mode():
+        run([read(p) for p in chunks[0]])  # warm-up: cuDNN picks its kernels, nvJPEG its handles
+        sync(device)
+        start = time.perf_counter()
+        pending = [io.map(read, c) for c in chunks[:2]]
+        writes = []
+        for i, chunk in enumerate(chunks):
+            datas = list(pending.pop(0))
+            if i + 2 < len(chunks):
+                pending.append(io.map(read, chunks[i + 2]))
+            encoded = run(datas)
+            writes += [io.submit(write, p.name, e) for p, e in zip(chunk, encoded)]
+        for w in writes:
+            w.result()
+        seconds = time.perf_counter() - start
+    RESULTS["gpu_codec_loop_img_s"] = len(paths) / seconds
+    log(f"(d) GPU-codec loop, batch {batch}, {args.io_threads} I/O threads: {len(paths) / seconds:8.1f} img/s")
+    shutil.rmtree(target, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--unique", type=int, default=64, help="distinct JPEGs among the --count files")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--quality", type=int, default=92, help="of the outputs (the engine's default)")
+    ap.add_argument("--networks", nargs="+", default=["slim", "fast", "classic"])
+    ap.add_argument("--precisions", nargs="+", default=["fp16", "bf16", "fp32"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--graph-networks", nargs="*", default=["fast"])
+    ap.add_argument("--graph-batches", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--codec-batches", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--engine-network", default="fast")
+    ap.add_argument("--engine-layouts", nargs="+",
+                    default=["14,1,16,pillow", "14,1,16,device", "14,2,16,device", "4,1,32,device"],
+                    help="workers,passes,batch,codec of each engine job (codec: StylizeParams.codec)")
+    ap.add_argument("--loop-batch", type=int, default=32)
+    ap.add_argument("--io-threads", type=int, default=8)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--workdir", type=Path)
+    args = ap.parse_args()
+    args.engine_layouts = [(*(int(v) for v in s.split(",")[:3]), s.split(",")[3]) for s in args.engine_layouts]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    RESULTS.update(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                   torch=torch.__version__, cores=os.cpu_count(), size=args.size, count=args.count)
+    log(f"device {RESULTS['device']}, torch {torch.__version__}, {os.cpu_count()} cores")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+    try:
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+        unique = generate_jpegs(work / "unique", args.unique, args.size)
+        source = work / "photos"
+        source.mkdir(exist_ok=True)
+        paths = []
+        for i in range(args.count):
+            path = source / f"img-{i:06d}.jpg"
+            if not path.exists():
+                shutil.copyfile(unique[i % len(unique)], path)
+            paths.append(path)
+        models = {n: save_model(work / f"model-{n}", n) for n in args.networks}
+        steps = [("a", lambda: network_alone(args, device, models)),
+                 ("b", lambda: codecs(args, device, paths)),
+                 ("c", lambda: engine(args, device, models[args.engine_network], source, work)),
+                 ("d", lambda: gpu_codec_loop(args, device, models[args.engine_network], paths, work)),
+                 ("e", lambda: compiled(args, device, models))]
+        for name, step in steps:
+            if name in args.skip or (name in "de" and device.type != "cuda") or (name == "e" and not args.compile):
+                continue
+            try:
+                step()
+            except Exception as e:  # one part's failure must not cost the others' figures
+                RESULTS[f"error {name}"] = repr(e)
+                log(f"({name}) FAILED: {e!r}")
+                import traceback
+                traceback.print_exc()
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            args.json.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
+    log(json.dumps(RESULTS, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
