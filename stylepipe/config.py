@@ -88,7 +88,9 @@ class TrainBase(Section):
     batch_size: int = Field(default=4, ge=1, le=65_536)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = Field(default=0, ge=0, le=64)      # DataLoader processes
+    # DataLoader processes; None: none on a CPU (the step needs every core) or for data held in
+    # memory (labelled), up to 8 per process on CUDA (tasks/train.py loader_workers).
+    workers: int | None = Field(default=None, ge=0, le=64)
     # CPU threads; None: OMP_NUM_THREADS if set, else every core. On a machine other jobs share,
     # 1 can be several times faster than 2 (each op waits for a descheduled thread).
     threads: int | None = Field(default=None, ge=1, le=1024)

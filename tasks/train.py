@@ -298,6 +298,18 @@ def mean_over_processes(losses: dict[str, torch.Tensor], names: tuple[str, ...],
     return dict(zip(names, stacked.tolist()))
 
 
+def loader_workers(asked: int | None, cuda: bool, world: int, in_memory: bool) -> int:
+    """DataLoader processes: train.workers, else none on a CPU or for data held in memory, and on
+    CUDA up to 8 per training process. On an H200 a pix2pix step (256 px, batch 16) took 13 ms, and
+    one process decoding and jittering its 16 PNG pairs takes 108 ms on this project's CPU: with the
+    data on the main process stylepipe trained 5.7 steps/s against 79 for the step alone."""
+    if asked is not None:
+        return asked
+    if not cuda or in_memory:
+        return 0
+    return max(1, min(8, (cpu_count() - world) // world))
+
+
 def _on_step(step: int) -> None:
     """Called after every completed step; tests replace it to simulate a kill."""
 
@@ -407,7 +419,8 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
 
     loader = DataLoader(data.dataset, batch_size=tp.batch_size,
                         sampler=StepSamples(start, tp.steps, tp.batch_size, rank, world),
-                        num_workers=tp.workers, pin_memory=cuda, persistent_workers=False,
+                        num_workers=loader_workers(tp.workers, cuda, world, info.data == "labelled"),
+                        pin_memory=cuda, persistent_workers=False,
                         # its own generator: starting an iterator draws a seed, which must not move
                         # the global RNG the families' steps draw from (or a resume would diverge)
                         generator=torch.Generator().manual_seed(tp.seed))

@@ -250,3 +250,17 @@ def test_paintings_older_than_their_raw_files_are_refused(tmp_path):
     (raw / "manifest.json").write_text(json.dumps([{"sha256": s} for s in [*listed, "f" * 64]]))
     with pytest.raises(StageError, match=r"older than .*raw/datasets/paintings"):
         check_preprocessed(processed)                                 # a painting preprocess has not seen
+
+
+def test_dataloader_workers_default_to_none_on_a_cpu_and_some_on_cuda(monkeypatch):
+    """On CUDA the step outruns one process's decoding (the H200 measurement in loader_workers);
+    on a CPU workers would take the step's cores; data held in memory needs none; an explicit
+    train.workers always wins. Several training processes share the cores."""
+    monkeypatch.setattr(train_mod, "cpu_count", lambda: 16)
+    assert train_mod.loader_workers(None, cuda=False, world=1, in_memory=False) == 0
+    assert train_mod.loader_workers(None, cuda=True, world=1, in_memory=False) == 8
+    assert train_mod.loader_workers(None, cuda=True, world=4, in_memory=False) == 3
+    assert train_mod.loader_workers(None, cuda=True, world=1, in_memory=True) == 0
+    assert train_mod.loader_workers(2, cuda=False, world=1, in_memory=False) == 2
+    monkeypatch.setattr(train_mod, "cpu_count", lambda: 2)
+    assert train_mod.loader_workers(None, cuda=True, world=1, in_memory=False) == 1
