@@ -136,7 +136,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads", "layout",
-        "texture_scale", "work_size", "backend", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
+        "texture_scale", "work_size", "backend", "codec", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
         "shard_size")}
     try:
         params = StylizeParams(**settings)
@@ -223,7 +223,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_out(args.out)
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",
-                                              "layout", "backend", "tile_above", "tile_size", "tile_overlap",
+                                              "layout", "backend", "codec", "tile_above", "tile_size", "tile_overlap",
                                               "max_failed_fraction")}
     try:
         params = StylizeParams(**settings)
@@ -484,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "to ONNX), or auto (default): the faster of the two on the first batch, "
                               "remembered per machine and model; torch-bf16: bf16 autocast + channels_last "
                               "(CPUs with AVX512-BF16/AMX; lossy: never chosen by auto)")
+    stylize.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
+                         help="where JPEGs are decoded and encoded: device (nvJPEG on CUDA: only compressed "
+                              "bytes cross the worker processes), pillow (the worker processes), or auto "
+                              "(default): device on CUDA, else pillow. Inputs the device cannot take as they are "
+                              "(resized, rotated, progressive, CMYK, tiled) are decoded by the workers")
     stylize.add_argument("--tile-above", type=int, default=2048,
                          help="stylize images whose long side is above this in tiles (default 2048)")
     stylize.add_argument("--tile-size", type=int, default=1280, help="tile side, a multiple of 4 (default 1280)")
@@ -579,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
                            help="the forward pass's runtime on a CPU, as for stylize (default auto: the faster of "
                                 "torch and onnxruntime on the first batch; the export is one direction's generator)")
+    translate.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
+                           help="where JPEGs are decoded and encoded, as for stylize (default auto: on the GPU "
+                                "with CUDA, else in the worker processes)")
     translate.add_argument("--batch-size", type=int, default=None, help="images of one size per forward pass")
     translate.add_argument("--layout", choices=["auto", "fixed"], default="auto",
                            help="passes x threads x batch: remembered or measured (auto, unless --batch-size is "

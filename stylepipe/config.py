@@ -216,6 +216,14 @@ class StylizeParams(Section):
     # torch-bf16: bf16 autocast + channels_last (CPUs with AVX512-BF16 or AMX); lossy (LOSSY_BACKENDS),
     # so never chosen by auto, and part of the outputs' identity (a job switched to it redoes its images).
     backend: Literal["torch", "torch-bf16", "onnxruntime", "auto"] = "torch"
+    # Where JPEG inputs are decoded and JPEG outputs encoded (trained image and translation networks):
+    # device: on the networks' device (nvJPEG through torchvision.io on CUDA; libjpeg-turbo in the
+    # model threads on a CPU), so that only compressed bytes cross the decode/encode workers' pipes;
+    # pillow: in the worker processes; auto: device on CUDA, else pillow. Only JPEGs that need no
+    # resizing (at most max_size), no EXIF turn, baseline, RGB or grey, untiled, without a texture
+    # scale take the device; any other input is decoded by the workers. Not part of the outputs'
+    # identity (nvJPEG's decode differs from libjpeg's by a few levels, as the device's arithmetic does).
+    codec: Literal["auto", "pillow", "device"] = "auto"
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)

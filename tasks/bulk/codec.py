@@ -1,12 +1,17 @@
 """The work done in the decode/encode worker processes: bytes -> RGB pixels, pixels -> an output
 file written under a temporary name and renamed into place.
 
+When the runner decodes JPEGs on its device (StylizeParams.codec: nvJPEG on CUDA), a worker only
+vets a JPEG that the device can take as it is (passthrough_jpeg): the bytes go back undecoded, and
+the outputs come back encoded, so no pixels cross the workers' pipes. Any other input is decoded here.
+
 This module must stay free of torch: worker processes import it, and nothing else of the engine.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import time
 import uuid
@@ -37,16 +42,20 @@ class DecodeJob:
     max_size: int | None
     max_pixels: int
     max_bytes: int
+    # > 0: the runner decodes JPEGs on its device; one it can take as it is (passthrough_jpeg) of at
+    # most this long side is handed back undecoded
+    device_jpeg_side: int = 0
 
 
 @dataclass
 class Decoded:
     key: int
-    pixels: np.ndarray  # (H, W, 3) uint8, upright, at most max_size on its long side; a Seed: (1, 2) int64
+    pixels: np.ndarray | None  # (H, W, 3) uint8, upright, at most max_size on its long side; a Seed: (1, 2) int64
     sha256: str
     width: int          # the input's upright size, before any downscaling
     height: int
     seconds: float
+    jpeg: bytes | None = None  # instead of pixels: a JPEG for the device to decode (width x height)
 
 
 @dataclass
@@ -60,6 +69,7 @@ class EncodeJob:
     format: str
     quality: int
     identity: str = ""  # an object-storage output's ledger identity, stored in its metadata
+    encoded: bytes | None = None  # instead of pixels: the file's bytes, encoded on the device
 
 
 @dataclass
@@ -103,6 +113,10 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
     try:
         data = read_payload(job.payload, job.max_bytes)
         digest = hashlib.sha256(data).hexdigest()
+        size = passthrough_jpeg(data, min(job.device_jpeg_side, job.max_size or job.device_jpeg_side),
+                                job.max_pixels) if job.device_jpeg_side else None
+        if size is not None:
+            return Decoded(job.key, None, digest, *size, time.perf_counter() - start, jpeg=data)
         decoded = decode(data, job.max_pixels, min_side=job.max_size, setting=MAX_PIXELS_SETTING)
     except Rejected as e:
         return Failed(job.key, str(e))
@@ -113,6 +127,28 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
     return Decoded(job.key, pixels, digest, decoded.width, decoded.height, time.perf_counter() - start)
 
 
+def passthrough_jpeg(data: bytes, max_side: int, max_pixels: int) -> tuple[int, int] | None:
+    """(width, height) of a JPEG that decodes to the image the workers would make of it, at its
+    own size: baseline, RGB or grey, upright (no EXIF turn), one frame, complete (it ends with the
+    EOI marker: a truncated file is left to decode(), which rejects it), at most max_side on its
+    long side and max_pixels in all. Else None: the workers decode it. Reads the headers only."""
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if (im.format != "JPEG" or im.mode not in ("RGB", "L") or "progressive" in im.info
+                    or "progression" in im.info or getattr(im, "n_frames", 1) != 1):
+                return None
+            width, height = im.size
+            if max(width, height) > max_side or width * height > max_pixels or min(width, height) < 1:
+                return None
+            if im.getexif().get(0x0112, 1) != 1:  # Orientation: the workers turn it upright
+                return None
+    except Exception:  # noqa: BLE001 - whatever the headers hold, decode() says what is wrong
+        return None
+    return width, height
+
+
 def encode_job(job: EncodeJob) -> Written | Failed:
     start = time.perf_counter()
     tmp = Path(job.tmp_dir) / f"{uuid.uuid4().hex}.{job.format}"
@@ -121,9 +157,12 @@ def encode_job(job: EncodeJob) -> Written | Failed:
         final = None if remote else safe_target(Path(job.out_root), job.relpath)
         if remote:
             check_relpath(job.relpath)
-        options = {"compress_level": PNG_COMPRESS_LEVEL} if job.format == "png" else {"quality": job.quality}
-        pixels = job.pixels[..., 0] if job.pixels.shape[-1] == 1 else job.pixels  # grey
-        Image.fromarray(pixels).save(tmp, SAVE_OPTIONS[job.format], **options)
+        if job.encoded is not None:
+            tmp.write_bytes(job.encoded)
+        else:
+            options = {"compress_level": PNG_COMPRESS_LEVEL} if job.format == "png" else {"quality": job.quality}
+            pixels = job.pixels[..., 0] if job.pixels.shape[-1] == 1 else job.pixels  # grey
+            Image.fromarray(pixels).save(tmp, SAVE_OPTIONS[job.format], **options)
         size = tmp.stat().st_size
         if remote:  # one PUT of the finished file: the object appears complete or not at all
             upload(tmp, job.out_root, job.relpath, job.identity)

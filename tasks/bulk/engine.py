@@ -3,6 +3,11 @@
     reader thread --(bounded queue)--> decode workers --> size buckets --> models on the device
         --> encode workers (temp file + rename) --> ledger rows (after the rename)
 
+With the JPEG codec on the device (StylizeParams.codec; CUDA by default), a decode worker hands a
+JPEG the device can take back undecoded, the runner decodes it, and returns JPEG files to write:
+only compressed bytes cross the workers' pipes. One that fails on the device alone is decoded by
+the workers after all, which say what is wrong with it, as for any other input.
+
 `execute()` runs this pipeline over the work items of a plan (tasks/bulk/plan.py) and records
 every outcome; `stylize()` is plan + execute + summary in this process. The Prefect flow
 (flows/bulk.py) plans in its driver and runs `execute()` once per shard.
@@ -189,8 +194,11 @@ class InFlight:
 @dataclass
 class Batch:
     keys: list[int]
-    pixels: np.ndarray  # kept until the pass worked: a failed batch is retried image by image
+    # kept until the pass worked: a failed batch is retried image by image. Undecoded JPEGs
+    # (codec.Decoded.jpeg) for the device: a list of their bytes.
+    pixels: np.ndarray | list[bytes]
     tiled: bool
+    shape: tuple[int, int] = (0, 0)  # of undecoded JPEGs
 
 
 class BusyMeter:
@@ -265,6 +273,7 @@ class Pipeline:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.code_version = code_version()
         self.stats = RunStats(device=self.models.describe(self.parallel))
+        self.device_jpeg_side = getattr(self.models, "device_jpeg_side", 0)
         self.measure_layout = self.layout_key is not None and len(items) >= layout.min_inputs()
         self.layout_failed: tuple | None = None  # (key, the fixed layout, why) of a failed measurement
         self.layout_pending = (self.layout_key is not None and layout.calibrates(self.models)
@@ -292,7 +301,7 @@ class Pipeline:
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
                                    batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel,
                                    texture_scale=self.params.texture_scale, work_size=self.params.work_size,
-                                   hashed=hashed)
+                                   hashed=hashed, codec=self.params.codec)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()
@@ -369,7 +378,7 @@ class Pipeline:
             key, payload = got
             self.inflight[key] = InFlight(self.items[key])
             job = codec.DecodeJob(key, payload, self.params.max_size, self.params.max_pixels,
-                                  input_byte_cap(self.params))
+                                  input_byte_cap(self.params), self.device_jpeg_side)
             if isinstance(payload, Seed):  # nothing to decode: a worker round trip would cost more
                 done: Future = Future()
                 done.set_result(codec.decode_job(job))
@@ -409,7 +418,9 @@ class Pipeline:
             self._fail_input(key, result.reason)
             return
         self.inflight[key].decoded = result
-        if self.models.needs_tiles(*result.pixels.shape[:2]):
+        if result.jpeg is not None:  # (never tiled: codec.passthrough_jpeg keeps to device_jpeg_side)
+            self.buckets[(result.height, result.width, "jpeg")].append(key)
+        elif self.models.needs_tiles(*result.pixels.shape[:2]):
             self.large.append(key)
         else:
             self.buckets[result.pixels.shape[:2]].append(key)
@@ -419,6 +430,12 @@ class Pipeline:
 
     def _submit(self, keys: list[int]) -> None:
         decoded = [self.inflight[k].decoded for k in keys]
+        if decoded[0].jpeg is not None:
+            jpegs = [d.jpeg for d in decoded]
+            for d in decoded:
+                d.jpeg = None  # the batch holds them now
+            self._submit_pixels(keys, jpegs, False, (decoded[0].height, decoded[0].width))
+            return
         tiled = self.models.needs_tiles(*decoded[0].pixels.shape[:2])
         if tiled:
             pixels = decoded[0].pixels
@@ -430,22 +447,28 @@ class Pipeline:
             d.pixels = None  # the batch holds them now
         self._submit_pixels(keys, pixels, tiled)
 
-    def _submit_pixels(self, keys: list[int], pixels: np.ndarray, tiled: bool) -> None:
+    def _submit_pixels(self, keys: list[int], pixels: np.ndarray | list[bytes], tiled: bool,
+                       shape: tuple[int, int] = (0, 0)) -> None:
         paintings = [self.inflight[k].item.painting for k in keys]  # AdaIN with a manifest: per input
-        future = self.model_pool.submit(self._forward, pixels, tiled, paintings if any(paintings) else None)
-        self.inferring[future] = Batch(keys, pixels, tiled)
+        future = self.model_pool.submit(self._forward, pixels, tiled, paintings if any(paintings) else None, shape)
+        self.inferring[future] = Batch(keys, pixels, tiled, shape)
 
-    def _forward(self, pixels: np.ndarray, tiled: bool,
-                 paintings: list[str] | None) -> tuple[list[np.ndarray], float]:
-        """In a model thread: per model, the (N,H,W,3) results; and the seconds it took."""
-        settling = self.layout_pending and not tiled and paintings is None
+    def _forward(self, pixels: np.ndarray | list[bytes], tiled: bool, paintings: list[str] | None,
+                 shape: tuple[int, int]) -> tuple[list[np.ndarray | list[bytes]], float]:
+        """In a model thread: per model, the (N,H,W,3) results (or, for undecoded JPEGs into JPEG
+        outputs, the N files' bytes); and the seconds it took."""
+        jpegs = isinstance(pixels, list)
+        settling = self.layout_pending and not tiled and paintings is None and not jpegs
         if settling:
             self._settle_layout(pixels[0])
         started = time.perf_counter()
         passes = self.models.tile_passes if tiled else 1
         self.busy.start(passes)
         try:
-            if paintings is not None:
+            if jpegs:
+                quality = self.params.quality if self.params.format == "jpg" else None
+                results = self.models.stylize_jpegs(pixels, shape, quality)
+            elif paintings is not None:
                 results = self.models.stylize(pixels, paintings=paintings)
             elif tiled:
                 results = [r[None] for r in self.models.stylize_large(pixels)]
@@ -500,15 +523,17 @@ class Pipeline:
         for n, key in enumerate(keys):
             state = self.inflight[key]
             state.model_seconds = seconds / len(keys)
-            state.shape = results[0].shape[1:3]
+            state.shape = batch.shape if isinstance(results[0], list) else results[0].shape[1:3]
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
                 self._wait_for_encoders()
                 e = state.item.entry
                 ident = remote.identity(e.relpath, e.stamp, state.item.model_hash or self.plan.model_hashes[model],
                                         self.option_hashes[model]) if self.remote_out else ""
-                job = codec.EncodeJob(key, model, results[model][n], str(self.job.out), target,
-                                      self.tmp_dir, self.params.format, self.params.quality, ident)
+                result = results[model][n]
+                encoded = result if isinstance(result, bytes) else None
+                job = codec.EncodeJob(key, model, None if encoded is not None else result, str(self.job.out), target,
+                                      self.tmp_dir, self.params.format, self.params.quality, ident, encoded)
                 self.encoding[self._to_workers(codec.encode_job, job)] = (key, model)
 
     def _wait_for_encoders(self) -> None:
@@ -542,7 +567,13 @@ class Pipeline:
             raise StageError(f"the model failed: {one_line(error)}") from error
         if len(batch.keys) > 1:
             for n, key in enumerate(batch.keys):
-                self._submit_pixels([key], batch.pixels[n:n + 1], batch.tiled)
+                self._submit_pixels([key], batch.pixels[n:n + 1], batch.tiled, batch.shape)
+            return
+        if isinstance(batch.pixels, list):  # an undecoded JPEG: the workers decode it after all
+            key = batch.keys[0]
+            job = codec.DecodeJob(key, batch.pixels[0], self.params.max_size, self.params.max_pixels,
+                                  input_byte_cap(self.params))
+            self.decoding[self._to_workers(codec.decode_job, job)] = key
             return
         failure = (batch.keys[0], reason("model-error", one_line(error)))
         if self.forward_works:

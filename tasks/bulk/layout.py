@@ -101,10 +101,11 @@ def min_inputs(cores: int | None = None) -> int:
 
 def applies(params: StylizeParams) -> bool:
     """Whether this job settles its layout (if its runner can change layout: see `calibrates`): on
-    the CPU, known without importing torch (`auto` on a machine with a GPU driver keeps its layout)."""
+    the CPU, known without importing torch (`auto` on a machine with a GPU driver keeps its layout).
+    Not with the JPEG codec on the device: its batches are not timed (they hold no pixels)."""
     on_cpu = params.device == "cpu" or (params.device == "auto" and surely_no_cuda())
     return (params.layout == "auto" and on_cpu and params.parallel_batches is None and params.threads is None
-            and params.batch_size is None)
+            and params.batch_size is None and params.codec != "device")
 
 
 def calibrates(models: object) -> bool:

@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -43,12 +44,22 @@ from tasks.bulk.tiling import stylize_tiled, thumbnail
 from tasks.data.images import MIN_SIDE
 
 log = logging.getLogger("stylepipe.stylize")
+# torchvision 0.29 deprecates its JPEG codec (stylize_jpegs) for TorchCodec's, and says so on every
+# call; it still works, and the GPU machine's torchvision (0.26) has no successor to move to yet.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
 # most this many pixels (the input cap's default): it is held whole, in float32.
 MAX_NETWORK_PIXELS = DEFAULT_MAX_PIXELS
+# One forward pass holds at most this many pixels (images x height x width, as the network sees
+# them): a larger batch runs in several passes. CUDA kernels index a tensor in 32 bits: on an H200
+# the classic network's decoder (64 channels at full resolution) failed at 32 images of 1024 px
+# (2^31 elements: "input tensor must fit into 32-bit index math"); 2^24 pixels leave room for 128
+# channels. One image is never split: above tile_above it is tiled, and its tile batches obey this.
+MAX_PASS_PIXELS = 2**24
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -88,6 +99,16 @@ class PadToMinSide(nn.Module):
         if min(h, w) >= MIN_SIDE:
             return x
         return F.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+
+
+def images_per_pass(height: int, width: int) -> int:
+    return max(1, MAX_PASS_PIXELS // (height * width))
+
+
+def pass_slices(count: int, height: int, width: int) -> list[slice]:
+    """A batch of `count` images of height x width in passes of at most MAX_PASS_PIXELS."""
+    per_pass = images_per_pass(height, width)
+    return [slice(i, i + per_pass) for i in range(0, count, per_pass)]
 
 
 def network_shape(height: int, width: int, texture_scale: float = 1.0,
@@ -141,9 +162,11 @@ class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
                  parallel: int = 1, texture_scale: float = 1.0, work_size: int | None = None,
-                 hashed: dict[str, str] | None = None):
-        """hashed: the weights' sha256 already taken this job, by model folder (tasks/bulk/lean.py's)."""
+                 hashed: dict[str, str] | None = None, codec: str = "auto"):
+        """hashed: the weights' sha256 already taken this job, by model folder (tasks/bulk/lean.py's).
+        codec: StylizeParams.codec (auto: JPEGs on the device when it is CUDA)."""
         self.specs, self.device = specs, device
+        self.jpeg_on_device = codec == "device" or (codec == "auto" and device.type == "cuda")
         self.texture = (texture_scale, work_size)
         self.cuda = device.type == "cuda"
         loaded = [load_model(Path(s.path), device) for s in specs]
@@ -275,16 +298,59 @@ class StyleModels:
     @torch.inference_mode()
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""
+        passes = pass_slices(len(batch), *network_shape(*batch.shape[1:3], *self.texture))
+        if len(passes) > 1:
+            pieces = [self.stylize(batch[part]) for part in passes]
+            return [np.concatenate(results) for results in zip(*pieces)]
         self._one_pass_threads()
-        x = self._to_device(batch)
+        return [self._to_uint8(y) for y in self._finished(self._to_device(batch))]
+
+    def _finished(self, x: Tensor) -> list[Tensor]:
+        """(N,3,H,W) in [0,1] on the device -> per model, its finished results (the same, float)."""
         seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
         results = []
         for runtimes, chooser, spec in zip(self.runtimes, self.choosers, self.specs):
             net = runtimes[chooser.choose(runtimes, seen)]
             with self._autocast():
                 y = net(seen)
-            results.append(self._to_uint8(finish(resize(y.float(), x.shape[-2:]), x, spec)))
+            results.append(finish(resize(y.float(), x.shape[-2:]), x, spec))
         return results
+
+    @property
+    def device_jpeg_side(self) -> int:
+        """JPEGs up to this long side are decoded here, on the device (codec.passthrough_jpeg;
+        0: none): those that are not tiled, and only without a texture scale (kept simple: one
+        image size for the network and the output)."""
+        if not self.jpeg_on_device or self.texture != (1.0, None):
+            return 0
+        return self.tile_above
+
+    @torch.inference_mode()
+    def stylize_jpegs(self, datas: list[bytes], shape: tuple[int, int],
+                      quality: int | None) -> list[np.ndarray | list[bytes]]:
+        """Undecoded JPEGs of one size (height, width) -> for each model, its (N,H,W,3) uint8
+        results or, given a JPEG quality, the results' JPEG files. nvJPEG decodes and encodes them
+        on CUDA (torchvision.io), libjpeg-turbo on a CPU: only compressed bytes cross to the host."""
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+        passes = pass_slices(len(datas), *shape)
+        if len(passes) > 1:
+            pieces = [self.stylize_jpegs(datas[part], shape, quality) for part in passes]
+            return [np.concatenate(r) if quality is None else sum(r, []) for r in zip(*pieces)]
+        self._one_pass_threads()
+        images = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas],
+                             mode=ImageReadMode.RGB, device=self.device)
+        x = torch.stack(images).float().div_(255)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        results = self._finished(x)
+        if quality is None:
+            return [self._to_uint8(y) for y in results]
+        encoded = []
+        for y in results:
+            y8 = (y * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+            encoded.append([t.cpu().numpy().tobytes() for t in encode_jpeg([i.contiguous() for i in y8], quality=quality)])
+        return encoded
 
     @torch.inference_mode()
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
@@ -311,8 +377,9 @@ class StyleModels:
         results = []
         for i, spec in enumerate(specs):
             run = self._onnx_tile_run(i, small, spec) or self._torch_tile_run(i, small, spec)
+            batch_size = min(self.batch_size, images_per_pass(self.tile_size, self.tile_size))
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
-                                         batch_size=self.batch_size, map_batches=pool.map if pool else map))
+                                         batch_size=batch_size, map_batches=pool.map if pool else map))
         return results
 
     def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
@@ -480,6 +547,9 @@ class AdainModels:
         """paintings: per image, the manifest's painting ("" for the job's own paintings)."""
         from models.adain.network import stylize
 
+        passes = pass_slices(len(batch), *network_shape(*batch.shape[1:3], *self.texture))
+        if len(passes) > 1:
+            return [np.concatenate([self.stylize(batch[part], paintings and paintings[part])[0] for part in passes])]
         styles = self.styles
         if paintings is not None:
             if not all(paintings):  # some images take the job's paintings: one at a time

@@ -193,10 +193,13 @@ def test_a_manifest_gives_each_input_its_own_painting(src, tmp_path, adain_model
     assert np.array_equal(pixels(out / "b.png"), pixels(tmp_path / "yellow/b.png"))
 
 
-def test_one_batch_of_inputs_after_different_paintings(tmp_path, adain_model, paintings):
+def test_one_batch_of_inputs_after_different_paintings(tmp_path, adain_model, paintings, monkeypatch):
     """AdaIN's target statistics are per image: a batch whose inputs name different paintings
-    (or none: the job's painting) gives each the pixels it gets alone."""
+    (or none: the job's painting) gives each the pixels it gets alone; also when the batch runs in
+    several passes (runners.MAX_PASS_PIXELS), each with its own images' paintings."""
     import torch
+
+    import tasks.bulk.runners as runners
 
     from models.adain.params import AdainControls
     from tasks.bulk.plan import ModelSpec
@@ -213,6 +216,9 @@ def test_one_batch_of_inputs_after_different_paintings(tmp_path, adain_model, pa
     assert np.abs(together[1].astype(int) - runner.stylize(batch[1:2], paintings=[str(yellow)])[0][0]).mean() > 1
     mixed = runner.stylize(batch, paintings=["", str(blue), str(blue), ""])[0]  # "": the job's painting
     assert all(np.abs(mixed[n].astype(int) - together[n]).max() <= 1 for n in range(4))
+    monkeypatch.setattr(runners, "MAX_PASS_PIXELS", 3 * 64 * 96)  # passes of 3 and 1 images
+    in_passes = runner.stylize(batch, paintings=names)[0]
+    assert all(np.abs(in_passes[n].astype(int) - together[n]).max() <= 1 for n in range(4))
 
 
 def test_a_bad_manifest_stops_the_job_and_a_bad_painting_fails_its_inputs(src, tmp_path, adain_model, paintings,

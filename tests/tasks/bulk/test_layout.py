@@ -54,6 +54,7 @@ def test_only_a_cpu_job_with_nothing_set_settles_its_layout(monkeypatch):
     assert not layout.applies(StylizeParams(layout="fixed"))
     assert not layout.applies(StylizeParams(layout="auto", threads=2))
     assert not layout.applies(StylizeParams(layout="auto", device="cuda"))
+    assert not layout.applies(StylizeParams(layout="auto", device="cpu", codec="device"))  # its batches hold no pixels
     monkeypatch.setattr(layout, "surely_no_cuda", lambda: False)  # a GPU driver: auto may mean CUDA
     assert not layout.applies(StylizeParams(layout="auto"))
     assert layout.applies(StylizeParams(layout="auto", device="cpu"))
@@ -171,12 +172,12 @@ def test_large_inputs_run_before_the_layout_settles_and_the_first_small_batch_se
     events, in_flight, most_tiled = [], [0], [0]
     forward, settle = engine.Pipeline._forward, engine.Pipeline._settle_layout
 
-    def counted(self, pixels, tiled, paintings):
+    def counted(self, pixels, tiled, paintings, shape):
         in_flight[0] += 1
         if tiled:
             most_tiled[0] = max(most_tiled[0], in_flight[0])
         try:
-            return forward(self, pixels, tiled, paintings)
+            return forward(self, pixels, tiled, paintings, shape)
         finally:
             in_flight[0] -= 1
             events.append("tiled" if tiled else "batch")

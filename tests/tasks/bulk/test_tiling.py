@@ -166,3 +166,32 @@ def test_tiles_that_change_nothing_give_the_image_back_exactly(height, width, ti
     got = stylize_tiled(pixels, lambda tiles: tiles.astype(np.float32) / 255, tile=tile, overlap=overlap,
                         batch_size=batch)
     assert got.shape == pixels.shape and np.array_equal(got, pixels)
+
+
+def test_a_batch_above_the_pass_pixel_cap_runs_in_passes_with_the_same_results(tiny_model, monkeypatch):
+    """MAX_PASS_PIXELS (CUDA's 32-bit indexing): a batch, and a large image's tile batches, run in
+    passes of at most that many pixels; each image's result is the one it gets in a single pass."""
+    import tasks.bulk.runners as runners
+
+    models = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=96, tile_overlap=32,
+                         tile_above=160, batch_size=8)
+    batch = np.stack([np.array(photo(80, 64, seed=s)) for s in range(5)])
+    large = mid_size_image(200, 300)
+    whole, tiled_whole = models.stylize(batch)[0], models.stylize_large(large)[0]
+
+    seen: list[int] = []
+    net = models.runtimes[0]["torch"]
+    forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda x: seen.append(len(x) * x.shape[-2] * x.shape[-1]) or forward(x))
+    monkeypatch.setattr(runners, "MAX_PASS_PIXELS", 2 * 64 * 80)
+    split = models.stylize(batch)[0]
+    assert seen == [2 * 64 * 80, 2 * 64 * 80, 64 * 80]
+    np.testing.assert_allclose(split.astype(int), whole.astype(int), atol=1)
+
+    tile_batches: list[int] = []
+    real_tiled = runners.stylize_tiled
+    monkeypatch.setattr(runners, "stylize_tiled", lambda *a, **kw: tile_batches.append(kw["batch_size"]) or real_tiled(*a, **kw))
+    monkeypatch.setattr(runners, "MAX_PASS_PIXELS", 3 * 96 * 96)
+    tiled = models.stylize_large(large)[0]
+    assert tile_batches == [3]
+    np.testing.assert_allclose(tiled.astype(int), tiled_whole.astype(int), atol=1)
