@@ -11,7 +11,9 @@
       JPEG codec in the workers (codec pillow) or on the GPU (codec device), the share of the time
       the network was busy and the cores the engine's own process used;
   (d) a plain GPU-codec loop: file bytes read by threads -> decode_jpeg on the GPU -> the network
-      -> encode_jpeg on the GPU -> bytes written by threads (temp file + rename), one batch at a time.
+      -> encode_jpeg on the GPU -> bytes written by threads (temp file + rename), one batch at a time;
+  (f) the engine's own process, CPU per image, codec pillow against device, with the network and
+      the device's codec replaced by free stand-ins (runs on a CPU too: --skip a b c d e).
 
     python benchmarks/bench_gpu.py --count 2000 --size 1024 --json /tmp/gpu.json
 
@@ -225,11 +227,12 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
 
     out = RESULTS.setdefault("engine", {})
     me = psutil.Process()
-    for workers, parallel, batch, jpeg_codec in args.engine_layouts:
-        target = work / f"out-engine-{workers}-{parallel}-{batch}-{jpeg_codec}"
+    for workers, parallel, batch, jpeg_codec, compiled in args.engine_layouts:
+        target = work / f"out-engine-{workers}-{parallel}-{batch}-{jpeg_codec}-{compiled}"
         shutil.rmtree(target, ignore_errors=True)
         params = StylizeParams(max_size=None, batch_size=batch, workers=workers, parallel_batches=parallel,
-                               device=device.type, backend="torch", quality=args.quality, codec=jpeg_codec)
+                               device=device.type, backend="torch", quality=args.quality, codec=jpeg_codec,
+                               compile=compiled)
         job = Job(str(source), target, (ModelSpec(str(model_dir)),), params, default_ledger(target))
         cpu0 = me.cpu_times()
         start = time.perf_counter()
@@ -238,7 +241,7 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
         cpu1 = me.cpu_times()
         main_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
         ok = summary.done == summary.outputs and summary.failed == 0
-        label = f"{workers} workers, {parallel} passes, batch {batch}, codec {jpeg_codec}"
+        label = f"{workers} workers, {parallel} passes, batch {batch}, codec {jpeg_codec}{', compiled' if compiled else ''}"
         out[label] = {"img_s": summary.outputs / seconds, "network_busy": summary.run.network_busy,
                       "main_process_cores": main_cores, "ok": ok}
         log(f"(c) engine {label:34s} {summary.outputs / seconds:8.1f} img/s  network busy "
@@ -246,6 +249,43 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
         if not ok:
             log("    ", list(summary.lines()))
         shutil.rmtree(target, ignore_errors=True)
+
+
+def engine_alone(args, device: torch.device, model_dir: Path, source: Path, work: Path) -> None:
+    """(f) the engine's own process, per image, with the codec in the workers (pillow) and on the
+    device (device), the network and the device's codec replaced by free stand-ins (a result is its
+    input; a JPEG's output is its own bytes): what the process that moves pixels costs by itself,
+    on any machine. Rounds alternate the two."""
+    import psutil
+
+    from stylepipe.config import StylizeParams
+    from tasks.bulk import runners
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.plan import Job, ModelSpec, default_ledger
+
+    saved = runners.StyleModels.stylize, runners.StyleModels.stylize_jpegs
+    runners.StyleModels.stylize = lambda self, batch: [batch]
+    runners.StyleModels.stylize_jpegs = lambda self, datas, shape, quality: [list(datas)]
+    out = RESULTS["engine_alone_ms_per_image"] = {"pillow": [], "device": []}
+    me = psutil.Process()
+    try:
+        for _ in range(args.rounds):
+            for jpeg_codec in ("pillow", "device"):
+                target = work / f"out-alone-{jpeg_codec}"
+                shutil.rmtree(target, ignore_errors=True)
+                params = StylizeParams(max_size=None, batch_size=16, workers=args.alone_workers, parallel_batches=1,
+                                       device="cpu", backend="torch", quality=args.quality, codec=jpeg_codec)
+                job = Job(str(source), target, (ModelSpec(str(model_dir)),), params, default_ledger(target))
+                cpu0, start = me.cpu_times(), time.perf_counter()
+                summary = stylize(job, progress=False)
+                seconds, cpu1 = time.perf_counter() - start, me.cpu_times()
+                ms = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / summary.outputs * 1e3
+                out[jpeg_codec].append(ms)
+                log(f"(f) engine alone, codec {jpeg_codec:6s}: {summary.outputs / seconds:7.1f} img/s, its own "
+                    f"process {ms:.2f} ms of CPU per image")
+                shutil.rmtree(target, ignore_errors=True)
+    finally:
+        runners.StyleModels.stylize, runners.StyleModels.stylize_jpegs = saved
 
 
 # --------------------------------------------------------------------------- (d) a GPU-codec loop
@@ -317,15 +357,19 @@ def main() -> None:
     ap.add_argument("--codec-batches", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--engine-network", default="fast")
     ap.add_argument("--engine-layouts", nargs="+",
-                    default=["14,1,16,pillow", "14,1,16,device", "14,2,16,device", "4,1,32,device"],
-                    help="workers,passes,batch,codec of each engine job (codec: StylizeParams.codec)")
+                    default=["14,1,16,pillow", "14,1,16,device", "14,2,16,device", "4,1,32,device",
+                             "4,1,16,device,compile"],
+                    help="workers,passes,batch,codec[,compile] of each engine job (StylizeParams' codec, compile)")
     ap.add_argument("--loop-batch", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2, help="alternated rounds of (f)")
+    ap.add_argument("--alone-workers", type=int, default=2, help="decode/encode workers of (f)")
     ap.add_argument("--io-threads", type=int, default=8)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e", "f"])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
-    args.engine_layouts = [(*(int(v) for v in s.split(",")[:3]), s.split(",")[3]) for s in args.engine_layouts]
+    args.engine_layouts = [(*(int(v) for v in s.split(",")[:3]), s.split(",")[3], s.split(",")[4:] == ["compile"])
+                           for s in args.engine_layouts]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     RESULTS.update(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -348,7 +392,8 @@ def main() -> None:
                  ("b", lambda: codecs(args, device, paths)),
                  ("c", lambda: engine(args, device, models[args.engine_network], source, work)),
                  ("d", lambda: gpu_codec_loop(args, device, models[args.engine_network], paths, work)),
-                 ("e", lambda: compiled(args, device, models))]
+                 ("e", lambda: compiled(args, device, models)),
+                 ("f", lambda: engine_alone(args, device, models[args.engine_network], source, work))]
         for name, step in steps:
             if name in args.skip or (name in "de" and device.type != "cuda") or (name == "e" and not args.compile):
                 continue

@@ -301,7 +301,7 @@ class Pipeline:
                                    tile_overlap=self.params.tile_overlap, tile_above=self.params.tile_above,
                                    batch_size=self.batch_size, backend=self.params.backend, parallel=self.parallel,
                                    texture_scale=self.params.texture_scale, work_size=self.params.work_size,
-                                   hashed=hashed, codec=self.params.codec)
+                                   hashed=hashed, codec=self.params.codec, compile=self.params.compile)
 
     def run(self, source: Source) -> RunStats:
         start = time.perf_counter()

@@ -102,10 +102,11 @@ def min_inputs(cores: int | None = None) -> int:
 def applies(params: StylizeParams) -> bool:
     """Whether this job settles its layout (if its runner can change layout: see `calibrates`): on
     the CPU, known without importing torch (`auto` on a machine with a GPU driver keeps its layout).
-    Not with the JPEG codec on the device: its batches are not timed (they hold no pixels)."""
+    Not with the JPEG codec on the device (its batches hold no pixels to time) or torch.compile
+    (the first pass of every layout would time the compiling)."""
     on_cpu = params.device == "cpu" or (params.device == "auto" and surely_no_cuda())
     return (params.layout == "auto" and on_cpu and params.parallel_batches is None and params.threads is None
-            and params.batch_size is None and params.codec != "device")
+            and params.batch_size is None and params.codec != "device" and not params.compile)
 
 
 def calibrates(models: object) -> bool:

@@ -60,7 +60,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
         return None
     if params.texture_scale != 1 or params.work_size is not None:  # the resizes are torch's (runners.py)
         return None
-    if params.codec == "device":  # torchvision's JPEG codec, in the torch runner (runners.py)
+    if params.codec == "device" or params.compile:  # torchvision's JPEG codec, torch.compile: runners.py
         return None
     if params.device == "auto" and not surely_no_cuda():
         return None

@@ -60,6 +60,8 @@ MAX_NETWORK_PIXELS = DEFAULT_MAX_PIXELS
 # (2^31 elements: "input tensor must fit into 32-bit index math"); 2^24 pixels leave room for 128
 # channels. One image is never split: above tile_above it is tiled, and its tile batches obey this.
 MAX_PASS_PIXELS = 2**24
+# StylizeParams.compile: torch.compile's options (static shapes: a new image size compiles again)
+COMPILE_OPTIONS: dict = {"dynamic": False}
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -162,11 +164,13 @@ class StyleModels:
     def __init__(self, specs: list[ModelSpec], device: torch.device, *, tile_size: int,
                  tile_overlap: int, tile_above: int, batch_size: int, backend: str = "torch",
                  parallel: int = 1, texture_scale: float = 1.0, work_size: int | None = None,
-                 hashed: dict[str, str] | None = None, codec: str = "auto"):
+                 hashed: dict[str, str] | None = None, codec: str = "auto", compile: bool = False):
         """hashed: the weights' sha256 already taken this job, by model folder (tasks/bulk/lean.py's).
-        codec: StylizeParams.codec (auto: JPEGs on the device when it is CUDA)."""
+        codec: StylizeParams.codec (auto: JPEGs on the device when it is CUDA). compile: the torch
+        runtime's networks through torch.compile (untiled batches; tiles stay eager)."""
         self.specs, self.device = specs, device
         self.jpeg_on_device = codec == "device" or (codec == "auto" and device.type == "cuda")
+        self.compiled = compile
         self.texture = (texture_scale, work_size)
         self.cuda = device.type == "cuda"
         loaded = [load_model(Path(s.path), device) for s in specs]
@@ -191,6 +195,8 @@ class StyleModels:
                 chooser = backends.Chooser(wanted, backends.choice_key(sha, torch.get_num_threads(), parallel,
                                                                        batch_size, direction))
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
+            if compile and "torch" in runtimes:
+                runtimes["torch"] = torch.compile(net, **COMPILE_OPTIONS)
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
@@ -220,10 +226,12 @@ class StyleModels:
         self.tiles_lock = threading.Lock()
 
     def describe(self, parallel: int = 1) -> str:
+        extras = ("compiled, " if self.compiled else "") + ("JPEG codec on the device, " if self.device_jpeg_side else "")
         if self.cuda:
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {parallel} at once)"
+            return (f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {extras}"
+                    f"{parallel} at once)")
         chosen = ", ".join(c.chosen or "auto: not chosen yet" for c in self.choosers)
-        return f"cpu ({parallel} passes x {self.pass_threads} threads, {chosen})"
+        return f"cpu ({parallel} passes x {self.pass_threads} threads, {extras}{chosen})"
 
     @property
     def on_cpu(self) -> bool:

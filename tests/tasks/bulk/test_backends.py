@@ -329,3 +329,37 @@ def test_a_missing_statistics_graph_is_made_again(tmp_path, tiny_model):
     statistics, tiles = backends.ensure_tile_graphs(Path(tiny_model), sha)
     statistics.unlink()
     assert backends.ensure_tile_graphs(Path(tiny_model), sha) == (statistics, tiles) and statistics.is_file()
+
+
+def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypatch):
+    """StylizeParams.compile: untiled batches run through torch.compile's module (its default
+    backend, inductor, is PyTorch's to test and takes 40 s to compile here: the wiring is tested
+    with dynamo's eager backend), to the same outputs; the job skips the lean runner and the layout
+    measurement (which would time the compiling)."""
+    from tasks.bulk import layout, runners
+
+    monkeypatch.setattr(runners, "COMPILE_OPTIONS", {"backend": "eager", "dynamic": False})
+    calls, used = [], []
+    real_compile = torch.compile
+
+    class Counted(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            used.append(len(x))
+            return self.module(x)
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: calls.append(kw) or Counted(real_compile(net, **kw)))
+    src = tmp_path / "src"
+    make_photos(src, [f"{i}.jpg" for i in range(3)])
+    compiled = stylize(make_job(src, tmp_path / "compiled", tiny_model, compile=True, backend="torch"), progress=False)
+    eager = stylize(make_job(src, tmp_path / "eager", tiny_model, backend="torch"), progress=False)
+    assert calls == [{"backend": "eager", "dynamic": False}] and sum(used) == 3
+    assert compiled.done == eager.done == 3
+    for name in output_files(tmp_path / "eager"):
+        a, b = (np.asarray(Image.open(tmp_path / d / name), np.int16) for d in ("compiled", "eager"))
+        assert np.abs(a - b).max() <= 1
+    from stylepipe.config import StylizeParams
+    monkeypatch.setattr(layout, "surely_no_cuda", lambda: True)
+    assert not layout.applies(StylizeParams(layout="auto", compile=True))

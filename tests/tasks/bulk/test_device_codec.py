@@ -77,6 +77,8 @@ def test_jpegs_on_the_device_and_the_rest_through_the_workers(inputs, tmp_path, 
     assert {k: r["status"] for k, r in rows.items()} == {k: r["status"] for k, r in reference.items()}
     assert rows["truncated.jpg"]["status"] == "failed" and rows["truncated.jpg"]["reason"] == reference["truncated.jpg"]["reason"]
     assert rows["refused.jpg"]["status"] == "done"
+    assert all("JPEG codec on the device" in r["device"] for r in rows.values())
+    assert not any("JPEG codec on the device" in r["device"] for r in reference.values())
     assert device.done == pillow.done == 12 and device.failed == pillow.failed == 1
     assert output_files(tmp_path / "device") == output_files(tmp_path / "pillow")
     for name in output_files(tmp_path / "pillow"):
