@@ -218,16 +218,20 @@ class StylizeParams(Section):
     backend: Literal["torch", "torch-bf16", "onnxruntime", "auto"] = "torch"
     # Where JPEG inputs are decoded and JPEG outputs encoded (trained image and translation networks):
     # device: on the networks' device (nvJPEG through torchvision.io on CUDA; libjpeg-turbo in the
-    # model threads on a CPU), so that only compressed bytes cross the decode/encode workers' pipes;
-    # pillow: in the worker processes; auto: device on CUDA, else pillow. Only JPEGs that need no
-    # resizing (at most max_size), no EXIF turn, baseline, RGB or grey, untiled, without a texture
-    # scale take the device; any other input is decoded by the workers. Not part of the outputs'
-    # identity (nvJPEG's decode differs from libjpeg's by a few levels, as the device's arithmetic does).
+    # model threads on a CPU), so that only compressed bytes cross the decode/encode workers' pipes
+    # (the workers still decode each such JPEG once, to refuse a bad one as always, but send its bytes);
+    # pillow: in the worker processes; auto: device on CUDA, else pillow. Only JPEGs at most max_size
+    # (no downscale) and tile_above, upright, baseline, YCbCr or grey, without a texture scale take the
+    # device; any other input, and PNG or WebP outputs, go through the workers. Not part of the
+    # outputs' identity, as the device is not: nvJPEG's decode differs from libjpeg's (up to 14 levels
+    # on a photo, more at sharp colour edges), and its encoder writes 4:4:4 chroma where Pillow writes
+    # 4:2:0 (sharper colour edges, about twice the bytes at the same quality).
     codec: Literal["auto", "pillow", "device"] = "auto"
     # torch.compile the networks (the torch runtime; tiles stay eager). On an H200 the fast network's
     # pass at 1024 px ran 2.8x faster (843 against 299 images/s) after 19 s of compiling, which every
-    # new batch shape (image size, a last short batch) pays again: for long jobs of one image size.
-    # Not measured in a whole job yet, nor on a CPU. Not part of the outputs' identity.
+    # new batch shape (image size, a last short batch) pays again (after 8 shapes PyTorch runs the
+    # rest uncompiled): for long jobs of one image size. backend auto then means torch. Not measured
+    # in a whole job yet, nor on a CPU. Not part of the outputs' identity.
     compile: bool = False
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.

@@ -1,9 +1,10 @@
 """The work done in the decode/encode worker processes: bytes -> RGB pixels, pixels -> an output
 file written under a temporary name and renamed into place.
 
-When the runner decodes JPEGs on its device (StylizeParams.codec: nvJPEG on CUDA), a worker only
-vets a JPEG that the device can take as it is (passthrough_jpeg): the bytes go back undecoded, and
-the outputs come back encoded, so no pixels cross the workers' pipes. Any other input is decoded here.
+When the runner decodes JPEGs on its device (StylizeParams.codec: nvJPEG on CUDA), a JPEG the device
+can take as it is (passthrough_jpeg) is still decoded here, to refuse it exactly as any input is
+refused (nvJPEG decodes a corrupt JPEG to garbage without an error), but its bytes go back instead
+of its pixels; with JPEG outputs the results come back encoded: no pixels cross the workers' pipes.
 
 This module must stay free of torch: worker processes import it, and nothing else of the engine.
 """
@@ -115,11 +116,11 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
         digest = hashlib.sha256(data).hexdigest()
         size = passthrough_jpeg(data, min(job.device_jpeg_side, job.max_size or job.device_jpeg_side),
                                 job.max_pixels) if job.device_jpeg_side else None
-        if size is not None:
-            return Decoded(job.key, None, digest, *size, time.perf_counter() - start, jpeg=data)
         decoded = decode(data, job.max_pixels, min_side=job.max_size, setting=MAX_PIXELS_SETTING)
     except Rejected as e:
         return Failed(job.key, str(e))
+    if size is not None and size == (decoded.width, decoded.height):
+        return Decoded(job.key, None, digest, *size, time.perf_counter() - start, jpeg=data)
     image = decoded.image
     if job.max_size and max(image.size) > job.max_size:
         image.thumbnail((job.max_size, job.max_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -128,10 +129,11 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
 
 
 def passthrough_jpeg(data: bytes, max_side: int, max_pixels: int) -> tuple[int, int] | None:
-    """(width, height) of a JPEG that decodes to the image the workers would make of it, at its
-    own size: baseline, RGB or grey, upright (no EXIF turn), one frame, complete (it ends with the
-    EOI marker: a truncated file is left to decode(), which rejects it), at most max_side on its
-    long side and max_pixels in all. Else None: the workers decode it. Reads the headers only."""
+    """(width, height) of a JPEG whose decode on the device is the image the workers would make of
+    it, at its own size: baseline, YCbCr or grey (not stored as RGB, which nvJPEG would read as
+    YCbCr: colours off by up to 255 levels), upright (no EXIF turn), one frame, ending with the EOI
+    marker, at most max_side on its long side and max_pixels in all. Else None: the workers decode
+    it. Reads the headers only; whether the data is sound is decode()'s to say."""
     if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
         return None
     try:
@@ -139,6 +141,9 @@ def passthrough_jpeg(data: bytes, max_side: int, max_pixels: int) -> tuple[int, 
             if (im.format != "JPEG" or im.mode not in ("RGB", "L") or "progressive" in im.info
                     or "progression" in im.info or getattr(im, "n_frames", 1) != 1):
                 return None
+            component_ids = [layer[0] for layer in getattr(im, "layer", [])]
+            if im.info.get("adobe_transform") == 0 or component_ids in ([82, 71, 66], ["R", "G", "B"]):
+                return None  # RGB, not YCbCr
             width, height = im.size
             if max(width, height) > max_side or width * height > max_pixels or min(width, height) < 1:
                 return None

@@ -57,8 +57,9 @@ MAX_NETWORK_PIXELS = DEFAULT_MAX_PIXELS
 # One forward pass holds at most this many pixels (images x height x width, as the network sees
 # them): a larger batch runs in several passes. CUDA kernels index a tensor in 32 bits: on an H200
 # the classic network's decoder (64 channels at full resolution) failed at 32 images of 1024 px
-# (2^31 elements: "input tensor must fit into 32-bit index math"); 2^24 pixels leave room for 128
-# channels. One image is never split: above tile_above it is tiled, and its tile batches obey this.
+# (2^31 elements: "input tensor must fit into 32-bit index math"); at 2^24 pixels the widest
+# full-resolution activation of the bundled families (64 channels) holds half the limit. One image
+# is never split: above tile_above it is tiled, and its tile batches obey this.
 MAX_PASS_PIXELS = 2**24
 # StylizeParams.compile: torch.compile's options (static shapes: a new image size compiles again)
 COMPILE_OPTIONS: dict = {"dynamic": False}
@@ -184,6 +185,8 @@ class StyleModels:
         for spec, net, (_, sidecar) in zip(specs, self.nets, loaded):
             family = sidecar.get("family", "johnson")
             wanted = backends.check_backend(backend, family, device)
+            if compile and wanted == "auto":  # compile is torch's: nothing to time, nothing to remember
+                wanted = "torch"
             # a translation model's export is one direction's generator
             direction = (spec.direction or "a2b") if family in TRANSLATION_FAMILIES else ""
             if wanted in ("torch", "torch-bf16"):

@@ -363,3 +363,7 @@ def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypa
     from stylepipe.config import StylizeParams
     monkeypatch.setattr(layout, "surely_no_cuda", lambda: True)
     assert not layout.applies(StylizeParams(layout="auto", compile=True))
+    # auto with compile runs torch: no ONNX session, no timing, nothing remembered for later jobs
+    models = runners.StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
+                                 tile_above=128, batch_size=1, backend="auto", compile=True)
+    assert list(models.runtimes[0]) == ["torch"] and models.choosers[0].chosen == "torch"

@@ -37,6 +37,8 @@ def inputs(tmp_path):
     (src / "lossless.png").write_bytes(encoded(photo(96, 64, seed=9), "PNG"))
     good = encoded(photo(96, 64, seed=10))
     (src / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (src / "corrupt.jpg").write_bytes(CORRUPT)
+    (src / "rgb-stored.jpg").write_bytes(encoded(photo(96, 64, seed=13), keep_rgb=True))
     # a JPEG the device's decoder refuses (spy_on_device_batches), as nvJPEG may refuse one that
     # libjpeg decodes (arithmetic coding, say): the workers decode it instead
     (src / "refused.jpg").write_bytes(encoded(photo(96, 64, seed=11), comment=REFUSED))
@@ -46,13 +48,28 @@ def inputs(tmp_path):
 REFUSED = b"the device's decoder refuses this one"
 
 
-def spy_on_device_batches(monkeypatch) -> list[int]:
-    """Counts the JPEGs of each device batch; one with REFUSED in it fails its batch."""
+def corrupt_jpeg() -> bytes:
+    """Sound headers and EOI marker, 400 random bytes in its entropy-coded data: Pillow refuses it,
+    nvJPEG decodes it to garbage without an error (seen on an H200)."""
+    data = bytearray(encoded(photo(96, 64, seed=12)))
+    start = data.index(b"\xff\xda") + 20
+    data[start:start + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    return bytes(data)
+
+
+CORRUPT = corrupt_jpeg()
+
+
+def spy_on_device_batches(monkeypatch, payloads: list[bytes] | None = None) -> list[int]:
+    """Counts the JPEGs of each device batch (payloads: collects them); one with REFUSED in it
+    fails its batch."""
     seen: list[int] = []
     real = runners.StyleModels.stylize_jpegs
 
     def spy(self, datas, shape, quality):
         seen.append(len(datas))
+        if payloads is not None:
+            payloads.extend(datas)
         if any(REFUSED in d for d in datas):
             raise RuntimeError("decode_jpeg failed")
         return real(self, datas, shape, quality)
@@ -62,7 +79,8 @@ def spy_on_device_batches(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize("fmt", ["jpg", "png"])
 def test_jpegs_on_the_device_and_the_rest_through_the_workers(inputs, tmp_path, tiny_model, monkeypatch, fmt):
-    seen = spy_on_device_batches(monkeypatch)
+    payloads: list[bytes] = []
+    seen = spy_on_device_batches(monkeypatch, payloads)
     settings = dict(format=fmt, tile_above=160, tile_size=96, tile_overlap=16, batch_size=4, workers=2)
     device = stylize(make_job(inputs, tmp_path / "device", tiny_model, codec="device", **settings), progress=False)
     # the five plain JPEGs, the grey one and the refused one, in batches of at most 4; the refused
@@ -77,9 +95,13 @@ def test_jpegs_on_the_device_and_the_rest_through_the_workers(inputs, tmp_path, 
     assert {k: r["status"] for k, r in rows.items()} == {k: r["status"] for k, r in reference.items()}
     assert rows["truncated.jpg"]["status"] == "failed" and rows["truncated.jpg"]["reason"] == reference["truncated.jpg"]["reason"]
     assert rows["refused.jpg"]["status"] == "done"
+    # refused in the workers as anywhere, never handed to the device; nor one stored as RGB
+    assert rows["corrupt.jpg"]["status"] == "failed" and rows["corrupt.jpg"]["reason"] == reference["corrupt.jpg"]["reason"]
+    assert CORRUPT not in payloads and (inputs / "rgb-stored.jpg").read_bytes() not in payloads
+    assert (inputs / "plain-0.jpg").read_bytes() in payloads
     assert all("JPEG codec on the device" in r["device"] for r in rows.values())
     assert not any("JPEG codec on the device" in r["device"] for r in reference.values())
-    assert device.done == pillow.done == 12 and device.failed == pillow.failed == 1
+    assert device.done == pillow.done == 13 and device.failed == pillow.failed == 2
     assert output_files(tmp_path / "device") == output_files(tmp_path / "pillow")
     for name in output_files(tmp_path / "pillow"):
         a = np.asarray(Image.open(tmp_path / "device" / name), np.float32)
@@ -96,7 +118,7 @@ def test_codec_auto_keeps_the_workers_on_a_cpu(inputs, tmp_path, tiny_model, mon
     seen = spy_on_device_batches(monkeypatch)
     summary = stylize(make_job(inputs, tmp_path / "out", tiny_model, tile_above=160, tile_size=96,
                                tile_overlap=16), progress=False)
-    assert summary.done == 12 and seen == []
+    assert summary.done == 13 and seen == []
 
 
 def test_a_texture_scale_keeps_the_workers(inputs, tmp_path, tiny_model, monkeypatch):
@@ -115,6 +137,7 @@ def test_which_jpegs_the_device_takes_as_they_are():
     assert passthrough_jpeg(encoded(photo(96, 64), progressive=True), 96, 10**6) is None
     assert passthrough_jpeg(encoded(photo(96, 64).convert("CMYK")), 96, 10**6) is None
     assert passthrough_jpeg(rotated_jpeg(), 96, 10**6) is None
+    assert passthrough_jpeg(encoded(photo(96, 64), keep_rgb=True), 96, 10**6) is None  # nvJPEG reads it as YCbCr
     assert passthrough_jpeg(plain[:-100], 96, 10**6) is None          # truncated: no EOI
     assert passthrough_jpeg(encoded(photo(96, 64), "PNG"), 96, 10**6) is None
     assert passthrough_jpeg(b"\xff\xd8garbage\xff\xd9", 96, 10**6) is None
