@@ -219,7 +219,11 @@ def codecs(args, device: torch.device, paths: list[Path]) -> None:
 
 
 def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path) -> None:
+    """(c). With --keep DIR, each job's first outputs are copied there (to look at); every job's
+    outputs are compared with the first job's (max and mean absolute difference, in levels) and
+    their total bytes reported."""
     import psutil
+    from PIL import Image
 
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
@@ -227,6 +231,7 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
 
     out = RESULTS.setdefault("engine", {})
     me = psutil.Process()
+    first: dict[str, np.ndarray] = {}
     for workers, parallel, batch, jpeg_codec, compiled in args.engine_layouts:
         target = work / f"out-engine-{workers}-{parallel}-{batch}-{jpeg_codec}-{compiled}"
         shutil.rmtree(target, ignore_errors=True)
@@ -248,6 +253,22 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
             f"{summary.run.network_busy:.0%}, main process {main_cores:.2f} cores, ok {ok}")
         if not ok:
             log("    ", list(summary.lines()))
+        names = sorted(p.name for p in target.glob("*.jpg"))
+        out[label]["output_mb"] = sum((target / n).stat().st_size for n in names) / 2**20
+        diffs = []
+        for name in names[:8]:
+            pixels = np.asarray(Image.open(target / name), np.int16)
+            if name in first:
+                diffs.append(np.abs(pixels - first[name]))
+            else:
+                first[name] = pixels
+        if diffs:
+            out[label]["vs_first_job_levels"] = (int(max(d.max() for d in diffs)), float(np.mean([d.mean() for d in diffs])))
+        log(f"    outputs {out[label]['output_mb']:.1f} MB; against the first job's: {out[label].get('vs_first_job_levels')}")
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name in names[:args.keep_count]:
+                shutil.copyfile(target / name, args.keep / f"{jpeg_codec}{'-compiled' if compiled else ''}-{name}")
         shutil.rmtree(target, ignore_errors=True)
 
 
@@ -357,9 +378,12 @@ def main() -> None:
     ap.add_argument("--codec-batches", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--engine-network", default="fast")
     ap.add_argument("--engine-layouts", nargs="+",
-                    default=["14,1,16,pillow", "14,1,16,device", "14,2,16,device", "4,1,32,device",
-                             "4,1,16,device,compile"],
+                    default=["14,1,16,pillow", "14,2,16,pillow", "14,1,16,device", "14,2,16,device"],
                     help="workers,passes,batch,codec[,compile] of each engine job (StylizeParams' codec, compile)")
+    ap.add_argument("--photos", type=Path, help="JPEGs (of --size, square) to copy to --count files instead of generated ones")
+    ap.add_argument("--engine-model", type=Path, help="a trained model folder for (c), instead of a random network")
+    ap.add_argument("--keep", type=Path, help="copy each (c) job's first --keep-count outputs here")
+    ap.add_argument("--keep-count", type=int, default=2)
     ap.add_argument("--loop-batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternated rounds of (f)")
     ap.add_argument("--alone-workers", type=int, default=2, help="decode/encode workers of (f)")
@@ -378,7 +402,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-gpu-"))
     try:
         os.environ["XDG_CACHE_HOME"] = str(work / "cache")
-        unique = generate_jpegs(work / "unique", args.unique, args.size)
+        unique = sorted(args.photos.glob("*.jpg")) if args.photos else generate_jpegs(work / "unique", args.unique, args.size)
         source = work / "photos"
         source.mkdir(exist_ok=True)
         paths = []
@@ -390,7 +414,7 @@ def main() -> None:
         models = {n: save_model(work / f"model-{n}", n) for n in args.networks}
         steps = [("a", lambda: network_alone(args, device, models)),
                  ("b", lambda: codecs(args, device, paths)),
-                 ("c", lambda: engine(args, device, models[args.engine_network], source, work)),
+                 ("c", lambda: engine(args, device, args.engine_model or models[args.engine_network], source, work)),
                  ("d", lambda: gpu_codec_loop(args, device, models[args.engine_network], paths, work)),
                  ("e", lambda: compiled(args, device, models)),
                  ("f", lambda: engine_alone(args, device, models[args.engine_network], source, work))]

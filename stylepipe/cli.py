@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--workers", type=int, default=2,
                          help="decode/encode worker processes (0: in this process; default 2)")
     stylize.add_argument("--parallel-batches", type=int, default=None,
-                         help="forward passes at once, one batch each (default: one per CPU core; 1 on CUDA)")
+                         help="forward passes at once, one batch each (default: one per CPU core; 2 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
                          help="torch threads per forward pass (default: cores / parallel batches)")
     stylize.add_argument("--layout", choices=["auto", "fixed"], default="auto",

@@ -199,7 +199,7 @@ class StylizeParams(Section):
     # per core), 16 on CUDA.
     batch_size: int | None = Field(default=None, ge=1)
     workers: int = Field(default=2, ge=0)              # decode/encode processes; 0 = in-process
-    # Forward passes run at once, each on its own batch; None: one per core on CPU, 1 on CUDA.
+    # Forward passes run at once, each on its own batch; None: one per core on CPU, 2 on CUDA.
     parallel_batches: int | None = Field(default=None, ge=1)
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
     # auto: when none of batch_size, parallel_batches and threads is set, a CPU job settles its
@@ -225,7 +225,7 @@ class StylizeParams(Section):
     # device; any other input, and PNG or WebP outputs, go through the workers. Not part of the
     # outputs' identity, as the device is not: nvJPEG's decode differs from libjpeg's (up to 14 levels
     # on a photo, more at sharp colour edges), and its encoder writes 4:4:4 chroma where Pillow writes
-    # 4:2:0 (sharper colour edges, about twice the bytes at the same quality).
+    # 4:2:0 (sharper colour edges, 1.5x the bytes at the same quality on photos).
     codec: Literal["auto", "pillow", "device"] = "auto"
     # torch.compile the networks (the torch runtime; tiles stay eager). On an H200 the fast network's
     # pass at 1024 px ran 2.8x faster (843 against 299 images/s) after 19 s of compiling, which every
