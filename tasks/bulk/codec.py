@@ -119,7 +119,7 @@ def decode_job(job: DecodeJob) -> Decoded | Failed:
         decoded = decode(data, job.max_pixels, min_side=job.max_size, setting=MAX_PIXELS_SETTING)
     except Rejected as e:
         return Failed(job.key, str(e))
-    if size is not None and size == (decoded.width, decoded.height):
+    if size is not None:  # (upright and not downscaled: the size decode() found)
         return Decoded(job.key, None, digest, *size, time.perf_counter() - start, jpeg=data)
     image = decoded.image
     if job.max_size and max(image.size) > job.max_size:

@@ -176,7 +176,6 @@ class StyleModels:
         runtime's networks through torch.compile (untiled batches; tiles stay eager)."""
         self.specs, self.device = specs, device
         self.jpeg_on_device = codec == "device" or (codec == "auto" and device.type == "cuda")
-        self.compiled = compile
         self.texture = (texture_scale, work_size)
         self.cuda = device.type == "cuda"
         loaded = [load_model(Path(s.path), device) for s in specs]
@@ -218,6 +217,8 @@ class StyleModels:
                     chooser.chosen = "torch"
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
+        # (what the ledger's device says: onnxruntime and torch-bf16 models are never compiled)
+        self.compiled = compile and any("torch" in runtimes for runtimes in self.runtimes)
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # buckets repeat the same shapes
             self.nets = [n.to(memory_format=torch.channels_last) for n in self.nets]
