@@ -1,5 +1,6 @@
 """The 4-pixel grid (issue 15), measured: tasks/evaluation/spectrum.py's grid_ratio (power at
-(1/4,1/4) cycles/pixel over its ring, on the centre 256x256) of
+(1/4,1/4) cycles/pixel over its ring, on the centre 256x256) and grid_amplitude (the same pattern's
+strength in levels of 255, which a nearly flat crop cannot inflate) of
   - image folders as they are (photos, paintings, published models' outputs): --images DIR ...
   - trained stylepipe models' outputs on photos at --size: --models MODEL_DIR ... --photos DIR
 and, with --time, the forward time of one --size x --size image for every fast/classic decoder
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tasks.evaluation.spectrum import grid_ratio
+from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -67,9 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
 
     for folder in args.images:
-        ratios = {p.name: grid_ratio(np.asarray(Image.open(p).convert("RGB"))) for p in images_in(folder)}
-        print(f"{folder}: " + ", ".join(f"{n} {r:.2f}" for n, r in ratios.items())
-              + f"  [range {min(ratios.values()):.2f}-{max(ratios.values()):.2f}]")
+        arrays = {p.name: np.asarray(Image.open(p).convert("RGB")) for p in images_in(folder)}
+        ratios = {n: grid_ratio(a) for n, a in arrays.items()}
+        amplitudes = {n: grid_amplitude(a) for n, a in arrays.items()}
+        print(f"{folder} (ratio / amplitude): " + ", ".join(f"{n} {ratios[n]:.2f} / {amplitudes[n]:.3f}" for n in arrays)
+              + f"  [ratio {min(ratios.values()):.2f}-{max(ratios.values()):.2f}, "
+              f"amplitude {min(amplitudes.values()):.3f}-{max(amplitudes.values()):.3f} levels]")
 
     if args.models:
         from models.weights import load_model
@@ -77,10 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         photos = images_in(args.photos)
         for model_dir in args.models:
             net, sidecar = load_model(model_dir)
-            ratios = [grid_ratio(stylize(net, fit(Image.open(p).convert("RGB"), args.size))) for p in photos]
+            outputs = [stylize(net, fit(Image.open(p).convert("RGB"), args.size)) for p in photos]
+            ratios, amplitudes = [grid_ratio(o) for o in outputs], [grid_amplitude(o) for o in outputs]
             print(f"{model_dir} ({sidecar.get('network')}, upsample {sidecar.get('upsample', 'pre-option')}) "
-                  f"on {len(photos)} photos at {args.size} px: "
-                  + ", ".join(f"{r:.2f}" for r in ratios) + f"  [range {min(ratios):.2f}-{max(ratios):.2f}]")
+                  f"on {len(photos)} photos at {args.size} px (ratio / amplitude): "
+                  + ", ".join(f"{r:.2f} / {a:.3f}" for r, a in zip(ratios, amplitudes))
+                  + f"  [ratio {min(ratios):.2f}-{max(ratios):.2f}, amplitude {min(amplitudes):.3f}-{max(amplitudes):.3f} levels]")
 
     if args.time:
         from models.johnson.network import build_network, flops_per_pixel

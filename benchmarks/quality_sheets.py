@@ -2,7 +2,8 @@
 sheet: for every photo, photo | painting | published reference (where there is one) | stylepipe,
 each fitted to a cell, and under it the same columns as 1:1 crops; beside each picture the
 yardstick (tasks/evaluation/metrics.py's style and content losses under the fixed evaluation
-encoder, at evaluate.image_size), the 4-pixel grid ratio (tasks/evaluation/spectrum.py) and, for
+encoder, at evaluate.image_size), the 4-pixel grid (tasks/evaluation/spectrum.py: its power ratio
+and its amplitude in levels) and, for
 stylepipe, how differently it treats the photo and its grayscale copy, and for every picture its
 colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py).
 
@@ -33,7 +34,7 @@ from PIL import Image, ImageDraw
 from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, validate
 from tasks.evaluation import metrics as em
 from tasks.evaluation.colour import colour_response
-from tasks.evaluation.spectrum import grid_ratio
+from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 
 CELL = 320        # px: the long side of each fitted picture
 CROP = 256        # px: side of each 1:1 crop (the centre of the picture at --size)
@@ -140,12 +141,13 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
         entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo)},
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(np.asarray(ours)),
-                               "palette": palette(ours),
+                               "grid_amplitude": grid_amplitude(np.asarray(ours)), "palette": palette(ours),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
             entry["reference"] = {**yardstick.losses(ref, photo, style_grams),
                                   "grid": grid_ratio(np.asarray(ref_native)),
+                                  "grid_amplitude": grid_amplitude(np.asarray(ref_native)),
                                   "palette": palette(ref)}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
@@ -156,7 +158,7 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 4), f"{name}: {sidecar.get('steps')} steps, {sidecar.get('network')}/{sidecar.get('upsample', '?')}, "
                       f"stylized at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
-                      f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio; "
+                      f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio / amplitude in levels; "
                       f"palette: Lab colour distance to the painting", fill=(0, 0, 0))
     for r, (photo_name, photo, ref, ours, entry) in enumerate(rows):
         y0 = 24 + r * row_h
@@ -167,10 +169,10 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
             [photo_name, f"style {entry['photo']['style']:.3f}  palette {entry['photo']['palette']:.1f}"],
             [painting.name, f"crop: at the trained {sidecar.get('style_size', 256)} px"],
             ["published reference", f"style {entry['reference']['style']:.3f} content {entry['reference']['content']:.3f}",
-             f"grid {entry['reference']['grid']:.1f} (at its own size)  palette {entry['reference']['palette']:.1f}"] if ref is not None
+             f"grid {entry['reference']['grid']:.1f} / {entry['reference']['grid_amplitude']:.2f} (own size)  palette {entry['reference']['palette']:.1f}"] if ref is not None
             else ["no published reference"],
             ["stylepipe", f"style {entry['stylepipe']['style']:.3f} content {entry['stylepipe']['content']:.3f}",
-             f"grid {entry['stylepipe']['grid']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
+             f"grid {entry['stylepipe']['grid']:.2f} / {entry['stylepipe']['grid_amplitude']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
              f"out {entry['stylepipe']['colour_out']:.1f} /255  palette {entry['stylepipe']['palette']:.1f}"],
         ]
         for c in range(cols):

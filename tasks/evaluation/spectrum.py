@@ -7,6 +7,13 @@ about 1 (measured 0.5-1.8 on photos and paintings). An upsampling layer that is 
 (a pixel shuffle from stride 4, or nearest upsampling twice) stamps a period-4 pattern into the
 output, a spike at exactly that frequency: ratios of 5 to hundreds.
 
+The ratio has a blind spot: in a nearly flat crop (a white sky) the ring holds almost no power, so a
+spike far too faint to see still gives a large ratio. grid_amplitude(image) says how strong the
+period is in absolute terms: the amplitude, in the image's own units (levels of 255), of the
+strict period-4 diagonal pattern over the same crop (lattice_amplitudes: any pattern locked to
+the pixel lattice). The published Johnson models' meshes, visible at 1:1, are 2.3-5.0 levels;
+paintings and photos 0.01-0.37 (docs/style-quality.md, section 11).
+
 The centre CROP x CROP pixels are measured (see CROP). They are converted to luminance, its mean removed and a 2-D Hann window applied, so the edges
 of the picture (a step at the border of a periodic FFT) do not leak power across the spectrum.
 """
@@ -38,13 +45,43 @@ def power_spectrum(image: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.fftshift(np.fft.fft2(y))) ** 2
 
 
+def centre_crop(y: np.ndarray, crop: int | None) -> np.ndarray:
+    if crop is None:
+        return y
+    top, left = max(0, (y.shape[0] - crop) // 2), max(0, (y.shape[1] - crop) // 2)
+    return y[top:top + crop, left:left + crop]
+
+
+def lattice_amplitudes(image: np.ndarray, period: int = 8, crop: int | None = CROP) -> np.ndarray:
+    """(period, period) array: [i, j] is the amplitude, in the image's units, of the pattern
+    A*cos(2*pi*(i*y + j*x)/period) locked to the pixel lattice in the centre crop ([0, 0] is 0).
+    It is the DFT of the crop's polyphase means (the mean of every pixel at each position modulo
+    `period`), which equals the whole crop's DFT at those frequencies: a mesh that repeats with the
+    lattice adds up coherently, texture whose phase wanders mostly cancels. So does a long straight
+    edge along a row, a column or (for the diagonal frequencies) a 45-degree line: compare with the
+    photo's own value."""
+    y = centre_crop(luminance(image), crop)
+    h, w = y.shape
+    if min(h, w) < 4 * period:
+        raise ValueError(f"image {w}x{h} is too small to measure a period of {period} px")
+    h, w = h - h % period, w - w % period
+    means = y[:h, :w].reshape(h // period, period, w // period, period).mean(axis=(0, 2))
+    amplitudes = 2 * np.abs(np.fft.fft2(means - means.mean())) / period**2
+    half = [0, period // 2] if period % 2 == 0 else [0]
+    amplitudes[np.ix_(half, half)] /= 2    # those frequencies are their own conjugate: no mirror bin
+    return amplitudes
+
+
+def grid_amplitude(image: np.ndarray, crop: int | None = CROP) -> float:
+    """The (1/4, +-1/4) cycles/pixel pattern's amplitude (the grid of grid_ratio), in levels."""
+    a = lattice_amplitudes(image, 4, crop)
+    return float(max(a[1, 1], a[1, 3]))
+
+
 def grid_ratio(image: np.ndarray, period: int = 4, crop: int | None = CROP) -> float:
     """Power at (+-1/period, +-1/period) cycles/pixel over the mean power of its ring (see the module
     docstring), in the centre crop x crop pixels (None: the whole image). Needs sides >= 4 * period."""
-    y = luminance(image)
-    if crop is not None:
-        top, left = max(0, (y.shape[0] - crop) // 2), max(0, (y.shape[1] - crop) // 2)
-        y = y[top:top + crop, left:left + crop]
+    y = centre_crop(luminance(image), crop)
     h, w = y.shape
     if min(h, w) < 4 * period:
         raise ValueError(f"image {w}x{h} is too small to measure a period of {period} px")
