@@ -139,15 +139,16 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
             if found:
                 ref_native = em.open_rgb(found[0])
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
+        ours_pixels = np.asarray(ours)
         entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo)},
-                 "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(np.asarray(ours)),
-                               "grid_amplitude": grid_amplitude(np.asarray(ours)), "palette": palette(ours),
+                 "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(ours_pixels),
+                               "grid_amplitude": grid_amplitude(ours_pixels), "palette": palette(ours),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
-            entry["reference"] = {**yardstick.losses(ref, photo, style_grams),
-                                  "grid": grid_ratio(np.asarray(ref_native)),
-                                  "grid_amplitude": grid_amplitude(np.asarray(ref_native)),
+            ref_pixels = np.asarray(ref_native)
+            entry["reference"] = {**yardstick.losses(ref, photo, style_grams), "grid": grid_ratio(ref_pixels),
+                                  "grid_amplitude": grid_amplitude(ref_pixels),
                                   "palette": palette(ref)}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
