@@ -24,13 +24,17 @@ runs on the CPU at whatever size it is given (a smoke test of the script itself)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +222,89 @@ def codecs(args, device: torch.device, paths: list[Path]) -> None:
 # --------------------------------------------------------------------------- (c) the engine
 
 
+@dataclass(frozen=True)
+class EngineJob:
+    """One (c) job, from --engine-layouts' \"workers,passes,batch,codec[,FLAG...]\"."""
+    workers: int
+    passes: int
+    batch: int
+    codec: str
+    compile: bool = False
+    one_stream: bool = False
+    switch: float | None = None
+    sample: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "EngineJob":
+        workers, passes, batch, jpeg_codec, *flags = text.split(",")
+        switch = next((float(f.split("=")[1]) for f in flags if f.startswith("switch=")), None)
+        unknown = set(flags) - {"compile", "onestream", "sample"} - {f for f in flags if f.startswith("switch=")}
+        if unknown:
+            raise SystemExit(f"--engine-layouts {text}: unknown flags {sorted(unknown)}")
+        return cls(int(workers), int(passes), int(batch), jpeg_codec, "compile" in flags, "onestream" in flags,
+                   switch, "sample" in flags)
+
+    @property
+    def label(self) -> str:
+        extras = [name for name, on in (("compiled", self.compile), ("one stream", self.one_stream),
+                                        ("sampled", self.sample)) if on]
+        if self.switch is not None:
+            extras.append(f"switch {self.switch * 1e3:g} ms")
+        return f"{self.workers} workers, {self.passes} passes, batch {self.batch}, codec {self.codec}" + \
+            "".join(f", {e}" for e in extras)
+
+
+class Sampler:
+    """Where threads spend their wall time: every `every` seconds, the innermost frame of each
+    model thread (and of the main thread) that lies in tasks/ (the engine, its runners), counted by
+    function and line: a network's whole forward pass counts at the runner's line that called it. A
+    thread blocked in C (a CUDA wait, a codec, the GIL) is counted at the line that called it."""
+
+    def __init__(self, every: float = 0.002):
+        self.every, self.counts, self.samples = every, {}, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.root = str(Path(__file__).resolve().parents[1] / "tasks") + os.sep
+
+    def __enter__(self) -> "Sampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        names = {}
+        while not self.stop.wait(self.every):
+            names.update({t.ident: t.name for t in threading.enumerate()})
+            self.samples += 1
+            for ident, frame in sys._current_frames().items():
+                name = names.get(ident, "")
+                kind = "model" if name.startswith("stylize-model") else "main" if name == "MainThread" else None
+                if kind is None:
+                    continue
+                where = frame
+                while where is not None and not where.f_code.co_filename.startswith(self.root):
+                    where = where.f_back
+                if where is None:
+                    key = (kind, "(outside the project)")
+                else:
+                    key = (kind, f"{Path(where.f_code.co_filename).name}:{where.f_lineno} {where.f_code.co_name}")
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def report(self, top: int = 12) -> dict[str, list]:
+        out = {}
+        for kind in ("model", "main"):
+            rows = sorted(((n, where) for (k, where), n in self.counts.items() if k == kind), reverse=True)
+            total = sum(n for n, _ in rows) or 1
+            out[kind] = [(where, round(n / total, 3)) for n, where in rows[:top]]
+            log(f"    sampled {kind} thread(s), {total} samples:")
+            for where, share in out[kind]:
+                log(f"      {share:6.1%}  {where}")
+        return out
+
+
 def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path) -> None:
     """(c). With --keep DIR, each job's first outputs are copied there (to look at); every job's
     outputs are compared with the first job's (max and mean absolute difference, in levels) and
@@ -226,35 +313,53 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
     from PIL import Image
 
     from stylepipe.config import StylizeParams
+    from tasks.bulk import runners
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     out = RESULTS.setdefault("engine", {})
     me = psutil.Process()
     first: dict[str, np.ndarray] = {}
-    for workers, parallel, batch, jpeg_codec, compiled in args.engine_layouts:
-        target = work / f"out-engine-{workers}-{parallel}-{batch}-{jpeg_codec}-{compiled}"
+    default_switch = sys.getswitchinterval()
+    for n, spec in enumerate(args.engine_layouts):
+        target = work / f"out-engine-{n}"
         shutil.rmtree(target, ignore_errors=True)
-        params = StylizeParams(max_size=None, batch_size=batch, workers=workers, parallel_batches=parallel,
-                               device=device.type, backend="torch", quality=args.quality, codec=jpeg_codec,
-                               compile=compiled)
+        params = StylizeParams(max_size=None, batch_size=spec.batch, workers=spec.workers,
+                               parallel_batches=spec.passes, device=device.type, backend="torch",
+                               quality=args.quality, codec=spec.codec, compile=spec.compile)
         job = Job(str(source), target, (ModelSpec(str(model_dir)),), params, default_ledger(target))
-        cpu0 = me.cpu_times()
-        start = time.perf_counter()
-        summary = stylize(job, progress=False)
-        seconds = time.perf_counter() - start
-        cpu1 = me.cpu_times()
+        runners.CUDA_STREAM_PER_PASS = not spec.one_stream
+        sys.setswitchinterval(spec.switch or default_switch)
+        sampler = Sampler() if spec.sample else contextlib.nullcontext()
+        try:
+            cpu0 = me.cpu_times()
+            start = time.perf_counter()
+            with sampler:
+                summary = stylize(job, progress=False)
+            seconds = time.perf_counter() - start
+            cpu1 = me.cpu_times()
+        finally:
+            runners.CUDA_STREAM_PER_PASS = True
+            sys.setswitchinterval(default_switch)
         main_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
         ok = summary.done == summary.outputs and summary.failed == 0
-        label = f"{workers} workers, {parallel} passes, batch {batch}, codec {jpeg_codec}{', compiled' if compiled else ''}"
-        out[label] = {"img_s": summary.outputs / seconds, "network_busy": summary.run.network_busy,
+        label = spec.label
+        out[label] = {"img_s": summary.outputs / seconds, "seconds": seconds, "network_busy": summary.run.network_busy,
                       "main_process_cores": main_cores, "ok": ok}
-        log(f"(c) engine {label:34s} {summary.outputs / seconds:8.1f} img/s  network busy "
+        log(f"(c) engine {label:34s} {summary.outputs / seconds:8.1f} img/s ({seconds:.1f} s)  network busy "
             f"{summary.run.network_busy:.0%}, main process {main_cores:.2f} cores, ok {ok}")
+        if spec.sample:
+            out[label]["sampled"] = sampler.report()
         if not ok:
             log("    ", list(summary.lines()))
         names = sorted(p.name for p in target.glob("*.jpg"))
         out[label]["output_mb"] = sum((target / n).stat().st_size for n in names) / 2**20
+        # the rate once outputs flow (first to last output file's time): without the start, the
+        # first batch's cuDNN tuning or compiling and the last batch's wait
+        written = sorted((target / n).stat().st_mtime for n in names)
+        if len(written) > 1 and written[-1] > written[0]:
+            out[label]["flowing_img_s"] = (len(written) - 1) / (written[-1] - written[0])
+            log(f"    once outputs flow: {out[label]['flowing_img_s']:.1f} img/s over {written[-1] - written[0]:.1f} s")
         diffs = []
         for name in names[:8]:
             pixels = np.asarray(Image.open(target / name), np.int16)
@@ -268,7 +373,7 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             for name in names[:args.keep_count]:
-                shutil.copyfile(target / name, args.keep / f"{jpeg_codec}{'-compiled' if compiled else ''}-{name}")
+                shutil.copyfile(target / name, args.keep / f"job{n}-{spec.codec}{'-compiled' if spec.compile else ''}-{name}")
         shutil.rmtree(target, ignore_errors=True)
 
 
@@ -379,7 +484,11 @@ def main() -> None:
     ap.add_argument("--engine-network", default="fast")
     ap.add_argument("--engine-layouts", nargs="+",
                     default=["14,1,16,pillow", "14,2,16,pillow", "14,1,16,device", "14,2,16,device"],
-                    help="workers,passes,batch,codec[,compile] of each engine job (StylizeParams' codec, compile)")
+                    help="workers,passes,batch,codec[,FLAG...] of each engine job (StylizeParams' codec); "
+                         "flags: compile (StylizeParams.compile), onestream (every pass on the default "
+                         "stream: runners.CUDA_STREAM_PER_PASS off), switch=SECONDS (the interpreter's "
+                         "thread switch interval, sys.setswitchinterval; 0.005 by default), sample "
+                         "(where the model threads and the main thread spend their time, by sampling)")
     ap.add_argument("--photos", type=Path, help="JPEGs (of --size, square) to copy to --count files instead of generated ones")
     ap.add_argument("--engine-model", type=Path, help="a trained model folder for (c), instead of a random network")
     ap.add_argument("--keep", type=Path, help="copy each (c) job's first --keep-count outputs here")
@@ -392,8 +501,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
-    args.engine_layouts = [(*(int(v) for v in s.split(",")[:3]), s.split(",")[3], s.split(",")[4:] == ["compile"])
-                           for s in args.engine_layouts]
+    args.engine_layouts = [EngineJob.parse(s) for s in args.engine_layouts]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     RESULTS.update(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

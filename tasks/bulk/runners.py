@@ -55,6 +55,14 @@ DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 # JPEG codec on the GPU 91.9 images/s with one pass, 137.1-139.6 with two, 110.6 / 124.4 with
 # three / four; with Pillow's 87.6-92.4 and 85.0-94.8 (benchmarks/bench_gpu.py, README session 17).
 CUDA_PASSES = 2
+# Each pass (model thread) queues its work on a CUDA stream of its own. torchvision's nvJPEG decoder
+# writes from a private stream into blocks the caching allocator hands out on the caller's stream,
+# without waiting for that stream (pytorch/vision#9606): on a stream shared by the passes it could
+# overwrite a block that another pass's queued kernels still read; on its own stream a pass decodes
+# only once that stream is idle (stylize_jpegs). No faster or slower than one shared stream on an
+# H200 (254-258 images/s once outputs flow, either way; README, session 19). A switch for
+# benchmarks/bench_gpu.py's comparison.
+CUDA_STREAM_PER_PASS = True
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
 # most this many pixels (the input cap's default): it is held whole, in float32.
@@ -151,6 +159,14 @@ def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
     if spec.strength < 1:
         styled = torch.lerp(photo, styled, spec.strength)
     return styled
+
+
+def files_to_host(files: list[Tensor]) -> list[bytes]:
+    """Encoded files (1-D uint8 tensors, on the device or not) -> their bytes, in one copy to the
+    host: one wait for the device, not one per file."""
+    ends = np.cumsum([f.numel() for f in files])
+    flat = torch.cat(files).cpu().numpy()
+    return [flat[end - f.numel():end].tobytes() for f, end in zip(files, ends)]
 
 
 class Bf16Net(nn.Module):
@@ -305,6 +321,15 @@ class StyleModels:
         finally:
             torch.set_num_threads(self.pass_threads)
 
+    def _pass_stream(self):
+        """On CUDA, this thread's own stream for what follows (CUDA_STREAM_PER_PASS)."""
+        if not (self.cuda and CUDA_STREAM_PER_PASS):
+            return contextlib.nullcontext()
+        stream = getattr(self.per_thread, "stream", None)
+        if stream is None:
+            stream = self.per_thread.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(stream)
+
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.cuda else contextlib.nullcontext()
 
@@ -320,18 +345,31 @@ class StyleModels:
             pieces = [self.stylize(batch[part]) for part in passes]
             return [np.concatenate(results) for results in zip(*pieces)]
         self._one_pass_threads()
-        return [self._to_uint8(y) for y in self._finished(self._to_device(batch))]
+        with self._pass_stream():
+            return [self._to_uint8(y) for y in self._finished(self._to_device(batch))]
 
     def _finished(self, x: Tensor) -> list[Tensor]:
         """(N,3,H,W) in [0,1] on the device -> per model, its finished results (the same, float)."""
         seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
         results = []
         for runtimes, chooser, spec in zip(self.runtimes, self.choosers, self.specs):
-            net = runtimes[chooser.choose(runtimes, seen)]
+            chosen = chooser.choose(runtimes, seen)
+            padded = self._padded(seen) if self.compiled and chosen == "torch" else seen
             with self._autocast():
-                y = net(seen)
+                y = runtimes[chosen](padded)[:len(seen)]
             results.append(finish(resize(y.float(), x.shape[-2:]), x, spec))
         return results
+
+    def _padded(self, x: Tensor) -> Tensor:
+        """A short batch for a compiled network, filled up to a full pass with copies of its last
+        image: compiled with static shapes, each new batch length would compile again (about 19 s
+        on an H200), while an image size compiles once. (Each image is normalised on its own:
+        the copies change no other image's result.)"""
+        full = min(self.batch_size, images_per_pass(*x.shape[-2:]))
+        if len(x) >= full:
+            return x
+        filled = torch.cat([x, x[-1:].expand(full - len(x), *x.shape[1:])])
+        return filled.contiguous(memory_format=torch.channels_last) if self.cuda else filled
 
     @property
     def device_jpeg_side(self) -> int:
@@ -355,19 +393,24 @@ class StyleModels:
             pieces = [self.stylize_jpegs(datas[part], shape, quality) for part in passes]
             return [np.concatenate(r) if quality is None else sum(r, []) for r in zip(*pieces)]
         self._one_pass_threads()
-        images = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas],
-                             mode=ImageReadMode.RGB, device=self.device)
-        x = torch.stack(images).float().div_(255)
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        results = self._finished(x)
-        if quality is None:
-            return [self._to_uint8(y) for y in results]
-        encoded = []
-        for y in results:
-            y8 = (y * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
-            encoded.append([t.cpu().numpy().tobytes() for t in encode_jpeg([i.contiguous() for i in y8], quality=quality)])
-        return encoded
+        with self._pass_stream():
+            if self.cuda:  # the decoder must not get a block that this stream's queued kernels still
+                torch.cuda.current_stream(self.device).synchronize()  # read (idle, unless a batch failed midway)
+            images = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas],
+                                 mode=ImageReadMode.RGB, device=self.device)
+            x = torch.stack(images).float().div_(255)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            results = self._finished(x)
+            if quality is None:
+                return [self._to_uint8(y) for y in results]
+            encoded = []
+            for y in results:
+                y8 = [i.contiguous() for i in (y * 255 + 0.5).clamp_(0, 255).to(torch.uint8)]
+                if self.cuda:  # torchvision's encoder reads them from a stream of its own, which does not
+                    torch.cuda.current_stream(self.device).synchronize()  # wait for this one (vision#9060)
+                encoded.append(files_to_host(encode_jpeg(y8, quality=quality)))
+            return encoded
 
     @torch.inference_mode()
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:

@@ -334,8 +334,9 @@ def test_a_missing_statistics_graph_is_made_again(tmp_path, tiny_model):
 def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypatch):
     """StylizeParams.compile: untiled batches run through torch.compile's module (its default
     backend, inductor, is PyTorch's to test and takes 40 s to compile here: the wiring is tested
-    with dynamo's eager backend), to the same outputs; the job skips the lean runner and the layout
-    measurement (which would time the compiling)."""
+    with dynamo's eager backend), to the same outputs; a short batch is filled up to a full one
+    (one compiled shape per image size); the job skips the lean runner and the layout measurement
+    (which would time the compiling)."""
     from tasks.bulk import layout, runners
 
     monkeypatch.setattr(runners, "COMPILE_OPTIONS", {"backend": "eager", "dynamic": False})
@@ -355,7 +356,7 @@ def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypa
     make_photos(src, [f"{i}.jpg" for i in range(3)])
     compiled = stylize(make_job(src, tmp_path / "compiled", tiny_model, compile=True, backend="torch"), progress=False)
     eager = stylize(make_job(src, tmp_path / "eager", tiny_model, backend="torch"), progress=False)
-    assert calls == [{"backend": "eager", "dynamic": False}] and sum(used) == 3
+    assert calls == [{"backend": "eager", "dynamic": False}] and used == [2, 2]  # 3 images, batch 2
     assert compiled.done == eager.done == 3
     for name in output_files(tmp_path / "eager"):
         a, b = (np.asarray(Image.open(tmp_path / d / name), np.int16) for d in ("compiled", "eager"))

@@ -160,3 +160,10 @@ def test_device_jpeg_batches_obey_the_pass_pixel_cap(tiny_model, monkeypatch):
     assert np.abs(arrays.astype(int) - whole).max() <= 1  # the same libjpeg-turbo decode, in passes
     for data, result in zip(files, arrays):
         assert np.abs(np.asarray(Image.open(io.BytesIO(data)), np.float32) - result).mean() < 2
+
+
+def test_files_to_host_splits_one_copy_back_into_the_files():
+    import torch
+
+    files = [torch.tensor(list(b), dtype=torch.uint8) for b in (b"\xff\xd8first", b"x", b"\xff\xd8third file")]
+    assert runners.files_to_host(files) == [b"\xff\xd8first", b"x", b"\xff\xd8third file"]
