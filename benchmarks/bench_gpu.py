@@ -343,7 +343,7 @@ def engine(args, device: torch.device, model_dir: Path, source: Path, work: Path
             sys.setswitchinterval(default_switch)
         main_cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / seconds
         ok = summary.done == summary.outputs and summary.failed == 0
-        label = spec.label
+        label = f"job {n}: {spec.label}"  # (a layout may be run twice)
         out[label] = {"img_s": summary.outputs / seconds, "seconds": seconds, "network_busy": summary.run.network_busy,
                       "main_process_cores": main_cores, "ok": ok}
         log(f"(c) engine {label:34s} {summary.outputs / seconds:8.1f} img/s ({seconds:.1f} s)  network busy "

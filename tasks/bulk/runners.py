@@ -59,9 +59,11 @@ CUDA_PASSES = 2
 # writes from a private stream into blocks the caching allocator hands out on the caller's stream,
 # without waiting for that stream (pytorch/vision#9606): on a stream shared by the passes it could
 # overwrite a block that another pass's queued kernels still read; on its own stream a pass decodes
-# only once that stream is idle (stylize_jpegs). No faster or slower than one shared stream on an
-# H200 (254-258 images/s once outputs flow, either way; README, session 19). A switch for
-# benchmarks/bench_gpu.py's comparison.
+# only once that stream is idle (stylize_jpegs). Its encoder reads the images from its own stream
+# and copies each file out on the legacy default stream: the pass's stream waits for both. No
+# faster or slower than one shared stream on an H200 (254-258 images/s once outputs flow, either
+# way; README, session 19; the wait for the legacy stream came after, from a review, not run on a
+# GPU). A switch for benchmarks/bench_gpu.py's comparison.
 CUDA_STREAM_PER_PASS = True
 TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
@@ -164,6 +166,8 @@ def finish(styled: Tensor, photo: Tensor, spec: ModelSpec) -> Tensor:
 def files_to_host(files: list[Tensor]) -> list[bytes]:
     """Encoded files (1-D uint8 tensors, on the device or not) -> their bytes, in one copy to the
     host: one wait for the device, not one per file."""
+    if not files:
+        return []
     ends = np.cumsum([f.numel() for f in files])
     flat = torch.cat(files).cpu().numpy()
     return [flat[end - f.numel():end].tobytes() for f, end in zip(files, ends)]
@@ -328,6 +332,7 @@ class StyleModels:
         stream = getattr(self.per_thread, "stream", None)
         if stream is None:
             stream = self.per_thread.stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.default_stream(self.device))  # the weights' conversions
         return torch.cuda.stream(stream)
 
     def _autocast(self):
@@ -362,11 +367,13 @@ class StyleModels:
 
     def _padded(self, x: Tensor) -> Tensor:
         """A short batch for a compiled network, filled up to a full pass with copies of its last
-        image: compiled with static shapes, each new batch length would compile again (about 19 s
-        on an H200), while an image size compiles once. (Each image is normalised on its own:
-        the copies change no other image's result.)"""
+        image: compiled with static shapes, each new batch length would compile again (11-25 s on
+        an H200), while an image size compiles once. (Each image is normalised on its own: the
+        copies change no other image's result.) A lone image is not filled: the engine retries a
+        failed batch image by image, and a batch that ran out of memory must be retried smaller;
+        it compiles a batch of one instead, once per image size."""
         full = min(self.batch_size, images_per_pass(*x.shape[-2:]))
-        if len(x) >= full:
+        if len(x) >= full or len(x) == 1:
             return x
         filled = torch.cat([x, x[-1:].expand(full - len(x), *x.shape[1:])])
         return filled.contiguous(memory_format=torch.channels_last) if self.cuda else filled
@@ -409,7 +416,10 @@ class StyleModels:
                 y8 = [i.contiguous() for i in (y * 255 + 0.5).clamp_(0, 255).to(torch.uint8)]
                 if self.cuda:  # torchvision's encoder reads them from a stream of its own, which does not
                     torch.cuda.current_stream(self.device).synchronize()  # wait for this one (vision#9060)
-                encoded.append(files_to_host(encode_jpeg(y8, quality=quality)))
+                files = encode_jpeg(y8, quality=quality)
+                if self.cuda:  # and copies each file out on the legacy default stream, which this one does not follow
+                    torch.cuda.current_stream(self.device).wait_stream(torch.cuda.default_stream(self.device))
+                encoded.append(files_to_host(files))
             return encoded
 
     @torch.inference_mode()

@@ -335,7 +335,8 @@ def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypa
     """StylizeParams.compile: untiled batches run through torch.compile's module (its default
     backend, inductor, is PyTorch's to test and takes 40 s to compile here: the wiring is tested
     with dynamo's eager backend), to the same outputs; a short batch is filled up to a full one
-    (one compiled shape per image size); the job skips the lean runner and the layout measurement
+    (one compiled shape per image size) and its results cut back, a lone image is not (a failed
+    batch is retried image by image); the job skips the lean runner and the layout measurement
     (which would time the compiling)."""
     from tasks.bulk import layout, runners
 
@@ -353,11 +354,12 @@ def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypa
             return self.module(x)
     monkeypatch.setattr(torch, "compile", lambda net, **kw: calls.append(kw) or Counted(real_compile(net, **kw)))
     src = tmp_path / "src"
-    make_photos(src, [f"{i}.jpg" for i in range(3)])
-    compiled = stylize(make_job(src, tmp_path / "compiled", tiny_model, compile=True, backend="torch"), progress=False)
+    make_photos(src, [f"{i}.jpg" for i in range(5)])
+    compiled = stylize(make_job(src, tmp_path / "compiled", tiny_model, compile=True, backend="torch", batch_size=3),
+                       progress=False)
     eager = stylize(make_job(src, tmp_path / "eager", tiny_model, backend="torch"), progress=False)
-    assert calls == [{"backend": "eager", "dynamic": False}] and used == [2, 2]  # 3 images, batch 2
-    assert compiled.done == eager.done == 3
+    assert calls == [{"backend": "eager", "dynamic": False}] and used == [3, 3]  # 5 images, batch 3
+    assert compiled.done == eager.done == 5
     for name in output_files(tmp_path / "eager"):
         a, b = (np.asarray(Image.open(tmp_path / d / name), np.int16) for d in ("compiled", "eager"))
         assert np.abs(a - b).max() <= 1
@@ -368,3 +370,9 @@ def test_compile_runs_the_torch_networks_compiled(tmp_path, tiny_model, monkeypa
     models = runners.StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
                                  tile_above=128, batch_size=1, backend="auto", compile=True)
     assert list(models.runtimes[0]) == ["torch"] and models.choosers[0].chosen == "torch"
+    short = runners.StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
+                                tile_above=128, batch_size=4, backend="torch", compile=True)
+    used.clear()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
+    assert [r.shape for r in short.stylize(pixels)] == [(2, 64, 96, 3)] and used == [4]
+    assert [r.shape for r in short.stylize(pixels[:1])] == [(1, 64, 96, 3)] and used == [4, 1]
