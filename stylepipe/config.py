@@ -229,11 +229,11 @@ class StylizeParams(Section):
     codec: Literal["auto", "pillow", "device"] = "auto"
     # torch.compile the networks (the torch runtime; tiles stay eager). On an H200, 1024-px JPEG to
     # JPEG: 521-566 images/s once outputs flow against 240-258 eager, after 11-25 s of compiling
-    # (warm / cold cache) that each new image size pays again (a short batch is filled up to a full
-    # one; after 8 sizes PyTorch runs the rest uncompiled). So for long jobs of one image size:
-    # 12,000 images 294.8 images/s end to end against 210.6 eager, 24,000 (cold) 307.5; 4,000 (cold)
-    # 121.4 against 151.2 (README, session 19). backend auto then means torch. Not measured on a
-    # CPU. Not part of the outputs' identity.
+    # (warm / cold cache) that each new image size pays again (a short batch is filled up to a
+    # full one, a lone image is not; after 8 sizes PyTorch runs the rest uncompiled). So for long
+    # jobs of one image size: 12,000 images 294.8 images/s end to end against 210.6 eager, 24,000
+    # (cold) 307.5; 4,000 (cold) 121.4 against 151.2 (README, session 19). backend auto then means
+    # torch. Not measured on a CPU. Not part of the outputs' identity.
     compile: bool = False
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
     # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
