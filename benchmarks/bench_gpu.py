@@ -9,7 +9,9 @@
   (c) stylepipe end to end: tasks/bulk/engine.py's stylize() with device cuda, JPEG files to JPEG
       files (listing, decode workers, batching, the network, encode workers, the ledger), with the
       JPEG codec in the workers (codec pillow) or on the GPU (codec device), the share of the time
-      the network was busy and the cores the engine's own process used;
+      the network was busy, the cores the engine's own process used, and the rate once outputs
+      flow (without the job's start); flags per job in --engine-layouts (compile, onestream,
+      switch=S, sample: where the threads spend their time);
   (d) a plain GPU-codec loop: file bytes read by threads -> decode_jpeg on the GPU -> the network
       -> encode_jpeg on the GPU -> bytes written by threads (temp file + rename), one batch at a time;
   (f) the engine's own process, CPU per image, codec pillow against device, with the network and
