@@ -45,11 +45,17 @@ def power_spectrum(image: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.fftshift(np.fft.fft2(y))) ** 2
 
 
-def centre_crop(y: np.ndarray, crop: int | None) -> np.ndarray:
-    if crop is None:
-        return y
-    top, left = max(0, (y.shape[0] - crop) // 2), max(0, (y.shape[1] - crop) // 2)
-    return y[top:top + crop, left:left + crop]
+def measured_luminance(image: np.ndarray, period: int, crop: int | None) -> np.ndarray:
+    """The luminance of the centre crop x crop pixels (None: the whole image), its sides cut to a
+    multiple of the period so that the period's frequencies fall on DFT bins."""
+    y = luminance(image)
+    if crop is not None:
+        top, left = max(0, (y.shape[0] - crop) // 2), max(0, (y.shape[1] - crop) // 2)
+        y = y[top:top + crop, left:left + crop]
+    h, w = y.shape
+    if min(h, w) < 4 * period:
+        raise ValueError(f"image {w}x{h} is too small to measure a period of {period} px")
+    return y[:h - h % period, :w - w % period]
 
 
 def lattice_amplitudes(image: np.ndarray, period: int = 8, crop: int | None = CROP) -> np.ndarray:
@@ -60,12 +66,9 @@ def lattice_amplitudes(image: np.ndarray, period: int = 8, crop: int | None = CR
     lattice adds up coherently, texture whose phase wanders mostly cancels. So does a long straight
     edge along a row, a column or (for the diagonal frequencies) a 45-degree line: compare with the
     photo's own value."""
-    y = centre_crop(luminance(image), crop)
+    y = measured_luminance(image, period, crop)
     h, w = y.shape
-    if min(h, w) < 4 * period:
-        raise ValueError(f"image {w}x{h} is too small to measure a period of {period} px")
-    h, w = h - h % period, w - w % period
-    means = y[:h, :w].reshape(h // period, period, w // period, period).mean(axis=(0, 2))
+    means = y.reshape(h // period, period, w // period, period).mean(axis=(0, 2))
     amplitudes = 2 * np.abs(np.fft.fft2(means - means.mean())) / period**2
     half = [0, period // 2] if period % 2 == 0 else [0]
     amplitudes[np.ix_(half, half)] /= 2    # those frequencies are their own conjugate: no mirror bin
@@ -81,13 +84,9 @@ def grid_amplitude(image: np.ndarray, crop: int | None = CROP) -> float:
 def grid_ratio(image: np.ndarray, period: int = 4, crop: int | None = CROP) -> float:
     """Power at (+-1/period, +-1/period) cycles/pixel over the mean power of its ring (see the module
     docstring), in the centre crop x crop pixels (None: the whole image). Needs sides >= 4 * period."""
-    y = centre_crop(luminance(image), crop)
+    y = measured_luminance(image, period, crop)
     h, w = y.shape
-    if min(h, w) < 4 * period:
-        raise ValueError(f"image {w}x{h} is too small to measure a period of {period} px")
-    # sides cut to a multiple of the period, so the target frequency falls on an FFT bin
-    h, w = h - h % period, w - w % period
-    p = power_spectrum(y[:h, :w])
+    p = power_spectrum(y)
     fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
     fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
     f0 = 1.0 / period
