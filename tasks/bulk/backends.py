@@ -112,13 +112,15 @@ def _input_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.input)
 
 
-def onnx_session(path: Path, threads: int):
+def onnx_session(model: Path | bytes, threads: int):
+    """A CPU session of `threads` intra-op threads for a model file, or a serialized model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 class SessionPerThread:
@@ -129,7 +131,8 @@ class SessionPerThread:
     design, not measured: the development machine has 2 cores, where passes x threads > 1 x 1 is
     2 x 1 or 1 x 2.)"""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path | bytes, threads: int):
+        """path: the model's file, or the serialized model."""
         self.path, self.threads = path, threads
         self.first = onnx_session(path, threads)  # (the inputs' and outputs' names; the first caller's)
         self.local = threading.local()

@@ -24,7 +24,7 @@ from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
-from tasks.bulk.tiling import stylize_tiled, thumbnail
+from tasks.bulk.tiling import statistics_image, stylize_tiled
 from tasks.data.images import MIN_SIDE
 
 log = logging.getLogger("stylepipe.stylize")
@@ -152,7 +152,7 @@ class LeanModels:
         if not isinstance(tiles, list):
             return tiles.stylize_large(pixels)
         p = self.job.params
-        small = thumbnail(pixels, p.tile_above)
+        small = statistics_image(pixels, p.tile_above)
         return [stylize_tiled(pixels, t.runner(t.record(small), spec), tile=p.tile_size, overlap=p.tile_overlap,
                               batch_size=self.batch_size, map_batches=pool.map if pool else map)
                 for t, spec in zip(tiles, self.specs)]
@@ -170,29 +170,56 @@ class LeanModels:
 
 class OnnxTiles:
     """One network's tiles on onnxruntime (models/export.py export_tile_graphs): every instance
-    norm's statistics recorded on the whole image's thumbnail, then each tile run with them, as
-    models/shared_stats.py does in PyTorch. Torch-free; the tile runs may be called from several
-    threads at once (onnxruntime sessions are thread-safe)."""
+    norm's statistics recorded once per image (on tiling.statistics_image: a thumbnail or a mosaic
+    of crops), then each tile run with them, as models/shared_stats.py does in PyTorch. Torch-free; the tile runs may be called from several
+    threads at once (onnxruntime sessions are thread-safe).
+
+    Each image's tiles run on a session of their own, made with that image's statistics written into
+    the tile graph as constants. onnxruntime then folds each norm's scale and shift into the
+    convolution before it and fuses the ReLU after it, which it cannot do with graph inputs: a
+    1056x1200 tile took about 14% less time (README, session 20)."""
 
     def __init__(self, statistics: Path, tiles: Path, threads: int, statistics_threads: int):
-        """statistics_threads: the thumbnail's pass runs on the threads of every tile pass."""
-        self.tiles = backends.SessionPerThread(tiles, threads)
-        needs_statistics = len(self.tiles.get_inputs()) > 1  # a network without instance norms has none
+        """statistics_threads: the statistics pass runs on the threads of every tile pass."""
+        import onnx
+
+        self.threads = threads
+        self.graph = onnx.load(str(tiles))
+        needs_statistics = len(self.graph.graph.input) > 1  # a network without instance norms has none
         self.statistics = backends.onnx_session(statistics, statistics_threads) if needs_statistics else None
+        self.tiles = None if needs_statistics else backends.SessionPerThread(tiles, threads)
 
     def record(self, small: np.ndarray) -> dict[str, np.ndarray]:
-        """The (H,W,3) uint8 thumbnail -> the tile graph's statistics inputs, by name."""
+        """The (H,W,3) uint8 statistics image -> the tile graph's statistics inputs, by name."""
         if self.statistics is None:
             return {}
         outputs = self.statistics.run(None, {"image": pad_to_min_side(to_float(small[None]))})
         return dict(zip((o.name for o in self.statistics.get_outputs()), outputs))
 
+    def with_statistics(self, statistics: dict[str, np.ndarray]) -> backends.SessionPerThread:
+        """The tile graph with `statistics` as constants instead of inputs."""
+        from onnx import ModelProto, numpy_helper
+
+        model = ModelProto()
+        model.CopyFrom(self.graph)
+        graph = model.graph
+        graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in statistics.items())
+        inputs = [i for i in graph.input if i.name not in statistics]
+        del graph.input[:]
+        graph.input.extend(inputs)
+        for node in graph.node:  # onnxruntime folds an Add into a Conv when the constant is its second input
+            if node.op_type == "Add" and node.input[0] in statistics:
+                node.input[0], node.input[1] = node.input[1], node.input[0]
+        return backends.SessionPerThread(model.SerializeToString(), self.threads)
+
     def runner(self, statistics: dict[str, np.ndarray], spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
         """tiling.stylize_tiled's `run`: (N,th,tw,3) uint8 tiles -> (N,th,tw,3) float in [0,1], finished."""
+        session = self.with_statistics(statistics) if statistics else self.tiles
+
         def run(tiles: np.ndarray) -> np.ndarray:
             x = to_float(tiles)
             h, w = x.shape[-2:]
-            y = self.tiles.run(None, {"image": pad_to_min_side(x), **statistics})[0][..., :h, :w]
+            y = session.run(None, {"image": pad_to_min_side(x)})[0][..., :h, :w]
             return finish(y, x, spec).transpose(0, 2, 3, 1)
         return run
 

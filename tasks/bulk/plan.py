@@ -199,7 +199,7 @@ def output_options(params: StylizeParams, spec: ModelSpec) -> dict:
 # Tile size and overlap move a tiled output by a few levels at most (benchmarks/tile_agreement.py:
 # 3-9 of 255 between overlaps 64 and 128), as a runtime does, so outputs made with other values are
 # not stale: a job run again after they change (or after their defaults did) keeps its outputs.
-# tile_above stays part of the identity: it decides which images are tiled, and the thumbnail's side.
+# tile_above stays part of the identity: it decides which images are tiled, and the statistics' side.
 TILE_LAYOUT = ("tile_size", "tile_overlap")
 
 

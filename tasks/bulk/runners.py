@@ -40,7 +40,7 @@ from tasks.bulk import backends
 from models.shared_stats import set_recording, with_shared_stats
 from tasks.bulk.lean import CPU_BATCH, LUMA, OnnxTiles, cpu_passes
 from tasks.bulk.plan import ModelSpec, weights_sha256
-from tasks.bulk.tiling import stylize_tiled, thumbnail
+from tasks.bulk.tiling import statistics_image, stylize_tiled
 from tasks.data.images import MIN_SIDE
 
 log = logging.getLogger("stylepipe.stylize")
@@ -442,7 +442,7 @@ class StyleModels:
     def _tiled(self, pixels: np.ndarray, specs: list[ModelSpec]) -> list[np.ndarray]:
         """Each model's tiles on the backend it runs on (specs: self.specs' models, maybe retouched)."""
         self._one_pass_threads()
-        small = thumbnail(pixels, self.tile_above)
+        small = statistics_image(pixels, self.tile_above)
         pool = self.tile_pool
         results = []
         for i, spec in enumerate(specs):
@@ -454,8 +454,8 @@ class StyleModels:
 
     def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
         """Model i's tile run on onnxruntime, or None when it runs on PyTorch. An auto model not
-        chosen yet (the job's first input is large) chooses on a crop of the thumbnail. Tile graphs
-        that cannot be exported or loaded leave this model's tiles on PyTorch, with a warning."""
+        chosen yet (the job's first input is large) chooses on a crop of the statistics image. Tile
+        graphs that cannot be exported or loaded leave this model's tiles on PyTorch, with a warning."""
         runtimes, chooser = self.runtimes[i], self.choosers[i]
         if "onnxruntime" not in runtimes:
             return None
@@ -484,7 +484,7 @@ class StyleModels:
         tiled = self.per_thread.tiled_nets[i]
         set_recording(tiled, True)
         with self._autocast(), self._on_every_pass():
-            tiled(self._to_device(small[None]))  # one pass over the thumbnail, on all the tiles' cores
+            tiled(self._to_device(small[None]))  # one pass over the statistics image, on all the tiles' cores
         set_recording(tiled, False)
 
         @torch.inference_mode()  # (per thread: the tile pool's threads need their own)
@@ -500,7 +500,7 @@ class StyleModels:
 class TranslateModels(StyleModels):
     """Translation networks (pix2pix, cyclegan: models/translation.py's Translator), each run in
     its spec's direction (a2b by default); otherwise exactly StyleModels: fully convolutional,
-    tiled above tile_above (cyclegan's instance norms take the thumbnail's statistics)."""
+    tiled above tile_above (cyclegan's instance norms take the whole image's statistics)."""
 
     def __init__(self, specs: list[ModelSpec], device: torch.device, **settings):
         super().__init__(specs, device, **settings)

@@ -220,6 +220,40 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     assert runner.tile_pool._max_workers == runner.parallel == 2  # its tiles run on every pass
 
 
+def test_tile_sessions_take_the_statistics_as_constants_folded_into_the_convolutions(tmp_path, tiny_model):
+    """OnnxTiles runs an image's tiles on the tile graph with its statistics written in: the same
+    results as with the statistics as inputs, and onnxruntime then folds every norm's multiply and
+    add into a convolution (what the speed-up rests on)."""
+    import onnx
+    import onnxruntime as ort
+
+    from tasks.bulk.lean import OnnxTiles, to_float
+
+    sha = weights_sha256(str(tiny_model))
+    backends.OnnxNet(Path(tiny_model), sha, 1)
+    statistics_path, tiles_path = backends.ensure_tile_graphs(Path(tiny_model), sha)
+    tiles = OnnxTiles(statistics_path, tiles_path, 1, 1)
+    rng = np.random.default_rng(0)
+    statistics = tiles.record(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    assert statistics and all(np.ptp(v) > 0 for v in statistics.values())
+    x = to_float(rng.integers(0, 256, (1, 64, 72, 3), dtype=np.uint8))
+    fed = backends.onnx_session(tiles_path, 1).run(None, {"image": x, **statistics})[0]
+    baked = tiles.with_statistics(statistics)
+    assert [i.name for i in baked.get_inputs()] == ["image"]
+    np.testing.assert_allclose(baked.run(None, {"image": x})[0], fed, atol=1e-5)
+
+    def optimized_ops(model: bytes | str) -> list[str]:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+    before, after = optimized_ops(str(tiles_path)), optimized_ops(baked.path)
+    norms = len(statistics) // 2
+    assert before.count("Mul") == norms
+    assert after.count("Mul") == 0 and after.count("Add") == before.count("Add") - norms  # the residual adds stay
+
+
 def test_an_auto_job_whose_first_input_is_tiled_chooses_on_it(tmp_path, tiny_model):
     folder = tmp_path / "big"
     make_photos(folder, ["wide.png"], size=(300, 80))

@@ -6,10 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.bulk import runners
 from tasks.bulk.engine import stylize
-from tasks.bulk.runners import StyleModels
 from tasks.bulk.plan import ModelSpec
-from tasks.bulk.tiling import ROW_MULTIPLE, STRIDE, blend_weights, stylize_tiled, tile_layout, tile_starts
+from tasks.bulk.runners import StyleModels
+from tasks.bulk.tiling import (MOSAIC_CROP, ROW_MULTIPLE, STRIDE, blend_weights, statistics_image, stylize_tiled,
+                               thumbnail, tile_layout, tile_starts)
 from tests.tasks.bulk.test_support import make_job, output_files, photo, tiny_model  # noqa: F401
 
 
@@ -66,6 +68,43 @@ def test_tiled_and_untiled_outputs_agree_closely_without_seams(tiny_model):
             seam = slice(b, a + tile - 1)  # the overlap, where the cross-fade happens
             t, w = (step.take(range(seam.start, seam.stop), axis=axis).mean() for step in (step_tiled, step_whole))
             assert t < w * 1.15 + 0.5, (axis, a, b, t, w)
+
+
+def grainy_image(height: int, width: int) -> np.ndarray:
+    """Smooth colour fields plus grain: textures a thumbnail averages away, as a photo's are."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 40, width // 40, 3), dtype=np.uint8)
+    fields = np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC), np.float32)
+    return np.clip(fields + rng.normal(0, 12, fields.shape), 0, 255).astype(np.uint8)
+
+
+def test_statistics_of_a_much_larger_image_come_from_its_own_pixels():
+    pixels = grainy_image(1200, 1600)
+    mosaic = statistics_image(pixels, 1024)
+    assert mosaic.shape == (3 * MOSAIC_CROP, 4 * MOSAIC_CROP, 3)  # 4 crops along the long side, 3 across
+    c = MOSAIC_CROP
+    for i, y in enumerate((72, 472, 872)):  # crops centred in the cells of a 3 x 4 grid over the image, unscaled
+        for j, x in enumerate((72, 472, 872, 1272)):
+            np.testing.assert_array_equal(mosaic[i * c:(i + 1) * c, j * c:(j + 1) * c], pixels[y:y + c, x:x + c])
+    # an image at most 1.5x larger, or a side too small for a grid of crops: the thumbnail
+    np.testing.assert_array_equal(statistics_image(pixels, 1100), thumbnail(pixels, 1100))
+    np.testing.assert_array_equal(statistics_image(pixels, 512), thumbnail(pixels, 512))
+
+
+def test_a_mosaic_s_statistics_bring_the_tiles_closer_to_the_untiled_pass(tiny_model, monkeypatch):
+    pixels = grainy_image(1200, 1600)
+    spec = [ModelSpec(str(tiny_model))]
+    whole = StyleModels(spec, torch.device("cpu"), tile_size=512, tile_overlap=64, tile_above=1600,
+                        batch_size=1).stylize(pixels[None].copy())[0][0].astype(np.float32)
+
+    def tiled() -> np.ndarray:
+        models = StyleModels(spec, torch.device("cpu"), tile_size=512, tile_overlap=64, tile_above=1024, batch_size=1)
+        return models.stylize_large(pixels)[0].astype(np.float32)
+
+    with_mosaic = np.abs(tiled() - whole).mean()
+    monkeypatch.setattr(runners, "statistics_image", thumbnail)
+    with_thumbnail = np.abs(tiled() - whole).mean()
+    assert with_mosaic < 0.8 * with_thumbnail, (with_mosaic, with_thumbnail)
 
 
 def test_the_engine_tiles_large_images(tmp_path, tiny_model):
