@@ -171,8 +171,8 @@ class LeanModels:
 class OnnxTiles:
     """One network's tiles on onnxruntime (models/export.py export_tile_graphs): every instance
     norm's statistics recorded once per image (on tiling.statistics_image: a thumbnail or a mosaic
-    of crops), then each tile run with them, as models/shared_stats.py does in PyTorch. Torch-free; the tile runs may be called from several
-    threads at once (onnxruntime sessions are thread-safe).
+    of crops), then each tile run with them, as models/shared_stats.py does in PyTorch. Torch-free;
+    the tile runs may be called from several threads at once (onnxruntime sessions are thread-safe).
 
     Each image's tiles run on a session of their own, made with that image's statistics written into
     the tile graph as constants. onnxruntime then folds each norm's scale and shift into the

@@ -96,11 +96,15 @@ def statistics_image(pixels: np.ndarray, side: int) -> np.ndarray:
     if max(height, width) <= MOSAIC_ABOVE * side or min(height, width) < MOSAIC_CROP or per_side < MOSAIC_MIN_GRID:
         return thumbnail(pixels, side)
     longest = max(height, width)
-    ys, xs = ([min(max(round((i + 0.5) * length / n - MOSAIC_CROP / 2), 0), length - MOSAIC_CROP) for i in range(n)]
-              for length, n in ((height, max(1, round(per_side * height / longest))),
-                                (width, max(1, round(per_side * width / longest)))))
-    return np.concatenate([np.concatenate([pixels[y:y + MOSAIC_CROP, x:x + MOSAIC_CROP] for x in xs], 1)
-                           for y in ys], 0)
+
+    def starts(length: int) -> list[int]:
+        """Crops centred in the cells of an even grid along a side, as many as its share of the long side."""
+        n = max(1, round(per_side * length / longest))
+        return [min(max(round((i + 0.5) * length / n - MOSAIC_CROP / 2), 0), length - MOSAIC_CROP) for i in range(n)]
+
+    rows = [np.concatenate([pixels[y:y + MOSAIC_CROP, x:x + MOSAIC_CROP] for x in starts(width)], 1)
+            for y in starts(height)]
+    return np.concatenate(rows, 0)
 
 
 def stylize_tiled(
