@@ -373,6 +373,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.large_count < 1 or args.rounds < 1:
         parser.error("--large-count and --rounds must be at least 1")
+    if args.tile_sizes:
+        if not args.large:
+            parser.error("--tile-sizes needs --large")
+        from pydantic import ValidationError
+
+        from stylepipe.config import StylizeParams
+        try:
+            [StylizeParams(tile_size=side) for side in args.tile_sizes]
+        except ValidationError as e:
+            parser.error(f"--tile-sizes: {e.errors()[0]['msg']}")
+        args.tile_sizes = list(dict.fromkeys(args.tile_sizes))
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))

@@ -223,7 +223,7 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = DEFAUL
 
 
 class _NormStatistics(nn.Module):
-    """The network on a thumbnail, returning every norm's (scale, shift) as it records them."""
+    """The network on the statistics image, returning every norm's (scale, shift) as it records them."""
 
     def __init__(self, tiled: nn.Module):
         super().__init__()
@@ -257,7 +257,7 @@ def statistics_names(count: int) -> list[str]:
 def export_tile_graphs(model_dir: str | Path, statistics_path: str | Path, tiles_path: str | Path,
                        opset: int = DEFAULT_OPSET, direction: str = "") -> None:
     """The two graphs that run a large image in tiles on onnxruntime, as models/shared_stats.py
-    does in PyTorch: `statistics_path` takes the thumbnail (`image`) and gives every instance norm's
+    does in PyTorch: `statistics_path` takes the statistics image (`image`) and gives every instance norm's
     folded scale and shift (statistics_names); `tiles_path` takes the tiles (`image`) and those, and
     gives `stylized`. A network without instance norms needs no statistics: then only the tile
     graph is written. The tile graph is written last, so that it existing means both do."""

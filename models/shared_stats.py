@@ -2,7 +2,8 @@
 run in tiles (tasks/bulk/tiling.py) without each tile taking its own colour and contrast.
 
 As in "Thumbnail Instance Normalization" (Chen et al., AAAI 2022), every norm layer records its
-per-channel statistics once, on a thumbnail of the whole image, and then normalizes every tile
+per-channel statistics once, on a thumbnail of the whole image (or, for a much larger image, a
+mosaic of its own pixels: tasks/bulk/tiling.py statistics_image), and then normalizes every tile
 with them. The same modules serve PyTorch (tasks/bulk/runners.py) and the ONNX tile graphs
 (models/export.py export_tile_graphs), so the two runtimes tile alike.
 """
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 
 class SharedStatsNorm(nn.Module):
-    """An InstanceNorm2d that records its per-channel statistics on one input (the thumbnail) and
+    """An InstanceNorm2d that records its per-channel statistics on one input (the statistics image) and
     then normalizes every later input (the tiles) with them, as one multiply-add: the norm and its
     affine folded into `scale_shift` per channel, (1, C, 1, 1) each, in fp32."""
 
@@ -36,7 +37,7 @@ class SharedStatsNorm(nn.Module):
                 scale, shift = scale * weight, shift * weight + bias
             self.scale_shift = (scale, shift)
         if self.scale_shift is None:
-            raise RuntimeError("record the thumbnail's statistics before stylizing tiles")
+            raise RuntimeError("record the statistics before stylizing tiles")
         scale, shift = self.scale_shift
         return torch.addcmul(shift, xf, scale).to(x.dtype)
 

@@ -236,7 +236,8 @@ class StylizeParams(Section):
     # torch. Not measured on a CPU. Not part of the outputs' identity.
     compile: bool = False
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size
-    # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail.
+    # (memory stays bounded); instance-norm statistics come from a tile_above-sized thumbnail, or
+    # above 1.5x tile_above from a mosaic of the image's own pixels (tasks/bulk/tiling.py).
     tile_above: int = Field(default=2048, ge=64, le=MAX_TILE_SIDE)
     tile_size: int = Field(default=1280, ge=64, le=MAX_TILE_SIDE)
     tile_overlap: int = Field(default=64, ge=0)

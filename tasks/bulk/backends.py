@@ -9,9 +9,10 @@ part of an output's ledger identity; it is recorded in each row's lineage (the `
 by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) run on the
 backend their model runs on (torch-bf16's in fp32 PyTorch): on onnxruntime through two more graphs
-(models/export.py export_tile_graphs: one records the instance norms' statistics on the thumbnail,
-one runs the tiles with them; tasks/bulk/lean.py OnnxTiles), on PyTorch when those cannot be made. Only families models/export.py can export (johnson; pix2pix
-and cyclegan, one export per direction) have an ONNX backend; others run on PyTorch.
+(models/export.py export_tile_graphs: one records the instance norms' statistics on a thumbnail or
+a mosaic, one runs the tiles with them; tasks/bulk/lean.py OnnxTiles), on PyTorch when those cannot
+be made. Only families models/export.py can export (johnson; pix2pix and cyclegan, one export per
+direction) have an ONNX backend; others run on PyTorch.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ log = logging.getLogger("stylepipe.stylize")
 BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
-# A job whose first input is tiled calibrates on a crop of its thumbnail at most this side (a whole
-# 2048-px thumbnail would take seconds per run)
+# A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
+# whole 2048-px one would take seconds per run)
 CALIBRATION_SIDE = 512
 
 

@@ -180,14 +180,17 @@ class OnnxTiles:
     1056x1200 tile took about 14% less time (README, session 20)."""
 
     def __init__(self, statistics: Path, tiles: Path, threads: int, statistics_threads: int):
-        """statistics_threads: the statistics pass runs on the threads of every tile pass."""
-        import onnx
-
+        """statistics_threads: the statistics pass runs on the threads of every tile pass. Raises when
+        onnxruntime cannot load the graphs (the callers then tile on PyTorch)."""
         self.threads = threads
-        self.graph = onnx.load(str(tiles))
-        needs_statistics = len(self.graph.graph.input) > 1  # a network without instance norms has none
+        self.tiles = backends.SessionPerThread(tiles, threads)  # the graph as exported: statistics as inputs
+        needs_statistics = len(self.tiles.get_inputs()) > 1  # a network without instance norms has none
         self.statistics = backends.onnx_session(statistics, statistics_threads) if needs_statistics else None
-        self.tiles = None if needs_statistics else backends.SessionPerThread(tiles, threads)
+        self.graph = None
+        if needs_statistics:
+            import onnx
+
+            self.graph = onnx.load(str(tiles))
 
     def record(self, small: np.ndarray) -> dict[str, np.ndarray]:
         """The (H,W,3) uint8 statistics image -> the tile graph's statistics inputs, by name."""
@@ -214,12 +217,18 @@ class OnnxTiles:
 
     def runner(self, statistics: dict[str, np.ndarray], spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
         """tiling.stylize_tiled's `run`: (N,th,tw,3) uint8 tiles -> (N,th,tw,3) float in [0,1], finished."""
-        session = self.with_statistics(statistics) if statistics else self.tiles
+        session, feed = self.tiles, statistics
+        if statistics:
+            try:
+                session, feed = self.with_statistics(statistics), {}
+            except Exception as e:  # onnxruntime refusing the rewritten graph: the exported one runs
+                log.warning("tile statistics as inputs, the graph with them as constants failed: %s: %s",
+                            type(e).__name__, e)
 
         def run(tiles: np.ndarray) -> np.ndarray:
             x = to_float(tiles)
             h, w = x.shape[-2:]
-            y = session.run(None, {"image": pad_to_min_side(x)})[0][..., :h, :w]
+            y = session.run(None, {"image": pad_to_min_side(x), **feed})[0][..., :h, :w]
             return finish(y, x, spec).transpose(0, 2, 3, 1)
         return run
 

@@ -438,7 +438,7 @@ class RunStats:
     device: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason), first few
     # the model's share of the run: pass-seconds the model threads spent on batches (forward
-    # passes; for a large image also its thumbnail, padding and blending), against wall time x
+    # passes; for a large image also its statistics pass, padding and blending), against wall time x
     # passes at once; the rest is decode, encode and waiting
     network_seconds: float = 0.0
     pass_seconds: float = 0.0

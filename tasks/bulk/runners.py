@@ -304,7 +304,7 @@ class StyleModels:
 
     def _one_pass_threads(self) -> None:
         """This thread's passes on the engine's threads per pass. A thread takes torch's default
-        at its first operation, and that default is doubled while another thread's thumbnail pass
+        at its first operation, and that default is doubled while another thread's statistics pass
         runs (_on_every_pass): a thread started then would keep it. (get_num_threads is this
         thread's own count; setting it only when it differs keeps oneDNN's cache.)"""
         if torch.get_num_threads() != self.pass_threads:

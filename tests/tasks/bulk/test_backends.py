@@ -3,6 +3,7 @@ the same pixels as PyTorch within 1/255; `auto` times both on the first batch, k
 records it in each ledger row and remembers it for the next job."""
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +188,10 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     """Tiles run on the backend the model runs on: on onnxruntime through the tile graphs
     (models/export.py export_tile_graphs), within one level of PyTorch's tiles; once exported, the
     lean runner tiles without importing PyTorch, its tiles on every pass."""
+    from tasks.bulk import lean
     from tasks.bulk.lean import lean_models
     from tasks.bulk.runners import StyleModels
+    from tasks.bulk.tiling import statistics_image
 
     folder = tmp_path / "big"
     make_photos(folder, ["wide.png"], size=(300, 80))
@@ -216,7 +219,10 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     runner = lean_models(make_job(folder, tmp_path / "y", spec, backend="onnxruntime", parallel_batches=2, **settings))
     assert runner.needs_tiles(80, 300)
     wide = np.asarray(Image.open(folder / "wide.png").convert("RGB"))
+    sources = []
+    monkeypatch.setattr(lean, "statistics_image", lambda p, side: sources.append((p.shape, side)) or statistics_image(p, side))
     assert np.abs(runner.stylize_large(wide)[0].astype(int) - pixels(tmp_path / "lean/wide.png")).max() <= 1
+    assert sources == [((80, 300, 3), 128)]  # the statistics from tiling.statistics_image, at tile_above
     assert runner.tile_pool._max_workers == runner.parallel == 2  # its tiles run on every pass
 
 
@@ -252,6 +258,32 @@ def test_tile_sessions_take_the_statistics_as_constants_folded_into_the_convolut
     norms = len(statistics) // 2
     assert before.count("Mul") == norms
     assert after.count("Mul") == 0 and after.count("Add") == before.count("Add") - norms  # the residual adds stay
+
+    # passes of two threads each: a session per calling thread, all with this image's statistics
+    spec = ModelSpec(str(tiny_model))
+    expected = np.clip(fed, 0, 1).transpose(0, 2, 3, 1)
+    run = OnnxTiles(statistics_path, tiles_path, 2, 2).runner(statistics, spec)
+    tile = (x * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    with ThreadPoolExecutor(2) as pool:
+        for result in pool.map(run, [tile] * 4):
+            np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_tiles_keep_their_statistics_as_inputs_when_the_rewritten_graph_fails(tiny_model, monkeypatch, caplog):
+    from tasks.bulk.lean import OnnxTiles
+
+    sha = weights_sha256(str(tiny_model))
+    backends.OnnxNet(Path(tiny_model), sha, 1)
+    tiles = OnnxTiles(*backends.ensure_tile_graphs(Path(tiny_model), sha), 1, 1)
+    statistics = tiles.record(np.full((64, 64, 3), 128, np.uint8))
+    tile = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    expected = tiles.runner(statistics, ModelSpec(str(tiny_model)))(tile)
+
+    def refused(statistics):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : a graph it cannot load")
+    monkeypatch.setattr(tiles, "with_statistics", refused)
+    np.testing.assert_allclose(tiles.runner(statistics, ModelSpec(str(tiny_model)))(tile), expected, atol=1e-5)
+    assert "tile statistics as inputs, the graph with them as constants failed: RuntimeError" in caplog.text
 
 
 def test_an_auto_job_whose_first_input_is_tiled_chooses_on_it(tmp_path, tiny_model):
