@@ -24,7 +24,7 @@ from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
-from tasks.bulk.tiling import statistics_image, stylize_tiled
+from tasks.bulk.tiling import statistics_image, stylize_tiled, tile_count
 from tasks.data.images import MIN_SIDE
 
 log = logging.getLogger("stylepipe.stylize")
@@ -153,8 +153,9 @@ class LeanModels:
             return tiles.stylize_large(pixels)
         p = self.job.params
         small = statistics_image(pixels, p.tile_above)
-        return [stylize_tiled(pixels, t.runner(t.record(small), spec), tile=p.tile_size, overlap=p.tile_overlap,
-                              batch_size=self.batch_size, map_batches=pool.map if pool else map)
+        count = tile_count(*pixels.shape[:2], p.tile_size, p.tile_overlap)
+        return [stylize_tiled(pixels, t.runner(t.record(small), spec, count), tile=p.tile_size,
+                              overlap=p.tile_overlap, batch_size=self.batch_size, map_batches=pool.map if pool else map)
                 for t, spec in zip(tiles, self.specs)]
 
     def _torch_tiles(self):
@@ -174,10 +175,15 @@ class OnnxTiles:
     of crops), then each tile run with them, as models/shared_stats.py does in PyTorch. Torch-free;
     the tile runs may be called from several threads at once (onnxruntime sessions are thread-safe).
 
-    Each image's tiles run on a session of their own, made with that image's statistics written into
-    the tile graph as constants. onnxruntime then folds each norm's scale and shift into the
-    convolution before it and fuses the ReLU after it, which it cannot do with graph inputs: a
-    1056x1200 tile took about 14% less time (README, session 20)."""
+    An image of at least CONSTANTS_FROM_TILES tiles runs them on a session of its own, made with its
+    statistics written into the tile graph as constants. onnxruntime then folds each norm's scale and
+    shift into the convolution before it and fuses the ReLU after it, which it cannot do with graph
+    inputs: a 1056x1200 tile took about 14% less time. A new session costs 20-30 ms and its first runs
+    are slower, so an image of few tiles keeps the graph with inputs (README, session 20: 2400-px
+    images of 4 tiles about 5% slower with their own session, 4096 px of 16 tiles 4% faster, 8000 px
+    of 56 tiles 14-20% faster)."""
+
+    CONSTANTS_FROM_TILES = 16
 
     def __init__(self, statistics: Path, tiles: Path, threads: int, statistics_threads: int):
         """statistics_threads: the statistics pass runs on the threads of every tile pass. Raises when
@@ -215,10 +221,12 @@ class OnnxTiles:
                 node.input[0], node.input[1] = node.input[1], node.input[0]
         return backends.SessionPerThread(model.SerializeToString(), self.threads)
 
-    def runner(self, statistics: dict[str, np.ndarray], spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
-        """tiling.stylize_tiled's `run`: (N,th,tw,3) uint8 tiles -> (N,th,tw,3) float in [0,1], finished."""
+    def runner(self, statistics: dict[str, np.ndarray], spec: ModelSpec,
+               tiles: int) -> Callable[[np.ndarray], np.ndarray]:
+        """tiling.stylize_tiled's `run` for an image of `tiles` tiles: (N,th,tw,3) uint8 tiles ->
+        (N,th,tw,3) float in [0,1], finished."""
         session, feed = self.tiles, statistics
-        if statistics:
+        if statistics and tiles >= self.CONSTANTS_FROM_TILES:
             try:
                 session, feed = self.with_statistics(statistics), {}
             except Exception as e:  # onnxruntime refusing the rewritten graph: the exported one runs

@@ -40,7 +40,7 @@ from tasks.bulk import backends
 from models.shared_stats import set_recording, with_shared_stats
 from tasks.bulk.lean import CPU_BATCH, LUMA, OnnxTiles, cpu_passes
 from tasks.bulk.plan import ModelSpec, weights_sha256
-from tasks.bulk.tiling import statistics_image, stylize_tiled
+from tasks.bulk.tiling import statistics_image, stylize_tiled, tile_count
 from tasks.data.images import MIN_SIDE
 
 log = logging.getLogger("stylepipe.stylize")
@@ -443,19 +443,21 @@ class StyleModels:
         """Each model's tiles on the backend it runs on (specs: self.specs' models, maybe retouched)."""
         self._one_pass_threads()
         small = statistics_image(pixels, self.tile_above)
+        tiles = tile_count(*pixels.shape[:2], self.tile_size, self.tile_overlap)
         pool = self.tile_pool
         results = []
         for i, spec in enumerate(specs):
-            run = self._onnx_tile_run(i, small, spec) or self._torch_tile_run(i, small, spec)
+            run = self._onnx_tile_run(i, small, spec, tiles) or self._torch_tile_run(i, small, spec)
             batch_size = min(self.batch_size, images_per_pass(self.tile_size, self.tile_size))
             results.append(stylize_tiled(pixels, run, tile=self.tile_size, overlap=self.tile_overlap,
                                          batch_size=batch_size, map_batches=pool.map if pool else map))
         return results
 
-    def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
-        """Model i's tile run on onnxruntime, or None when it runs on PyTorch. An auto model not
-        chosen yet (the job's first input is large) chooses on a crop of the statistics image. Tile
-        graphs that cannot be exported or loaded leave this model's tiles on PyTorch, with a warning."""
+    def _onnx_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec, tiles: int):
+        """Model i's tile run on onnxruntime for an image of `tiles` tiles, or None when it runs on
+        PyTorch. An auto model not chosen yet (the job's first input is large) chooses on a crop of
+        the statistics image. Tile graphs that cannot be exported or loaded leave this model's tiles
+        on PyTorch, with a warning."""
         runtimes, chooser = self.runtimes[i], self.choosers[i]
         if "onnxruntime" not in runtimes:
             return None
@@ -465,18 +467,18 @@ class StyleModels:
         if chooser.chosen != "onnxruntime":
             return None
         with self.tiles_lock:
-            tiles = self.onnx_tiles[i]
-            if tiles is None:
+            onnx_tiles = self.onnx_tiles[i]
+            if onnx_tiles is None:
                 sha, direction = self.exports[i]
                 try:
                     graphs = backends.ensure_tile_graphs(Path(self.specs[i].path), sha, direction)
-                    tiles = OnnxTiles(*graphs, self.pass_threads, self.pass_threads * self.tile_passes)
+                    onnx_tiles = OnnxTiles(*graphs, self.pass_threads, self.pass_threads * self.tile_passes)
                 except Exception as e:  # (a full or read-only cache, an exporter's error)
                     log.warning("%s: tiles on torch, the ONNX tile graphs failed: %s: %s", self.specs[i].path,
                                 type(e).__name__, e)
-                    tiles = False
-                self.onnx_tiles[i] = tiles
-        return tiles.runner(tiles.record(small), spec) if tiles else None
+                    onnx_tiles = False
+                self.onnx_tiles[i] = onnx_tiles
+        return onnx_tiles.runner(onnx_tiles.record(small), spec, tiles) if onnx_tiles else None
 
     def _torch_tile_run(self, i: int, small: np.ndarray, spec: ModelSpec):
         if not hasattr(self.per_thread, "tiled_nets"):

@@ -84,6 +84,13 @@ def thumbnail(pixels: np.ndarray, long_side: int) -> np.ndarray:
     return np.array(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
 
 
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """How many tiles stylize_tiled cuts an image of this size into."""
+    rows = tile_layout(height + -height % STRIDE, tile, overlap)[1]
+    columns = tile_layout(width + -width % STRIDE, tile, overlap, multiple=ROW_MULTIPLE)[1]
+    return len(rows) * len(columns)
+
+
 def statistics_image(pixels: np.ndarray, side: int) -> np.ndarray:
     """What a large image's instance-norm statistics are recorded on, at most `side` px long: its
     thumbnail, or, for an image more than MOSAIC_ABOVE times larger, a mosaic of MOSAIC_CROP-px crops

@@ -194,7 +194,7 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     from tasks.bulk.tiling import statistics_image
 
     folder = tmp_path / "big"
-    make_photos(folder, ["wide.png"], size=(300, 80))
+    make_photos(folder, ["wide.png"], size=(600, 80))  # 2 x 14 tiles: their statistics as constants
     make_photos(folder, ["small.png"], size=(96, 64))
     settings = {"format": "png", "tile_above": 128, "tile_size": 64, "tile_overlap": 16}
     spec = ModelSpec(str(tiny_model), strength=0.8, preserve_colors=True)
@@ -217,12 +217,12 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     assert np.abs(pixels(outs["torch"] / "wide.png") - pixels(tmp_path / "lean/wide.png")).max() <= 1
 
     runner = lean_models(make_job(folder, tmp_path / "y", spec, backend="onnxruntime", parallel_batches=2, **settings))
-    assert runner.needs_tiles(80, 300)
+    assert runner.needs_tiles(80, 600)
     wide = np.asarray(Image.open(folder / "wide.png").convert("RGB"))
     sources = []
     monkeypatch.setattr(lean, "statistics_image", lambda p, side: sources.append((p.shape, side)) or statistics_image(p, side))
     assert np.abs(runner.stylize_large(wide)[0].astype(int) - pixels(tmp_path / "lean/wide.png")).max() <= 1
-    assert sources == [((80, 300, 3), 128)]  # the statistics from tiling.statistics_image, at tile_above
+    assert sources == [((80, 600, 3), 128)]  # the statistics from tiling.statistics_image, at tile_above
     assert runner.tile_pool._max_workers == runner.parallel == 2  # its tiles run on every pass
 
 
@@ -262,14 +262,17 @@ def test_tile_sessions_take_the_statistics_as_constants_folded_into_the_convolut
     # passes of two threads each: a session per calling thread, all with this image's statistics
     spec = ModelSpec(str(tiny_model))
     expected = np.clip(fed, 0, 1).transpose(0, 2, 3, 1)
-    run = OnnxTiles(statistics_path, tiles_path, 2, 2).runner(statistics, spec)
+    run = OnnxTiles(statistics_path, tiles_path, 2, 2).runner(statistics, spec, OnnxTiles.CONSTANTS_FROM_TILES)
     tile = (x * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
     with ThreadPoolExecutor(2) as pool:
         for result in pool.map(run, [tile] * 4):
             np.testing.assert_allclose(result, expected, atol=1e-5)
 
 
-def test_tiles_keep_their_statistics_as_inputs_when_the_rewritten_graph_fails(tiny_model, monkeypatch, caplog):
+def test_tiles_keep_their_statistics_as_inputs_when_few_or_when_the_rewritten_graph_fails(tiny_model, monkeypatch,
+                                                                                         caplog):
+    """An image of few tiles runs them on the exported graph, its statistics as inputs (a session of
+    its own would cost more than it saves); so does one whose rewritten graph onnxruntime refuses."""
     from tasks.bulk.lean import OnnxTiles
 
     sha = weights_sha256(str(tiny_model))
@@ -277,12 +280,20 @@ def test_tiles_keep_their_statistics_as_inputs_when_the_rewritten_graph_fails(ti
     tiles = OnnxTiles(*backends.ensure_tile_graphs(Path(tiny_model), sha), 1, 1)
     statistics = tiles.record(np.full((64, 64, 3), 128, np.uint8))
     tile = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-    expected = tiles.runner(statistics, ModelSpec(str(tiny_model)))(tile)
+    spec, few, many = ModelSpec(str(tiny_model)), OnnxTiles.CONSTANTS_FROM_TILES - 1, OnnxTiles.CONSTANTS_FROM_TILES
+    expected = tiles.runner(statistics, spec, few)(tile)
+    np.testing.assert_allclose(tiles.runner(statistics, spec, many)(tile), expected, atol=1e-5)
+
+    made = []
 
     def refused(statistics):
+        made.append(statistics)
         raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : a graph it cannot load")
     monkeypatch.setattr(tiles, "with_statistics", refused)
-    np.testing.assert_allclose(tiles.runner(statistics, ModelSpec(str(tiny_model)))(tile), expected, atol=1e-5)
+    np.testing.assert_allclose(tiles.runner(statistics, spec, few)(tile), expected, atol=1e-5)
+    assert made == [] and "graph with them as constants failed" not in caplog.text
+    np.testing.assert_allclose(tiles.runner(statistics, spec, many)(tile), expected, atol=1e-5)
+    assert len(made) == 1
     assert "tile statistics as inputs, the graph with them as constants failed: RuntimeError" in caplog.text
 
 
