@@ -291,13 +291,12 @@ def large_jobs(args, workdir: Path, images: Path) -> None:
     """--large: the per-pixel cost of SIDE x SIDE JPEGs (a job of one, a job of --large-count) against
     the --size images', per backend and per --tile-sizes, --rounds times interleaved (medians)."""
     from stylepipe.config import StylizeParams
-    from tasks.bulk.tiling import ROW_MULTIPLE, tile_layout
+    from tasks.bulk.tiling import tile_grid
 
     defaults = StylizeParams()
     tile_sizes = args.tile_sizes or [defaults.tile_size]
     for tile_size in tile_sizes:
-        th, ys = tile_layout(args.large, tile_size, defaults.tile_overlap)
-        tw, xs = tile_layout(args.large, tile_size, defaults.tile_overlap, multiple=ROW_MULTIPLE)
+        (th, ys), (tw, xs) = tile_grid(args.large, args.large, tile_size, defaults.tile_overlap)
         print(f"\n{args.large}x{args.large} in {len(xs)} x {len(ys)} tiles of {tw}x{th} (tile_size "
               f"{tile_size}, overlap {defaults.tile_overlap}): the overlap computes "
               f"{len(xs) * tw * len(ys) * th / args.large ** 2:.3f}x the image's pixels")

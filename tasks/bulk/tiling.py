@@ -84,11 +84,17 @@ def thumbnail(pixels: np.ndarray, long_side: int) -> np.ndarray:
     return np.array(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
 
 
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> tuple[tuple[int, list[int]], tuple[int, list[int]]]:
+    """stylize_tiled's tiles of an image of this size, padded to the stride: (tile height, row
+    starts), (tile width, column starts)."""
+    return (tile_layout(height + -height % STRIDE, tile, overlap),
+            tile_layout(width + -width % STRIDE, tile, overlap, multiple=ROW_MULTIPLE))
+
+
 def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
     """How many tiles stylize_tiled cuts an image of this size into."""
-    rows = tile_layout(height + -height % STRIDE, tile, overlap)[1]
-    columns = tile_layout(width + -width % STRIDE, tile, overlap, multiple=ROW_MULTIPLE)[1]
-    return len(rows) * len(columns)
+    (_, ys), (_, xs) = tile_grid(height, width, tile, overlap)
+    return len(ys) * len(xs)
 
 
 def statistics_image(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -130,8 +136,7 @@ def stylize_tiled(
     # grid of the whole image: a tile off the grid samples differently and shows as a seam.
     pixels = np.pad(pixels, ((0, -height % STRIDE), (0, -width % STRIDE), (0, 0)), mode="reflect")
     h, w = pixels.shape[:2]
-    th, ys = tile_layout(h, tile, overlap)
-    tw, xs = tile_layout(w, tile, overlap, multiple=ROW_MULTIPLE)
+    (th, ys), (tw, xs) = tile_grid(h, w, tile, overlap)
     # the fade keeps 3/8 of the overlap away from each tile edge, where padding shows
     wy, wx = blend_weights(ys, th, overlap // 4), blend_weights(xs, tw, overlap // 4)
 
