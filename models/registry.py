@@ -34,6 +34,11 @@ class FamilyInfo:
     def package(self) -> str:
         return f"models.{self.name}"
 
+    @property
+    def translates(self) -> bool:
+        """Runs in a direction between two domains (pix2pix, cyclegan)."""
+        return self.data in ("paired", "unpaired")
+
 
 FAMILIES: dict[str, FamilyInfo] = {f.name: f for f in (
     FamilyInfo("johnson", "image", "photos", True, "feed-forward style network for one painting (Johnson et al. 2016)"),

@@ -23,16 +23,12 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.images import Rejected, decode
+from tasks.bulk.png import write_png
 from tasks.bulk.remote import is_remote, upload
 from tasks.bulk.sources import Payload, ReadError, Seed, TooLarge, read_limited
 from tasks.data.reasons import reason
 
 SAVE_OPTIONS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
-# zlib level of PNG outputs: 1 (OpenCV's default too), not Pillow's 6. Measured on this project's
-# 2-core CPU: a 512-px photo 98 -> 27 ms (371 -> 409 KB), its stylized output 86 -> 23 ms (417 -> 461
-# KB), a 2560x1600 photo 1011 -> 252 ms (2.6 -> 3.3 MB). At 6 the encode of a 512-px output took as
-# long as the fast network's pass on it: PNG jobs were bound by their encoder. The pixels are the same.
-PNG_COMPRESS_LEVEL = 1
 MAX_PIXELS_SETTING = "stylize.max_pixels"  # what a too-large rejection names (the CLI: --max-pixels)
 
 
@@ -165,9 +161,7 @@ def encode_job(job: EncodeJob) -> Written | Failed:
         if job.encoded is not None:
             tmp.write_bytes(job.encoded)
         else:
-            options = {"compress_level": PNG_COMPRESS_LEVEL} if job.format == "png" else {"quality": job.quality}
-            pixels = job.pixels[..., 0] if job.pixels.shape[-1] == 1 else job.pixels  # grey
-            Image.fromarray(pixels).save(tmp, SAVE_OPTIONS[job.format], **options)
+            write_pixels(tmp, job.pixels, job.format, job.quality)
         size = tmp.stat().st_size
         if remote:  # one PUT of the finished file: the object appears complete or not at all
             upload(tmp, job.out_root, job.relpath, job.identity)
@@ -182,6 +176,18 @@ def encode_job(job: EncodeJob) -> Written | Failed:
             return Failed(job.key, reason("write-error", f"{type(e).__name__}: {e}"), job.model)
         return Failed(job.key, write_failure(e), job.model)
     return Written(job.key, job.model, size, time.perf_counter() - start)
+
+
+def write_pixels(path: Path, pixels: np.ndarray, format: str, quality: int) -> None:
+    """(H,W,3) RGB or (H,W,1) grey uint8 pixels -> an image file. PNG through tasks/bulk/png.py
+    (OpenCV's defaults too: zlib level 1 with its run-length strategy); at Pillow's compress_level 6 the
+    encode of a 512-px output had taken as long as the fast network's pass on it."""
+    if format == "png":
+        with open(path, "wb") as f:
+            write_png(f, pixels)
+    else:
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+            path, SAVE_OPTIONS[format], quality=quality)
 
 
 def write_failure(e: OSError | ValueError) -> str:

@@ -1,10 +1,11 @@
 """Image networks on onnxruntime without importing PyTorch: a small job's start-up.
 
 `import torch` costs 1-1.5 s on a quiet 2-core machine and 6-8 s on a busy one, more than
-stylizing one 512-px image. A job whose every model is an exported johnson network on the CPU, on
-backend `onnxruntime` (or `auto` that remembers choosing it), with its ONNX export already cached
-(the first job makes it, with PyTorch), runs here instead of runners.StyleModels: the same ONNX
-session, the same padding, colour preservation, strength and rounding, in numpy. An image large
+stylizing one 512-px image. A job whose every model is an exported johnson network (or every one a
+translation network, pix2pix or cyclegan, in its direction) on the CPU, on backend `onnxruntime`
+(or `auto` that remembers choosing it), with its ONNX export already cached (the first job makes it,
+with PyTorch), runs here instead of runners.StyleModels (TranslateModels): the same ONNX session,
+the same padding, colour preservation, strength and rounding, in numpy. An image large
 enough to need tiles runs on the network's two tile graphs (OnnxTiles); only the first such image
 of a model brings in PyTorch, to export them. A job with a texture scale
 (StylizeParams.texture_scale, work_size) takes the torch path.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import registry
 from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from tasks.bulk import backends
@@ -65,35 +67,44 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
     if params.device == "auto" and not surely_no_cuda():
         return None
     parallel, threads, batch = cpu_layout(params)
-    exports, hashes = [], []
+    exports, hashes, directions = [], [], []
     for spec in job.models:
-        if spec.gatys is not None or spec.adain is not None or spec.direction:
+        if spec.gatys is not None or spec.adain is not None:
             return None
         try:
             family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
-        except (OSError, ValueError, AttributeError):
+            translator = registry.info(family).translates
+        except (OSError, ValueError, KeyError, AttributeError):
             return None  # the torch path says what is wrong with it
-        if family != "johnson":  # translators run in a direction (TranslateModels): they keep the torch path
+        if family != "johnson" and not translator:
             return None
+        if spec.direction and not translator:
+            return None  # (the torch path's error)
+        direction = (spec.direction or "a2b") if translator else ""
         sha = weights_sha256(spec.path, hashed)
         if params.backend == "auto":
-            if backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch)).chosen != "onnxruntime":
+            if backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction)).chosen != "onnxruntime":
                 return None
-        path = backends.onnx_path(sha)
-        if not path.is_file():
+        path = backends.onnx_path(sha, direction)
+        if not path.is_file():  # (an export is only ever made of a direction the model has)
             return None
         exports.append(path)
         hashes.append(sha)
-    return LeanModels(job, exports, hashes, parallel, threads, batch)
+        directions.append(direction)
+    if len({bool(d) for d in directions}) > 1:  # translators beside style networks: the torch path's error
+        return None
+    return LeanModels(job, exports, hashes, directions, parallel, threads, batch)
 
 
 class LeanModels:
     """runners.StyleModels' interface for exported networks on onnxruntime, in numpy."""
 
-    def __init__(self, job: Job, exports: list[Path], hashes: list[str], parallel: int, threads: int,
-                 batch_size: int):
-        """hashes: the weights' sha256 per model (the tile graphs' names)."""
+    def __init__(self, job: Job, exports: list[Path], hashes: list[str], directions: list[str], parallel: int,
+                 threads: int, batch_size: int):
+        """hashes: the weights' sha256 per model (the tile graphs' names); directions: a translation
+        model's ("" for a style network)."""
         self.job, self.specs, self.exports, self.hashes = job, list(job.models), exports, hashes
+        self.directions = directions
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
         self.sessions = [backends.SessionPerThread(path, threads) for path in exports]
         # made for the first image that needs tiles (a StyleModels when the tile graphs failed)
@@ -102,7 +113,9 @@ class LeanModels:
         self.lock = threading.Lock()
 
     def describe(self, parallel: int = 1) -> str:
-        return f"cpu ({parallel} passes x {self.threads} threads, {', '.join(['onnxruntime'] * len(self.sessions))})"
+        """runners.StyleModels.describe's words (TranslateModels' for translators)."""
+        runtimes = f"cpu ({parallel} passes x {self.threads} threads, {', '.join(['onnxruntime'] * len(self.sessions))})"
+        return f"{runtimes}, translating {', '.join(self.directions)}" if any(self.directions) else runtimes
 
     def needs_tiles(self, height: int, width: int) -> bool:
         return max(height, width) > self.job.params.tile_above
@@ -141,8 +154,9 @@ class LeanModels:
         with self.lock:
             if self.tiles is None:
                 try:
-                    self.tiles = [OnnxTiles(*backends.ensure_tile_graphs(Path(spec.path), sha), self.threads,
-                                            self.threads * self.parallel) for spec, sha in zip(self.specs, self.hashes)]
+                    self.tiles = [OnnxTiles(*backends.ensure_tile_graphs(Path(spec.path), sha, direction), self.threads,
+                                            self.threads * self.parallel)
+                                  for spec, sha, direction in zip(self.specs, self.hashes, self.directions)]
                 except Exception as e:  # (a full or read-only cache, an exporter's error)
                     log.warning("tiles on torch, the ONNX tile graphs failed: %s: %s", type(e).__name__, e)
                     self.tiles = self._torch_tiles()
@@ -161,12 +175,13 @@ class LeanModels:
     def _torch_tiles(self):
         import torch
 
-        from tasks.bulk.runners import StyleModels, configure_parallelism
+        from tasks.bulk.runners import StyleModels, TranslateModels, configure_parallelism
 
         configure_parallelism(torch.device("cpu"), self.parallel, self.threads)
         p = self.job.params
-        return StyleModels(self.specs, torch.device("cpu"), tile_size=p.tile_size, tile_overlap=p.tile_overlap,
-                           tile_above=p.tile_above, batch_size=self.batch_size, parallel=self.parallel)
+        runner = TranslateModels if any(self.directions) else StyleModels
+        return runner(self.specs, torch.device("cpu"), tile_size=p.tile_size, tile_overlap=p.tile_overlap,
+                      tile_above=p.tile_above, batch_size=self.batch_size, parallel=self.parallel)
 
 
 class OnnxTiles:

@@ -696,7 +696,7 @@ def is_translator(spec: ModelSpec) -> bool:
         return False
     try:
         family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
-        return registry.info(family).data in ("paired", "unpaired")
+        return registry.info(family).translates
     except (OSError, ValueError, KeyError, AttributeError):
         return False
 

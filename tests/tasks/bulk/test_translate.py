@@ -3,7 +3,11 @@ engine; a second run resumes (skips what is done); the direction is part of what
 images are tiled; a wrong direction or model is refused with a message that says why."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from models import registry
 from models.family import TrainInputs
 from models.weights import load_model, save_model
 from stylepipe.cli import main
-from tests.tasks.bulk.test_support import encoded, output_files, photo
+from tests.tasks.bulk.test_support import encoded, ledger_rows, output_files, photo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -179,3 +183,19 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
     instance_norms = any(isinstance(m, torch.nn.InstanceNorm2d) for m in net.modules())
     assert made == {f"{r}.onnx", f"{r}-tiles.onnx"} | ({f"{r}-norm-statistics.onnx"} if instance_norms else set())
     assert instance_norms == (family == "cyclegan")
+
+    # Once exported, a later job runs on the lean runner (tasks/bulk/lean.py): in a fresh process,
+    # without importing PyTorch, in the same direction, writing what the torch backend writes.
+    lean = tmp_path / "lean"
+    args = ["translate", str(src), "--model", str(models[family]), "--direction", direction, "--backend",
+            "onnxruntime", "--out", str(lean), "--tile-above", "64", "--tile-size", "64", "--tile-overlap", "16",
+            "--workers", "0", "--quiet"]
+    code = f"import sys; from stylepipe.cli import main; rc = main({args!r}); print(rc, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[3], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout + done.stderr[-2000:]
+    assert output_files(lean) == names
+    assert max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
+                          - np.asarray(Image.open(lean / n), np.int16)).max()) for n in names) <= 1
+    assert all(row["device"].endswith(f"onnxruntime), translating {direction}")
+               for row in ledger_rows(lean / ".stylepipe/ledger.sqlite"))
