@@ -6,7 +6,8 @@ can take as it is (passthrough_jpeg) is still decoded here, to refuse it exactly
 refused (nvJPEG decodes a corrupt JPEG to garbage without an error), but its bytes go back instead
 of its pixels; with JPEG outputs the results come back encoded: no pixels cross the workers' pipes.
 
-This module must stay free of torch: worker processes import it, and nothing else of the engine.
+This module must stay free of torch: worker processes import it (and the PNG writer, png.py), and
+nothing else of the engine.
 """
 from __future__ import annotations
 

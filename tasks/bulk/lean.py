@@ -72,8 +72,10 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
         if spec.gatys is not None or spec.adain is not None:
             return None
         try:
-            family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
+            sidecar = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8"))
+            family = sidecar.get("family", "johnson")
             translator = registry.info(family).translates
+            has_directions = sidecar.get("directions") or ["a2b"]
         except (OSError, ValueError, KeyError, AttributeError):
             return None  # the torch path says what is wrong with it
         if family != "johnson" and not translator:
@@ -81,6 +83,8 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
         if spec.direction and not translator:
             return None  # (the torch path's error)
         direction = (spec.direction or "a2b") if translator else ""
+        if translator and direction not in has_directions:
+            return None  # (the torch path's error)
         sha = weights_sha256(spec.path, hashed)
         if params.backend == "auto":
             if backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction)).chosen != "onnxruntime":
@@ -107,7 +111,8 @@ class LeanModels:
         self.directions = directions
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
         self.sessions = [backends.SessionPerThread(path, threads) for path in exports]
-        # made for the first image that needs tiles (a StyleModels when the tile graphs failed)
+        # made for the first image that needs tiles (a StyleModels or TranslateModels when the tile
+        # graphs failed)
         self.tiles: list[OnnxTiles] | object | None = None
         self.tile_pool: ThreadPoolExecutor | None = None
         self.lock = threading.Lock()
@@ -149,7 +154,8 @@ class LeanModels:
 
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
         """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result.
-        Tile graphs that cannot be exported or loaded send the tiles to PyTorch (runners.StyleModels),
+        Tile graphs that cannot be exported or loaded send the tiles to PyTorch (runners.StyleModels or
+        TranslateModels),
         with a warning."""
         with self.lock:
             if self.tiles is None:

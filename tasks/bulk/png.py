@@ -21,39 +21,41 @@ import numpy as np
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPES = {1: 0, 3: 2}  # samples per pixel -> IHDR colour type: greyscale, truecolour
 UP = 2                       # the filter type byte that starts each row
-BAND_ROWS = 256              # rows filtered and deflated at a time: a large image is not copied whole
-IDAT_BYTES = 1 << 20         # compressed bytes per IDAT chunk (a PNG may split its data over many)
+BAND_BYTES = 4 << 20         # rows filtered and deflated at a time (one at least): nothing is copied whole
+IDAT_BYTES = 1 << 20         # compressed bytes per IDAT chunk, at most (a PNG may split its data over many)
 
 
 def write_png(file: BinaryIO, pixels: np.ndarray) -> None:
-    """(H,W,3) RGB, (H,W,1) or (H,W) grey uint8 pixels -> a PNG file (8 bits per sample, not
-    interlaced). ValueError for anything else."""
+    """(H,W,3) RGB, (H,W,1) or (H,W) grey uint8 pixels, contiguous or not -> a PNG file (8 bits per
+    sample, not interlaced). ValueError for anything else."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in COLOUR_TYPES or 0 in pixels.shape:
         raise ValueError(f"PNG writer: no {pixels.dtype} pixels of shape {pixels.shape}")
     height, width, channels = pixels.shape
-    flat = np.ascontiguousarray(pixels).reshape(height, width * channels)
+    band_rows = max(1, BAND_BYTES // (1 + width * channels))
     file.write(SIGNATURE)
     _chunk(file, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0))
     deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    rows = np.empty((min(BAND_ROWS, height), 1 + flat.shape[1]), np.uint8)
+    rows = np.empty((min(band_rows, height), 1 + width * channels), np.uint8)
     rows[:, 0] = UP
     pending = bytearray()
-    for top in range(0, height, BAND_ROWS):
-        band = flat[top:top + BAND_ROWS]
-        out = rows[:len(band)]
+    for top in range(0, height, band_rows):
+        band = pixels[top:top + band_rows]
+        filtered = np.reshape(rows[:len(band), 1:], band.shape, copy=False)  # each row after its filter byte
         if top == 0:  # the first row's "above" is zeros
-            out[0, 1:] = band[0]
-            np.subtract(band[1:], band[:-1], out=out[1:, 1:])
+            filtered[0] = band[0]
+            np.subtract(band[1:], band[:-1], out=filtered[1:])
         else:
-            np.subtract(band, flat[top - 1:top - 1 + len(band)], out=out[:, 1:])
-        pending += deflate.compress(out.data)
-        if len(pending) >= IDAT_BYTES:
-            _chunk(file, b"IDAT", bytes(pending))
-            pending.clear()
+            np.subtract(band, pixels[top - 1:top - 1 + len(band)], out=filtered)
+        pending += deflate.compress(rows[:len(band)].data)
+        while len(pending) >= IDAT_BYTES:
+            _chunk(file, b"IDAT", bytes(pending[:IDAT_BYTES]))
+            del pending[:IDAT_BYTES]
     pending += deflate.flush()
-    _chunk(file, b"IDAT", bytes(pending))
+    while pending:
+        _chunk(file, b"IDAT", bytes(pending[:IDAT_BYTES]))
+        del pending[:IDAT_BYTES]
     _chunk(file, b"IEND", b"")
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import registry
 from models.gan import set_truncation
 from models.weights import load_model
 from stylepipe.config import DEFAULT_MAX_PIXELS
@@ -65,7 +66,6 @@ CUDA_PASSES = 2
 # way; README, session 19; the wait for the legacy stream came after, from a review, not run on a
 # GPU). A switch for benchmarks/bench_gpu.py's comparison.
 CUDA_STREAM_PER_PASS = True
-TRANSLATION_FAMILIES = ("pix2pix", "cyclegan")  # run in a direction (TranslateModels)
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
 # most this many pixels (the input cap's default): it is held whole, in float32.
 MAX_NETWORK_PIXELS = DEFAULT_MAX_PIXELS
@@ -212,7 +212,7 @@ class StyleModels:
             if compile and wanted == "auto":  # compile is torch's: nothing to time, nothing to remember
                 wanted = "torch"
             # a translation model's export is one direction's generator
-            direction = (spec.direction or "a2b") if family in TRANSLATION_FAMILIES else ""
+            direction = (spec.direction or "a2b") if registry.info(family).translates else ""
             if wanted in ("torch", "torch-bf16"):
                 chooser = backends.Chooser(wanted, [])
                 self.exports.append(None)
@@ -677,8 +677,6 @@ class SampleModels:
 
 
 def is_sampler(spec: ModelSpec) -> bool:
-    from models import registry
-
     if spec.gatys is not None:
         return False
     sidecar = Path(spec.path) / "model.json"
@@ -690,8 +688,6 @@ def is_sampler(spec: ModelSpec) -> bool:
 
 
 def is_translator(spec: ModelSpec) -> bool:
-    from models import registry
-
     if spec.gatys is not None:
         return False
     try:

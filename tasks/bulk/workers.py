@@ -74,7 +74,8 @@ def make_pool(workers: int) -> Executor:
         return InlineExecutor()
     reason = _why_no_processes()
     if reason:
-        # Pillow releases the GIL while it decodes, resizes and encodes: threads still overlap.
+        # Pillow releases the GIL while it decodes, resizes and encodes, and zlib and numpy while
+        # they write a PNG (png.py): threads still overlap.
         log.info("%s: decode/encode in %d threads instead of processes", reason, workers)
         return ThreadPoolExecutor(workers, thread_name_prefix="stylize-io")
     # forkserver, not fork: this process runs torch's thread pools and maybe Prefect's event loop;

@@ -44,25 +44,38 @@ def test_pixels_read_back_exactly(shape):
     assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and set(kinds[1:-1]) == {b"IDAT"}
 
 
+def row_filters(data: bytes, height: int) -> list[int]:
+    """The filter type byte of each row, from the inflated IDAT data."""
+    stream = zlib.decompress(b"".join(body for kind, body in chunks(data) if kind == b"IDAT"))
+    row = len(stream) // height
+    assert row * height == len(stream)
+    return list(stream[::row])
+
+
 def test_a_large_image_is_written_in_bands_and_several_idat_chunks(monkeypatch):
-    monkeypatch.setattr(png, "BAND_ROWS", 16)
+    monkeypatch.setattr(png, "BAND_BYTES", 1000)  # a row of 300 RGB pixels at a time
     monkeypatch.setattr(png, "IDAT_BYTES", 4096)
     pixels = np.random.default_rng(1).integers(0, 256, (400, 300, 3), dtype=np.uint8)
     pixels[40:170] = 7  # a flat band across band boundaries
     data = written(pixels)
-    assert sum(kind == b"IDAT" for kind, _ in chunks(data)) > 3
+    idat = [body for kind, body in chunks(data) if kind == b"IDAT"]
+    assert len(idat) > 3 and max(map(len, idat)) <= 4096
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
+    assert row_filters(data, 400) == [png.UP] * 400
 
 
-def test_smooth_and_flat_images_compress():
-    """The Up filter turns a vertical gradient's rows into zeros and run-length deflate packs them:
-    written without filter or compression, 512x512 RGB is 786 KB."""
-    gradient = np.repeat(np.linspace(0, 255, 512, dtype=np.uint8)[:, None, None], 512, axis=1).repeat(3, axis=2)
-    assert len(written(gradient)) < 8_000
+def test_rows_repeated_down_the_image_compress_to_almost_nothing():
+    """The Up filter turns a row repeated downwards into zeros, which run-length deflate packs:
+    without the filter, a random row repeated is incompressible to zlib's run-length strategy
+    (512x512 RGB is 786 KB raw)."""
+    row = np.random.default_rng(3).integers(0, 256, (1, 512, 3), dtype=np.uint8)
+    data = written(np.repeat(row, 512, axis=0))
+    assert len(data) < 8_000
+    assert row_filters(data, 512) == [png.UP] * 512
     assert len(written(np.full((512, 512, 3), 200, np.uint8))) < 4_000
 
 
-def test_a_contiguous_copy_is_made_of_a_strided_view():
+def test_a_strided_view_is_written_as_it_looks():
     pixels = np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8)
     view = pixels[::2, ::3]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(written(view)))), view)

@@ -3,6 +3,7 @@ engine; a second run resumes (skips what is done); the direction is part of what
 images are tiled; a wrong direction or model is refused with a message that says why."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,10 @@ from models import registry
 from models.family import TrainInputs
 from models.weights import load_model, save_model
 from stylepipe.cli import main
-from tests.tasks.bulk.test_support import encoded, ledger_rows, output_files, photo
+from tasks.bulk.engine import stylize
+from tasks.bulk.lean import LeanModels, lean_models
+from tasks.bulk.plan import ModelSpec
+from tests.tasks.bulk.test_support import encoded, ledger_rows, make_job, output_files, photo, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -134,7 +138,7 @@ def test_infer_stage_translates_the_held_out_input_domain(tmp_path, models, monk
 
 
 @pytest.mark.parametrize("family,direction", [("pix2pix", "a2b"), ("cyclegan", "a2b"), ("cyclegan", "b2a")])
-def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, direction, tmp_path, monkeypatch):
+def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, direction, tmp_path, monkeypatch, tiny_model):
     """A translation model exports one direction's generator (models/export.py); onnxruntime gives
     PyTorch's translation at sides that are not multiples of its stride, and a bulk job on
     --backend onnxruntime writes what the torch backend writes, within 1/255."""
@@ -197,5 +201,17 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
     assert output_files(lean) == names
     assert max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
                           - np.asarray(Image.open(lean / n), np.int16)).max()) for n in names) <= 1
-    assert all(row["device"].endswith(f"onnxruntime), translating {direction}")
-               for row in ledger_rows(lean / ".stylepipe/ledger.sqlite"))
+    rows = ledger_rows(lean / ".stylepipe/ledger.sqlite")
+    assert len(rows) == 4 and all(row["device"].endswith(f"onnxruntime), translating {direction}") for row in rows)
+
+    # auto takes the lean runner once it remembers choosing onnxruntime for this model and direction;
+    # a job of a translator and a style network never does (the torch path refuses it)
+    spec = ModelSpec(str(models[family]), direction=direction)
+    auto = make_job(src, tmp_path / "auto", spec, backend="auto")
+    assert lean_models(auto) is None
+    assert stylize(auto, progress=False).done == 4
+    chosen = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
+    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] == "onnxruntime")
+    stylize(make_job(src, tmp_path / "style", tiny_model, backend="onnxruntime"), progress=False)  # its export
+    assert lean_models(make_job(src, tmp_path / "style-again", tiny_model, backend="onnxruntime")) is not None
+    assert lean_models(make_job(src, tmp_path / "mixed", spec, tiny_model, backend="onnxruntime")) is None
