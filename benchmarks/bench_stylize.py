@@ -187,7 +187,7 @@ def end_to_end(model_dir: Path, source: Path, out: Path, batch_size: int, worker
     summary = stylize(job, progress=False)
     seconds = time.perf_counter() - start
     assert summary.done == summary.outputs and summary.failed == 0, list(summary.lines())
-    print(f"    ({backend} end to end: the network busy {summary.run.network_busy:.0%} of the time)")
+    print(f"    ({backend} end to end, on {summary.run.device}: the network busy {summary.run.network_busy:.0%} of the time)")
     return summary.outputs / seconds, seconds / summary.outputs
 
 
