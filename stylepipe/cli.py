@@ -215,7 +215,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         info = registry.info(sidecar.get("family", "johnson"))
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
-    if info.data not in ("paired", "unpaired"):
+    if not info.translates:
         raise ConfigError(f"{model}: a {info.name} model, not a translation model (pix2pix, cyclegan)")
     directions = sidecar.get("directions") or ["a2b"]
     if args.direction not in directions:

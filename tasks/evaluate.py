@@ -375,9 +375,6 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
             "net": net, "real": real}
 
 
-TRANSLATION_DATA = ("paired", "unpaired")
-
-
 def evaluate_translator(name: str, m, ev: EvaluateParams, paths: Paths, device: torch.device, extractor) -> dict:
     """Paired scores against the identity baseline, distances to the target domain, cycle error and
     an input | output | target grid of one translation model (tasks/evaluation/translation.py).
@@ -485,7 +482,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     style_models = {name: m for name, m in params.models.items() if m.family in STYLE_FAMILIES}
     for name, m in params.models.items():
         if (name not in style_models and m.family != "adain" and registry.info(m.family).runner != "sample"
-                and registry.info(m.family).data not in TRANSLATION_DATA):
+                and not registry.info(m.family).translates):
             log.info("model %s (%s): nothing to evaluate (no trained network)", name, m.family)
     tools, lpips = build_tools(ev, paths)
     log.info("evaluating %d style model(s) at %d px, %s", len(style_models), ev.image_size,
@@ -502,7 +499,7 @@ def evaluate(params: Params, paths: Paths = Paths()) -> dict:
     generators = {name: evaluate_generator(name, m.family, ev, paths, tools.device, reals, extractor,
                                            getattr(m.infer, "truncation", None))
                   for name, m in samplers.items()}
-    translators = {name: m for name, m in params.models.items() if registry.info(m.family).data in TRANSLATION_DATA}
+    translators = {name: m for name, m in params.models.items() if registry.info(m.family).translates}
     if translators and extractor is None:
         extractor = distributions.effnet_extractor(tools.device)
 

@@ -53,7 +53,7 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
         spec = ModelSpec(str(model_dir), label=model, truncation=ip.truncation)
         return Job(source, out, (spec,), untextured.model_copy(update={"format": "png"}), ledger)
     val_dir = root / PROCESSED_DIR / entry.dataset / "val"
-    if info.data in ("paired", "unpaired"):  # translation: the held-out images of the input domain, as PNG
+    if info.translates:  # translation: the held-out images of the input domain, as PNG
         direction = entry.infer.direction
         val_dir = val_dir / ("A" if direction == "a2b" else "B")
         if not val_dir.is_dir():

@@ -155,8 +155,7 @@ class LeanModels:
     def stylize_large(self, pixels: np.ndarray) -> list[np.ndarray]:
         """One (H,W,3) uint8 image above tile_above -> for each model, its (H,W,3) uint8 result.
         Tile graphs that cannot be exported or loaded send the tiles to PyTorch (runners.StyleModels or
-        TranslateModels),
-        with a warning."""
+        TranslateModels), with a warning."""
         with self.lock:
             if self.tiles is None:
                 try:
