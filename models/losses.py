@@ -33,19 +33,37 @@ def sliced_wasserstein(features: Tensor, target: Tensor, directions: int = 32, s
     c = features.shape[1]
     with torch.autocast(features.device.type, enabled=False):  # sorted bf16 values would be mostly rounding
         features, target = features.float(), target.float()
-        dirs = torch.randn(c, min(c, directions), device=features.device)  # pixels (c = 3): 3 directions
-        dirs = dirs / dirs.norm(dim=0, keepdim=True)
+        dirs = unit_directions(c, directions, features.device)
 
         def sorted_projections(f: Tensor) -> Tensor:
             f = f.flatten(2)
             if f.shape[-1] > samples:
                 f = f[:, :, torch.randperm(f.shape[-1], device=f.device)[:samples]]
-            return (f.transpose(1, 2) @ dirs).sort(dim=1).values                     # (N, positions, D)
+            return sorted_projections_on(f, dirs)
 
         out, ref = sorted_projections(features), sorted_projections(target)
-        if ref.shape[1] != out.shape[1]:  # quantiles of the target at the output's sample count
-            ref = F.interpolate(ref.transpose(1, 2), size=out.shape[1], mode="nearest").transpose(1, 2)
-        return ((out - ref) ** 2).mean()
+        return ((out - quantiles_at(ref, out.shape[1])) ** 2).mean()
+
+
+def unit_directions(channels: int, directions: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> Tensor:
+    """(channels, min(channels, directions)) random unit vectors: sliced_wasserstein's projections.
+    A seeded generator gives the same ones every time (Gatys' palette term: L-BFGS needs one objective)."""
+    dirs = torch.randn(channels, min(channels, directions), device=device, generator=generator)  # pixels: 3
+    return dirs / dirs.norm(dim=0, keepdim=True)
+
+
+def sorted_projections_on(features: Tensor, dirs: Tensor) -> Tensor:
+    """(N,C,H,W) or (N,C,positions) features projected on (C,D) directions, each projection sorted:
+    (N, positions, D)."""
+    return (features.flatten(2).transpose(1, 2) @ dirs).sort(dim=1).values
+
+
+def quantiles_at(sorted_values: Tensor, count: int) -> Tensor:
+    """(N, n, D) sorted values -> (N, count, D): the same distribution at another sample count."""
+    if sorted_values.shape[1] == count:
+        return sorted_values
+    return F.interpolate(sorted_values.transpose(1, 2), size=count, mode="nearest").transpose(1, 2)
 
 
 # Per layer, what the style loss compares: for "swd" the painting's features themselves.

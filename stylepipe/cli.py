@@ -315,7 +315,8 @@ def cmd_gatys(args: argparse.Namespace) -> int:
             raise StageError(f"--size {args.size} differs from the last --coarse-to-fine size {sizes[-1]}")
         config = GatysConfig(sizes=sizes, steps=args.steps, optimizer=args.optimizer, lr=args.lr,
                              content_weight=args.content_weight, style_weight=args.style_weight,
-                             tv_weight=args.tv_weight, encoder=args.encoder, style_scale=args.style_scale,
+                             tv_weight=args.tv_weight, palette_weight=args.palette_weight,
+                             encoder=args.encoder, style_scale=args.style_scale,
                              init=args.init, seed=args.seed)
         run_gatys(args.content, args.style, args.out, config, device=args.device)
     except StageError as e:
@@ -630,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     gatys.add_argument("--content-weight", type=float, default=1.0, help="default 1")
     gatys.add_argument("--style-weight", type=float, default=100.0, help="default 100")
     gatys.add_argument("--tv-weight", type=float, default=20.0, help="total variation: smoothness (default 20)")
+    gatys.add_argument("--palette-weight", type=float, default=1.0,
+                       help="the painting's colours, as part of the style loss; 0: none (default 1)")
     gatys.add_argument("--style-scale", type=float, default=1.0,
                        help="painting's long side relative to the output's: larger, larger strokes (default 1)")
     gatys.add_argument("--encoder", choices=["efficientnet_lite0", "vgg16", "vgg19"], default="efficientnet_lite0",

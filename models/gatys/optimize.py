@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.encoders import ENCODERS, Encoder, build_encoder, check_layers, default_layers
-from models.losses import content_loss, gram_matrix, style_loss, total_variation
+from models.losses import (content_loss, gram_matrix, quantiles_at, sorted_projections_on, style_loss,
+                           total_variation, unit_directions)
 from stylepipe.devices import pick_device
 from stylepipe.errors import StageError
 
@@ -56,6 +57,9 @@ class GatysConfig:
     content_weight: float = 1.0
     style_weight: float = 100.0
     tv_weight: float = 20.0
+    # > 0: the pixels' colour distribution is matched to the painting's too (sliced Wasserstein in
+    # RGB, as feed-forward training's palette term); added to the style loss before style_weight
+    palette_weight: float = 1.0
     encoder: str = "efficientnet_lite0"
     style_layers: tuple[str, ...] = ()    # () : the encoder's default style layers
     content_layers: tuple[str, ...] = ()  # () : CONTENT_LAYERS[encoder]
@@ -82,7 +86,7 @@ class GatysConfig:
             raise StageError(f"init {self.init!r}; expected one of {', '.join(INITS)}")
         if self.encoder not in ENCODERS:
             raise StageError(f"encoder {self.encoder!r}; expected one of {', '.join(ENCODERS)}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "palette_weight"):
             if not getattr(self, name) >= 0:
                 raise StageError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.lr is not None and not self.lr > 0:
@@ -138,12 +142,28 @@ class Objective:
             self.content_feats = {n: feats[n] for n in self.content_layers}
             feats = encoder(style)
             self.style_stats = {n: gram_matrix(feats[n]) for n in self.style_layers}
+            if config.palette_weight:
+                # fixed directions (L-BFGS needs one objective), every pixel; the painting's side once
+                seeded = torch.Generator(style.device).manual_seed(config.seed)
+                self.directions = unit_directions(3, 3, style.device, seeded)
+                painting = sorted_projections_on(style, self.directions)
+                self.palette = quantiles_at(painting, content.shape[2] * content.shape[3])
+                self.palette_scale = (style**2).mean()
+
+    def palette_distance(self, image: Tensor) -> Tensor:
+        """Squared sliced Wasserstein distance of the image's pixels to the painting's, over the
+        painting's mean square (as feed-forward training's palette term, models/losses.py)."""
+        out = sorted_projections_on(image, self.directions)
+        return ((out - quantiles_at(self.palette, out.shape[1])) ** 2).mean() / self.palette_scale
 
     def __call__(self, image: Tensor) -> dict[str, Tensor]:
         c = self.config
         feats = self.encoder(image)
         content = c.content_weight * content_loss(feats, self.content_feats, self.content_layers)
-        style = c.style_weight * style_loss(feats, self.style_stats, self.style_layers)
+        style = style_loss(feats, self.style_stats, self.style_layers)
+        if c.palette_weight:
+            style = style + c.palette_weight * self.palette_distance(image)
+        style = c.style_weight * style
         tv = c.tv_weight * total_variation(image)
         return {"total": content + style + tv, "content": content, "style": style, "tv": tv}
 

@@ -24,6 +24,7 @@ class InferParams(Section):
     content_weight: float = Field(default=1.0, ge=0)
     style_weight: float = Field(default=100.0, ge=0)
     tv_weight: float = Field(default=20.0, ge=0)
+    palette_weight: float = Field(default=1.0, ge=0)   # the painting's colours (optimize.py's GatysConfig)
     encoder: Literal["efficientnet_lite0", "vgg16", "vgg19"] = "efficientnet_lite0"
     style_scale: float = Field(default=1.0, gt=0)
     init: Literal["content", "noise"] = "content"
