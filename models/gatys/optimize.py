@@ -144,11 +144,12 @@ class Objective:
             self.style_stats = {n: gram_matrix(feats[n]) for n in self.style_layers}
             if config.palette_weight:
                 # fixed directions (L-BFGS needs one objective), every pixel; the painting's side once
-                seeded = torch.Generator(style.device).manual_seed(config.seed)
-                self.directions = unit_directions(3, 3, style.device, seeded)
+                # drawn on the CPU: the same directions for a seed on any device
+                seeded = torch.Generator().manual_seed(config.seed)
+                self.directions = unit_directions(3, 3, generator=seeded).to(style.device)
                 painting = sorted_projections_on(style, self.directions)
                 self.palette = quantiles_at(painting, content.shape[2] * content.shape[3])
-                self.palette_scale = (style**2).mean()
+                self.palette_scale = (style**2).mean().clamp_min(1e-12)  # a black painting
 
     def palette_distance(self, image: Tensor) -> Tensor:
         """Squared sliced Wasserstein distance of the image's pixels to the painting's, over the

@@ -103,7 +103,7 @@ def test_palette_term_pulls_the_colours_to_the_paintings_and_is_deterministic(co
     with_palette = run(content, style, encoder, palette_weight=1.0, steps=25).image
     with torch.no_grad():  # the colour gap, measured along other directions (seed 1) than the runs' (0)
         gap_without, gap_with = objective.palette_distance(without), objective.palette_distance(with_palette)
-        assert gap_with < 0.85 * gap_without  # measured 0.80 (0.087 against 0.109; the photo 0.138)
+        assert gap_with < 0.9 * gap_without  # measured 0.80 (0.087 against 0.109; the photo 0.138)
 
         first, second = objective(photo48)["style"], objective(photo48)["style"]
         no_palette = Objective(encoder, photo48, resize(style[None], (48, 48)),
