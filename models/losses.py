@@ -148,7 +148,10 @@ class PerceptualLoss(nn.Module):
         c = self.content_weight * content_loss(out_feats, content_feats, self.content_layers)
         s = style_loss(out_feats, self.target_stats, self.style_layers, self.statistic)
         if self.palette_weight:
-            s = s + self.palette_weight * sliced_wasserstein(output.float(), self.palette) / (self.palette**2).mean().clamp_min(1e-12)
+            # relative to the painting's own energy, so the term's weight is the same for dark and bright
+            # paintings; the floor keeps an all-black painting from dividing by zero
+            palette_energy = (self.palette**2).mean().clamp_min(1e-12)
+            s = s + self.palette_weight * sliced_wasserstein(output.float(), self.palette) / palette_energy
         s = self.style_weight * s
         tv = self.tv_weight * total_variation(output.float())
         return {"total": c + s + tv, "content": c, "style": s, "tv": tv}
