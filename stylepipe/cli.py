@@ -407,7 +407,10 @@ EXPERIMENT_DROP = (r"(?:Created|.*/.*|sources|.*\.floor_.*|.*\.gate_(?!passed).*
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    cmd = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", EXPERIMENT_DROP, *args.dvc_args]
+    from stylepipe.stage import dvc_command
+
+    # this interpreter's dvc, so the command works without the environment on PATH
+    cmd = dvc_command("exp", "show", "--no-pager", "--only-changed", "--drop", EXPERIMENT_DROP, *args.dvc_args)
     return subprocess.call(cmd, cwd=_repo_root(args.repo))
 
 

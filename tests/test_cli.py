@@ -102,3 +102,13 @@ def test_experiments_view_drops_dependency_hashes_floors_and_gate_checks():
     assert [c for c in kept if re.match(EXPERIMENT_DROP, c)] == []
     args = build_parser().parse_args(["experiments", "--repo", "."])
     assert args.func.__name__ == "cmd_experiments"
+
+
+def test_experiments_runs_this_interpreters_dvc_without_it_on_path(monkeypatch, tmp_path):
+    import stylepipe.cli as cli
+
+    calls = []
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dvc, no venv
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
+    assert main(["experiments", "--repo", "."]) == 0
+    assert calls[0][:5] == [sys.executable, "-m", "dvc", "exp", "show"]

@@ -7,8 +7,9 @@ training run), a real `prefect worker start` executes it to Completed, and the f
 runs and its artifacts are read back with Prefect's own list commands (which fastapi 0.151-0.154
 broke: HTTP 422 on every `ls`).
 
-PostgreSQL comes from Debian's `postgresql` package (`make setup` installs it when run as root); without
-it the test skips and says so. Everything listens on 127.0.0.1, each process is stopped at the end.
+PostgreSQL comes from Debian's `postgresql` package (`make test` installs it, through the Makefile's
+`postgres` target, when run as root); without it the test skips and says so. Everything listens on
+127.0.0.1, each process is stopped at the end.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class Postgres:
     def __init__(self):
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
-            pytest.skip("PostgreSQL not installed (Debian's `postgresql`; `make setup` installs it when "
+            pytest.skip("PostgreSQL not installed (Debian's `postgresql`; `make test` installs it when "
                         "run as root): the server + worker test is skipped")
         self.bin = Path(found[-1]).parent
         self.port = free_port()
