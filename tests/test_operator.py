@@ -14,7 +14,6 @@ PostgreSQL comes from Debian's `postgresql` package (`make test` installs it, th
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shutil
