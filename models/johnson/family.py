@@ -31,6 +31,7 @@ class JohnsonTrainer(Trainer):
         self.tp = tp
         self.upsample = tp.upsample or DEFAULT_UPSAMPLE[tp.network]
         net = build_network(tp.network, self.upsample).to(device)
+        net.gradient_floor = tp.output_gradient_floor
         encoder = build_encoder(tp.encoder, list(dict.fromkeys(self.style_layers + self.content_layers))).to(device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)

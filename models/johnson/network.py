@@ -125,6 +125,24 @@ class PixelShuffleUp(nn.Sequential):
                          nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
 
 
+class _SigmoidWithGradientFloor(torch.autograd.Function):
+    """sigmoid forward; backward uses max(sigmoid', floor). A plain sigmoid passes almost no gradient
+    at a saturated pixel (sigmoid'(13) ~ 2e-6), so a region that once blows out to white stays white
+    for the rest of training (docs/style-quality.md, section 14)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor, floor: float) -> Tensor:
+        out = torch.sigmoid(y)
+        ctx.save_for_backward(out)
+        ctx.floor = floor
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (out,) = ctx.saved_tensors
+        return grad * (out * (1 - out)).clamp_min(ctx.floor), None
+
+
 class TransformerNet(nn.Module):
     """Encoder (stride 4) -> residual blocks -> decoder (two x2 upsamplings, then an output conv).
 
@@ -133,8 +151,11 @@ class TransformerNet(nn.Module):
     upsampling, so only the output conv sees full resolution). conv_before_upsample: the first
     upsampling too follows its conv (the conv runs at stride 4 instead of 2). upsample: see the
     module docstring.
-    The output goes through a sigmoid to stay in [0,1]. Inputs whose sides are not multiples of 4
-    are padded and the output cropped."""
+    The output goes through a sigmoid to stay in [0,1]; `gradient_floor` > 0 (training only) keeps
+    its gradient at least that large. Inputs whose sides are not multiples of 4 are padded and the
+    output cropped."""
+
+    gradient_floor = 0.0
 
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), blocks: int = 5,
                  in_kernel: int = 9, out_kernel: int = 9, cheap: bool = False, upsample: str = "nearest",
@@ -181,8 +202,10 @@ class TransformerNet(nn.Module):
             # reflection padding needs pad < size; replicate covers tiny images
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, [0, pw, 0, ph], mode=mode)
-        y = self.decoder(self.res(self.encoder(x)))
-        return torch.sigmoid(y[..., :h, :w])
+        y = self.decoder(self.res(self.encoder(x)))[..., :h, :w]
+        if self.training and self.gradient_floor > 0:
+            return _SigmoidWithGradientFloor.apply(y, self.gradient_floor)
+        return torch.sigmoid(y)
 
 
 NETWORKS = {

@@ -41,6 +41,9 @@ class TrainParams(TrainBase):
     statistic: Literal["gram", "meanstd", "swd"] = "swd"
     # > 0: the output's colour distribution is matched to the painting's too (models/losses.py).
     palette_weight: float = Field(default=1.0, ge=0)
+    # > 0: the output sigmoid's gradient is at least this during training, so that pixels saturated
+    # to white or black can come back (docs/style-quality.md, section 14). Outputs are unchanged.
+    output_gradient_floor: float = Field(default=0.0, ge=0, lt=0.25)
     # Empty: the encoder's default layer set (models/encoders.py).
     style_layers: list[str] = Field(default_factory=list)
     content_layers: list[str] = Field(default_factory=list)

@@ -105,3 +105,26 @@ def test_antialiased_adds_no_weights_and_blurs_the_stride_4_map(network):
 def test_unknown_network():
     with pytest.raises(ValueError, match="classic"):
         build_network("huge")
+
+
+def test_gradient_floor_lets_a_saturated_output_move_without_changing_it():
+    torch.manual_seed(0)
+    net = build_network("classic")
+    out_conv = [m for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():  # every pixel blown out to white, as the blobs of section 14
+        out_conv.bias.fill_(20.0)
+    x = torch.rand(1, 3, 32, 32)
+
+    def bias_grad(floor: float) -> tuple[torch.Tensor, float]:
+        net.gradient_floor = floor
+        net.zero_grad()
+        out = net(x)
+        (out - 0.5).pow(2).mean().backward()  # the loss wants grey
+        return out.detach(), out_conv.bias.grad.abs().max().item()
+
+    plain, stuck = bias_grad(0.0)
+    floored, moving = bias_grad(0.01)
+    assert plain.min() > 0.999 and torch.equal(plain, floored)
+    assert stuck < 1e-7 and moving > 1e-3
+    net.eval()
+    assert torch.equal(net(x), plain)  # inference is the plain sigmoid

@@ -27,3 +27,9 @@ def test_a_dumped_model_takes_another_preset():
     dumped = TrainParams(preset="standard", lr=1e-3).model_dump(exclude_unset=True)
     assert dumped == {"preset": "standard", "lr": 1e-3}
     assert TrainParams.model_validate({**dumped, "preset": "full"}).steps == 40_000
+
+
+@pytest.mark.parametrize("floor", [-0.01, 0.25])
+def test_output_gradient_floor_is_below_the_sigmoids_largest_slope(floor):
+    with pytest.raises(ValidationError, match="output_gradient_floor"):
+        TrainParams(output_gradient_floor=floor)
