@@ -5,7 +5,8 @@ yardstick (tasks/evaluation/metrics.py's style and content losses under the fixe
 encoder, at evaluate.image_size), the 4-pixel grid (tasks/evaluation/spectrum.py: its power ratio
 and its amplitude in levels) and, for
 stylepipe, how differently it treats the photo and its grayscale copy, and for every picture its
-colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py).
+colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py) and its share of
+flat clipped regions (tasks/evaluation/clipping.py: holes and glows pinned to black or white).
 
     OMP_NUM_THREADS=1 python benchmarks/quality_sheets.py --styles ../shared/images/style \\
         --photos ../shared/images/content --references ../shared/images/reference --out /tmp/sheets \\
@@ -33,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, validate
 from tasks.evaluation import metrics as em
+from tasks.evaluation.clipping import clipped_share
 from tasks.evaluation.colour import colour_response
 from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 
@@ -140,16 +142,18 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
                 ref_native = em.open_rgb(found[0])
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
         ours_pixels = np.asarray(ours)
-        entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo)},
+        entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo),
+                           "clipped": clipped_share(arr)},
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(ours_pixels),
                                "grid_amplitude": grid_amplitude(ours_pixels), "palette": palette(ours),
+                               "clipped": clipped_share(ours_pixels),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
             ref_pixels = np.asarray(ref_native)
             entry["reference"] = {**yardstick.losses(ref, photo, style_grams), "grid": grid_ratio(ref_pixels),
                                   "grid_amplitude": grid_amplitude(ref_pixels),
-                                  "palette": palette(ref)}
+                                  "palette": palette(ref), "clipped": clipped_share(np.asarray(ref))}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
 
@@ -158,23 +162,26 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     canvas = Image.new("RGB", (cols * CELL, 24 + len(rows) * row_h), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 4), f"{name}: {sidecar.get('steps')} steps, {sidecar.get('network')}/{sidecar.get('upsample', '?')}, "
-                      f"stylized at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
+                      f"at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
                       f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio / amplitude in levels; "
-                      f"palette: Lab colour distance to the painting", fill=(0, 0, 0))
+                      f"palette: Lab distance to the painting; clipped: pixels in flat clipped regions", fill=(0, 0, 0))
     for r, (photo_name, photo, ref, ours, entry) in enumerate(rows):
         y0 = 24 + r * row_h
         pictures = [photo, painting_img, ref, ours]
         crops = [centre_crop(photo, CROP), centre_crop(trained_painting, CROP),
                  centre_crop(ref, CROP) if ref is not None else None, centre_crop(ours, CROP)]
         texts = [
-            [photo_name, f"style {entry['photo']['style']:.3f}  palette {entry['photo']['palette']:.1f}"],
+            [photo_name, f"style {entry['photo']['style']:.3f}  palette {entry['photo']['palette']:.1f}",
+             f"clipped {100 * entry['photo']['clipped']:.2f}%"],
             [painting.name, f"crop: at the trained {sidecar.get('style_size', 256)} px"],
             ["published reference", f"style {entry['reference']['style']:.3f} content {entry['reference']['content']:.3f}",
-             f"grid {entry['reference']['grid']:.1f} / {entry['reference']['grid_amplitude']:.2f} (own size)  palette {entry['reference']['palette']:.1f}"] if ref is not None
+             f"grid {entry['reference']['grid']:.1f} / {entry['reference']['grid_amplitude']:.2f} (own size)  palette {entry['reference']['palette']:.1f}",
+             f"clipped {100 * entry['reference']['clipped']:.2f}%"] if ref is not None
             else ["no published reference"],
             ["stylepipe", f"style {entry['stylepipe']['style']:.3f} content {entry['stylepipe']['content']:.3f}",
              f"grid {entry['stylepipe']['grid']:.2f} / {entry['stylepipe']['grid_amplitude']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
-             f"out {entry['stylepipe']['colour_out']:.1f} /255  palette {entry['stylepipe']['palette']:.1f}"],
+             f"out {entry['stylepipe']['colour_out']:.1f} /255  palette {entry['stylepipe']['palette']:.1f}",
+             f"clipped {100 * entry['stylepipe']['clipped']:.2f}%"],
         ]
         for c in range(cols):
             x0 = c * CELL

@@ -17,6 +17,11 @@ PRESETS = {
     "full": {"steps": 40_000, "image_size": 256},
 }
 
+# Adam's learning rate where the model's `train:` sets none. The classic network at fast's 2e-3
+# drives regions past black or white, flat and textureless (1.4-4.5% of the pixels); at 1e-3,
+# pytorch/examples' rate for it, it does not (docs/style-quality.md, section 15).
+DEFAULT_LR = {"fast": 2e-3, "slim": 2e-3, "classic": 1e-3}
+
 
 class TrainParams(TrainBase):
     preset: Literal["quick", "standard", "full"] = "quick"
@@ -32,7 +37,7 @@ class TrainParams(TrainBase):
     image_size: int = Field(default=192, ge=32, le=4096)     # random crops of the training photos
     # Long side the style image is resized to: sets the scale of the brush texture it teaches.
     style_size: int = Field(default=256, ge=32, le=4096)
-    lr: float = Field(default=2e-3, gt=0)
+    lr: float = Field(default=2e-3, gt=0)   # unset: DEFAULT_LR of the network
     content_weight: float = Field(default=3.0, gt=0)
     style_weight: float = Field(default=200.0, gt=0)  # with statistic gram, 100 weighs about the same
     tv_weight: float = Field(default=20.0, ge=0)
@@ -57,10 +62,11 @@ class TrainParams(TrainBase):
         return upsample
 
     @model_validator(mode="after")
-    def _apply_preset(self) -> TrainParams:
-        # Only what was not given; left out of model_fields_set, so that model_dump(exclude_unset=True)
-        # followed by another preset gets that preset's values.
-        for key, value in PRESETS[self.preset].items():
+    def _apply_defaults(self) -> TrainParams:
+        # The preset's values and the network's learning rate, only where not given; left out of
+        # model_fields_set, so that model_dump(exclude_unset=True) followed by another preset or
+        # network gets that one's values.
+        for key, value in {**PRESETS[self.preset], "lr": DEFAULT_LR[self.network]}.items():
             if key not in self.model_fields_set:
                 object.__setattr__(self, key, value)  # frozen model: set once, at validation
         return self

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from models.johnson.params import PRESETS, TrainParams
+from models.johnson.params import DEFAULT_LR, PRESETS, TrainParams
 
 
 def test_a_preset_fills_in_what_is_not_set():
@@ -27,6 +27,14 @@ def test_a_dumped_model_takes_another_preset():
     dumped = TrainParams(preset="standard", lr=1e-3).model_dump(exclude_unset=True)
     assert dumped == {"preset": "standard", "lr": 1e-3}
     assert TrainParams.model_validate({**dumped, "preset": "full"}).steps == 40_000
+
+
+def test_the_learning_rate_follows_the_network_unless_given():
+    assert TrainParams().lr == DEFAULT_LR["fast"] == 2e-3
+    assert TrainParams(network="classic").lr == DEFAULT_LR["classic"] == 1e-3
+    assert TrainParams(network="classic", lr=5e-3).lr == 5e-3
+    dumped = TrainParams(network="classic").model_dump(exclude_unset=True)
+    assert "lr" not in dumped and TrainParams.model_validate({**dumped, "network": "slim"}).lr == 2e-3
 
 
 @pytest.mark.parametrize("floor", [-0.01, 0.25])
