@@ -17,9 +17,9 @@ PRESETS = {
     "full": {"steps": 40_000, "image_size": 256},
 }
 
-# Adam's learning rate where the model's `train:` sets none. The classic network at fast's 2e-3
-# drives regions past black or white, flat and textureless (1.4-4.5% of the pixels); at 1e-3,
-# pytorch/examples' rate for it, it does not (docs/style-quality.md, section 15).
+# Adam's learning rate where the model's `train:` sets none. At the fast network's 2e-3 the classic
+# network drove 2-11% of its pixels into flat regions pinned at black or white; at 1e-3,
+# pytorch/examples' rate for it, far fewer (docs/style-quality.md, section 15).
 DEFAULT_LR = {"fast": 2e-3, "slim": 2e-3, "classic": 1e-3}
 
 
