@@ -1,16 +1,16 @@
 """Flat clipped regions: areas where an image is pinned to the edge of what 8 bits hold.
 
 A trained style network can drive a region past black or white: its output sigmoid saturates (the
-loss's gradient there is ~1e-6 of its largest and the region never comes back), or, with a clamp
-head, the values it trained with lie outside [0,1] and are cut at inference. Either way that region
-comes out as one flat colour, with the painting's texture gone: pure black holes, white discs,
-yellow glows (docs/style-quality.md, sections 14 and 15).
+loss's gradient there is ~1e-6 of its largest and the region never comes back). That region comes
+out as one flat colour, with the painting's texture gone: pure black holes, white discs, yellow
+glows (docs/style-quality.md, sections 14 and 15).
 
 clipped_share(image) is the share of pixels in such regions: in some channel, within LEVELS of 0
 or 255, over an area that a SIDE x SIDE square fits inside (a morphological opening, per channel),
 so that thin dark outlines, highlights and specks do not count. Measured at 512 px (section 15):
 the five content photos 0.44% on average, the eight paintings 0.13%, the published Johnson
-models' outputs 0.00%; the classic network trained with the larger-forms recipe 2.3-4.5%.
+models' outputs 0.00%; the classic network trained with the larger-forms recipe at Adam's 2e-3
+2.3-11.3%, at 1e-3 0.3-1.4%.
 """
 from __future__ import annotations
 
