@@ -52,6 +52,6 @@ class SampleInferParams(Section):
     labels: list[int] = Field(default_factory=list)        # conditional models: [] = every class
     # GAN families (dcgan, cgan) only: the truncation trick (Brock et al. 2019): noise entries with
     # |z| > truncation are redrawn (models/family.py seeded_noise). null: plain N(0, I) noise. Off by
-    # default: on MNIST's dcgan it lowers the judge's confident fraction (README, "What the
-    # generators reach"). The infer stage, evaluate and `stylepipe sample --truncation` use it.
+    # default: on MNIST's dcgan it lowers the judge's confident fraction (docs/generation.md). The
+    # infer stage, evaluate and `stylepipe sample --truncation` use it.
     truncation: float | None = Field(default=None, gt=0)

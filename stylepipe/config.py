@@ -232,7 +232,7 @@ class StylizeParams(Section):
     # (warm / cold cache) that each new image size pays again (a short batch is filled up to a
     # full one, a lone image is not; after 8 sizes PyTorch runs the rest uncompiled). So for long
     # jobs of one image size: 12,000 images 294.8 images/s end to end against 210.6 eager, 24,000
-    # (cold) 307.5; 4,000 (cold) 121.4 against 151.2 (README, session 19). backend auto then means
+    # (cold) 307.5; 4,000 (cold) 121.4 against 151.2 (docs/speed.md, session 19). backend auto then means
     # torch. Not measured on a CPU. Not part of the outputs' identity.
     compile: bool = False
     # Images whose long side is above tile_above are stylized in overlapping tiles of tile_size

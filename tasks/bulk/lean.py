@@ -199,7 +199,7 @@ class OnnxTiles:
     statistics written into the tile graph as constants. onnxruntime then folds each norm's scale and
     shift into the convolution before it and fuses the ReLU after it, which it cannot do with graph
     inputs: a 1056x1200 tile took about 14% less time. A new session costs 20-30 ms and its first runs
-    are slower, so an image of few tiles keeps the graph with inputs (README, session 20: 2400-px
+    are slower, so an image of few tiles keeps the graph with inputs (docs/speed.md, session 20: 2400-px
     images of 4 tiles about 5% slower with their own session, 4096 px of 16 tiles 4% faster, 8000 px
     of 56 tiles 14-20% faster)."""
 

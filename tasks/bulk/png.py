@@ -6,7 +6,7 @@ this writer costs about a third of that, for files 1-5% larger on photos and sty
 report screenshot, flat colour and text: 12%). Measured on the 2-core development machine, ns per
 pixel (bits per pixel): 512-px photos 78 -> 27 (15.4 -> 16.0), stylized outputs 69 -> 21 (14.6 ->
 14.7), 256-px grainy photo-like images 101 -> 22 (19.1 -> 18.7). In a translation job of 256-px
-PNGs the encoder was the largest cost outside the network (README, session 21).
+PNGs the encoder was the largest cost outside the network (docs/speed.md, session 21).
 
 This module must stay free of torch: the engine's worker processes import it.
 """

@@ -54,7 +54,7 @@ DEFAULT_BATCH = {"cpu": CPU_BATCH, "cuda": 16}  # a GPU needs batches to fill up
 # Forward passes at once on CUDA (threads on the one default stream): while one waits for its
 # results, the other's decode and launches proceed. On an H200, 1,504 JPEGs of 1024 px: with the
 # JPEG codec on the GPU 91.9 images/s with one pass, 137.1-139.6 with two, 110.6 / 124.4 with
-# three / four; with Pillow's 87.6-92.4 and 85.0-94.8 (benchmarks/bench_gpu.py, README session 17).
+# three / four; with Pillow's 87.6-92.4 and 85.0-94.8 (benchmarks/bench_gpu.py, docs/speed.md, session 17).
 CUDA_PASSES = 2
 # Each pass (model thread) queues its work on a CUDA stream of its own. torchvision's nvJPEG decoder
 # writes from a private stream into blocks the caching allocator hands out on the caller's stream,
@@ -63,7 +63,7 @@ CUDA_PASSES = 2
 # only once that stream is idle (stylize_jpegs). Its encoder reads the images from its own stream
 # and copies each file out on the legacy default stream: the pass's stream waits for both. No
 # faster or slower than one shared stream on an H200 (254-258 images/s once outputs flow, either
-# way; README, session 19; the wait for the legacy stream came after, from a review, not run on a
+# way; docs/speed.md, session 19; the wait for the legacy stream came after, from a review, not run on a
 # GPU). A switch for benchmarks/bench_gpu.py's comparison.
 CUDA_STREAM_PER_PASS = True
 # An image enlarged for the network (texture_scale below 1, or work_size above its size) may have at
