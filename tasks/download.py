@@ -41,6 +41,7 @@ from tasks.data import archives
 from tasks.data.fetch import (FetchError, Location, basename, fetch, is_folder, locate, source_id,
                          walk_folder, write_json_atomic)
 from tasks.data.fetch import Skipped as SkippedFile
+from tasks.data.folders import replace_folder
 from tasks.data.images import STYLE_IMAGE_MAX_PIXELS, Rejected, decode
 
 log = logging.getLogger("stylepipe.download")
@@ -333,17 +334,6 @@ def check_style(model: str, root: Path, result: SetResult) -> list[str]:
 
 
 # --- files on disk ------------------------------------------------------------------------------
-
-
-def replace_folder(new: Path, dest: Path) -> None:
-    """Swap `new` in for `dest`. Between the two renames `dest` is briefly absent, never half-full."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    old = new.with_name(new.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def prune(root: Path, keep: set[str], keep_partials: set[str], flat: bool = False) -> None:

@@ -77,9 +77,9 @@ from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from stylepipe.names import text_name
+from tasks.data.folders import replace_folder
 from tasks.data.images import MIN_SIDE, Rejected, decode, resize_short_side_and_crop
 from tasks.data.reasons import reason
-from tasks.download import replace_folder
 
 log = logging.getLogger("stylepipe.preprocess")
 
@@ -206,7 +206,7 @@ def new_build_folder(out: Path, subfolders: tuple[str, ...] = ()) -> Iterator[Pa
 
 
 def publish(build: Path, out: Path) -> None:
-    """Swap the finished build folder in for `out` (tasks/download.py's replace_folder)."""
+    """Swap the finished build folder in for `out` (tasks/data/folders.py)."""
     replace_folder(build, out)
     _remove_if_empty(build.parent)
 

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from flows.dag import select_stages, stage_graph, stage_order
-from tests.conftest import run
+from tests.conftest import REPO_ROOT, run
 
 
 def test_stage_order_comes_from_dvc_yaml(project_copy):
@@ -47,3 +49,54 @@ def test_select_stages():
     assert select_stages(order, ["evaluate", "download"]) == ["download", "evaluate"]
     with pytest.raises(ValueError, match="unknown stage.*nope"):
         select_stages(order, ["nope"])
+
+
+STAGE_MODULES = {"download": "tasks.download", "preprocess": "tasks.preprocess", "train": "tasks.train",
+                 "infer": "tasks.infer", "evaluate": "tasks.evaluate"}
+
+
+def _imported_files(module: str, families: list[str]) -> set[str]:
+    """The tasks/ and models/ files a stage's module imports, transitively (statically, including
+    imports inside functions); for the per-model stages, through any family's module too."""
+    import ast
+
+    def path_of(name: str) -> Path | None:
+        p = REPO_ROOT.joinpath(*name.split("."))
+        for candidate in (p / "__init__.py", p.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    todo = [module] + [f"models.{f}.family" for f in families]
+    seen: set[Path] = set()
+    while todo:
+        path = path_of(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+                     if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            todo += [n for n in names if n.split(".")[0] in ("tasks", "models")]
+    return {p.relative_to(REPO_ROOT).as_posix() for p in seen if p.stat().st_size}  # (empty __init__s aside)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
+def test_each_stage_lists_the_code_it_imports(stage):
+    """dvc.yaml's deps name every module a stage runs, so an edit to one reruns that stage (a
+    family's own folder is `models/${item.family}`: any family's files count as listed)."""
+    import yaml
+
+    from models.registry import FAMILIES
+
+    spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][stage]
+    deps = (spec.get("do") or spec)["deps"]
+    families = list(FAMILIES) if stage in ("train", "infer") else []
+
+    def listed(f: str) -> bool:
+        if "models/${item.family}" in deps and f.split("/")[:2][-1] in families and f.startswith("models/"):
+            return True
+        return any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+
+    assert [f for f in sorted(_imported_files(STAGE_MODULES[stage], families)) if not listed(f)] == []

@@ -10,7 +10,7 @@ or 255, over an area that a SIDE x SIDE square fits inside (a morphological open
 so that thin dark outlines, highlights and specks do not count. Measured at 512 px (section 15):
 the five content photos 0.44% on average, the eight paintings 0.13%, the published Johnson
 models' outputs 0.00%; the classic network trained with the larger-forms recipe at Adam's 2e-3
-2.3-11.3%, at 1e-3 0.3-1.4%.
+2.3-11.3%, at 1e-3 0.3-2.6% (sections 15 and 16).
 """
 from __future__ import annotations
 
