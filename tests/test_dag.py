@@ -1,6 +1,8 @@
+import ast
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.dag import select_stages, stage_graph, stage_order
 from tests.conftest import REPO_ROOT, run
@@ -58,8 +60,6 @@ STAGE_MODULES = {"download": "tasks.download", "preprocess": "tasks.preprocess",
 def _imported_files(module: str, families: list[str]) -> set[str]:
     """The tasks/ and models/ files a stage's module imports, transitively (statically, including
     imports inside functions); for the per-model stages, through any family's module too."""
-    import ast
-
     def path_of(name: str) -> Path | None:
         p = REPO_ROOT.joinpath(*name.split("."))
         for candidate in (p / "__init__.py", p.with_suffix(".py")):
@@ -75,9 +75,12 @@ def _imported_files(module: str, families: list[str]) -> set[str]:
             continue
         seen.add(path)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-                     if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]  # a name may be a module
+            else:
+                continue
             todo += [n for n in names if n.split(".")[0] in ("tasks", "models")]
     return {p.relative_to(REPO_ROOT).as_posix() for p in seen if p.stat().st_size}  # (empty __init__s aside)
 
@@ -86,8 +89,6 @@ def _imported_files(module: str, families: list[str]) -> set[str]:
 def test_each_stage_lists_the_code_it_imports(stage):
     """dvc.yaml's deps name every module a stage runs, so an edit to one reruns that stage (a
     family's own folder is `models/${item.family}`: any family's files count as listed)."""
-    import yaml
-
     from models.registry import FAMILIES
 
     spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"][stage]
@@ -95,7 +96,7 @@ def test_each_stage_lists_the_code_it_imports(stage):
     families = list(FAMILIES) if stage in ("train", "infer") else []
 
     def listed(f: str) -> bool:
-        if "models/${item.family}" in deps and f.split("/")[:2][-1] in families and f.startswith("models/"):
+        if "models/${item.family}" in deps and f.startswith("models/") and f.split("/")[1] in families:
             return True
         return any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
 
