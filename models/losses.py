@@ -77,11 +77,15 @@ def content_loss(out_feats: Mapping[str, Tensor], content_feats: Mapping[str, Te
 
 
 def style_loss(out_feats: Mapping[str, Tensor], target_stats: Mapping[str, Tensor],
-               layers: Sequence[str], statistic: str = "gram") -> Tensor:
+               layers: Sequence[str], statistic: str = "gram",
+               layer_weights: Mapping[str, float] | None = None) -> Tensor:
     """Squared distance of the output's statistics to the painting's, per layer divided by the
     painting's own mean squared statistic: the raw per-layer magnitudes differ by orders of
     magnitude across layers (and encoders), so without it one layer dominates and the style weight
-    would not transfer between encoders. target_stats[n]: (1, ...) from the style image."""
+    would not transfer between encoders. target_stats[n]: (1, ...) from the style image.
+    layer_weights multiplies a layer's term (1 where not named); the sum is still divided by the
+    number of layers, so lowering one layer's weight leaves the others' pull as it was."""
+    layer_weights = layer_weights or {}
     stat = STATISTICS[statistic]
     total = 0.0
     for n in layers:
@@ -90,7 +94,7 @@ def style_loss(out_feats: Mapping[str, Tensor], target_stats: Mapping[str, Tenso
             distance = sliced_wasserstein(out_feats[n], target)
         else:
             distance = ((stat(out_feats[n]) - target) ** 2).mean()
-        total = total + distance / (target**2).mean().clamp_min(1e-12)
+        total = total + layer_weights.get(n, 1.0) * distance / (target**2).mean().clamp_min(1e-12)
     return total / len(layers)
 
 
@@ -113,7 +117,8 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, encoder: nn.Module, style_image: Tensor, style_layers: Sequence[str],
                  content_layers: Sequence[str], content_weight: float, style_weight: float,
-                 tv_weight: float, statistic: str = "gram", palette_weight: float = 0.0):
+                 tv_weight: float, statistic: str = "gram", palette_weight: float = 0.0,
+                 style_layer_weights: Mapping[str, float] | None = None):
         super().__init__()
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
@@ -125,6 +130,7 @@ class PerceptualLoss(nn.Module):
         self.tv_weight = tv_weight
         self.statistic = statistic
         self.palette_weight = palette_weight
+        self.style_layer_weights = dict(style_layer_weights or {})
         if style_image.dim() == 3:
             style_image = style_image[None]
         self.palette = style_image.float()
@@ -146,7 +152,7 @@ class PerceptualLoss(nn.Module):
         out_feats = {n: f.float() for n, f in out_feats.items()}
         content_feats = {n: f.float() for n, f in content_feats.items()}
         c = self.content_weight * content_loss(out_feats, content_feats, self.content_layers)
-        s = style_loss(out_feats, self.target_stats, self.style_layers, self.statistic)
+        s = style_loss(out_feats, self.target_stats, self.style_layers, self.statistic, self.style_layer_weights)
         if self.palette_weight:
             # relative to the painting's own energy, so the term's weight is the same for dark and bright
             # paintings; the floor keeps an all-black painting from dividing by zero

@@ -10,6 +10,7 @@ from models.family import Family, TrainInputs, Trainer
 from models.johnson.network import DEFAULT_UPSAMPLE, LEGACY_UPSAMPLE, NETWORKS, UPSAMPLE, build_network
 from models.johnson.params import TrainParams
 from models.losses import PerceptualLoss
+from stylepipe.errors import StageError
 
 
 def resolve_layers(tp: TrainParams) -> tuple[list[str], list[str]]:
@@ -18,6 +19,10 @@ def resolve_layers(tp: TrainParams) -> tuple[list[str], list[str]]:
     content_layers = list(tp.content_layers) or content_default
     check_layers(tp.encoder, style_layers, "train.style_layers entry")
     check_layers(tp.encoder, content_layers, "train.content_layers entry")
+    unused = sorted(set(tp.style_layer_weights) - set(style_layers))
+    if unused:
+        raise StageError(f"train.style_layer_weights names {', '.join(map(repr, unused))}, not among the style "
+                         f"layers in use: {', '.join(style_layers)}")
     return style_layers, content_layers
 
 
@@ -40,7 +45,7 @@ class JohnsonTrainer(Trainer):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             self.loss = PerceptualLoss(encoder, painting, self.style_layers, self.content_layers,
                                        tp.content_weight, tp.style_weight, tp.tv_weight, tp.statistic,
-                                       tp.palette_weight)
+                                       tp.palette_weight, tp.style_layer_weights)
         self.nets = {"net": net}
         self.opts = {"net": torch.optim.Adam(net.parameters(), lr=tp.lr)}
 

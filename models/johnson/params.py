@@ -1,7 +1,7 @@
 """Settings of the johnson family (params.yaml `models.<name>.train` / `.infer`)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -51,6 +51,10 @@ class TrainParams(TrainBase):
     output_gradient_floor: float = Field(default=0.0, ge=0, lt=0.25)
     # Empty: the encoder's default layer set (models/encoders.py).
     style_layers: list[str] = Field(default_factory=list)
+    # A style layer's term times this (1 where not named; e.g. {block15.expand: 0.5}): how hard the
+    # deep layers pull towards the painting's large forms against the fine texture. Names must be
+    # among the style layers in use.
+    style_layer_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     content_layers: list[str] = Field(default_factory=list)
 
     @field_validator("upsample")

@@ -59,6 +59,19 @@ def test_content_and_style_loss_zero_at_target_and_normalised():
     assert torch.isclose(style_loss(other, stats, ["a"]), torch.tensor((1 - 0.25) ** 2))
 
 
+def test_style_layer_weights_scale_only_their_own_term():
+    torch.manual_seed(0)
+    target = {"a": torch.rand(1, 4, 8, 8), "b": torch.rand(1, 8, 4, 4)}
+    stats = {n: gram_matrix(f) for n, f in target.items()}
+    out = {"a": target["a"] * 0.5, "b": target["b"] * 0.8}
+    a_alone = style_loss(out, stats, ["a"]) / 2  # each layer's share of a two-layer mean
+    b_alone = style_loss(out, stats, ["b"]) / 2
+    assert torch.isclose(style_loss(out, stats, ["a", "b"], layer_weights={}), a_alone + b_alone)
+    assert torch.isclose(style_loss(out, stats, ["a", "b"], layer_weights={"b": 0.0}), a_alone)
+    assert torch.isclose(style_loss(out, stats, ["a", "b"], layer_weights={"a": 3.0, "b": 0.5}),
+                         3 * a_alone + 0.5 * b_alone)
+
+
 def test_sliced_wasserstein_samples_positions_and_computes_in_fp32():
     torch.manual_seed(0)
     target = torch.rand(1, 8, 32, 32)

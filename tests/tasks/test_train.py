@@ -7,6 +7,7 @@ import torch
 
 import tasks.train as train_mod
 from models.weights import load_model
+from stylepipe.config import ConfigError
 from stylepipe.errors import StageError
 from tasks.data.datasets import StepSamples, find_style_image, load_style_image
 from tests.hostile.fixtures import sandbox, server  # noqa: F401 (fixtures)
@@ -176,6 +177,21 @@ def test_step_samples_partition_the_single_process_stream():
 def test_bad_layer_name_lists_valid_ones(data, tmp_path):
     with pytest.raises(StageError, match=r"'block5.expnd'.*valid names: .*block5\.expand"):
         run(make_params(style_layers=["stem", "block5.expnd"]), data, tmp_path)
+
+
+def test_style_layer_weights_reach_the_loss(data, tmp_path):
+    weighted = make_params(style_layers=["stem", "block5.expand"], palette_weight=0.0,
+                           style_layer_weights={"stem": 0.0, "block5.expand": 0.0})
+    _, out = run(weighted, data, tmp_path)
+    assert all(r[3] == 0 and r[2] > 0 for r in read_log(out / "log.tsv"))  # style 0, content not
+
+
+def test_style_layer_weights_must_name_style_layers_in_use(data, tmp_path):
+    with pytest.raises(StageError, match=r"style_layer_weights names 'block3.expand', not among .*: stem, block5"):
+        run(make_params(style_layers=["stem", "block5.expand"], style_layer_weights={"block3.expand": 0.5}),
+            data, tmp_path)
+    with pytest.raises(ConfigError, match=r"style_layer_weights.stem: Input should be greater than or equal to 0"):
+        make_params(style_layer_weights={"stem": -1.0})
 
 
 def test_missing_inputs_name_the_upstream_stage(data, tmp_path):
