@@ -137,21 +137,10 @@ def num(v, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}".replace(",", " ")
 
 
-def ms(v) -> str:
-    return "–" if v is None else (f"{v:.1f} ms" if v < 10 else f"{v:,.0f} ms".replace(",", " "))
-
-
 def count(v) -> str:
     if v is None:
         return "–"
     return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k" if v >= 1e3 else str(v)
-
-
-def duration(s) -> str:
-    if s is None:
-        return "–"
-    s = float(s)
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def pct(v) -> str:
@@ -172,11 +161,10 @@ def card(key: str, value: str, detail: str = "", text: bool = False) -> str:
 # Page
 
 
-def overview(summary: dict, sizes: list[int]) -> str:
+def overview(summary: dict) -> str:
     head = "".join(f"<th>{h}</th>" for h in (
         "Style", "Verdict", "Style loss<br>photo → result", "Content<br>loss", "SSIM",
-        "Colour distance<br>photo → result", "Speed (ms)<br>" + " / ".join(f"{s}" for s in sizes) + " px",
-        "Model"))
+        "Colour distance<br>photo → result", "Model"))
     rows = []
     for style, r in summary["styles"].items():
         m, side = r["metrics"], r["model"]["sidecar"]
@@ -188,10 +176,8 @@ def overview(summary: dict, sizes: list[int]) -> str:
             f'({pct(-m["style_loss_drop"])})</td>'
             f'<td class="num">{num(m["content_loss"])}</td><td class="num">{num(m["ssim"])}</td>'
             f'<td class="num">{num(m["colour_distance_content"])} → <b>{num(m["colour_distance"])}</b></td>'
-            f'<td class="num">{" / ".join(ms(m.get(f"ms_{s}")).replace(" ms", "") for s in sizes)}</td>'
             f'<td><span class="nw">{e(side.get("network", "?"))} · {count(m.get("params"))} params</span><br>'
-            f'<span class="nw note">{num(side.get("steps"))} steps · {duration(side.get("seconds"))} on '
-            f'{e(side.get("device", "?"))}</span></td></tr>'
+            f'<span class="nw note">{num(side.get("steps"))} steps on {e(side.get("device", "?"))}</span></td></tr>'
         )
     return (f'<div class="scroll"><table class="overview"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
@@ -231,11 +217,10 @@ def comparison_table(comp: dict | None) -> str:
             f'<tbody>{rows}</tbody></table>')
 
 
-def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams, sizes: list[int],
+def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams,
                   content_thumbs: dict[str, tuple[str, tuple[int, int]]]) -> str:
     m, side = r["metrics"], r["model"]["sidecar"]
     cls, label = VERDICT[r["decision"]]
-    speed_size = params.gate.latency_size
     style_src = f"images/{style}/style.jpg"
     style_size = thumbnail(Path(r["style_image"]), report_dir / style_src, params.thumb_size)
 
@@ -269,7 +254,7 @@ def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams,
         ("network", f'{e(side.get("network"))} · {count(m.get("params"))} parameters'),
         ("trained with", f'{e(side.get("encoder"))} encoder, {num(side.get("steps"))} steps at '
                          f'{e(side.get("image_size"))} px'),
-        ("training time", f'{duration(side.get("seconds"))} on {e(side.get("device"))}'),
+        ("trained on", e(side.get("device"))),
         ("final losses", final_txt or "–"),
         ("code version", e(side.get("code_version", "–"))),
         ("model sha256", e(r["model"]["sha256"][:16]) + "…"),
@@ -286,8 +271,6 @@ def style_section(style: str, r: dict, report_dir: Path, params: EvaluateParams,
              f'to the style image · photo: {num(m["colour_distance_content"])}'),
         card("LPIPS", num(m["lpips"]) if "lpips" in m else "unavailable",
              "learned perceptual distance to the photo", text="lpips" not in m),
-        card(f"Speed {speed_size} px", ms(m.get(f"ms_{speed_size}")),
-             " · ".join(f"{s} px: {ms(m.get(f'ms_{s}'))}" for s in sizes if s != speed_size) or "per image"),
         card("Size", count(m.get("params")), f'{num(m.get("gflops_512"))} GFLOP per 512 px image'),
     ])
     return f"""
@@ -345,8 +328,7 @@ def generator_section(name: str, r: dict, report_dir: Path) -> str:
              if plot_losses(Path(r["train_log"]), report_dir / curve_src, name) else "")
     model_card = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in (
         ("family", side.get("family")), ("dataset", side.get("dataset")),
-        ("training", f'{side.get("steps")} steps, batch {side.get("batch_size")}, '
-                     f'{duration(side.get("seconds"))} on {side.get("device")}'),
+        ("training", f'{side.get("steps")} steps, batch {side.get("batch_size")}, on {side.get("device")}'),
         ("samples measured", m.get("samples")), ("code version", side.get("code_version", "–")),
         ("model sha256", r["model"]["sha256"][:16] + "…")))
     return f"""
@@ -498,7 +480,6 @@ def adain_section(name: str, r: dict) -> str:
 
 def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Path:
     """Write index.html and its images into report_dir (which reset() prepared)."""
-    sizes = sorted(set(params.timing_sizes))
     first = next(iter(summary["styles"].values()), {"images": [], "metrics": {"images": 0}})
     content_thumbs = {}
     for row in first["images"][: params.report_images]:
@@ -508,7 +489,7 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
     n_styles = len(summary["styles"])
     published = sum(1 for r in summary["styles"].values() if r.get("published_sha256"))
     ev = summary["evaluation"]
-    sections = "".join(style_section(s, r, report_dir, params, sizes, content_thumbs)
+    sections = "".join(style_section(s, r, report_dir, params, content_thumbs)
                        for s, r in summary["styles"].items())
     sections += "".join(generator_section(g, r, report_dir) for g, r in summary.get("generators", {}).items())
     sections += "".join(translator_section(t, r, report_dir) for t, r in summary.get("translators", {}).items())
@@ -521,7 +502,7 @@ def write_report(summary: dict, report_dir: Path, params: EvaluateParams) -> Pat
 <p class="sub">{n_styles} style model{"s" if n_styles != 1 else ""} · {len(summary.get("generators", {}))} generator(s) · {published} with a published model ·
 {first["metrics"]["images"]} validation photos · measured at {ev["image_size"]} px with {e(ev["encoder"])} ·
 speed and training time on this machine: <code>metrics/timings.json</code></p>
-<section class="panel"><h2>Models at a glance</h2><br>{overview(summary, sizes)}
+<section class="panel"><h2>Models at a glance</h2><br>{overview(summary)}
 <p class="note">Lower style loss and colour distance = closer to the style image; lower content loss and higher
 SSIM = more of the photo kept. Per-image numbers: <a href="per_image.csv">per_image.csv</a>; everything
 behind this page: <a href="summary.json">summary.json</a>.</p></section>

@@ -224,6 +224,9 @@ def test_report_has_one_grid_row_per_shown_image_with_its_files(tree):
     assert parser.srcs.count(f"images/{STYLE}/style.jpg") == len(shown)
     assert f"images/{STYLE}/losses.png" in parser.srcs
     assert "Blocked by the gate" in page and "unavailable" in page
+    # every card shows a value: timings stay out of this DVC output, so no card may wait for one
+    cards = re.findall(r'<div class="v(?: text)?">([^<]*)</div>', page)
+    assert cards and "–" not in cards, cards
     with open(report / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["image"] for r in rows] == NAMES and {r["style"] for r in rows} == {STYLE}
