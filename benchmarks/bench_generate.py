@@ -5,10 +5,12 @@
    (dcgan/main.py's Generator, Discriminator, BCELoss-on-sigmoid steps, written here as that script
    writes them), same networks (DCGAN at --size px, ngf = ndf = --width), batch and size.
 2. Sampling, images/s: `stylepipe sample` end to end (the bulk engine: seeds in, PNG files and
-   ledger rows out) against the generator's forward pass alone on the same batch size, as the
-   engine runs it (on the CPU, one pass per core at once).
+   ledger rows out; and, with --tar-size N, PNGs packed N to a tar) against the generator's forward
+   pass alone on the same batch size, as the engine runs it (on the CPU, one pass per core at once).
+   --rounds alternates the jobs (files, tars, files, ...); the medians are printed.
 
     python benchmarks/bench_generate.py --size 64 --width 64 --batch 64 --steps 30
+    python benchmarks/bench_generate.py --steps 2 --samples 6000 --tar-size 1000 --rounds 3
     python benchmarks/bench_generate.py --device cuda --amp --steps 200 --samples 100000
 
 --amp (CUDA): bf16 autocast for the plain loop and the forward-alone ceiling (the training loop's
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -140,25 +144,30 @@ def stylepipe_training(args, work: Path, device: torch.device) -> tuple[float, P
     return args.steps * args.batch / timed_span, work / "model"
 
 
-def sampling(args, model_dir: Path, work: Path, device: torch.device) -> tuple[float, float]:
-    """(end-to-end images/s through the bulk engine, forward-alone images/s) at --sample-batch."""
+def sampling(args, model_dir: Path, work: Path, device: torch.device) -> tuple[dict[int, list[float]], float]:
+    """({tar size (0: files): end-to-end images/s through the bulk engine, per round}, forward-alone
+    images/s) at --sample-batch."""
     from models.weights import load_model
     from stylepipe.config import StylizeParams
     from tasks.bulk.engine import stylize
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
     from tasks.bulk.sources import seeds_spec
 
-    out = work / "samples"
-    params = StylizeParams(format="png", max_size=None, device=device.type, batch_size=args.sample_batch,
-                           workers=args.workers)
-    job = Job(seeds_spec(args.samples, 0), out, (ModelSpec(str(model_dir)),), params, default_ledger(out))
-    start = time.perf_counter()
-    summary = stylize(job, progress=False)
-    end_to_end = summary.done / (time.perf_counter() - start)
+    rates: dict[int, list[float]] = {size: [] for size in ([0, args.tar_size] if args.tar_size else [0])}
+    for _ in range(args.rounds):
+        for tar_size in rates:
+            out = work / "samples"
+            shutil.rmtree(out, ignore_errors=True)
+            params = StylizeParams(format="png", max_size=None, device=device.type, batch_size=args.sample_batch,
+                                   workers=args.workers, tar_size=tar_size)
+            job = Job(seeds_spec(args.samples, 0), out, (ModelSpec(str(model_dir)),), params, default_ledger(out))
+            start = time.perf_counter()
+            summary = stylize(job, progress=False)
+            rates[tar_size].append(summary.done / (time.perf_counter() - start))
 
     net, _ = load_model(model_dir, device)
     steps = max(3, args.samples // args.sample_batch // 4)
-    return end_to_end, forward_alone(net.eval(), args.sample_batch, steps, device, args.amp)
+    return rates, forward_alone(net.eval(), args.sample_batch, steps, device, args.amp)
 
 
 def forward_alone(net, batch: int, steps: int, device: torch.device, amp: bool) -> float:
@@ -203,6 +212,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--sample-batch", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2, help="PNG encoders of the bulk engine")
+    ap.add_argument("--tar-size", type=int, default=0, help="also sample into tars of this many PNGs")
+    ap.add_argument("--rounds", type=int, default=1, help="sampling jobs of each kind, alternated")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -217,16 +228,20 @@ def main() -> None:
         work = Path(tmp)
         results["train_examples_img_s"] = examples_loop(args, device)
         results["train_stylepipe_img_s"], model_dir = stylepipe_training(args, work, device)
-        results["sample_end_to_end_img_s"], results["sample_forward_img_s"] = sampling(args, model_dir, work, device)
+        rates, results["sample_forward_img_s"] = sampling(args, model_dir, work, device)
+    results["sample_end_to_end_img_s"] = statistics.median(rates[0])
+    results["sample_rounds_img_s"] = {("files" if size == 0 else f"tar{size}"): r for size, r in rates.items()}
     results["other_load_cores"] = round(load.cores, 2)
     print(f"device {results['device']}, {results['threads']} threads; DCGAN {args.size} px, width {args.width}, "
           f"batch {args.batch}")
-    print(f"training  pytorch/examples loop  {results['train_examples_img_s']:8.1f} img/s   1.00")
-    print(f"training  stylepipe train loop   {results['train_stylepipe_img_s']:8.1f} img/s   "
+    print(f"training  pytorch/examples loop          {results['train_examples_img_s']:8.1f} img/s   1.00")
+    print(f"training  stylepipe train loop           {results['train_stylepipe_img_s']:8.1f} img/s   "
           f"{results['train_stylepipe_img_s'] / results['train_examples_img_s']:.2f}")
-    print(f"sampling  generator forward      {results['sample_forward_img_s']:8.1f} img/s   1.00")
-    print(f"sampling  stylepipe sample (PNG) {results['sample_end_to_end_img_s']:8.1f} img/s   "
-          f"{results['sample_end_to_end_img_s'] / results['sample_forward_img_s']:.2f}")
+    print(f"sampling  generator forward              {results['sample_forward_img_s']:8.1f} img/s   1.00")
+    for kind, per_round in results["sample_rounds_img_s"].items():
+        median = statistics.median(per_round)
+        print(f"sampling  stylepipe sample ({kind:7s}) {median:8.1f} img/s   "
+              f"{median / results['sample_forward_img_s']:.2f}   rounds: {', '.join(f'{r:.1f}' for r in per_round)}")
     print(f"other processes used {results['other_load_cores']} cores meanwhile")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -10,6 +10,7 @@
    of the job's time the network was busy. Each backend's job runs twice: the figure is the second
    (its time includes the job's start: worker processes, model load; --images sets how much that
    weighs), and the first job's extra seconds (the ONNX export, auto's calibration) are printed.
+   --tar-size N: the outputs packed N to a tar instead (tasks/bulk/tar_output.py).
 
     python benchmarks/bench_translate.py --size 64 --batch 8 --steps 20
     python benchmarks/bench_translate.py --device cuda --amp --size 256 --batch 16 --steps 100
@@ -164,7 +165,8 @@ def translating(model_dir: Path, data: Path, work: Path, args, device: torch.dev
         seconds = []
         for run in ("first", "again"):  # the first job of a model makes its ONNX export (and auto's choice)
             out = work / f"out-{model_dir.name}-{backend}-{run}"
-            params = StylizeParams(format="png", max_size=None, device=device.type, workers=args.workers, backend=backend)
+            params = StylizeParams(format="png", max_size=None, device=device.type, workers=args.workers, backend=backend,
+                                   tar_size=args.tar_size)
             job = Job(str(data / "val" / "A"), out, (ModelSpec(str(model_dir), direction="a2b"),), params, default_ledger(out))
             start = time.perf_counter()
             summary = stylize(job, progress=False)
@@ -200,6 +202,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "auto"],
                     choices=["torch", "onnxruntime", "auto"], help="runtimes of the translate runs (CPU)")
+    ap.add_argument("--tar-size", type=int, default=0, help="translate into tars of this many PNGs (0: files)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -219,7 +222,8 @@ def main() -> None:
             r["train_stylepipe_img_s"], model_dir = stylepipe_training(family, args, data, work, device)
             r["translate"] = translating(model_dir, data, work, args, device)
     results["other_load_cores"] = round(load.cores, 2)
-    print(f"device {results['device']}, {results['threads']} threads; {args.size} px, width {args.width}, batch {args.batch}")
+    print(f"device {results['device']}, {results['threads']} threads; {args.size} px, width {args.width}, batch {args.batch}"
+          + (f"; outputs in tars of {args.tar_size}" if args.tar_size else ""))
     for family in args.families.split(","):
         r = results[family]
         print(f"{family:9s} training  plain PyTorch loop      {r['train_plain_img_s']:8.1f} img/s   1.00")

@@ -92,8 +92,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if sidecar.get("conditional") and not labels:
         labels = list(range(classes))
     out = Path(args.out)
+    if args.tar_size < 0:
+        raise ConfigError("--tar-size must be >= 0")
     params = StylizeParams(format="png", workers=args.workers, device=args.device, max_size=None,
-                           batch_size=args.batch_size or 256)
+                           batch_size=args.batch_size or 256, tar_size=args.tar_size)
     if args.truncation is not None and args.truncation <= 0:
         raise ConfigError("--truncation must be > 0")
     spec = ModelSpec(str(model), truncation=args.truncation)
@@ -137,7 +139,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in (
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads", "layout",
         "texture_scale", "work_size", "backend", "codec", "compile", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
-        "shard_size")}
+        "shard_size", "tar_size")}
     try:
         params = StylizeParams(**settings)
     except ValidationError as e:
@@ -224,7 +226,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",
                                               "layout", "backend", "codec", "compile", "tile_above", "tile_size", "tile_overlap",
-                                              "max_failed_fraction")}
+                                              "max_failed_fraction", "tar_size")}
     try:
         params = StylizeParams(**settings)
     except ValidationError as e:
@@ -473,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images of one size per forward pass (default: 1 on CPU, 16 on CUDA)")
     stylize.add_argument("--workers", type=int, default=2,
                          help="decode/encode worker processes (0: in this process; default 2)")
+    stylize.add_argument("--tar-size", type=int, default=0, metavar="N",
+                         help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
+                         "would be; WebDataset's layout) instead of one file each (default 0: files)")
     stylize.add_argument("--parallel-batches", type=int, default=None,
                          help="forward passes at once, one batch each (default: one per CPU core; 2 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
@@ -567,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GANs: redraw noise entries with |z| > T (the truncation trick; default: off)")
     sample.add_argument("--batch-size", type=int, default=None, help="samples per forward pass (default 256)")
     sample.add_argument("--workers", type=int, default=2, help="PNG encoder processes (0: in this process)")
+    sample.add_argument("--tar-size", type=int, default=0, metavar="N",
+                        help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
+                        "would be; WebDataset's layout) instead of one file each (default 0: files)")
     sample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sample.add_argument("--limit", type=int, default=None, help="draw at most this many in this run")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -602,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="passes x threads x batch: remembered or measured (auto, unless --batch-size is "
                                 "given) or fixed, as for stylize")
     translate.add_argument("--workers", type=int, default=2, help="decode/encode processes (0: in this process)")
+    translate.add_argument("--tar-size", type=int, default=0, metavar="N",
+                           help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
+                           "would be; WebDataset's layout) instead of one file each (default 0: files)")
     translate.add_argument("--tile-above", type=int, default=2048, help="translate larger images in tiles")
     # (not stylize's 1280 / 64: the 64-px overlap was measured on style networks, whose receptive
     # field is far smaller than a U-Net's)

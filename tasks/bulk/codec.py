@@ -68,6 +68,7 @@ class EncodeJob:
     quality: int
     identity: str = ""  # an object-storage output's ledger identity, stored in its metadata
     encoded: bytes | None = None  # instead of pixels: the file's bytes, encoded on the device
+    to_tar: bool = False  # return the file's bytes (Written.data), for the engine to add to a tar
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Written:
     model: int
     bytes: int
     seconds: float
+    data: bytes | None = None  # the file's bytes (EncodeJob.to_tar), not written
 
 
 @dataclass
@@ -151,8 +153,21 @@ def passthrough_jpeg(data: bytes, max_side: int, max_pixels: int) -> tuple[int, 
     return width, height
 
 
+def encode_jobs(jobs: list[EncodeJob]) -> list[Written | Failed]:
+    """Several outputs in one round trip to a worker (the outputs of one batch): for small images
+    the round trip costs more than the encode."""
+    return [encode_job(job) for job in jobs]
+
+
 def encode_job(job: EncodeJob) -> Written | Failed:
     start = time.perf_counter()
+    if job.to_tar:
+        try:
+            check_relpath(job.relpath)  # (a tar member's name: the same rules as a file's)
+            data = job.encoded if job.encoded is not None else encode_bytes(job.pixels, job.format, job.quality)
+        except (OSError, ValueError) as e:
+            return Failed(job.key, write_failure(e), job.model)
+        return Written(job.key, job.model, len(data), time.perf_counter() - start, data)
     tmp = Path(job.tmp_dir) / f"{uuid.uuid4().hex}.{job.format}"
     remote = is_remote(job.out_root)
     try:
@@ -189,6 +204,16 @@ def write_pixels(path: Path, pixels: np.ndarray, format: str, quality: int) -> N
     else:
         Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
             path, SAVE_OPTIONS[format], quality=quality)
+
+
+def encode_bytes(pixels: np.ndarray, format: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    if format == "png":
+        write_png(buffer, pixels)
+    else:
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+            buffer, SAVE_OPTIONS[format], quality=quality)
+    return buffer.getvalue()
 
 
 def write_failure(e: OSError | ValueError) -> str:

@@ -3,6 +3,9 @@
     reader thread --(bounded queue)--> decode workers --> size buckets --> models on the device
         --> encode workers (temp file + rename) --> ledger rows (after the rename)
 
+With StylizeParams.tar_size, the encode workers return the files' bytes instead, and the engine
+packs them into tar files (tasks/bulk/tar_output.py): a tar's ledger rows, then the tar.
+
 With the JPEG codec on the device (StylizeParams.codec; CUDA by default), a decode worker hands a
 JPEG the device can take back undecoded, the runner decodes it, and returns JPEG files to write:
 only compressed bytes cross the workers' pipes. One that fails on the device alone is decoded by
@@ -43,6 +46,7 @@ from tasks.bulk.memory import keep_freed_memory
 from tasks.bulk.plan import (Job, Plan, RunStats, Summary, WorkItem, combine, input_byte_cap, local_area,
                              open_job_source, options_hash, plan, record_refused, summarize, windows)
 from tasks.bulk.sources import RESERVED_NAME, Seed, SingleFileSource, Source
+from tasks.bulk.tar_output import TarOutput
 from tasks.bulk.workers import WORKER_DIED, submit, wait_any, worker_pool
 from tasks.data.reasons import is_fatal, reason
 
@@ -310,7 +314,10 @@ class Pipeline:
         self.large: list[int] = []    # decoded images above tile_above, stylized one at a time
         self.decoding: dict[Future, int] = {}
         self.inferring: dict[Future, Batch] = {}
-        self.encoding: dict[Future, tuple[int, int]] = {}
+        self.encoding: dict[Future, list[tuple[int, int]]] = {}  # -> the (key, model) of each output
+        self.encoding_outputs = 0
+        self.tar: TarOutput | None = None
+        self.tar_rows: list[Row] = []  # of the outputs in self.tar: committed when it is finished
         # One image has nothing to overlap: decode processes (a forkserver, workers importing the
         # codec, the pixels pickled both ways) would cost a one-image job more than its image
         # does (an 8000x8000 JPEG: 3-5 s of 40).
@@ -319,15 +326,22 @@ class Pipeline:
         with (TempArea(local_area(self.job.out), self.writer) as tmp_dir, worker_pool(workers) as pool,
               ThreadPoolExecutor(self.parallel, thread_name_prefix="stylize-model") as models):
             self.tmp_dir, self.pool, self.model_pool = str(tmp_dir), pool, models
+            self.workers = workers
+            if self.params.tar_size:
+                self.tar = TarOutput(str(self.job.out), self.tmp_dir, self.writer, self.run_id,
+                                     self.params.tar_size, self.remote_out)
             self.busy = BusyMeter(self.parallel, since=start)
             reader = Reader(source, self.items, depth=self.prefetch)
             try:
                 self._loop(reader)
                 self._settle_unproven()  # too few inputs to tell a broken model: they failed
+                self._finish_tar()
             finally:
                 reader.close()
                 for f in [*self.decoding, *self.inferring, *self.encoding]:
                     f.cancel()
+                if self.tar is not None:
+                    self.tar.abandon()  # a run that stopped: its unfinished tar's outputs are redone
                 self._flush(force=True)
         self.stats.seconds = time.perf_counter() - start
         self.stats.network_seconds, self.stats.pass_seconds = self.busy.sums()
@@ -410,7 +424,7 @@ class Pipeline:
             elif future in self.inferring:
                 self._stylized(self.inferring.pop(future), future)
             elif future in self.encoding:  # (_wait_for_encoders may have taken it already)
-                self._encoded(*self.encoding.pop(future), future)
+                self._encoded(self.encoding.pop(future), future)
 
     def _decoded(self, key: int, future: Future) -> None:
         result = _result(future, key)
@@ -520,30 +534,44 @@ class Pipeline:
         results, seconds = future.result()
         keys = batch.keys
         self._forward_worked()
+        jobs: list[codec.EncodeJob] = []
         for n, key in enumerate(keys):
             state = self.inflight[key]
             state.model_seconds = seconds / len(keys)
             state.shape = batch.shape if isinstance(results[0], list) else results[0].shape[1:3]
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
-                self._wait_for_encoders()
                 e = state.item.entry
                 ident = remote.identity(e.relpath, e.stamp, state.item.model_hash or self.plan.model_hashes[model],
-                                        self.option_hashes[model]) if self.remote_out else ""
+                                        self.option_hashes[model]) if self.remote_out and not self.tar else ""
                 result = results[model][n]
                 encoded = result if isinstance(result, bytes) else None
-                job = codec.EncodeJob(key, model, None if encoded is not None else result, str(self.job.out), target,
-                                      self.tmp_dir, self.params.format, self.params.quality, ident, encoded)
-                self.encoding[self._to_workers(codec.encode_job, job)] = (key, model)
+                jobs.append(codec.EncodeJob(key, model, None if encoded is not None else result, str(self.job.out),
+                                            target, self.tmp_dir, self.params.format, self.params.quality, ident,
+                                            encoded, to_tar=self.tar is not None))
+        # one round trip per worker and batch, not per output
+        per_future = -(-len(jobs) // max(1, self.workers))
+        for start in range(0, len(jobs), per_future):
+            chunk = jobs[start:start + per_future]
+            self._wait_for_encoders(len(chunk))
+            self.encoding[self._to_workers(codec.encode_jobs, chunk)] = [(j.key, j.model) for j in chunk]
+            self.encoding_outputs += len(chunk)
 
-    def _wait_for_encoders(self) -> None:
-        while len(self.encoding) >= self.encode_limit:
+    def _wait_for_encoders(self, more: int) -> None:
+        while self.encoding and self.encoding_outputs + more > self.encode_limit:
             done = wait_any(self.encoding, self.pool)
             for future in done:
-                self._encoded(*self.encoding.pop(future), future)
+                self._encoded(self.encoding.pop(future), future)
 
-    def _encoded(self, key: int, model: int, future: Future) -> None:
-        result = _result(future, key, model)
+    def _encoded(self, outputs: list[tuple[int, int]], future: Future) -> None:
+        self.encoding_outputs -= len(outputs)
+        results = _result(future, *outputs[0])
+        if isinstance(results, codec.Failed):  # the worker raised: each output of the round trip failed
+            results = [codec.Failed(key, results.reason, model) for key, model in outputs]
+        for (key, model), result in zip(outputs, results):
+            self._one_encoded(key, model, _unless_fatal(result))
+
+    def _one_encoded(self, key: int, model: int, result: codec.Written | codec.Failed) -> None:
         state = self.inflight[key]
         if isinstance(result, codec.Failed):
             self._record_failure(state, model, result.reason)
@@ -551,13 +579,57 @@ class Pipeline:
             d = state.decoded
             target = dict(state.item.outputs)[model]
             h, w = state.shape
-            self.rows.append(self._row(state, model, "done", output=target, output_bytes=result.bytes,
-                                       width=w, height=h, input_sha256=d.sha256,
-                                       seconds=d.seconds + state.model_seconds + result.seconds))
+            row = self._row(state, model, "done", output=target, output_bytes=result.bytes, width=w, height=h,
+                            input_sha256=d.sha256, seconds=d.seconds + state.model_seconds + result.seconds)
             self.stats.outputs += 1
+            if self.tar is None:
+                self.rows.append(row)
+            else:
+                self._pack(row, result.data)
         state.outputs_left -= 1
         if state.outputs_left == 0:
             self._finish(key)
+
+    def _pack(self, row: Row, data: bytes) -> None:
+        """Add an output to the tar; its row waits for the tar to be finished."""
+        self.tar_rows.append(row)
+        try:
+            row.output = self.tar.add(row.output, data)
+        except (OSError, ValueError) as e:
+            self.tar.abandon()
+            self._tar_failed(e)
+            return
+        if self.tar.full:
+            self._finish_tar()
+
+    def _finish_tar(self) -> None:
+        """Commit the rows of the tar's outputs, then move the tar into place (tar_output.py)."""
+        if self.tar is None or self.tar.empty:
+            return
+        self.rows.extend(self.tar_rows)
+        self._flush(force=True)
+        try:
+            self.tar.finish()
+        except (OSError, ValueError) as e:
+            self._tar_failed(e)
+            return
+        self.tar_rows = []
+
+    def _tar_failed(self, error: OSError | ValueError) -> None:
+        """The outputs of a tar that could not be written or moved into place fail, as write-error
+        whatever the cause (the next run redoes them; their rows may already say done); a full disk
+        then stops the run."""
+        rows, self.tar_rows = self.tar_rows, []
+        why = reason("write-error", f"{type(error).__name__}: {error}")
+        for row in rows:
+            row.status, row.reason, row.output, row.output_bytes = "failed", why, "", 0
+            row.finished_at = time.time()
+        self.rows.extend(rows)
+        self._flush(force=True)
+        self.stats.outputs -= len(rows)
+        self.stats.failed += len(rows)
+        self.stats.failures.extend((row.relpath, why) for row in rows[:max(0, 20 - len(self.stats.failures))])
+        _unless_fatal(codec.Failed(0, codec.write_failure(error)))  # (a full disk: raises)
 
     def _forward_failed(self, batch: Batch, error: BaseException) -> None:
         """A batch that fails is split and its images tried alone; an image that fails alone is
@@ -639,6 +711,10 @@ def _result(future: Future, key: int, model: int | None = None):
         raise StageError(WORKER_DIED) from None
     except Exception as e:  # noqa: BLE001
         return codec.Failed(key, reason("worker-error", one_line(e)), model)
+    return _unless_fatal(result)
+
+
+def _unless_fatal(result):
     if isinstance(result, codec.Failed) and is_fatal(result.reason):
         raise StageError(f"{result.reason}; outputs so far are recorded, free space and run again to resume")
     return result

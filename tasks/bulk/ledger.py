@@ -10,7 +10,8 @@ sha256 is still recorded (lineage), computed from the bytes the run decoded anyw
 
 Writers. A process writes rows in small transactions after the outputs they describe have been
 renamed into place, so a kill -9 loses at most the rows of outputs in flight; those inputs are
-redone (the rename makes the redo idempotent). Parallel shards each write their own segment file
+redone (the rename makes the redo idempotent). Outputs packed into tars (tasks/bulk/tar_output.py)
+are the exception: a tar's rows are committed before the tar is moved into place. Parallel shards each write their own segment file
 (SQLite is not safe for concurrent writers on network filesystems), and the driver merges segments
 into the main ledger; a segment left by a killed process is merged by the next run.
 """
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TextIO
 
@@ -56,6 +58,7 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
+ROW_VALUES = operator.attrgetter(*COLUMNS)  # dataclasses.astuple: 23 us a row, this 0.9 (a row per output)
 SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}  # Row's annotations, as strings
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS items ("
@@ -101,7 +104,7 @@ class Ledger:
         self.db.close()
 
     def write(self, rows: Iterable[Row]) -> None:
-        rows = [astuple(r) for r in rows]
+        rows = [ROW_VALUES(r) for r in rows]
         if rows:
             with self.db:
                 self.db.execute("BEGIN IMMEDIATE")

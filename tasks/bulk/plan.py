@@ -21,6 +21,7 @@ from stylepipe.hashing import sha256_file
 from tasks.bulk import remote
 from tasks.bulk.ledger import Ledger, Row, merge_segments, options_json
 from tasks.bulk.paintings import PaintingManifest
+from tasks.bulk.tar_output import split_output
 from tasks.bulk.sources import (RESERVED_NAME, SEEDS_SCHEME, Entry, SeedSource, Source, SourceError, open_source,
                                 seeds_spec)
 from tasks.data.images import max_input_bytes
@@ -245,7 +246,8 @@ def plan(job: Job, *, resume: bool = True, limit: int | None = None, readonly: b
     is_remote = remote.is_remote(job.out)
     stored = remote.existing(str(job.out)) if is_remote else None  # one listing, not a request per output
 
-    def output_exists(relpath: str) -> bool:
+    def output_exists(output: str) -> bool:
+        relpath, _ = split_output(output)  # (a tar member: its tar)
         return relpath in stored if is_remote else (job.out / relpath).is_file()
 
     ledger = Ledger(job.ledger) if (job.ledger.is_file() or not readonly) else None
@@ -406,6 +408,7 @@ class OutputNames:
 
     def __init__(self, fmt: str, recorded: dict[tuple[str, str], str]):
         self.fmt = fmt
+        recorded = {key: split_output(out)[1] for key, out in recorded.items()}  # (tar members: their names)
         self.recorded = recorded                                   # (relpath, model) -> output
         self.owner = {out: key for key, out in recorded.items()}   # output -> (relpath, model)
 

@@ -128,3 +128,44 @@ def test_dvc_push_pull_through_s3(s3_server, tmp_path):
     result = run(["dvc", "pull"], cwd=repo)
     assert result.returncode == 0, result.stderr
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+
+
+def test_tars_to_s3_one_object_per_tar_and_a_lost_tar_is_redone(s3_server, tiny_model, tmp_path, monkeypatch):
+    """--tar-size with an object-storage --out: each tar is uploaded once it is complete, in one
+    request (tasks/bulk/tar_output.py); the ledger, local, names each output in its tar."""
+    import tarfile
+
+    from tasks.bulk.engine import stylize
+    from tasks.bulk.tar_output import split_output
+    from tests.tasks.bulk.test_support import make_job, make_photos
+
+    s3 = client(s3_server)
+    s3.create_bucket(Bucket="stylepipe-tars")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    make_photos(tmp_path / "src", IMAGES[:30])
+    out = "s3://stylepipe-tars/styled"
+    job = make_job(tmp_path / "src", out, tiny_model, tar_size=12)
+    assert stylize(job, progress=False).done == 30
+
+    def tars() -> dict[str, list[str]]:
+        found = {}
+        for key in objects(s3, "stylepipe-tars", "styled/"):
+            body = s3.get_object(Bucket="stylepipe-tars", Key=key)["Body"].read()
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                found[key] = tar.getnames()
+        return found
+
+    first = tars()
+    assert [len(names) for names in first.values()] == [12, 12, 6]
+    assert all(key.startswith("styled/tar/") for key in first)
+    rows = ledger_rows(default_ledger(out))
+    assert sorted(split_output(r["output"])[1] for r in rows) == sorted(n for names in first.values() for n in names)
+    assert {f"styled/{split_output(r['output'])[0]}" for r in rows} == set(first)
+    assert stylize(job, progress=False).run.processed == 0
+
+    lost = sorted(first)[0]
+    s3.delete_object(Bucket="stylepipe-tars", Key=lost)
+    again = stylize(job, progress=False)
+    assert again.run.processed == len(first[lost]) and again.done == 30
+    after = tars()
+    assert sorted(n for names in after.values() for n in names) == sorted(n for names in first.values() for n in names)

@@ -1,0 +1,222 @@
+"""Outputs packed into tar files (StylizeParams.tar_size, tasks/bulk/tar_output.py): the members are
+the files a job would write, the ledger names each one in its tar, resume and a lost tar behave
+as with files, a tar that cannot be finished fails its outputs alone, and kill -9 at any moment
+leaves no output in two tars and nothing half-written under a final name."""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+from PIL import Image
+
+import tasks.bulk.tar_output as tar_output
+from stylepipe.errors import StageError
+from tasks.bulk.engine import stylize
+from tasks.bulk.plan import ModelSpec, default_ledger, plan
+from tasks.bulk.tar_output import split_output
+from tests.hostile import corpus
+from tests.tasks.bulk.test_kill import done_rows, kill_when
+from tests.tasks.bulk.test_support import (all_files, ledger_rows, make_job, make_photos, output_files,  # noqa: F401
+                                        tiny_model)
+
+NAMES = [f"{'sub/' if i % 3 == 0 else ''}{i:02d}.jpg" for i in range(11)]
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    make_photos(tmp_path / "src", NAMES)
+    (tmp_path / "src" / "broken.jpg").write_bytes(corpus.bad_images()["truncated.jpg"][0])
+    return tmp_path / "src"
+
+
+def tars(out: Path) -> list[Path]:
+    return sorted((out / "tar").glob("*.tar"))
+
+
+def members(out: Path) -> dict[str, bytes]:
+    """member name -> bytes, over every finished tar; a member in two tars fails the test."""
+    found: dict[str, bytes] = {}
+    for path in tars(out):
+        with tarfile.open(path) as tar:
+            for info in tar.getmembers():
+                assert info.isfile() and info.name not in found, f"{info.name} twice"
+                found[info.name] = tar.extractfile(info).read()
+    return found
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_tars_hold_the_files_a_job_writes_and_the_ledger_names_each_member(src, tmp_path, tiny_model, workers):
+    files_out, tar_out = tmp_path / "files", tmp_path / "tars"
+    stylize(make_job(src, files_out, tiny_model, workers=workers), progress=False)
+    summary = stylize(make_job(src, tar_out, tiny_model, workers=workers, tar_size=4), progress=False)
+
+    assert (summary.done, summary.failed) == (len(NAMES), 1)
+    assert [len(tarfile.open(t).getnames()) for t in tars(tar_out)] == [4, 4, 3]
+    packed = members(tar_out)
+    assert sorted(packed) == output_files(files_out)
+    assert all(packed[name] == (files_out / name).read_bytes() for name in packed)
+    # nothing else in the output folder: no loose files, no temporary ones
+    assert all_files(tar_out) == [".stylepipe/ledger.sqlite", *(f"tar/{t.name}" for t in tars(tar_out))]
+
+    rows = {r["relpath"]: r for r in ledger_rows(default_ledger(tar_out))}
+    assert rows["broken.jpg"]["status"] == "failed" and rows["broken.jpg"]["output"] == ""
+    for relpath in NAMES:
+        row = rows[relpath]
+        container, member = split_output(row["output"])
+        assert row["status"] == "done" and row["output"].startswith("tar://")
+        assert (tar_out / container).is_file() and row["output_bytes"] == len(packed[member])
+        # the ledger's name is fsspec's URL of the member
+        with fsspec.open(row["output"].replace("::", f"::{tar_out}/"), "rb") as f:
+            assert f.read() == packed[member]
+
+
+def test_resume_a_lost_tar_and_switching_to_files(src, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model, tar_size=4)
+    stylize(job, progress=False)
+    assert stylize(job, progress=False).run.processed == 0
+
+    lost = tars(out)[1]
+    lost_members = set(tarfile.open(lost).getnames())
+    lost.unlink()
+    again = stylize(job, progress=False)
+    assert again.run.processed == len(lost_members) and again.done == len(NAMES)
+    assert sorted(members(out)) == packed_names(out)
+    assert len(tars(out)) == 3  # two of the first run, one of the second
+
+    # the outputs' identity does not include tar_size: a job switched to files keeps them
+    files = make_job(src, out, tiny_model)
+    assert stylize(files, progress=False).run.processed == 0
+
+
+def packed_names(out: Path) -> list[str]:
+    return sorted(split_output(r["output"])[1] for r in ledger_rows(default_ledger(out)) if r["status"] == "done")
+
+
+def test_a_tar_that_cannot_be_finished_fails_its_outputs_alone(src, tmp_path, tiny_model, monkeypatch):
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model, tar_size=4)
+    real_replace, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied", str(b))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(tar_output.os, "replace", replace)
+    summary = stylize(job, progress=False)
+    assert (summary.done, summary.failed) == (len(NAMES) - 4, 4 + 1)
+    rows = ledger_rows(default_ledger(out))
+    failed = [r for r in rows if r["reason"].startswith("write-error")]
+    assert len(failed) == 4 and all(r["output"] == "" for r in failed)
+    assert len(tars(out)) == 2 and all_files(out / ".stylepipe") == ["ledger.sqlite"]
+
+    monkeypatch.setattr(tar_output.os, "replace", real_replace)
+    again = stylize(job, progress=False)   # (write errors are retried)
+    assert again.run.processed == 4 and again.done == len(NAMES)
+    assert sorted(members(out)) == packed_names(out) and len(packed_names(out)) == len(NAMES)
+
+
+def test_a_full_disk_while_packing_stops_the_run_and_the_next_run_finishes(src, tmp_path, tiny_model, monkeypatch):
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model, tar_size=4)
+    real_addfile, calls = tarfile.TarFile.addfile, []
+
+    def addfile(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # the second tar's second member
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_addfile(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", addfile)
+    with pytest.raises(StageError, match="disk-full"):
+        stylize(job, progress=False)
+    rows = ledger_rows(default_ledger(out))
+    # the broken tar's two outputs: failed, to be redone (write-error), with the cause
+    failed = [r["reason"] for r in rows if r["status"] == "failed" and r["relpath"] != "broken.jpg"]
+    assert len(failed) == 2 and all(r.startswith("write-error") and "No space left" in r for r in failed)
+    assert [r for r in rows if r["status"] == "done"] and all(
+        (out / split_output(r["output"])[0]).is_file() for r in rows if r["status"] == "done")
+    assert len(tars(out)) == 1 and all_files(out / ".stylepipe") == ["ledger.sqlite"]
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", real_addfile)
+    assert stylize(job, progress=False).done == len(NAMES)
+    assert sorted(members(out)) == packed_names(out) and len(packed_names(out)) == len(NAMES)
+
+
+def test_a_finished_tar_is_a_source(src, tmp_path, tiny_model):
+    out = tmp_path / "out"
+    stylize(make_job(src, out, tiny_model, tar_size=100), progress=False)
+    [packed] = tars(out)
+    p = plan(make_job(packed, tmp_path / "again", ModelSpec(str(tiny_model))))
+    assert sorted(item.entry.relpath for item in p.items) == sorted(members(out))
+
+
+def test_tar_size_is_validated(tmp_path, tiny_model):
+    with pytest.raises(ValueError, match="tar_size"):
+        make_job(tmp_path, tmp_path / "out", tiny_model, tar_size=-1)
+
+
+# --- kill -9 ----------------------------------------------------------------------------------------
+
+IMAGES = [f"{i:03d}.jpg" for i in range(240)]
+
+
+def start(src: Path, out: Path, model: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "stylepipe.cli", "stylize", str(src), "--model", str(model), "--out", str(out),
+           "--quiet", "--batch-size", "2", "--workers", "2", "--tar-size", "7", "--max-failed-fraction", "0.1"]
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_kill_9_while_packing_then_resume(tmp_path, tiny_model):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_photos(src, IMAGES, size=(224, 160))
+    tmp = out / ".stylepipe" / "tmp"
+
+    def parts() -> int:
+        return len(list(tmp.glob("*/*.part"))) if tmp.is_dir() else 0
+
+    kill_points = [
+        lambda t0, n_tars, rows: parts() > 0,                      # a tar being filled
+        lambda t0, n_tars, rows: len(tars(out)) >= n_tars + 1,     # the first finished tar
+        lambda t0, n_tars, rows: done_rows(out) > rows,            # a tar's rows committed, perhaps not moved
+        lambda t0, n_tars, rows: len(tars(out)) >= n_tars + 3,     # well into the run
+    ]
+    killed = 0
+    for point in kill_points:
+        baseline = (time.monotonic(), len(tars(out)), done_rows(out))
+        killed += kill_when(start(src, out, tiny_model), lambda: point(*baseline))
+        members(out)  # every finished tar reads whole, and no output is in two of them
+        assert output_files(out) == [f"tar/{t.name}" for t in tars(out)]  # nothing else under a final name
+    assert killed >= 3, "the runs finished before most kill points; make the work bigger"
+
+    final = start(src, out, tiny_model)
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+    packed = members(out)
+    assert sorted(packed) == IMAGES == packed_names(out)
+    assert all(decodes_bytes(data) for data in packed.values())
+    assert all_files(out / ".stylepipe") == ["ledger.sqlite"]
+    assert len(ledger_rows(default_ledger(out))) == len(IMAGES)
+
+
+def decodes_bytes(data: bytes) -> bool:
+    try:
+        Image.open(io.BytesIO(data)).load()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
