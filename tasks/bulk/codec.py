@@ -155,8 +155,14 @@ def passthrough_jpeg(data: bytes, max_side: int, max_pixels: int) -> tuple[int, 
 
 def encode_jobs(jobs: list[EncodeJob]) -> list[Written | Failed]:
     """Several outputs in one round trip to a worker (the outputs of one batch): for small images
-    the round trip costs more than the encode."""
-    return [encode_job(job) for job in jobs]
+    the round trip costs more than the encode. What one of them raises fails it alone."""
+    results: list[Written | Failed] = []
+    for job in jobs:
+        try:
+            results.append(encode_job(job))
+        except Exception as e:  # noqa: BLE001 - as a worker's exception is for a job of its own
+            results.append(Failed(job.key, reason("worker-error", f"{type(e).__name__}: {e}"), job.model))
+    return results
 
 
 def encode_job(job: EncodeJob) -> Written | Failed:

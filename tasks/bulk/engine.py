@@ -610,12 +610,14 @@ class Pipeline:
         self._flush(force=True)
         try:
             self.tar.finish()
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - an object store's client raises its own errors
+            if not (self.remote_out or isinstance(e, (OSError, ValueError))):
+                raise
             self._tar_failed(e)
             return
         self.tar_rows = []
 
-    def _tar_failed(self, error: OSError | ValueError) -> None:
+    def _tar_failed(self, error: Exception) -> None:
         """The outputs of a tar that could not be written or moved into place fail, as write-error
         whatever the cause (the next run redoes them; their rows may already say done); a full disk
         then stops the run."""

@@ -5,14 +5,21 @@ file took 0.42 ms of an encode worker's 0.78 ms per sample (py-spy, docs/speed.m
 tar, they are one file per N outputs, the layout WebDataset and other dataset loaders read, and a
 source stylepipe itself reads (a tar is an archive source).
 
-    <out>/tar/<writer>-<run id>-000001.tar     members: the outputs' usual relative paths
+    <out>/tar/<writer>-<run id>-<token>-000001.tar     members: the outputs' usual relative paths
+
+(the token is new for every run of the engine: a Prefect task retried with the same writer and run
+id must not replace the tars of its first try, whose outputs the ledger holds.)
 
 A tar is written under the writer's temporary folder and moved into place when it is complete. Its
 outputs' ledger rows are committed *before* the move, the reverse of single files: a row then may
 name a tar that a kill kept from appearing, which the next run's planner finds missing (it checks the
-tar, as it checks a file) and redoes; a tar never appears whose outputs the ledger does not hold, so no
-output is ever in two finished tars. Whatever a killed run left unfinished is swept with the
-temporary folder, and its outputs redone.
+tar, as it checks a file) and redoes; a tar never appears whose outputs the ledger does not hold, so a
+kill never leaves an output in two finished tars. Whatever a killed run left unfinished is swept
+with the temporary folder, and its outputs redone.
+
+An output made again on purpose (its input changed, the model or options did, or --no-resume) goes
+into a new tar, and its earlier copy stays in the earlier tar: tars are never rewritten. The ledger
+says which copy is current; a reader of <out>/tar/*.tar alone sees both.
 
 The ledger names such an output `tar://<member>::<tar path>` (fsspec's URL of a member in an
 archive: `fsspec.open("tar://a.png::/out/tar/main-....tar")` reads it). No single-file output can
@@ -24,6 +31,7 @@ import io
 import os
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 from tasks.bulk.codec import safe_target
@@ -53,7 +61,7 @@ class TarOutput:
 
     def __init__(self, out_root: str, tmp_dir: str, writer: str, run_id: str, size: int, remote: bool):
         self.out_root, self.tmp_dir, self.size, self.remote = out_root, Path(tmp_dir), size, remote
-        self.name_prefix = f"{FOLDER}/{writer}-{run_id}"
+        self.name_prefix = f"{FOLDER}/{writer}-{run_id}-{uuid.uuid4().hex[:8]}"
         self.count = 0       # tars finished by this writer
         self.file = None
         self.tar: tarfile.TarFile | None = None

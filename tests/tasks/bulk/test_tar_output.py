@@ -20,7 +20,7 @@ from PIL import Image
 
 import tasks.bulk.tar_output as tar_output
 from stylepipe.errors import StageError
-from tasks.bulk.engine import stylize
+from tasks.bulk.engine import execute, stylize
 from tasks.bulk.plan import ModelSpec, default_ledger, plan
 from tasks.bulk.tar_output import split_output
 from tests.hostile import corpus
@@ -152,6 +152,35 @@ def test_a_full_disk_while_packing_stops_the_run_and_the_next_run_finishes(src, 
     monkeypatch.setattr(tarfile.TarFile, "addfile", real_addfile)
     assert stylize(job, progress=False).done == len(NAMES)
     assert sorted(members(out)) == packed_names(out) and len(packed_names(out)) == len(NAMES)
+
+
+def test_a_retried_task_never_replaces_the_tars_of_its_first_try(src, tmp_path, tiny_model):
+    """flows/bulk.py retries a shard's task with the same writer and run id: each try's tars keep
+    their own names, so the outputs the first try recorded stay where the ledger says."""
+    out = tmp_path / "out"
+    p = plan(make_job(src, out, tiny_model, tar_size=3))
+    half = len(p.items) // 2
+    execute(p, p.items[:half], writer="shard-0", run_id="samerun")
+    execute(p, p.items[half:], writer="shard-0", run_id="samerun")  # the retry, after the first try died
+    done = packed_names(out)
+    assert len(done) == len(NAMES) and sorted(members(out)) == done
+    assert all((out / split_output(r["output"])[0]).is_file()
+               for r in ledger_rows(default_ledger(out)) if r["status"] == "done")
+
+
+def test_one_output_that_raises_fails_alone_in_its_round_trip(tmp_path):
+    """The outputs of a batch travel to a worker together (codec.encode_jobs); an exception in one
+    (here no pixels at all) fails that one, as a worker's exception did when each travelled alone."""
+    import numpy as np
+
+    from tasks.bulk.codec import EncodeJob, Failed, Written, encode_jobs
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    jobs = [EncodeJob(n, 0, None if n == 1 else pixels, str(tmp_path), f"{n}.jpg", str(tmp_path), "jpg", 90)
+            for n in range(3)]
+    results = encode_jobs(jobs)
+    assert [type(r) for r in results] == [Written, Failed, Written]
+    assert results[1].reason.startswith("worker-error") and results[1].key == 1
+    assert sorted(p.name for p in tmp_path.glob("*.jpg")) == ["0.jpg", "2.jpg"]
 
 
 def test_a_finished_tar_is_a_source(src, tmp_path, tiny_model):
