@@ -25,8 +25,8 @@ from tasks.bulk.plan import ModelSpec, default_ledger, plan
 from tasks.bulk.tar_output import split_output
 from tests.hostile import corpus
 from tests.tasks.bulk.test_kill import done_rows, kill_when
-from tests.tasks.bulk.test_support import (all_files, ledger_rows, make_job, make_photos, output_files,  # noqa: F401
-                                        tiny_model)
+from tests.tasks.bulk.test_support import (all_files, ledger_rows, make_job, make_photos,  # noqa: F401
+                                        other_model, output_files, tiny_model)
 
 NAMES = [f"{'sub/' if i % 3 == 0 else ''}{i:02d}.jpg" for i in range(11)]
 
@@ -77,6 +77,17 @@ def test_tars_hold_the_files_a_job_writes_and_the_ledger_names_each_member(src, 
         # the ledger's name is fsspec's URL of the member
         with fsspec.open(row["output"].replace("::", f"::{tar_out}/"), "rb") as f:
             assert f.read() == packed[member]
+
+
+def test_several_models_share_the_tars_under_their_own_folders(src, tmp_path, tiny_model, other_model):
+    files_out, tar_out = tmp_path / "files", tmp_path / "tars"
+    stylize(make_job(src, files_out, tiny_model, other_model), progress=False)
+    summary = stylize(make_job(src, tar_out, tiny_model, other_model, tar_size=5), progress=False)
+    assert (summary.done, summary.failed) == (2 * len(NAMES), 2)
+    packed = members(tar_out)
+    assert sorted(packed) == output_files(files_out) and {name.split("/")[0] for name in packed} == {"tiny", "other"}
+    assert all(packed[name] == (files_out / name).read_bytes() for name in packed)
+    assert len(tars(tar_out)) == -(-2 * len(NAMES) // 5)
 
 
 def test_resume_a_lost_tar_and_switching_to_files(src, tmp_path, tiny_model):
