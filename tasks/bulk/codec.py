@@ -183,7 +183,8 @@ def encode_job(job: EncodeJob) -> Written | Failed:
         if job.encoded is not None:
             tmp.write_bytes(job.encoded)
         else:
-            write_pixels(tmp, job.pixels, job.format, job.quality)
+            with open(tmp, "wb") as f:
+                write_image(f, job.pixels, job.format, job.quality)
         size = tmp.stat().st_size
         if remote:  # one PUT of the finished file: the object appears complete or not at all
             upload(tmp, job.out_root, job.relpath, job.identity)
@@ -200,26 +201,21 @@ def encode_job(job: EncodeJob) -> Written | Failed:
     return Written(job.key, job.model, size, time.perf_counter() - start)
 
 
-def write_pixels(path: Path, pixels: np.ndarray, format: str, quality: int) -> None:
-    """(H,W,3) RGB or (H,W,1) grey uint8 pixels -> an image file. PNG through tasks/bulk/png.py
-    (OpenCV's defaults too: zlib level 1 with its run-length strategy); at Pillow's compress_level 6 the
-    encode of a 512-px output had taken as long as the fast network's pass on it."""
-    if format == "png":
-        with open(path, "wb") as f:
-            write_png(f, pixels)
-    else:
-        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
-            path, SAVE_OPTIONS[format], quality=quality)
-
-
 def encode_bytes(pixels: np.ndarray, format: str, quality: int) -> bytes:
     buffer = io.BytesIO()
+    write_image(buffer, pixels, format, quality)
+    return buffer.getvalue()
+
+
+def write_image(fileobj, pixels: np.ndarray, format: str, quality: int) -> None:
+    """(H,W,3) RGB or (H,W,1) grey uint8 pixels -> an image, written to a file object. PNG through
+    tasks/bulk/png.py (OpenCV's defaults too: zlib level 1 with its run-length strategy); at Pillow's
+    compress_level 6 the encode of a 512-px output had taken as long as the fast network's pass on it."""
     if format == "png":
-        write_png(buffer, pixels)
+        write_png(fileobj, pixels)
     else:
         Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
-            buffer, SAVE_OPTIONS[format], quality=quality)
-    return buffer.getvalue()
+            fileobj, SAVE_OPTIONS[format], quality=quality)
 
 
 def write_failure(e: OSError | ValueError) -> str:

@@ -65,7 +65,7 @@ class TarOutput:
         self.count = 0       # tars finished by this writer
         self.file = None
         self.tar: tarfile.TarFile | None = None
-        self.members: list[str] = []
+        self.members = 0     # in the tar being filled
 
     @property
     def relpath(self) -> str:
@@ -80,16 +80,16 @@ class TarOutput:
         info = tarfile.TarInfo(member)
         info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
         self.tar.addfile(info, io.BytesIO(data))
-        self.members.append(member)
+        self.members += 1
         return member_output(member, self.relpath)
 
     @property
     def full(self) -> bool:
-        return len(self.members) >= self.size
+        return self.members >= self.size
 
     @property
     def empty(self) -> bool:
-        return not self.members
+        return self.members == 0
 
     def finish(self) -> None:
         """Complete the tar and move it into place (or upload it). The caller has committed its
@@ -104,13 +104,12 @@ class TarOutput:
             self.file.close()
             if self.remote:
                 upload(part, self.out_root, self.relpath, "")
-                part.unlink()
             else:
                 os.replace(part, safe_target(Path(self.out_root), self.relpath))
         finally:
             self.file.close()
-            part.unlink(missing_ok=True)
-            self.tar, self.file, self.members = None, None, []
+            part.unlink(missing_ok=True)  # (after a move, nothing is left to remove)
+            self.tar, self.file, self.members = None, None, 0
             self.count += 1
 
     def abandon(self) -> None:
@@ -118,4 +117,4 @@ class TarOutput:
         if self.file is not None:
             self.file.close()
             Path(self.file.name).unlink(missing_ok=True)
-        self.tar, self.file, self.members = None, None, []
+        self.tar, self.file, self.members = None, None, 0
