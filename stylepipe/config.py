@@ -247,7 +247,7 @@ class StylizeParams(Section):
     # The run exits non-zero when more than this fraction of its inputs fail.
     max_failed_fraction: float = Field(default=0.0, ge=0, le=1)
     shard_size: int = Field(default=1000, ge=1)        # images per Prefect task (flows/bulk.py)
-    # 0: one file per output. N: outputs packed N to a tar file, <out>/tar/<writer>-<run>-NNNNNN.tar,
+    # 0: one file per output. N: outputs packed N to a tar file, <out>/tar/<writer>-<run>-<token>-NNNNNN.tar,
     # members named as the files would be (tasks/bulk/tar_output.py): for many small outputs, whose
     # files cost more to create than to compute. Not part of the outputs' identity.
     tar_size: int = Field(default=0, ge=0, le=1_000_000)

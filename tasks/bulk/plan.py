@@ -369,7 +369,7 @@ def check_gatys_size(p: Plan, limit: int | None) -> None:
         f"{len(p.items)} images to stylize with Gatys optimisation, more than the {cap} it is meant for: "
         "it optimises every image, seconds to minutes each (about 10-15 s at 256 px and 40-55 s at the "
         "default 256,512 on a 2-core CPU). For a job this size train a feed-forward model of the "
-        "painting (add it under `styles:` in params.yaml, `stylepipe run --stage train`) and stylize "
+        "painting (add it under `models:` in params.yaml, `stylepipe run --stage train`) and stylize "
         "with --model; or give --limit N, or raise --gatys-max-inputs, to go ahead anyway")
 
 
