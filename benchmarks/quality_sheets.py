@@ -5,8 +5,9 @@ yardstick (tasks/evaluation/metrics.py's style and content losses under the fixe
 encoder, at evaluate.image_size), the 4-pixel grid (tasks/evaluation/spectrum.py: its power ratio
 and its amplitude in levels) and, for
 stylepipe, how differently it treats the photo and its grayscale copy, and for every picture its
-colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py) and its share of
-flat clipped regions (tasks/evaluation/clipping.py: holes and glows pinned to black or white).
+colour distance to the painting (the evaluate stage's, tasks/evaluation/metrics.py), its share of
+flat clipped regions (tasks/evaluation/clipping.py: holes and glows pinned to black or white) and how
+far its outline lengths are from the painting's (tasks/evaluation/forms.py; read against the photo's).
 
     OMP_NUM_THREADS=1 python benchmarks/quality_sheets.py --styles ../shared/images/style \\
         --photos ../shared/images/content --references ../shared/images/reference --out /tmp/sheets \\
@@ -36,6 +37,7 @@ from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, v
 from tasks.evaluation import metrics as em
 from tasks.evaluation.clipping import clipped_share
 from tasks.evaluation.colour import colour_response
+from tasks.evaluation.forms import outline_length_w1
 from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 
 CELL = 320        # px: the long side of each fitted picture
@@ -126,6 +128,9 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
 
     def palette(img) -> float:  # the evaluate stage's colour distance to the painting (Lab units)
         return em.colour_distance(em.lab_pixels(np.asarray(img)), painting_lab)
+
+    def outlines(img) -> float:  # octaves between its outline lengths and the painting's
+        return outline_length_w1(np.asarray(img), np.asarray(painting_img))
     rows, summary = [], {"painting": str(painting), "model": str(model_dir), "steps": sidecar.get("steps"),
                          "upsample": sidecar.get("upsample"), "train": sidecar.get("train"), "photos": {}}
     for photo_path in photos:
@@ -143,17 +148,18 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
                 ref = fit(ref_native, size).resize(photo.size, Image.LANCZOS)
         ours_pixels = np.asarray(ours)
         entry = {"photo": {**yardstick.losses(photo, photo, style_grams), "palette": palette(photo),
-                           "clipped": clipped_share(arr)},
+                           "clipped": clipped_share(arr), "outlines": outlines(arr)},
                  "stylepipe": {**yardstick.losses(ours, photo, style_grams), "grid": grid_ratio(ours_pixels),
                                "grid_amplitude": grid_amplitude(ours_pixels), "palette": palette(ours),
-                               "clipped": clipped_share(ours_pixels),
+                               "clipped": clipped_share(ours_pixels), "outlines": outlines(ours_pixels),
                                "colour_in": inputs_diff, "colour_out": outputs_diff, "seconds": seconds}}
         if ref is not None:
             # the grid at the reference's own size: shrinking it to `size` would alias its grid away
             ref_pixels = np.asarray(ref_native)
             entry["reference"] = {**yardstick.losses(ref, photo, style_grams), "grid": grid_ratio(ref_pixels),
                                   "grid_amplitude": grid_amplitude(ref_pixels),
-                                  "palette": palette(ref), "clipped": clipped_share(np.asarray(ref))}
+                                  "palette": palette(ref), "clipped": clipped_share(np.asarray(ref)),
+                                  "outlines": outlines(ref)}
         summary["photos"][photo_path.name] = entry
         rows.append((photo_path.name, photo, ref, ours, entry))
 
@@ -164,7 +170,8 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     draw.text((4, 4), f"{name}: {sidecar.get('steps')} steps, {sidecar.get('network')}/{sidecar.get('upsample', '?')}, "
                       f"at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
                       f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio / amplitude in levels; "
-                      f"palette: Lab distance to the painting; clipped: pixels in flat clipped regions", fill=(0, 0, 0))
+                      f"palette: Lab distance to the painting; clipped: pixels in flat clipped regions; "
+                      f"outlines: octaves from the painting's outline lengths (tasks/evaluation/forms.py)", fill=(0, 0, 0))
     for r, (photo_name, photo, ref, ours, entry) in enumerate(rows):
         y0 = 24 + r * row_h
         pictures = [photo, painting_img, ref, ours]
@@ -172,16 +179,16 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
                  centre_crop(ref, CROP) if ref is not None else None, centre_crop(ours, CROP)]
         texts = [
             [photo_name, f"style {entry['photo']['style']:.3f}  palette {entry['photo']['palette']:.1f}",
-             f"clipped {100 * entry['photo']['clipped']:.2f}%"],
+             f"clipped {100 * entry['photo']['clipped']:.2f}%  outlines {entry['photo']['outlines']:.2f}"],
             [painting.name, f"crop: at the trained {sidecar.get('style_size', 256)} px"],
             ["published reference", f"style {entry['reference']['style']:.3f} content {entry['reference']['content']:.3f}",
              f"grid {entry['reference']['grid']:.1f} / {entry['reference']['grid_amplitude']:.2f} (own size)  palette {entry['reference']['palette']:.1f}",
-             f"clipped {100 * entry['reference']['clipped']:.2f}%"] if ref is not None
+             f"clipped {100 * entry['reference']['clipped']:.2f}%  outlines {entry['reference']['outlines']:.2f}"] if ref is not None
             else ["no published reference"],
             ["stylepipe", f"style {entry['stylepipe']['style']:.3f} content {entry['stylepipe']['content']:.3f}",
              f"grid {entry['stylepipe']['grid']:.2f} / {entry['stylepipe']['grid_amplitude']:.2f}  grey copy: in {entry['stylepipe']['colour_in']:.1f} "
              f"out {entry['stylepipe']['colour_out']:.1f} /255  palette {entry['stylepipe']['palette']:.1f}",
-             f"clipped {100 * entry['stylepipe']['clipped']:.2f}%"],
+             f"clipped {100 * entry['stylepipe']['clipped']:.2f}%  outlines {entry['stylepipe']['outlines']:.2f}"],
         ]
         for c in range(cols):
             x0 = c * CELL
