@@ -43,6 +43,7 @@ from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 CELL = 320        # px: the long side of each fitted picture
 CROP = 256        # px: side of each 1:1 crop (the centre of the picture at --size)
 TEXT = 64         # px: the caption band under each row
+HEADER = 38       # px: the sheet's two-line legend
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
@@ -165,15 +166,15 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
 
     cols = 4
     row_h = CELL + TEXT + CROP + TEXT
-    canvas = Image.new("RGB", (cols * CELL, 24 + len(rows) * row_h), "white")
+    canvas = Image.new("RGB", (cols * CELL, HEADER + len(rows) * row_h), "white")
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 4), f"{name}: {sidecar.get('steps')} steps, {sidecar.get('network')}/{sidecar.get('upsample', '?')}, "
                       f"at {size} px; crops 1:1 ({CROP} px, centre); style/content: yardstick losses "
                       f"(photo's own style loss in the photo column); grid: (1/4,1/4) power ratio / amplitude in levels; "
-                      f"palette: Lab distance to the painting; clipped: pixels in flat clipped regions; "
+                      f"palette: Lab distance to the painting;\nclipped: pixels in flat clipped regions; "
                       f"outlines: octaves from the painting's outline lengths (tasks/evaluation/forms.py)", fill=(0, 0, 0))
     for r, (photo_name, photo, ref, ours, entry) in enumerate(rows):
-        y0 = 24 + r * row_h
+        y0 = HEADER + r * row_h
         pictures = [photo, painting_img, ref, ours]
         crops = [centre_crop(photo, CROP), centre_crop(trained_painting, CROP),
                  centre_crop(ref, CROP) if ref is not None else None, centre_crop(ours, CROP)]
