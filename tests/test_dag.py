@@ -101,3 +101,15 @@ def test_each_stage_lists_the_code_it_imports(stage):
         return any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
 
     assert [f for f in sorted(_imported_files(STAGE_MODULES[stage], families)) if not listed(f)] == []
+
+
+def test_the_committed_metrics_are_the_ones_dvc_lock_records():
+    """metrics/ is git's (cache: false), dvc.lock names its md5s: a lock committed from one run with
+    metrics from another would make `dvc status` and `dvc metrics diff` disagree with the files."""
+    import hashlib
+    lock = yaml.safe_load((REPO_ROOT / "dvc.lock").read_text())
+    outs = {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", []) if out["path"].startswith("metrics/")}
+    assert "metrics/metrics.json" in outs
+    for path, md5 in outs.items():
+        assert hashlib.md5((REPO_ROOT / path).read_bytes()).hexdigest() == md5, path
