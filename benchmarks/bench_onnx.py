@@ -1,9 +1,12 @@
 """onnxruntime vs PyTorch on the CPU: one image through an exported network, median of --reps
 timed runs after two warm-up runs (the runtimes alternate), for 1 thread and for every core;
 and the size of each network's .onnx file. "onnxruntime, plain" is the export without its
-phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds.
+phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds. With --int8,
+also the export quantised to int8 by onnxruntime's static quantisation (QDQ, per-channel int8
+weights, uint8 activations calibrated on four random images), in the same rounds: it is the
+quantised graph's speed, not its quality (random weights).
 
-    python benchmarks/bench_onnx.py --size 512 --reps 7 --networks slim fast classic
+    python benchmarks/bench_onnx.py --size 512 --reps 7 --networks slim fast classic [--int8]
 
 Random (seeded) weights: speed and size do not depend on training.
 """
@@ -25,6 +28,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--networks", nargs="+", default=["slim", "fast", "classic"],
                         help="johnson networks (slim, fast, classic), and cyclegan: the family's default generator, a2b")
+    parser.add_argument("--int8", action="store_true", help="also time a static int8 (QDQ) quantisation")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -44,6 +48,7 @@ def main() -> None:
                 save_model(Path(tmp) / name, build_network(name), {"network": name, "upsample": DEFAULT_UPSAMPLE[name]})
             path = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}.onnx")
             plain = export_onnx(Path(tmp) / name, Path(tmp) / f"{name}-plain.onnx", phase_split=False)
+            int8 = quantised(path, Path(tmp) / f"{name}-int8.onnx", args.size) if args.int8 else None
             net, _ = load_model(Path(tmp) / name)
             if name == "cyclegan":
                 net = net.set_direction("a2b").eval()
@@ -58,6 +63,9 @@ def main() -> None:
                 runs = {"pytorch": lambda: net(image),
                         "onnxruntime": lambda: session.run(None, {"image": image.numpy()}),
                         "plain": lambda: plain_session.run(None, {"image": image.numpy()})}
+                if int8:
+                    int8_session = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+                    runs["int8"] = lambda: int8_session.run(None, {"image": image.numpy()})
                 times: dict[str, list[float]] = {k: [] for k in runs}
                 with torch.inference_mode(), OtherLoad() as load:
                     for rep in range(args.reps + 2):
@@ -73,6 +81,30 @@ def main() -> None:
                       f"({spread['onnxruntime']}), ratio {med['pytorch'] / med['onnxruntime']:.2f}x; "
                       f"onnxruntime, plain {med['plain']:.0f} ms ({spread['plain']}): the phase split "
                       f"{med['plain'] / med['onnxruntime']:.2f}x; other load {load.cores:.1f} cores")
+                if int8:
+                    print(f"    onnxruntime int8 {med['int8']:.0f} ms ({spread['int8']}): "
+                          f"{med['onnxruntime'] / med['int8']:.2f}x onnxruntime fp32")
+
+
+def quantised(path: Path, out: Path, size: int) -> Path:
+    """The fp32 export quantised statically to int8 (QDQ), calibrated on four random images."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class RandomImages(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.feeds = iter({"image": rng.random((1, 3, size, size), np.float32)} for _ in range(4))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    prepared = out.with_suffix(".prepared.onnx")
+    quant_pre_process(str(path), str(prepared))
+    quantize_static(str(prepared), str(out), RandomImages(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return out
 
 
 def save_cyclegan(folder: Path) -> None:

@@ -6,7 +6,8 @@ classic pytorch/examples fast_neural_style loop measured in the same run (the ra
 
   stylepipe <encoder>/<network>: the johnson family's own training step (models/johnson/family.py,
       the one tasks/train.py calls) with its default weights, plus the loss .item()s of the
-      progress bar; on CUDA it runs the family's path (bf16 autocast, channels_last).
+      progress bar; with --amp in bf16 autocast with channels_last (training's path on CUDA, and
+      train.precision=bf16 train.channels_last=true on a CPU: worth it where the CPU has AMX).
   pytorch-examples: pytorch/examples' fast_neural_style train loop (VGG-16 to relu4_3, its
       TransformerNet, Adam, MSE losses, the style Grams computed once, inputs in 0-255), written
       here as that script writes it: fp32, NCHW, no AMP, whatever --amp says.
@@ -49,7 +50,7 @@ VARIANTS = [f"{e}/{n}" for e in ENCODERS for n in NETWORKS]
 def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: bool, weights_dir: Path,
                    pretrained: bool, loss: dict | None = None) -> Callable[[], None]:
     """One training step of the johnson family: its own Trainer.train_step, the one tasks/train.py
-    calls (on CUDA: bf16 autocast and channels_last, the family's CUDA path; --amp is that path)."""
+    calls (--amp: bf16 autocast and channels_last, the family's CUDA path and train.precision=bf16)."""
     from unittest import mock
 
     from models.family import TrainInputs
@@ -63,10 +64,9 @@ def stylepipe_step(variant: str, content: torch.Tensor, amp: bool, compile_: boo
     real_build = family.build_encoder
     with mock.patch.object(family, "build_encoder",  # weights from --weights-dir, or random for timing
                            lambda name, layers: real_build(name, layers, weights_dir, pretrained=pretrained)):
-        cuda_amp = amp and device.type == "cuda"
         trainer = family.JohnsonTrainer(tp, TrainInputs(
-            device, painting=lambda size: torch.rand(3, size, size, device=device), bf16=cuda_amp,
-            channels_last=cuda_amp))
+            device, painting=lambda size: torch.rand(3, size, size, device=device), bf16=amp,
+            channels_last=amp))
     if compile_:
         trainer.nets["net"], trainer.loss = torch.compile(trainer.nets["net"]), torch.compile(trainer.loss)
 
@@ -232,8 +232,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them (default 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--amp", action="store_true",
-                        help="CUDA only: bf16 autocast + channels_last for the stylepipe variants, as "
-                             "training on CUDA runs (pytorch-examples stays fp32 NCHW)")
+                        help="bf16 autocast + channels_last for the stylepipe variants: training's path on "
+                             "CUDA, and on a CPU with train.precision=bf16 train.channels_last=true (worth it "
+                             "with AMX); pytorch-examples stays fp32 NCHW")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks and the loss (both sides); compiling happens in "
                              "the warm-up steps, so give --warmup 2 or more")
@@ -261,9 +262,7 @@ def main() -> None:
         device = pick_device(args.device)
     except StageError as e:
         parser.error(str(e))
-    amp = args.amp and device.type == "cuda"
-    if args.amp and not amp:
-        print("--amp ignored: it is the CUDA path (training on a CPU runs fp32)")
+    amp = args.amp
     if device.type == "cpu" and (args.threads or not os.environ.get("OMP_NUM_THREADS")):
         torch.set_num_threads(args.threads or cpu_count())  # what train does, unless told otherwise
     pretrained = {name: has_vgg_weights(name, args.weights_dir) for name in ("vgg16", "vgg19")}

@@ -37,7 +37,7 @@ from stylepipe.config import EvaluateParams, parse_override, read_raw, set_in, v
 from tasks.evaluation import metrics as em
 from tasks.evaluation.clipping import clipped_share
 from tasks.evaluation.colour import colour_response
-from tasks.evaluation.forms import outline_length_w1
+from tasks.evaluation.forms import outline_distance, output_outlines, painting_outlines
 from tasks.evaluation.spectrum import grid_amplitude, grid_ratio
 
 CELL = 320        # px: the long side of each fitted picture
@@ -130,8 +130,10 @@ def sheet(painting: Path, name: str, model_dir: Path, photos: list[Path], refere
     def palette(img) -> float:  # the evaluate stage's colour distance to the painting (Lab units)
         return em.colour_distance(em.lab_pixels(np.asarray(img)), painting_lab)
 
+    painting_lengths = painting_outlines(np.asarray(painting_img))
+
     def outlines(img) -> float:  # octaves between its outline lengths and the painting's
-        return outline_length_w1(np.asarray(img), np.asarray(painting_img))
+        return outline_distance(output_outlines(np.asarray(img)), painting_lengths)
     rows, summary = [], {"painting": str(painting), "model": str(model_dir), "steps": sidecar.get("steps"),
                          "upsample": sidecar.get("upsample"), "train": sidecar.get("train"), "photos": {}}
     for photo_path in photos:
