@@ -97,8 +97,9 @@ class TrainBase(Section):
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
     # Speed, mostly for CUDA. precision bf16: the step runs under torch.autocast (bfloat16 matmuls and
-    # convolutions; on a CPU only worth it with AMX/AVX512-BF16); it changes the numbers, so it is part
-    # of the model's config; auto: bf16 on CUDA, fp32 on a CPU. channels_last (NHWC nets and batches;
+    # convolutions; on a CPU worth it with AMX: 1.5x for classic, under 1.1x for fast and slim); it
+    # changes the numbers, so it is part of the model's config; auto: bf16 on CUDA, fp32 on a CPU
+    # (docs/style-quality.md, section 22). channels_last (NHWC nets and batches;
     # None: on CUDA) and compile (torch.compile of every trained net; the first steps pay for the
     # compiling) change only the speed.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
