@@ -262,7 +262,6 @@ def main() -> None:
         device = pick_device(args.device)
     except StageError as e:
         parser.error(str(e))
-    amp = args.amp
     if device.type == "cpu" and (args.threads or not os.environ.get("OMP_NUM_THREADS")):
         torch.set_num_threads(args.threads or cpu_count())  # what train does, unless told otherwise
     pretrained = {name: has_vgg_weights(name, args.weights_dir) for name in ("vgg16", "vgg19")}
@@ -276,7 +275,7 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})"
     print(f"{where}; torch {torch.__version__}; {args.size}x{args.size}, batch {args.batch}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps; amp {'bf16 + channels_last' if amp else 'off'}; "
+          f"{args.warmup} warm-up + {args.steps} timed steps; amp {'bf16 + channels_last' if args.amp else 'off'}; "
           f"compile {'on' if args.compile else 'off'}; load average {os.getloadavg()[0]:.2f} at start")
 
     generator = torch.Generator().manual_seed(0)
@@ -291,7 +290,7 @@ def main() -> None:
         else:
             loss = {k: v for k, v in (("statistic", args.statistic), ("palette_weight", args.palette_weight))
                     if v is not None}
-            step = stylepipe_step(name, content, amp, args.compile, args.weights_dir, pretrained[encoder], loss)
+            step = stylepipe_step(name, content, args.amp, args.compile, args.weights_dir, pretrained[encoder], loss)
         with OtherLoad() as others:
             per_step, warm = timed(step, args.warmup, args.steps, device)
         del step  # it holds the networks and the optimizer state
@@ -322,7 +321,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({
             "device": where, "torch": torch.__version__, "size": args.size, "batch": args.batch,
-            "steps": args.steps, "warmup": args.warmup, "amp": amp, "compile": args.compile,
+            "steps": args.steps, "warmup": args.warmup, "amp": args.amp, "compile": args.compile,
             "threads": torch.get_num_threads() if device.type == "cpu" else None, "rows": rows,
         }, indent=2) + "\n")
 
