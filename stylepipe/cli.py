@@ -732,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server's start (its database, on a new PREFECT_HOME) overran Prefect's 20 s on
+    # 2 cores busy with training, and the run failed before its first stage; a set value is kept.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "experiments":

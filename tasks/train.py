@@ -490,7 +490,9 @@ def train(params: Params, model: str, paths: Paths | None = None, *, fresh: bool
     if keep_seconds:
         sidecar["seconds"] = round(seconds, 1)
     else:
-        timings.record(model, {"train_seconds": round(seconds, 1), "train_device": str(device)},
+        # the thread count beside the device: with another count the weights differ from the first steps
+        timings.record(model, {"train_seconds": round(seconds, 1), "train_device": str(device),
+                               "train_threads": torch.get_num_threads()},
                        path=paths.log.parent.parent / timings.TIMINGS.name)
     save_model(paths.model_dir, net, sidecar)
     remove_checkpoints(paths.checkpoints)

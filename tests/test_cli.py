@@ -1,4 +1,5 @@
 import difflib
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +36,18 @@ def test_bad_set_fails_before_running(project_copy, capsys):
 def test_run_outside_project(tmp_path, capsys):
     assert main(["run", "--repo", str(tmp_path)]) == 2
     assert "no dvc.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("set_by_user", [None, "45"])
+def test_the_embedded_server_gets_time_to_start_unless_the_user_said(tmp_path, monkeypatch, set_by_user):
+    """Prefect's 20 s for its temporary server failed `stylepipe run` on 2 busy cores."""
+    name = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+    if set_by_user:
+        monkeypatch.setenv(name, set_by_user)
+    else:
+        monkeypatch.delenv(name, raising=False)
+    main(["run", "--repo", str(tmp_path)])  # fails (no dvc.yaml) after the environment is set
+    assert os.environ[name] == (set_by_user or "120")
 
 
 def test_dag_prints_stage_order(project_copy, capsys):

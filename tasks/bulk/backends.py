@@ -182,13 +182,16 @@ def choice_key(weights_sha256: str, threads: int, passes: int, batch: int, direc
     return key + [direction] if direction else key
 
 
-def _median_seconds(run, x: Tensor) -> float:
-    times = []
+def _median_seconds(runs: dict[str, object], x: Tensor) -> dict[str, float]:
+    """Each run's median time on x, the runs taking turns (a slow spell of the machine then falls on
+    every backend, not on the one timed during it)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(CALIBRATION_RUNS):
-        start = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 class Chooser:
@@ -241,7 +244,7 @@ class Chooser:
             if self.chosen is None:
                 for run in runs.values():  # warm-up: first-call allocations, kernel selection
                     run(x)
-                self.timings = {name: _median_seconds(run, x) for name, run in runs.items()}
+                self.timings = _median_seconds(runs, x)
                 self.chosen = min(self.timings, key=self.timings.get)
                 log.info("backend: %s (median of %d runs on a %s batch: %s)", self.chosen, CALIBRATION_RUNS,
                          "x".join(map(str, x.shape)),

@@ -27,7 +27,6 @@ look like that: an output path never has an empty part.
 """
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 import time
@@ -39,11 +38,29 @@ from tasks.bulk.remote import upload
 
 FOLDER = "tar"
 PREFIX, SEPARATOR = "tar://", "::"
+BLOCK = tarfile.BLOCKSIZE
+END = b"\0" * (2 * BLOCK)   # a tar ends in two zero blocks, and its length is a whole record
 
 
 def member_output(member: str, tar_relpath: str) -> str:
     """The ledger's name of an output packed in a tar."""
     return f"{PREFIX}{member}{SEPARATOR}{tar_relpath}"
+
+
+def member_header(name: str, size: int, mtime: int) -> bytes:
+    """The header block(s) of a regular file of mode 644: the bytes `tarfile` writes in PAX format.
+    An ASCII name of at most 100 bytes (nearly every output) gets its ustar block built here, 7x
+    faster than tarfile's addfile (a 28-px generation job with tars 1.12x faster: docs/speed.md,
+    session 31); any other name gets tarfile's own."""
+    if not name.isascii() or len(name) > 100 or size >= 8 ** 11:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, mtime, 0o644
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    block = b"".join((
+        name.encode().ljust(100, b"\0"), b"0000644\0", b"0000000\0", b"0000000\0",  # name mode uid gid
+        b"%011o\0" % size, b"%011o\0" % mtime, b" " * 8, b"0", b"\0" * 100,         # size mtime chksum type link
+        b"ustar\x0000", b"\0" * (32 + 32 + 8 + 8 + 155 + 12)))                          # magic; uname gname dev prefix
+    return block[:148] + b"%06o\0 " % sum(block) + block[156:]
 
 
 def split_output(output: str) -> tuple[str, str]:
@@ -63,9 +80,8 @@ class TarOutput:
         self.out_root, self.tmp_dir, self.size, self.remote = out_root, Path(tmp_dir), size, remote
         self.name_prefix = f"{FOLDER}/{writer}-{run_id}-{uuid.uuid4().hex[:8]}"
         self.count = 0       # tars finished by this writer
-        self.file = None
-        self.tar: tarfile.TarFile | None = None
-        self.members = 0     # in the tar being filled
+        self.file = None     # the tar being filled, written member by member
+        self.members = 0     # in it
 
     @property
     def relpath(self) -> str:
@@ -74,12 +90,11 @@ class TarOutput:
 
     def add(self, member: str, data: bytes) -> str:
         """Add one output; returns its ledger name. The caller closes the tar once `full`."""
-        if self.tar is None:
+        if self.file is None:
             self.file = open(self.tmp_dir / f"{Path(self.relpath).name}.part", "wb")
-            self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
-        info = tarfile.TarInfo(member)
-        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-        self.tar.addfile(info, io.BytesIO(data))
+        self.file.write(member_header(member, len(data), int(time.time())))
+        self.file.write(data)
+        self.file.write(b"\0" * (-len(data) % BLOCK))
         self.members += 1
         return member_output(member, self.relpath)
 
@@ -94,11 +109,12 @@ class TarOutput:
     def finish(self) -> None:
         """Complete the tar and move it into place (or upload it). The caller has committed its
         outputs' ledger rows first (see the module's docstring)."""
-        if self.tar is None:
+        if self.file is None:
             return
         part = Path(self.file.name)
         try:
-            self.tar.close()
+            self.file.write(END)
+            self.file.write(b"\0" * (-self.file.tell() % tarfile.RECORDSIZE))
             self.file.flush()
             os.fsync(self.file.fileno())  # the data on disk before the name that says it is complete
             self.file.close()
@@ -109,7 +125,7 @@ class TarOutput:
         finally:
             self.file.close()
             part.unlink(missing_ok=True)  # (after a move, nothing is left to remove)
-            self.tar, self.file, self.members = None, None, 0
+            self.file, self.members = None, 0
             self.count += 1
 
     def abandon(self) -> None:
@@ -117,4 +133,4 @@ class TarOutput:
         if self.file is not None:
             self.file.close()
             Path(self.file.name).unlink(missing_ok=True)
-        self.tar, self.file, self.members = None, None, 0
+        self.file, self.members = None, 0

@@ -65,6 +65,10 @@ def test_tiny_run_writes_model_sidecar_and_log(data, tmp_path):
     assert [r[0] for r in rows] == [2, 4, 6]
     assert all(abs(r[1] - sum(r[2:])) < 1e-3 * r[1] for r in rows)  # total = content + style + tv
     assert not (tmp_path / "ckpt").exists()  # removed after the final save
+    # the machine's side: threads change a float's last bits from the first steps (docs/architecture.md)
+    timing = json.loads((tmp_path / "timings.json").read_text())["tiny"]
+    assert timing["train_device"] == "cpu" and timing["train_threads"] == torch.get_num_threads()
+    assert timing["train_seconds"] > 0
     # a rerun starts the log afresh
     run(make_params(), data, tmp_path)
     assert [r[0] for r in read_log(out / "log.tsv")] == [2, 4, 6]

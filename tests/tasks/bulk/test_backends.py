@@ -115,6 +115,14 @@ def test_the_chooser_keeps_the_faster():
     assert backends.Chooser("auto", ["another"]).chosen is None
 
 
+def test_the_chooser_times_the_backends_in_turns():
+    """Warm-ups, then the timed runs alternating, so that a slow spell is shared, not one backend's."""
+    calls = []
+    runs = {name: (lambda x, name=name: calls.append(name)) for name in ("torch", "onnxruntime")}
+    backends.Chooser("auto", ["turns"]).choose(runs, torch.zeros(1))
+    assert calls == ["torch", "onnxruntime"] * (1 + backends.CALIBRATION_RUNS)
+
+
 def test_families_without_an_onnx_export_run_on_torch():
     cpu = torch.device("cpu")
     assert backends.check_backend("auto", "johnson", cpu) == "auto"
