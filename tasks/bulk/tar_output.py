@@ -27,6 +27,7 @@ look like that: an output path never has an empty part.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
 import time
@@ -48,11 +49,12 @@ def member_output(member: str, tar_relpath: str) -> str:
 
 
 def member_header(name: str, size: int, mtime: int) -> bytes:
-    """The header block(s) of a regular file of mode 644: the bytes `tarfile` writes in PAX format.
-    An ASCII name of at most 100 bytes (nearly every output) gets its ustar block built here, 7x
-    faster than tarfile's addfile (a 28-px generation job with tars 1.12x faster: docs/speed.md,
-    session 31); any other name gets tarfile's own."""
-    if not name.isascii() or len(name) > 100 or size >= 8 ** 11:
+    """The header block(s) of a regular file of mode 644: the bytes `tarfile` writes in PAX format
+    (with UTF-8 names). An ASCII name of at most 100 bytes (nearly every output) gets its ustar block
+    built here, 7x faster than tarfile's addfile (a 28-px generation job with tars 1.12x faster:
+    docs/speed.md, session 31); any other name, or a size or time out of ustar's range, gets
+    tarfile's own (a PAX record first)."""
+    if not name.isascii() or len(name) > 100 or not (0 <= size < 8 ** 11 and 0 <= mtime < 8 ** 11):
         info = tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, mtime, 0o644
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
@@ -73,8 +75,8 @@ def split_output(output: str) -> tuple[str, str]:
 
 
 class TarOutput:
-    """The tar that outputs are added to, `size` at most, written in the engine's thread: adding a
-    64-px PNG costs about as much as the tar header it needs."""
+    """The tar that outputs are added to, `size` at most, written in the engine's thread (a member
+    costs its header, its bytes and their padding)."""
 
     def __init__(self, out_root: str, tmp_dir: str, writer: str, run_id: str, size: int, remote: bool):
         self.out_root, self.tmp_dir, self.size, self.remote = out_root, Path(tmp_dir), size, remote
@@ -123,7 +125,8 @@ class TarOutput:
             else:
                 os.replace(part, safe_target(Path(self.out_root), self.relpath))
         finally:
-            self.file.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush again: the error is raised above
+                self.file.close()
             part.unlink(missing_ok=True)  # (after a move, nothing is left to remove)
             self.file, self.members = None, 0
             self.count += 1
@@ -131,6 +134,7 @@ class TarOutput:
     def abandon(self) -> None:
         """Drop the tar being filled (its outputs have no ledger rows: the next run redoes them)."""
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # buffered bytes a full disk refused fail the close too
+                self.file.close()
             Path(self.file.name).unlink(missing_ok=True)
         self.file, self.members = None, 0

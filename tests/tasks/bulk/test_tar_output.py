@@ -165,6 +165,52 @@ def test_a_full_disk_while_packing_stops_the_run_and_the_next_run_finishes(src, 
     assert sorted(members(out)) == packed_names(out) and len(packed_names(out)) == len(NAMES)
 
 
+class DiskThatFills:
+    """A file whose writes fail from the `limit`-th on, as a disk that fills up; its close then fails
+    too, as a buffered file's does when it cannot flush what it holds."""
+    writes = 0
+    limit = 0
+
+    def __init__(self, path, mode):
+        self.file = open(path, mode)
+        self.name, self.failed = self.file.name, False
+
+    def write(self, data):
+        DiskThatFills.writes += 1
+        if DiskThatFills.writes >= DiskThatFills.limit:
+            self.failed = True
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def close(self):
+        self.file.close()
+        if self.failed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):  # tell, flush, fileno
+        return getattr(self.file, name)
+
+
+def test_a_disk_that_fills_inside_a_member_stops_the_run_and_leaves_no_part(src, tmp_path, tiny_model, monkeypatch):
+    """The header written, the bytes refused, the close refused too: still the run's disk-full stop,
+    the tar's outputs failed, its part file gone."""
+    out = tmp_path / "out"
+    job = make_job(src, out, tiny_model, tar_size=4)
+    # a member is 3 writes (header, bytes, padding), a finished tar 2 more: the second tar's second member's bytes
+    monkeypatch.setattr(DiskThatFills, "limit", 4 * 3 + 2 + 3 + 2)
+    monkeypatch.setattr(DiskThatFills, "writes", 0)
+    monkeypatch.setattr(tar_output, "open", DiskThatFills, raising=False)
+    with pytest.raises(StageError, match="disk-full"):
+        stylize(job, progress=False)
+    rows = ledger_rows(default_ledger(out))
+    failed = [r["reason"] for r in rows if r["status"] == "failed" and r["relpath"] != "broken.jpg"]
+    assert len(failed) == 2 and all(r.startswith("write-error") and "No space left" in r for r in failed)
+    assert len(tars(out)) == 1 and all_files(out / ".stylepipe") == ["ledger.sqlite"]
+    monkeypatch.undo()
+    assert stylize(job, progress=False).done == len(NAMES)
+    assert sorted(members(out)) == packed_names(out) and len(packed_names(out)) == len(NAMES)
+
+
 def test_a_retried_task_never_replaces_the_tars_of_its_first_try(src, tmp_path, tiny_model):
     """flows/bulk.py retries a shard's task with the same writer and run id: each try's tars keep
     their own names, so the outputs the first try recorded stay where the ledger says."""
@@ -212,18 +258,22 @@ NAMES_OF_EVERY_KIND = ["a.png", "sub/dir/00001.png", "x" * 100, "x" * 101, "deep
 
 
 @pytest.mark.parametrize("name", NAMES_OF_EVERY_KIND)
-def test_member_headers_are_the_bytes_tarfile_writes(name):
+@pytest.mark.parametrize("size, mtime", [(12345, 1_700_000_000), (0, 0), (8 ** 11 - 1, 8 ** 11 - 1),
+                                         (8 ** 11, 1), (1, 8 ** 11), (1, -1)])
+def test_member_headers_are_the_bytes_tarfile_writes(name, size, mtime):
     """The writer builds a short ASCII name's header itself (7x faster); every header must still be
-    the bytes of tarfile's PAX format, short, long, non-ASCII or undecodable."""
+    the bytes of tarfile's PAX format: short, long, non-ASCII or undecodable names, sizes and times
+    at and past the ustar fields' range."""
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = 12345, 1_700_000_000, 0o644
-    assert tar_output.member_header(name, 12345, 1_700_000_000) == \
-        info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    info.size, info.mtime, info.mode = size, mtime, 0o644
+    assert tar_output.member_header(name, size, mtime) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def test_a_tar_of_every_kind_of_name_reads_back_with_its_bytes(tmp_path):
+def test_a_tar_of_every_kind_of_name_reads_back_with_its_bytes(tmp_path, monkeypatch):
     """Members of every name kind and size (empty, one byte short of a block, a whole block) read back
-    through tarfile, and the file ends as tarfile ends one: two zero blocks, a whole record."""
+    through tarfile, and the whole file is the one tarfile writes (its end: two zero blocks, a whole
+    record)."""
+    monkeypatch.setattr(tar_output.time, "time", lambda: 1_700_000_000.5)
     (tmp_path / "tmp").mkdir()
     writer = tar_output.TarOutput(str(tmp_path), str(tmp_path / "tmp"), "main", "run", 100, remote=False)
     data = {name: os.urandom(size) for name, size in zip(NAMES_OF_EVERY_KIND, [0, 511, 512, 513, 1, 2000, 7, 3, 9])}
@@ -236,6 +286,13 @@ def test_a_tar_of_every_kind_of_name_reads_back_with_its_bytes(tmp_path):
         assert all(m.isreg() and m.mode == 0o644 for m in tar.getmembers())
         assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == data
     assert list((tmp_path / "tmp").iterdir()) == []
+    reference = io.BytesIO()
+    with tarfile.open(fileobj=reference, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for name, payload in data.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(payload), 1_700_000_000, 0o644
+            tar.addfile(info, io.BytesIO(payload))
+    assert path.read_bytes() == reference.getvalue()
 
 # --- kill -9 ----------------------------------------------------------------------------------------
 
