@@ -294,6 +294,7 @@ def test_a_tar_of_every_kind_of_name_reads_back_with_its_bytes(tmp_path, monkeyp
             tar.addfile(info, io.BytesIO(payload))
     assert path.read_bytes() == reference.getvalue()
 
+
 # --- kill -9 ----------------------------------------------------------------------------------------
 
 IMAGES = [f"{i:03d}.jpg" for i in range(240)]
