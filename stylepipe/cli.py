@@ -488,9 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "model and image size, or, in a job of enough images (108 on 2 cores), time a few on "
                               "the first untiled batch and keep the fastest; fixed: one pass per core (at most 8), "
                               "batches of one")
-    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
-                         help="the forward pass's runtime on a CPU: torch, onnxruntime (the network exported "
-                              "to ONNX), or auto (default): the faster of the two on the first batch, "
+    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
+                         default="auto",
+                         help="the forward pass's runtime on a CPU: torch, onnxruntime or openvino (the network "
+                              "exported to ONNX), or auto (default): the fastest of the three on the first batch, "
                               "remembered per machine and model; torch-bf16: bf16 autocast + channels_last "
                               "(CPUs with AVX512-BF16/AMX; lossy: never chosen by auto)")
     stylize.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
@@ -597,9 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--format", choices=["jpg", "png", "webp"], default="png")
     translate.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     translate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "auto"], default="auto",
-                           help="the forward pass's runtime on a CPU, as for stylize (default auto: the faster of "
-                                "torch and onnxruntime on the first batch; the export is one direction's generator)")
+    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
+                           default="auto",
+                           help="the forward pass's runtime on a CPU, as for stylize (default auto: the fastest of "
+                                "torch, onnxruntime and openvino on the first batch; the export is one direction's "
+                                "generator)")
     translate.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
                            help="where JPEGs are decoded and encoded, as for stylize (default auto: on the GPU "
                                 "with CUDA, else in the worker processes)")

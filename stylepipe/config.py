@@ -209,14 +209,14 @@ class StylizeParams(Section):
     # there, then remembered (tasks/bulk/layout.py); `stylepipe stylize` and `translate` default to
     # it. fixed: the defaults above. The infer stage keeps fixed: threads change a float's last bits.
     layout: Literal["fixed", "auto"] = "fixed"
-    # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime (the network
-    # exported to ONNX), or auto: whichever was faster on the job's first batch (remembered per
+    # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime or openvino (the
+    # network exported to ONNX), or auto: whichever was fastest on the job's first batch (remembered per
     # machine and model). Families without an ONNX export and CUDA use torch. The pipeline's
     # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
-    # another machine (the two agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
+    # another machine (the three agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
     # torch-bf16: bf16 autocast + channels_last (CPUs with AVX512-BF16 or AMX); lossy (LOSSY_BACKENDS),
     # so never chosen by auto, and part of the outputs' identity (a job switched to it redoes its images).
-    backend: Literal["torch", "torch-bf16", "onnxruntime", "auto"] = "torch"
+    backend: Literal["torch", "torch-bf16", "onnxruntime", "openvino", "auto"] = "torch"
     # Where JPEG inputs are decoded and JPEG outputs encoded (trained image and translation networks):
     # device: on the networks' device (nvJPEG through torchvision.io on CUDA; libjpeg-turbo in the
     # model threads on a CPU), so that only compressed bytes cross the decode/encode workers' pipes

@@ -1,18 +1,18 @@
-"""Which runtime runs an image network's forward pass on the CPU: PyTorch, or onnxruntime on the
-network exported to ONNX (models/export.py). `auto` decides by timing both on the job's first batch
-(never by guesswork) and remembers the answer per machine, model and thread layout in
-~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
+"""Which runtime runs an image network's forward pass on the CPU: PyTorch, or onnxruntime or
+OpenVINO on the network exported to ONNX (models/export.py). `auto` decides by timing the three on
+the job's first batch (never by guesswork) and remembers the answer per machine, model and thread
+layout in ~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
 
-The two agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
+The three agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
 `torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
 by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) run on the
-backend their model runs on (torch-bf16's in fp32 PyTorch): on onnxruntime through two more graphs
+backend their model runs on (torch-bf16's in fp32 PyTorch; openvino's on onnxruntime): on onnxruntime through two more graphs
 (models/export.py export_tile_graphs: one records the instance norms' statistics on a thumbnail or
 a mosaic, one runs the tiles with them; tasks/bulk/lean.py OnnxTiles), on PyTorch when those cannot
 be made. Only families models/export.py can export (johnson; pix2pix and cyclegan, one export per
-direction) have an ONNX backend; others run on PyTorch.
+direction) have the ONNX backends; others run on PyTorch.
 """
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs wit
 
 log = logging.getLogger("stylepipe.stylize")
 
-BACKENDS = ("torch", "torch-bf16", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "openvino", "auto")
+# The runtimes of a network's ONNX export; auto times torch and both of these
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 # A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
@@ -157,18 +159,62 @@ class SessionPerThread:
         return self.first.get_outputs()
 
 
-class OnnxNet:
-    """A network exported to ONNX and run by onnxruntime: called like the torch module, on CPU
-    float tensors (N,3,H,W) in [0,1]. The export is made once (it needs PyTorch), then cached."""
+class OpenVinoGraph:
+    """An ONNX graph compiled by OpenVINO's CPU plugin, with SessionPerThread's `run`: one compiled
+    model of `passes` streams of `threads` threads each, and one infer request per calling thread
+    (concurrent requests run on separate streams; a Python caller waits without the GIL).
 
-    def __init__(self, model_dir: Path, weights_sha256: str, threads: int, direction: str = ""):
+    Inference precision is pinned to f32: on a CPU with AMX or AVX512-BF16 OpenVINO's default is
+    bf16, which is lossy (up to 2 levels of 255 on the fast network), and `openvino` is an exact
+    backend like onnxruntime. Shapes stay dynamic: a bulk job's images come in many sizes, and a
+    compile per size costs about 0.2 s. CPU pinning is off: the engine's decode and encode
+    workers share the cores with the passes."""
+
+    def __init__(self, path: Path, threads: int, passes: int = 1):
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": passes, "INFERENCE_NUM_THREADS": passes * threads,
+            "ENABLE_CPU_PINNING": False})
+        self.outputs = list(self.compiled.outputs)
+        self.local = threading.local()
+
+    def run(self, names, feed):
+        """names: None (every output; SessionPerThread.run's signature). Returns the outputs' arrays,
+        copies the next run cannot overwrite."""
+        request = getattr(self.local, "request", None)
+        if request is None:
+            request = self.local.request = self.compiled.create_infer_request()
+        result = request.infer(feed)
+        return [result[output] for output in self.outputs]
+
+
+def graph_runner(runtime: str, path: Path, threads: int, passes: int):
+    """An exported graph's runner on one of ONNX_RUNTIMES, for `passes` passes of `threads` threads."""
+    if runtime == "openvino":
+        return OpenVinoGraph(path, threads, passes)
+    return SessionPerThread(path, threads)
+
+
+class OnnxNet:
+    """A network exported to ONNX and run by onnxruntime or OpenVINO (`runtime`): called like the
+    torch module, on CPU float tensors (N,3,H,W) in [0,1]. The export is made once (it needs
+    PyTorch), then cached."""
+
+    def __init__(self, model_dir: Path, weights_sha256: str, threads: int, direction: str = "",
+                 runtime: str = "onnxruntime", passes: int = 1):
         from models.export import export_onnx
 
         path = onnx_path(weights_sha256, direction)
         if not path.is_file():
             export_onnx(model_dir, path, direction=direction)  # written under a temporary name, then renamed
             remove_older_exports(weights_sha256, direction)
-        self.session = SessionPerThread(path, threads)
+        start = time.perf_counter()
+        self.session = graph_runner(runtime, path, threads, passes)
+        # what a job pays before its first image on this runtime (its import, if first, and session
+        # or compile): Chooser.for_inputs weighs it for small jobs
+        self.start_seconds = time.perf_counter() - start
 
     def __call__(self, x: Tensor) -> Tensor:
         import torch
@@ -203,20 +249,43 @@ class Chooser:
         self.lock = threading.Lock()
         self.chosen: str | None = None if requested == "auto" else requested
         self.timings: dict[str, float] = {}
+        self.starts: dict[str, float] = {}  # seconds to start each runtime (OnnxNet.start_seconds; torch: 0)
         if self.chosen is None:
-            self.chosen = self._remembered()
+            self.chosen = self._remembered().get("backend")
 
     @staticmethod
     def _key(key_parts: list[str]) -> str:
-        # with the export's revision: a choice made against an older graph is made again
-        return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", *key_parts]).encode()
-                              ).hexdigest()[:24]
+        # with the export's revision and auto's candidates: a choice made against an older graph, or
+        # among fewer runtimes, is made again
+        return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", "+".join(ONNX_RUNTIMES),
+                                          *key_parts]).encode()).hexdigest()[:24]
 
-    def _remembered(self) -> str | None:
+    def _remembered(self) -> dict:
         try:
-            return json.loads((cache_dir() / "backends.json").read_text()).get(self.key, {}).get("backend")
+            entry = json.loads((cache_dir() / "backends.json").read_text()).get(self.key, {})
+            return entry if isinstance(entry, dict) else {}
         except (OSError, ValueError, AttributeError):
-            return None
+            return {}
+
+    def for_inputs(self, inputs: int, passes: int) -> str | None:
+        """The remembered choice for a job of `inputs` images on `passes` passes. Where it is one of
+        ONNX_RUNTIMES: the one of them with the least start plus run time over those images, as the
+        calibration measured both. A one-image job thus keeps onnxruntime where OpenVINO's faster runs
+        would not repay its import and compile (docs/speed.md, session 32)."""
+        if self.chosen not in ONNX_RUNTIMES:
+            return self.chosen
+        entry = self._remembered()
+        runs, starts = entry.get("ms"), entry.get("start_ms")
+        if not isinstance(runs, dict) or not isinstance(starts, dict):
+            return self.chosen
+        rounds = -(-inputs // max(1, passes))  # images per pass
+        costs = {}
+        for name in ONNX_RUNTIMES:
+            try:
+                costs[name] = float(starts[name]) + rounds * float(runs[name])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return min(costs, key=costs.get) if self.chosen in costs else self.chosen
 
     def _remember(self) -> None:
         path = cache_dir() / "backends.json"
@@ -225,7 +294,7 @@ class Chooser:
         except (OSError, ValueError):
             known = {}
         known[self.key] = {"backend": self.chosen, "ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
-                           "cpu": cpu_name()}
+                           "start_ms": {k: round(v * 1000, 2) for k, v in self.starts.items()}, "cpu": cpu_name()}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,9 +329,9 @@ def check_backend(requested: str, family: str, device: torch.device) -> str:
     if requested == "torch-bf16" and device.type != "cpu":
         raise StageError("backend torch-bf16 is for the CPU (on CUDA the network runs in fp16 autocast)")
     exportable = family in EXPORTABLE_FAMILIES
-    if requested == "onnxruntime" and (not exportable or device.type != "cpu"):
-        why = f"the {family} family has no ONNX export" if not exportable else "onnxruntime runs here on the CPU only"
-        raise StageError(f"backend onnxruntime: {why} (use --backend torch or auto)")
+    if requested in ONNX_RUNTIMES and (not exportable or device.type != "cpu"):
+        why = f"the {family} family has no ONNX export" if not exportable else f"{requested} runs here on the CPU only"
+        raise StageError(f"backend {requested}: {why} (use --backend torch or auto)")
     if requested == "auto" and (not exportable or device.type != "cpu"):
         return "torch"
     return requested

@@ -265,7 +265,8 @@ class Pipeline:
         hashed: dict[str, str] = {}  # the weights' sha256: taken once, by whichever runner asks first
         # The CPU layout (tasks/bulk/layout.py) starts fixed and may settle on the first batch
         self.layout_key = layout.job_key(self.job, hashed) if layout.applies(self.params) else None
-        lean = lean_models(self.job, hashed)  # exported networks on onnxruntime: no PyTorch import at all
+        # exported networks on onnxruntime or OpenVINO: no PyTorch import at all
+        lean = lean_models(self.job, hashed, inputs=len(items))
         if lean is not None:
             self.models, self.parallel, self.batch_size = lean, lean.parallel, lean.batch_size
         else:

@@ -1,10 +1,10 @@
-"""Image networks on onnxruntime without importing PyTorch: a small job's start-up.
+"""Image networks on onnxruntime or OpenVINO without importing PyTorch: a small job's start-up.
 
 `import torch` costs 1-1.5 s on a quiet 2-core machine and 6-8 s on a busy one, more than
 stylizing one 512-px image. A job whose every model is an exported johnson network (or every one a
-translation network, pix2pix or cyclegan, in its direction) on the CPU, on backend `onnxruntime`
-(or `auto` that remembers choosing it), with its ONNX export already cached (the first job makes it,
-with PyTorch), runs here instead of runners.StyleModels (TranslateModels): the same ONNX session,
+translation network, pix2pix or cyclegan, in its direction) on the CPU, on backend `onnxruntime` or
+`openvino` (or `auto` that remembers choosing one), with its ONNX export already cached (the first job
+makes it, with PyTorch), runs here instead of runners.StyleModels (TranslateModels): the same graph runner,
 the same padding, colour preservation, strength and rounding, in numpy. An image large
 enough to need tiles runs on the network's two tile graphs (OnnxTiles); only the first such image
 of a model brings in PyTorch, to export them. A job with a texture scale
@@ -54,11 +54,13 @@ def cpu_layout(params: StylizeParams) -> tuple[int, int, int]:
     return (*cpu_passes(params.parallel_batches, params.threads), params.batch_size or CPU_BATCH)
 
 
-def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | None:
+def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | None = None) -> LeanModels | None:
     """The torch-free runner for this job, or None when it needs PyTorch (see the module doc).
-    hashed: the weights' sha256 by model folder, filled in here for the runner that may follow."""
+    hashed: the weights' sha256 by model folder, filled in here for the runner that may follow.
+    inputs: the images the job has to do, if known: auto's remembered runtime for a job that small
+    (backends.Chooser.for_inputs)."""
     params = job.params
-    if params.backend not in ("onnxruntime", "auto") or params.device == "cuda":
+    if params.backend not in (*backends.ONNX_RUNTIMES, "auto") or params.device == "cuda":
         return None
     if params.texture_scale != 1 or params.work_size is not None:  # the resizes are torch's (runners.py)
         return None
@@ -67,7 +69,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
     if params.device == "auto" and not surely_no_cuda():
         return None
     parallel, threads, batch = cpu_layout(params)
-    exports, hashes, directions = [], [], []
+    exports, hashes, directions, runtimes = [], [], [], []
     for spec in job.models:
         if spec.gatys is not None or spec.adain is not None:
             return None
@@ -86,8 +88,11 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
         if translator and direction not in has_directions:
             return None  # (the torch path's error)
         sha = weights_sha256(spec.path, hashed)
-        if params.backend == "auto":
-            if backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction)).chosen != "onnxruntime":
+        runtime = params.backend
+        if runtime == "auto":
+            chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction))
+            runtime = chooser.chosen if inputs is None else chooser.for_inputs(inputs, parallel)
+            if runtime not in backends.ONNX_RUNTIMES:
                 return None
         path = backends.onnx_path(sha, direction)
         if not path.is_file():  # (an export is only ever made of a direction the model has)
@@ -95,22 +100,24 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None) -> LeanModels | 
         exports.append(path)
         hashes.append(sha)
         directions.append(direction)
+        runtimes.append(runtime)
     if len({bool(d) for d in directions}) > 1:  # translators beside style networks: the torch path's error
         return None
-    return LeanModels(job, exports, hashes, directions, parallel, threads, batch)
+    return LeanModels(job, exports, hashes, directions, runtimes, parallel, threads, batch)
 
 
 class LeanModels:
-    """runners.StyleModels' interface for exported networks on onnxruntime, in numpy."""
+    """runners.StyleModels' interface for exported networks on onnxruntime or OpenVINO, in numpy."""
 
-    def __init__(self, job: Job, exports: list[Path], hashes: list[str], directions: list[str], parallel: int,
-                 threads: int, batch_size: int):
+    def __init__(self, job: Job, exports: list[Path], hashes: list[str], directions: list[str], runtimes: list[str],
+                 parallel: int, threads: int, batch_size: int):
         """hashes: the weights' sha256 per model (the tile graphs' names); directions: a translation
-        model's ("" for a style network)."""
+        model's ("" for a style network); runtimes: each model's, of backends.ONNX_RUNTIMES (its tiles
+        run on onnxruntime either way)."""
         self.job, self.specs, self.exports, self.hashes = job, list(job.models), exports, hashes
-        self.directions = directions
+        self.directions, self.runtimes = directions, runtimes
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
-        self.sessions = [backends.SessionPerThread(path, threads) for path in exports]
+        self.sessions = self._sessions()
         # made for the first image that needs tiles (a StyleModels or TranslateModels when the tile
         # graphs failed)
         self.tiles: list[OnnxTiles] | object | None = None
@@ -119,7 +126,7 @@ class LeanModels:
 
     def describe(self, parallel: int = 1) -> str:
         """runners.StyleModels.describe's words (TranslateModels' for translators)."""
-        runtimes = f"cpu ({parallel} passes x {self.threads} threads, {', '.join(['onnxruntime'] * len(self.sessions))})"
+        runtimes = f"cpu ({parallel} passes x {self.threads} threads, {', '.join(self.runtimes)})"
         return f"{runtimes}, translating {', '.join(self.directions)}" if any(self.directions) else runtimes
 
     def needs_tiles(self, height: int, width: int) -> bool:
@@ -132,15 +139,20 @@ class LeanModels:
     on_cpu = True
 
     def set_layout(self, passes: int, threads: int, batch: int) -> None:
-        """runners.StyleModels.set_layout: sessions of `threads` threads, tiles on `passes` passes."""
+        """runners.StyleModels.set_layout: graph runners of `threads` threads, tiles on `passes` passes."""
         with self.lock:
-            if threads != self.threads:
-                self.sessions = [backends.SessionPerThread(path, threads) for path in self.exports]
+            changed = (passes, threads) != (self.parallel, self.threads)
+            self.parallel, self.threads, self.batch_size = passes, threads, batch
+            if changed:  # (openvino's streams are the passes)
+                self.sessions = self._sessions()
             if self.tiles is not None and not isinstance(self.tiles, list):
                 self.tiles.set_layout(passes, threads, batch)  # the torch fallback's own
-            elif (passes, threads) != (self.parallel, self.threads):
+            elif changed:
                 self.tiles, self.tile_pool = None, None  # made again for the next large image
-            self.parallel, self.threads, self.batch_size = passes, threads, batch
+
+    def _sessions(self) -> list:
+        return [backends.graph_runner(runtime, path, self.threads, self.parallel)
+                for runtime, path in zip(self.runtimes, self.exports)]
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""

@@ -227,14 +227,20 @@ class StyleModels:
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
-                try:
-                    runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha,
-                                                                            torch.get_num_threads(), direction))
-                except OSError as e:  # the export's cache cannot be written (a read-only home, a full disk)
-                    if wanted != "auto":
-                        raise StageError(f"backend onnxruntime: the network's ONNX export could not be cached: {e}") from None
-                    log.warning("auto runs on torch: the network's ONNX export could not be cached: %s", e)
-                    chooser.chosen = "torch"
+                # auto: the one it remembers, or all of them to time
+                for runtime in [chooser.chosen] if chooser.chosen else backends.ONNX_RUNTIMES:
+                    try:
+                        onnx_net = backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads(), direction,
+                                                    runtime, parallel)
+                        runtimes[runtime] = PadToMinSide(onnx_net)
+                        chooser.starts[runtime] = onnx_net.start_seconds
+                    except OSError as e:  # the export's cache cannot be written (a read-only home, a full disk)
+                        if wanted != "auto":
+                            raise StageError(f"backend {runtime}: the network's ONNX export could not be cached: {e}") from None
+                        log.warning("auto runs on torch: the network's ONNX export could not be cached: %s", e)
+                        runtimes = {"torch": runtimes["torch"]}
+                        chooser.chosen = "torch"
+                        break
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
         # (what the ledger's device says: onnxruntime and torch-bf16 models are never compiled)
@@ -271,12 +277,14 @@ class StyleModels:
         model thread takes them at its next batch), ONNX sessions of that many threads, the passes a
         large image's tiles run on, and the batch size. (auto's backend choice stays remembered
         under the fixed layout, which every job starts on.)"""
+        if (passes, threads) != (self.tile_passes, self.pass_threads):  # (openvino's streams are the passes)
+            for spec, runtimes, export in zip(self.specs, self.runtimes, self.exports):
+                for runtime in set(runtimes) & set(backends.ONNX_RUNTIMES):
+                    sha, direction = export
+                    runtimes[runtime] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction,
+                                                                      runtime, passes))
         if threads != self.pass_threads:
             self.pass_threads = threads
-            for spec, runtimes, export in zip(self.specs, self.runtimes, self.exports):
-                if "onnxruntime" in runtimes:
-                    sha, direction = export
-                    runtimes["onnxruntime"] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction))
             self.onnx_tiles = [t and None for t in self.onnx_tiles]  # (a failure stays one)
         if passes != self.tile_passes:
             self.tile_pool = ThreadPoolExecutor(passes, thread_name_prefix="tiles") if passes > 1 else None
@@ -459,12 +467,12 @@ class StyleModels:
         the statistics image. Tile graphs that cannot be exported or loaded leave this model's tiles
         on PyTorch, with a warning."""
         runtimes, chooser = self.runtimes[i], self.choosers[i]
-        if "onnxruntime" not in runtimes:
+        if not set(runtimes) & set(backends.ONNX_RUNTIMES):
             return None
         if chooser.chosen is None:
             crop = small[:backends.CALIBRATION_SIDE, :backends.CALIBRATION_SIDE]
             chooser.choose(runtimes, self._to_device(np.ascontiguousarray(crop)[None]))
-        if chooser.chosen != "onnxruntime":
+        if chooser.chosen not in backends.ONNX_RUNTIMES:  # (openvino's tiles run on onnxruntime's graphs)
             return None
         with self.tiles_lock:
             onnx_tiles = self.onnx_tiles[i]

@@ -1,6 +1,6 @@
-"""The forward pass's runtime (tasks/bulk/backends.py): onnxruntime on the exported network gives
-the same pixels as PyTorch within 1/255; `auto` times both on the first batch, keeps the faster,
-records it in each ledger row and remembers it for the next job."""
+"""The forward pass's runtime (tasks/bulk/backends.py): onnxruntime and OpenVINO on the exported
+network give the same pixels as PyTorch within 1/255; `auto` times the three on the first batch, keeps
+the fastest, records it in each ledger row and remembers it for the next job."""
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,18 +38,35 @@ def pixels(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_onnxruntime_matches_torch_within_one_level(src, tmp_path, tiny_model):
+@pytest.mark.parametrize("runtime", backends.ONNX_RUNTIMES)
+def test_the_onnx_runtimes_match_torch_within_one_level(src, tmp_path, tiny_model, runtime):
     runs = {}
-    for backend in ("torch", "onnxruntime"):
+    for backend in ("torch", runtime):
         out = tmp_path / backend
         summary = stylize(make_job(src, out, tiny_model, format="png", backend=backend), progress=False)
         assert summary.done == 4 and summary.failed == 0
         runs[backend] = out
     names = output_files(runs["torch"])
-    assert names == output_files(runs["onnxruntime"]) and len(names) == 4
-    worst = max(int(np.abs(pixels(runs["torch"] / n) - pixels(runs["onnxruntime"] / n)).max()) for n in names)
+    assert names == output_files(runs[runtime]) and len(names) == 4
+    worst = max(int(np.abs(pixels(runs["torch"] / n) - pixels(runs[runtime] / n)).max()) for n in names)
     assert worst <= 1, f"max difference {worst}/255"
-    assert all("onnxruntime" in r["device"] for r in ledger_rows(runs["onnxruntime"] / ".stylepipe/ledger.sqlite"))
+    assert all(runtime in r["device"] for r in ledger_rows(runs[runtime] / ".stylepipe/ledger.sqlite"))
+
+
+def test_openvino_runs_in_fp32_with_one_request_per_thread(tiny_model):
+    """Exact like onnxruntime (OpenVINO's own default on a CPU with AMX is bf16), and safe to call from
+    the engine's passes at once: each thread its own infer request, outputs that the next run does
+    not overwrite."""
+    net = backends.OnnxNet(Path(tiny_model), weights_sha256(str(tiny_model)), threads=1, runtime="openvino", passes=2)
+    assert net.session.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert int(net.session.compiled.get_property("NUM_STREAMS")) == 2
+    reference = backends.OnnxNet(Path(tiny_model), weights_sha256(str(tiny_model)), threads=1)
+    images = [torch.rand(1, 3, 48 + 4 * i, 40, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(net, images))
+    for image, result in zip(images, results):
+        assert result.shape == image.shape
+        assert (result - reference(image)).abs().max() < 1e-4
 
 
 def test_a_new_export_removes_the_same_weights_older_exports(src, tmp_path, tiny_model):
@@ -93,7 +110,8 @@ def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny
     stylize(make_job(src, tmp_path / "first", tiny_model, format="png", backend="auto"), progress=False)
     known = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
     (entry,) = known.values()
-    assert set(entry["ms"]) == {"torch", "onnxruntime"} and entry["backend"] in entry["ms"]
+    assert set(entry["ms"]) == {"torch", "onnxruntime", "openvino"} and entry["backend"] in entry["ms"]
+    assert set(entry["start_ms"]) == {"onnxruntime", "openvino"} and all(v > 0 for v in entry["start_ms"].values())
     assert entry["backend"] == min(entry["ms"], key=entry["ms"].get)
     devices = {r["device"] for r in ledger_rows(tmp_path / "first/.stylepipe/ledger.sqlite")}
     assert devices and all(d.endswith(f", {entry['backend']})") for d in devices)
@@ -103,7 +121,9 @@ def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny
 
     monkeypatch.setattr(backends, "_median_seconds", no_timing)
     summary = stylize(make_job(src, tmp_path / "second", tiny_model, format="png", backend="auto"), progress=False)
-    assert summary.done == 4 and entry["backend"] in summary.run.device
+    ran = summary.run.device.rsplit(", ", 1)[1].rstrip(")")
+    # the choice, or for these 4 images the other ONNX runtime if it starts enough quicker (for_inputs)
+    assert summary.done == 4 and (ran == entry["backend"] or {ran, entry["backend"]} <= set(backends.ONNX_RUNTIMES))
 
 
 def test_the_chooser_keeps_the_faster():
@@ -113,6 +133,25 @@ def test_the_chooser_keeps_the_faster():
     assert chooser.timings["slow"] > chooser.timings["fast"]
     assert backends.Chooser("auto", ["a model"]).chosen == "fast"   # remembered
     assert backends.Chooser("auto", ["another"]).chosen is None
+
+
+def test_a_small_job_weighs_each_runtimes_start(monkeypatch):
+    """Chooser.for_inputs: the least start plus runs per pass among the ONNX runtimes; torch, a
+    choice without measured starts, or an unreadable entry keep the remembered choice."""
+    chooser = backends.Chooser("auto", ["small jobs"])
+    chooser.chosen = "openvino"
+    chooser.timings = {"torch": 0.25, "onnxruntime": 0.15, "openvino": 0.12}
+    chooser.starts = {"onnxruntime": 0.05, "openvino": 0.45}
+    chooser._remember()
+    assert chooser.for_inputs(1, 2) == "onnxruntime"       # 200 against 570 ms
+    assert chooser.for_inputs(28, 2) == "openvino"         # 14 per pass: 2150 against 2130 ms
+    assert chooser.for_inputs(26, 2) == "onnxruntime"      # 13 per pass: 2000 against 2010
+    assert chooser.for_inputs(1, 1) == "onnxruntime"
+    chooser.starts = {"onnxruntime": 0.05}
+    chooser._remember()
+    assert chooser.for_inputs(1, 2) == "openvino"          # no start measured for the choice: kept
+    chooser.chosen = "torch"
+    assert chooser.for_inputs(1, 2) == "torch"
 
 
 def test_the_chooser_times_the_backends_in_turns():
@@ -130,6 +169,10 @@ def test_families_without_an_onnx_export_run_on_torch():
     assert backends.check_backend("auto", "johnson", torch.device("cuda")) == "torch"
     with pytest.raises(StageError, match="no ONNX export"):
         backends.check_backend("onnxruntime", "dcgan", cpu)
+    with pytest.raises(StageError, match="openvino: the dcgan family has no ONNX export"):
+        backends.check_backend("openvino", "dcgan", cpu)
+    with pytest.raises(StageError, match="openvino runs here on the CPU only"):
+        backends.check_backend("openvino", "johnson", torch.device("cuda"))
 
 
 def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, tiny_model):
@@ -153,14 +196,14 @@ def test_bf16_is_close_to_fp32_and_part_of_the_outputs_identity(src, tmp_path, t
     assert all(np.array_equal(pixels(fp32 / n), pixels(out / n)) for n in names)
 
 
-def stylize_without_torch(src, model, out, *options: str) -> None:
-    """`stylepipe stylize SRC --backend onnxruntime --format png` in a fresh process: it must work
+def stylize_without_torch(src, model, out, *options: str, backend: str = "onnxruntime") -> None:
+    """`stylepipe stylize SRC --backend BACKEND --format png` in a fresh process: it must work
     without importing PyTorch."""
     import os
     import subprocess
     import sys
 
-    args = ["stylize", str(src), "--model", str(model), "--out", str(out), "--backend", "onnxruntime", "--format",
+    args = ["stylize", str(src), "--model", str(model), "--out", str(out), "--backend", backend, "--format",
             "png", "--workers", "0", "--quiet", *options]
     code = f"import sys; from stylepipe.cli import main; rc = main({args!r}); print(rc, 'torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -177,19 +220,33 @@ def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, ti
     spec = ModelSpec(str(tiny_model), strength=0.7, preserve_colors=True)
     first = stylize(make_job(src, tmp_path / "torch-path", spec, format="png", backend="onnxruntime"), progress=False)
     assert first.done == 4                                              # made the export, through PyTorch
-    stylize_without_torch(src, tiny_model, tmp_path / "lean", "--batch-size", "2", "--strength", "0.7",
-                          "--preserve-colors", "yes")
     names = output_files(tmp_path / "torch-path")
-    assert output_files(tmp_path / "lean") == names
-    assert max(int(np.abs(pixels(tmp_path / "torch-path" / n) - pixels(tmp_path / "lean" / n)).max())
-               for n in names) <= 1
+    for runtime in backends.ONNX_RUNTIMES:
+        stylize_without_torch(src, tiny_model, tmp_path / runtime, "--batch-size", "2", "--strength", "0.7",
+                              "--preserve-colors", "yes", backend=runtime)
+        assert output_files(tmp_path / runtime) == names
+        assert max(int(np.abs(pixels(tmp_path / "torch-path" / n) - pixels(tmp_path / runtime / n)).max())
+                   for n in names) <= 1
+        devices = {r["device"] for r in ledger_rows(tmp_path / runtime / ".stylepipe/ledger.sqlite")}
+        assert devices and all(d.endswith(f", {runtime})") for d in devices), devices
 
     auto = make_job(src, tmp_path / "auto", tiny_model, backend="auto")
     assert lean_models(auto) is None                                    # auto has not chosen yet
     stylize(auto, progress=False)
     chosen = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
-    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] == "onnxruntime")
+    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] in backends.ONNX_RUNTIMES)
     assert lean_models(make_job(src, tmp_path / "t", tiny_model, backend="torch")) is None
+
+    # a small job weighs each runtime's start: OpenVINO's faster runs repay its slower start only over enough images
+    (key,) = chosen
+    chosen[key].update(backend="openvino", ms={"torch": 250, "onnxruntime": 150, "openvino": 120},
+                       start_ms={"onnxruntime": 50, "openvino": 450})
+    (tmp_path / "cache/stylepipe/backends.json").write_text(json.dumps(chosen))
+    passes = lean_models(auto).parallel
+    assert lean_models(auto, inputs=1).runtimes == ["onnxruntime"]
+    assert lean_models(auto, inputs=passes * 14).runtimes == ["openvino"]     # 14 x 30 ms repay 400
+    assert lean_models(auto, inputs=passes * 13).runtimes == ["onnxruntime"]
+    assert lean_models(auto).runtimes == ["openvino"]                        # the count unknown: the choice
 
 
 def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_path, tiny_model, monkeypatch):
@@ -217,12 +274,21 @@ def test_large_images_tile_on_onnxruntime_and_without_torch_once_exported(tmp_pa
     assert [run is not None for run in onnx_runs] == [False, True]  # torch's tiles, then the graphs'
     assert max(int(np.abs(pixels(outs["torch"] / n) - pixels(outs["onnxruntime"] / n)).max())
                for n in ("wide.png", "small.png")) <= 1
+    with monkeypatch.context() as m:  # openvino's tiles in StyleModels: onnxruntime's tile graphs too
+        m.setattr("tasks.bulk.lean.lean_models", lambda *a, **k: None)
+        out = tmp_path / "openvino"
+        assert stylize(make_job(folder, out, spec, backend="openvino", **settings), progress=False).done == 2
+    assert onnx_runs[-1] is not None
+    assert max(int(np.abs(pixels(outs["torch"] / n) - pixels(out / n)).max()) for n in ("wide.png", "small.png")) <= 1
     statistics, tiles = backends.tile_graph_paths(weights_sha256(str(tiny_model)))
     assert statistics.is_file() and tiles.is_file()
 
     stylize_without_torch(folder, tiny_model, tmp_path / "lean", "--tile-above", "128", "--tile-size", "64",
                           "--tile-overlap", "16", "--strength", "0.8", "--preserve-colors", "yes")
     assert np.abs(pixels(outs["torch"] / "wide.png") - pixels(tmp_path / "lean/wide.png")).max() <= 1
+    stylize_without_torch(folder, tiny_model, tmp_path / "lean-openvino", "--tile-above", "128", "--tile-size", "64",
+                          "--tile-overlap", "16", "--strength", "0.8", "--preserve-colors", "yes", backend="openvino")
+    assert np.abs(pixels(outs["torch"] / "wide.png") - pixels(tmp_path / "lean-openvino/wide.png")).max() <= 1
 
     runner = lean_models(make_job(folder, tmp_path / "y", spec, backend="onnxruntime", parallel_batches=2, **settings))
     assert runner.needs_tiles(80, 600)
@@ -313,7 +379,7 @@ def test_an_auto_job_whose_first_input_is_tiled_chooses_on_it(tmp_path, tiny_mod
                                tile_overlap=16), progress=False)
     assert summary.done == 1
     chosen = next(iter(json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()))
-    assert set(chosen["ms"]) == {"torch", "onnxruntime"}
+    assert set(chosen["ms"]) == {"torch", "onnxruntime", "openvino"}
     assert chosen["backend"] in ledger_rows(out / ".stylepipe/ledger.sqlite")[0]["device"]
 
 

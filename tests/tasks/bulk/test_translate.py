@@ -169,17 +169,18 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
         (src / f"{i}.png").write_bytes(encoded(photo(30 + 9 * i, 41, seed=i), "PNG"))
     (src / "big.png").write_bytes(encoded(photo(150, 100, seed=3), "PNG"))  # tiled, on either backend
     outs = {}
-    for backend in ("torch", "onnxruntime"):
+    for backend in ("torch", "onnxruntime", "openvino"):  # (openvino's job: the export onnxruntime's made)
         outs[backend] = tmp_path / backend
         assert translate(src, "--model", models[family], "--direction", direction, "--backend", backend,
                          "--out", outs[backend], "--tile-above", "64", "--tile-size", "64", "--tile-overlap", "16") == 0
     names = output_files(outs["torch"])
-    assert names == output_files(outs["onnxruntime"]) and len(names) == 4
-    worst = max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
-                           - np.asarray(Image.open(outs["onnxruntime"] / n), np.int16)).max()) for n in names)
-    assert worst <= 1
+    for runtime in ("onnxruntime", "openvino"):
+        assert names == output_files(outs[runtime]) and len(names) == 4
+        worst = max(int(np.abs(np.asarray(Image.open(outs["torch"] / n), np.int16)
+                               - np.asarray(Image.open(outs[runtime] / n), np.int16)).max()) for n in names)
+        assert worst <= 1, runtime
     assert (tmp_path / "cache/stylepipe/onnx").is_dir()  # the job made its own export, one per direction
-    from tasks.bulk.backends import EXPORT_REVISION
+    from tasks.bulk.backends import EXPORT_REVISION, ONNX_RUNTIMES
 
     made = {p.name.split("-", 1)[1] for p in (tmp_path / "cache/stylepipe/onnx").iterdir()}
     r = f"r{EXPORT_REVISION}-{direction}"
@@ -204,14 +205,14 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
     rows = ledger_rows(lean / ".stylepipe/ledger.sqlite")
     assert len(rows) == 4 and all(row["device"].endswith(f"onnxruntime), translating {direction}") for row in rows)
 
-    # auto takes the lean runner once it remembers choosing onnxruntime for this model and direction;
+    # auto takes the lean runner once it remembers choosing onnxruntime or openvino for this model and direction;
     # a job of a translator and a style network never does (the torch path refuses it)
     spec = ModelSpec(str(models[family]), direction=direction)
     auto = make_job(src, tmp_path / "auto", spec, backend="auto")
     assert lean_models(auto) is None
     assert stylize(auto, progress=False).done == 4
     chosen = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
-    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] == "onnxruntime")
+    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] in ONNX_RUNTIMES)
     stylize(make_job(src, tmp_path / "style", tiny_model, backend="onnxruntime"), progress=False)  # its export
     assert lean_models(make_job(src, tmp_path / "style-again", tiny_model, backend="onnxruntime")) is not None
     assert lean_models(make_job(src, tmp_path / "mixed", spec, tiny_model, backend="onnxruntime")) is None
