@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     styles.set_defaults(func=cmd_styles)
 
     export = sub.add_parser(
-        "export-onnx", help="export a trained model to ONNX (for onnxruntime)",
+        "export-onnx", help="export a trained model to ONNX (for onnxruntime, OpenVINO or another ONNX runtime)",
         description="Write the network in MODEL_DIR (a johnson model, or a pix2pix / cyclegan model in "
         "one --direction; model.safetensors + model.json, pickles are "
         "never loaded) as one ONNX file: input 'image' (N,3,H,W) float RGB in [0,1], output "

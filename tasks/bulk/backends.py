@@ -194,7 +194,9 @@ def graph_runner(runtime: str, path: Path, threads: int, passes: int):
     """An exported graph's runner on one of ONNX_RUNTIMES, for `passes` passes of `threads` threads."""
     if runtime == "openvino":
         return OpenVinoGraph(path, threads, passes)
-    return SessionPerThread(path, threads)
+    if runtime == "onnxruntime":
+        return SessionPerThread(path, threads)
+    raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
 
 
 class OnnxNet:
@@ -251,7 +253,8 @@ class Chooser:
         self.timings: dict[str, float] = {}
         self.starts: dict[str, float] = {}  # seconds to start each runtime (OnnxNet.start_seconds; torch: 0)
         if self.chosen is None:
-            self.chosen = self._remembered().get("backend")
+            remembered = self._remembered().get("backend")
+            self.chosen = remembered if remembered in ("torch", *ONNX_RUNTIMES) else None  # (a hand-edited file)
 
     @staticmethod
     def _key(key_parts: list[str]) -> str:
@@ -267,8 +270,9 @@ class Chooser:
         except (OSError, ValueError, AttributeError):
             return {}
 
-    def for_inputs(self, inputs: int, passes: int) -> str | None:
-        """The remembered choice for a job of `inputs` images on `passes` passes. Where it is one of
+    def for_inputs(self, inputs: int, passes: int, batch: int = 1) -> str | None:
+        """The remembered choice for a job of `inputs` images on `passes` passes of `batch`-image
+        batches (the calibration timed one batch). Where it is one of
         ONNX_RUNTIMES: the one of them with the least start plus run time over those images, as the
         calibration measured both. A one-image job thus keeps onnxruntime where OpenVINO's faster runs
         would not repay its import and compile (docs/speed.md, session 32)."""
@@ -278,7 +282,7 @@ class Chooser:
         runs, starts = entry.get("ms"), entry.get("start_ms")
         if not isinstance(runs, dict) or not isinstance(starts, dict):
             return self.chosen
-        rounds = -(-inputs // max(1, passes))  # images per pass
+        rounds = -(-inputs // max(1, passes * batch))  # batches per pass
         costs = {}
         for name in ONNX_RUNTIMES:
             try:
@@ -311,9 +315,14 @@ class Chooser:
             return self.chosen
         with self.lock:
             if self.chosen is None:
-                for run in runs.values():  # warm-up: first-call allocations, kernel selection
+                warm_up = {}
+                for name, run in runs.items():  # warm-up: first-call allocations, kernel selection
+                    start = time.perf_counter()
                     run(x)
+                    warm_up[name] = time.perf_counter() - start
                 self.timings = _median_seconds(runs, x)
+                for name in self.starts:  # a first run's extra time (OpenVINO's at a new shape) is start-up too
+                    self.starts[name] += max(0.0, warm_up.get(name, 0.0) - self.timings.get(name, 0.0))
                 self.chosen = min(self.timings, key=self.timings.get)
                 log.info("backend: %s (median of %d runs on a %s batch: %s)", self.chosen, CALIBRATION_RUNS,
                          "x".join(map(str, x.shape)),

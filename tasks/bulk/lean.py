@@ -24,6 +24,7 @@ import numpy as np
 from models import registry
 from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
+from stylepipe.errors import StageError
 from tasks.bulk import backends
 from tasks.bulk.plan import Job, ModelSpec, weights_sha256
 from tasks.bulk.tiling import statistics_image, stylize_tiled, tile_count
@@ -91,7 +92,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
         runtime = params.backend
         if runtime == "auto":
             chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction))
-            runtime = chooser.chosen if inputs is None else chooser.for_inputs(inputs, parallel)
+            runtime = chooser.chosen if inputs is None else chooser.for_inputs(inputs, parallel, batch)
             if runtime not in backends.ONNX_RUNTIMES:
                 return None
         path = backends.onnx_path(sha, direction)
@@ -103,7 +104,14 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
         runtimes.append(runtime)
     if len({bool(d) for d in directions}) > 1:  # translators beside style networks: the torch path's error
         return None
-    return LeanModels(job, exports, hashes, directions, runtimes, parallel, threads, batch)
+    try:
+        return LeanModels(job, exports, hashes, directions, runtimes, parallel, threads, batch)
+    except Exception as e:  # a runtime that cannot load the graph: auto goes on through the torch path
+        if params.backend == "auto":
+            log.warning("%s could not load the networks, auto goes on without it: %s: %s", ", ".join(runtimes),
+                        type(e).__name__, e)
+            return None
+        raise StageError(f"backend {params.backend}: {type(e).__name__}: {e}") from None
 
 
 class LeanModels:
@@ -117,7 +125,7 @@ class LeanModels:
         self.job, self.specs, self.exports, self.hashes = job, list(job.models), exports, hashes
         self.directions, self.runtimes = directions, runtimes
         self.parallel, self.threads, self.batch_size = parallel, threads, batch_size
-        self.sessions = self._sessions()
+        self.sessions = [self._session(runtime, path) for runtime, path in zip(runtimes, exports)]
         # made for the first image that needs tiles (a StyleModels or TranslateModels when the tile
         # graphs failed)
         self.tiles: list[OnnxTiles] | object | None = None
@@ -142,17 +150,19 @@ class LeanModels:
         """runners.StyleModels.set_layout: graph runners of `threads` threads, tiles on `passes` passes."""
         with self.lock:
             changed = (passes, threads) != (self.parallel, self.threads)
+            # onnxruntime's sessions are per thread count; openvino's streams are the passes too
+            remake = [threads != self.threads or (runtime == "openvino" and passes != self.parallel)
+                      for runtime in self.runtimes]
             self.parallel, self.threads, self.batch_size = passes, threads, batch
-            if changed:  # (openvino's streams are the passes)
-                self.sessions = self._sessions()
+            self.sessions = [self._session(runtime, path) if again else session for runtime, path, session, again
+                             in zip(self.runtimes, self.exports, self.sessions, remake)]
             if self.tiles is not None and not isinstance(self.tiles, list):
                 self.tiles.set_layout(passes, threads, batch)  # the torch fallback's own
             elif changed:
                 self.tiles, self.tile_pool = None, None  # made again for the next large image
 
-    def _sessions(self) -> list:
-        return [backends.graph_runner(runtime, path, self.threads, self.parallel)
-                for runtime, path in zip(self.runtimes, self.exports)]
+    def _session(self, runtime: str, path: Path):
+        return backends.graph_runner(runtime, path, self.threads, self.parallel)
 
     def stylize(self, batch: np.ndarray) -> list[np.ndarray]:
         """(N,H,W,3) uint8 images of one size -> for each model, its (N,H,W,3) uint8 results."""

@@ -241,6 +241,13 @@ class StyleModels:
                         runtimes = {"torch": runtimes["torch"]}
                         chooser.chosen = "torch"
                         break
+                    except Exception as e:  # a runtime that cannot load the graph (no wheel for this CPU, a plugin error)
+                        if wanted != "auto":
+                            raise StageError(f"backend {runtime}: {type(e).__name__}: {e}") from None
+                        log.warning("auto without %s, which could not load the network: %s: %s", runtime,
+                                    type(e).__name__, e)
+                        if chooser.chosen == runtime:  # the remembered choice: this job runs on torch
+                            chooser.chosen = "torch"
             self.runtimes.append(runtimes)
             self.choosers.append(chooser)
         # (what the ledger's device says: onnxruntime and torch-bf16 models are never compiled)
@@ -277,9 +284,12 @@ class StyleModels:
         model thread takes them at its next batch), ONNX sessions of that many threads, the passes a
         large image's tiles run on, and the batch size. (auto's backend choice stays remembered
         under the fixed layout, which every job starts on.)"""
-        if (passes, threads) != (self.tile_passes, self.pass_threads):  # (openvino's streams are the passes)
-            for spec, runtimes, export in zip(self.specs, self.runtimes, self.exports):
-                for runtime in set(runtimes) & set(backends.ONNX_RUNTIMES):
+        for spec, runtimes, export, chooser in zip(self.specs, self.runtimes, self.exports, self.choosers):
+            for runtime in set(runtimes) & set(backends.ONNX_RUNTIMES):
+                if chooser.chosen not in (None, runtime):
+                    del runtimes[runtime]  # timed by auto and not chosen
+                # onnxruntime's sessions are per thread count; openvino's streams are the passes too
+                elif threads != self.pass_threads or (runtime == "openvino" and passes != self.tile_passes):
                     sha, direction = export
                     runtimes[runtime] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction,
                                                                       runtime, passes))

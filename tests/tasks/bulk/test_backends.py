@@ -128,11 +128,14 @@ def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny
 
 def test_the_chooser_keeps_the_faster():
     chooser = backends.Chooser("auto", ["a model"])
-    runs = {"slow": lambda x: time.sleep(0.02), "fast": lambda x: x}
-    assert chooser.choose(runs, torch.zeros(1)) == "fast"
-    assert chooser.timings["slow"] > chooser.timings["fast"]
-    assert backends.Chooser("auto", ["a model"]).chosen == "fast"   # remembered
+    runs = {"torch": lambda x: time.sleep(0.02), "onnxruntime": lambda x: x}
+    assert chooser.choose(runs, torch.zeros(1)) == "onnxruntime"
+    assert chooser.timings["torch"] > chooser.timings["onnxruntime"]
+    assert backends.Chooser("auto", ["a model"]).chosen == "onnxruntime"   # remembered
     assert backends.Chooser("auto", ["another"]).chosen is None
+    path = backends.cache_dir() / "backends.json"
+    path.write_text(path.read_text().replace('"onnxruntime"', '"torch-bf16"'))  # a hand-edited file
+    assert backends.Chooser("auto", ["a model"]).chosen is None                 # auto never runs a lossy one
 
 
 def test_a_small_job_weighs_each_runtimes_start(monkeypatch):
@@ -147,11 +150,51 @@ def test_a_small_job_weighs_each_runtimes_start(monkeypatch):
     assert chooser.for_inputs(28, 2) == "openvino"         # 14 per pass: 2150 against 2130 ms
     assert chooser.for_inputs(26, 2) == "onnxruntime"      # 13 per pass: 2000 against 2010
     assert chooser.for_inputs(1, 1) == "onnxruntime"
+    assert chooser.for_inputs(28, 2, batch=2) == "onnxruntime"  # 7 batches per pass: 1100 against 1290
     chooser.starts = {"onnxruntime": 0.05}
     chooser._remember()
     assert chooser.for_inputs(1, 2) == "openvino"          # no start measured for the choice: kept
     chooser.chosen = "torch"
     assert chooser.for_inputs(1, 2) == "torch"
+
+
+def test_a_new_layout_keeps_the_chosen_runtime_and_remakes_what_the_layout_changes(tiny_model):
+    """StyleModels.set_layout: auto's runtimes that lost are dropped, openvino is compiled again for new
+    passes (its streams), onnxruntime's sessions only for new threads."""
+    from tasks.bulk.runners import StyleModels
+
+    def runtimes_after(chosen, passes, threads):
+        models = StyleModels([ModelSpec(str(tiny_model))], torch.device("cpu"), tile_size=64, tile_overlap=16,
+                             tile_above=4096, batch_size=1, backend="auto", parallel=2)
+        runtimes = models.runtimes[0]
+        assert set(runtimes) == {"torch", *backends.ONNX_RUNTIMES}
+        models.choosers[0].chosen = chosen
+        before = {name: runtime.net for name, runtime in runtimes.items() if name != "torch"}
+        models.set_layout(passes, threads, 1)
+        return before, runtimes
+
+    before, runtimes = runtimes_after("openvino", 1, 1)       # fewer passes, the same thread
+    assert set(runtimes) == {"torch", "openvino"} and runtimes["openvino"].net is not before["openvino"]
+    assert int(runtimes["openvino"].net.session.compiled.get_property("NUM_STREAMS")) == 1
+    before, runtimes = runtimes_after("onnxruntime", 1, 1)
+    assert set(runtimes) == {"torch", "onnxruntime"} and runtimes["onnxruntime"].net is before["onnxruntime"]
+    before, runtimes = runtimes_after("onnxruntime", 2, 2)    # more threads: a new session
+    assert runtimes["onnxruntime"].net is not before["onnxruntime"]
+    assert set(runtimes_after("torch", 1, 1)[1]) == {"torch"}
+
+
+def test_auto_goes_on_without_a_runtime_that_cannot_load_the_network(src, tmp_path, tiny_model, monkeypatch,
+                                                                    caplog):
+    def broken(*a, **k):
+        raise RuntimeError("no CPU plugin here")
+
+    monkeypatch.setattr(backends, "OpenVinoGraph", broken)
+    summary = stylize(make_job(src, tmp_path / "auto", tiny_model, format="png", backend="auto"), progress=False)
+    assert summary.done == 4 and "auto without openvino, which could not load the network: RuntimeError" in caplog.text
+    (entry,) = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()
+    assert set(entry["ms"]) == {"torch", "onnxruntime"}
+    with pytest.raises(StageError, match="backend openvino: RuntimeError: no CPU plugin here"):
+        stylize(make_job(src, tmp_path / "asked", tiny_model, format="png", backend="openvino"), progress=False)
 
 
 def test_the_chooser_times_the_backends_in_turns():
@@ -242,10 +285,10 @@ def test_a_job_on_a_cached_export_runs_without_importing_torch(src, tmp_path, ti
     chosen[key].update(backend="openvino", ms={"torch": 250, "onnxruntime": 150, "openvino": 120},
                        start_ms={"onnxruntime": 50, "openvino": 450})
     (tmp_path / "cache/stylepipe/backends.json").write_text(json.dumps(chosen))
-    passes = lean_models(auto).parallel
+    per_round = lean_models(auto).parallel * lean_models(auto).batch_size   # images a round of batches takes
     assert lean_models(auto, inputs=1).runtimes == ["onnxruntime"]
-    assert lean_models(auto, inputs=passes * 14).runtimes == ["openvino"]     # 14 x 30 ms repay 400
-    assert lean_models(auto, inputs=passes * 13).runtimes == ["onnxruntime"]
+    assert lean_models(auto, inputs=per_round * 14).runtimes == ["openvino"]     # 14 x 30 ms repay 400
+    assert lean_models(auto, inputs=per_round * 13).runtimes == ["onnxruntime"]
     assert lean_models(auto).runtimes == ["openvino"]                        # the count unknown: the choice
 
 
