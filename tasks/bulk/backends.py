@@ -199,6 +199,14 @@ def graph_runner(runtime: str, path: Path, threads: int, passes: int):
     raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
 
 
+def remade_for_layout(runtime: str, old: tuple[int, int], new: tuple[int, int]) -> bool:
+    """Whether a graph runner made for the layout `old` (passes, threads per pass) must be made again
+    for `new`: onnxruntime's sessions depend on the threads, OpenVINO's compiled model on both (its
+    streams are the passes)."""
+    (old_passes, old_threads), (passes, threads) = old, new
+    return threads != old_threads or (runtime == "openvino" and passes != old_passes)
+
+
 class OnnxNet:
     """A network exported to ONNX and run by onnxruntime or OpenVINO (`runtime`): called like the
     torch module, on CPU float tensors (N,3,H,W) in [0,1]. The export is made once (it needs
@@ -252,8 +260,9 @@ class Chooser:
         self.chosen: str | None = None if requested == "auto" else requested
         self.timings: dict[str, float] = {}
         self.starts: dict[str, float] = {}  # seconds to start each runtime (OnnxNet.start_seconds; torch: 0)
+        self.remembered = self._remembered() if self.chosen is None else {}  # (backends.json's entry, read once)
         if self.chosen is None:
-            remembered = self._remembered().get("backend")
+            remembered = self.remembered.get("backend")
             self.chosen = remembered if remembered in ("torch", *ONNX_RUNTIMES) else None  # (a hand-edited file)
 
     @staticmethod
@@ -278,8 +287,7 @@ class Chooser:
         would not repay its import and compile (docs/speed.md, session 32)."""
         if self.chosen not in ONNX_RUNTIMES:
             return self.chosen
-        entry = self._remembered()
-        runs, starts = entry.get("ms"), entry.get("start_ms")
+        runs, starts = self.remembered.get("ms"), self.remembered.get("start_ms")
         if not isinstance(runs, dict) or not isinstance(starts, dict):
             return self.chosen
         rounds = -(-inputs // max(1, passes * batch))  # batches per pass
@@ -297,8 +305,9 @@ class Chooser:
             known = json.loads(path.read_text()) if path.is_file() else {}
         except (OSError, ValueError):
             known = {}
-        known[self.key] = {"backend": self.chosen, "ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
-                           "start_ms": {k: round(v * 1000, 2) for k, v in self.starts.items()}, "cpu": cpu_name()}
+        known[self.key] = self.remembered = {
+            "backend": self.chosen, "ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
+            "start_ms": {k: round(v * 1000, 2) for k, v in self.starts.items()}, "cpu": cpu_name()}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -150,8 +150,7 @@ class LeanModels:
         """runners.StyleModels.set_layout: graph runners of `threads` threads, tiles on `passes` passes."""
         with self.lock:
             changed = (passes, threads) != (self.parallel, self.threads)
-            # onnxruntime's sessions are per thread count; openvino's streams are the passes too
-            remake = [threads != self.threads or (runtime == "openvino" and passes != self.parallel)
+            remake = [backends.remade_for_layout(runtime, (self.parallel, self.threads), (passes, threads))
                       for runtime in self.runtimes]
             self.parallel, self.threads, self.batch_size = passes, threads, batch
             self.sessions = [self._session(runtime, path) if again else session for runtime, path, session, again

@@ -288,8 +288,7 @@ class StyleModels:
             for runtime in set(runtimes) & set(backends.ONNX_RUNTIMES):
                 if chooser.chosen not in (None, runtime):
                     del runtimes[runtime]  # timed by auto and not chosen
-                # onnxruntime's sessions are per thread count; openvino's streams are the passes too
-                elif threads != self.pass_threads or (runtime == "openvino" and passes != self.tile_passes):
+                elif backends.remade_for_layout(runtime, (self.tile_passes, self.pass_threads), (passes, threads)):
                     sha, direction = export
                     runtimes[runtime] = PadToMinSide(backends.OnnxNet(Path(spec.path), sha, threads, direction,
                                                                       runtime, passes))
