@@ -7,8 +7,8 @@
       what listing, decode, encode, conversions and the ledger cost by themselves. On cores that the
       engine and the network share, (b) cannot beat 1 / (1/a + 1/e): the table's "b/a cap";
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
-per --backends (torch, torch-bf16, onnxruntime, openvino, auto: tasks/bulk/backends.py; auto's
-ceiling is the fastest exact network alone, torch-bf16's not counted; with auto, a second auto job follows, "auto, 2nd", which runs on the
+per --backends (torch, torch-bf16, onnxruntime, openvino, openvino-bf16, auto: tasks/bulk/backends.py; auto's
+ceiling is the fastest exact network alone, the lossy bf16 ones not counted; with auto, a second auto job follows, "auto, 2nd", which runs on the
 choice the first one remembered, without calibrating). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
 images (max and mean absolute difference, in levels of 255).
 
@@ -142,7 +142,7 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
 
     from models.weights import load_model
     from stylepipe.hashing import sha256_file
-    from tasks.bulk.backends import OnnxNet
+    from tasks.bulk.backends import ONNX_RUNTIMES, OnnxNet
     from tasks.bulk.runners import Bf16Net, configure_parallelism, default_batch_size
 
     parallel = configure_parallelism(torch.device("cpu"), parallel, threads)
@@ -150,7 +150,7 @@ def ceiling(model_dir: Path, paths: list[Path], batch_size: int, parallel: int |
     net, _ = load_model(model_dir)
     if direction:
         net = net.set_direction(direction).eval()
-    if backend in ("onnxruntime", "openvino"):
+    if backend in ONNX_RUNTIMES:
         net = OnnxNet(model_dir, sha256_file(model_dir / "model.safetensors"), torch.get_num_threads(), direction,
                       backend, parallel)
     elif backend == "torch-bf16":
@@ -292,6 +292,7 @@ def large_jobs(args, workdir: Path, images: Path) -> None:
     """--large: the per-pixel cost of SIDE x SIDE JPEGs (a job of one, a job of --large-count) against
     the --size images', per backend and per --tile-sizes, --rounds times interleaved (medians)."""
     from stylepipe.config import StylizeParams
+    from tasks.bulk.backends import ONNX_RUNTIMES
     from tasks.bulk.tiling import tile_grid
 
     defaults = StylizeParams()
@@ -309,7 +310,7 @@ def large_jobs(args, workdir: Path, images: Path) -> None:
         large.append((f"{args.large}x{args.large}, {count} image{'s' if count > 1 else ''}", folder))
     model = workdir / f"model-{args.networks[0]}"
     for backend in [b for b in args.backends if b != "auto"] or ["torch"]:
-        if backend in ("onnxruntime", "openvino"):  # the export and the tile graphs made untimed
+        if backend in ONNX_RUNTIMES:  # the export and the tile graphs made untimed
             from stylepipe.hashing import sha256_file
             from tasks.bulk import backends
 
@@ -350,7 +351,7 @@ def main() -> None:
                         help="images timed for (a) (default: all --count; a few dozen run in a few "
                              "seconds, and this machine's speed drifts by 10-25%% from minute to minute)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
-                        choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
+                        choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
                         help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
                              "go to a cache of the run's own (WORKDIR/cache), so auto's first job calibrates")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"], help="measurements to skip")
@@ -385,6 +386,7 @@ def main() -> None:
             parser.error(f"--tile-sizes: {e.errors()[0]['msg']}")
         args.tile_sizes = list(dict.fromkeys(args.tile_sizes))
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
+    from stylepipe.config import LOSSY_BACKENDS
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
     # ONNX exports and auto's choices in a cache of this run's own, emptied (a reused --workdir), as
@@ -480,20 +482,20 @@ def main() -> None:
         if args.large:
             large_jobs(args, workdir, images)
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
-        print(f"{'network':<8} {'backend':<12} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
+        print(f"{'network':<8} {'backend':<14} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/a cap':>8} {'b/c':>6} {'b/d':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (c, lc) = f["c"]
             for backend in backend_jobs:
                 # auto's ceiling is the backend it chose: the fastest exact network alone
                 a, la = f.get(f"a:{backend}", (0.0, 0.0)) if not backend.startswith("auto") else max(
-                    (v for k, v in f.items() if k.startswith("a:") and k != "a:torch-bf16"), key=lambda v: v[0],
+                    (v for k, v in f.items() if k.startswith("a:") and k[2:] not in LOSSY_BACKENDS), key=lambda v: v[0],
                     default=(0.0, 0.0))
                 b, lb = f.get(f"b:{backend}", (0.0, 0.0))
                 worst, mean = f["quality"].get(backend, (0, 0.0))
                 cap = 1 / (1 + a / e) if a and e else 0  # b/a when the engine's work and the network's add up
                 d = stl.get("default", 0.0)
-                print(f"{network:<8} {backend:<12} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
+                print(f"{network:<8} {backend:<14} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
                       f"{cap:>8.2f} {b / c if c else 0:>6.2f} {b / d if d else 0:>6.2f} {1 / b if b else 0:>10.3f} "
                       f"{worst:>8d}/{mean:<8.3f}  "
                       f"{la:.2f}/{lb:.2f}/{lc:.2f}")

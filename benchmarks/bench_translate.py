@@ -38,6 +38,7 @@ from models import registry
 from models.family import TrainInputs
 from stylepipe.config import validate
 from stylepipe.devices import pick_device
+from tasks.bulk.backends import EXACT_ONNX_RUNTIMES
 
 
 def settings(family: str, args) -> dict:
@@ -173,7 +174,7 @@ def translating(model_dir: Path, data: Path, work: Path, args, device: torch.dev
             seconds.append(time.perf_counter() - start)
         end_to_end = summary.done / seconds[1]
         if device.type == "cpu":
-            exact = ["torch", "onnxruntime", "openvino"]  # auto's candidates: its ceiling is the fastest
+            exact = ["torch", *EXACT_ONNX_RUNTIMES]  # auto's candidates: its ceiling is the fastest
             for runtime in (exact if backend == "auto" else [backend]):
                 if runtime not in ceilings:
                     ceilings[runtime] = ceiling(model_dir, paths, 0, None, None, runtime, direction="a2b")
@@ -202,7 +203,7 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "auto"],
-                    choices=["torch", "onnxruntime", "openvino", "auto"], help="runtimes of the translate runs (CPU)")
+                    choices=["torch", "onnxruntime", "openvino", "openvino-bf16", "auto"], help="runtimes of the translate runs (CPU)")
     ap.add_argument("--tar-size", type=int, default=0, help="translate into tars of this many PNGs (0: files)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -231,9 +232,9 @@ def main() -> None:
         print(f"{family:9s} training  stylepipe train loop    {r['train_stylepipe_img_s']:8.1f} img/s   "
               f"{r['train_stylepipe_img_s'] / r['train_plain_img_s']:.2f}")
         for backend, (end_to_end, alone, busy, first) in r["translate"].items():
-            print(f"{family:9s} translate {backend:11s} network alone {alone:8.1f} img/s   1.00")
+            print(f"{family:9s} translate {backend:13s} network alone {alone:8.1f} img/s   1.00")
             busy_share = "n/a" if busy is None else f"{busy:.0%}"
-            print(f"{family:9s} translate {backend:11s} end to end    {end_to_end:8.1f} img/s   "
+            print(f"{family:9s} translate {backend:13s} end to end    {end_to_end:8.1f} img/s   "
                   f"{end_to_end / alone:.2f}   (the network busy {busy_share} of the time; the model's "
                   f"first job {first:+.1f} s)")
     print(f"other processes used {results['other_load_cores']} cores meanwhile")

@@ -488,12 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "model and image size, or, in a job of enough images (108 on 2 cores), time a few on "
                               "the first untiled batch and keep the fastest; fixed: one pass per core (at most 8), "
                               "batches of one")
-    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
+    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
                          default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime or openvino (the network "
                               "exported to ONNX), or auto (default): the fastest of the three on the first batch, "
-                              "remembered per machine and model; torch-bf16: bf16 autocast + channels_last "
-                              "(CPUs with AVX512-BF16/AMX; lossy: never chosen by auto)")
+                              "remembered per machine and model; torch-bf16 (bf16 autocast + channels_last) and "
+                              "openvino-bf16 (OpenVINO at bf16, the fastest here): for CPUs with AVX512-BF16/AMX, "
+                              "lossy, never chosen by auto")
     stylize.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
                          help="where JPEGs are decoded and encoded: device (nvJPEG on CUDA: only compressed "
                               "bytes cross the worker processes), pillow (the worker processes), or auto "
@@ -598,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--format", choices=["jpg", "png", "webp"], default="png")
     translate.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     translate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "auto"],
+    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
                            default="auto",
                            help="the forward pass's runtime on a CPU, as for stylize (default auto: the fastest of "
                                 "torch, onnxruntime and openvino on the first batch; the export is one direction's "

@@ -173,7 +173,7 @@ class PreprocessParams(Section):
 
 
 # Backends whose outputs differ from fp32 PyTorch's by more than rounding (tasks/bulk/backends.py).
-LOSSY_BACKENDS = ("torch-bf16",)
+LOSSY_BACKENDS = ("torch-bf16", "openvino-bf16")
 
 
 class StylizeParams(Section):
@@ -214,9 +214,10 @@ class StylizeParams(Section):
     # machine and model). Families without an ONNX export and CUDA use torch. The pipeline's
     # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
     # another machine (the three agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
-    # torch-bf16: bf16 autocast + channels_last (CPUs with AVX512-BF16 or AMX); lossy (LOSSY_BACKENDS),
-    # so never chosen by auto, and part of the outputs' identity (a job switched to it redoes its images).
-    backend: Literal["torch", "torch-bf16", "onnxruntime", "openvino", "auto"] = "torch"
+    # torch-bf16 (bf16 autocast + channels_last) and openvino-bf16 (OpenVINO at bf16 precision), for
+    # CPUs with AVX512-BF16 or AMX: lossy (LOSSY_BACKENDS), so never chosen by auto, and part of the
+    # outputs' identity (a job switched to one redoes its images).
+    backend: Literal["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"] = "torch"
     # Where JPEG inputs are decoded and JPEG outputs encoded (trained image and translation networks):
     # device: on the networks' device (nvJPEG through torchvision.io on CUDA; libjpeg-turbo in the
     # model threads on a CPU), so that only compressed bytes cross the decode/encode workers' pipes

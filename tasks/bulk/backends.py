@@ -5,10 +5,11 @@ layout in ~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
 
 The three agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
-`torch-bf16` (bf16 autocast + channels_last, for CPUs with AVX512-BF16 or AMX) is lossy: asked for
-by name only, never by auto, and part of the outputs' identity (tasks/bulk/plan.py output_options).
+`torch-bf16` (bf16 autocast + channels_last) and `openvino-bf16` (OpenVINO at bf16 inference
+precision), for CPUs with AVX512-BF16 or AMX, are lossy: asked for by name only, never by auto, and
+part of the outputs' identity (tasks/bulk/plan.py output_options).
 CUDA keeps PyTorch (fp16 autocast, channels_last). Tiled images (above tile_above) run on the
-backend their model runs on (torch-bf16's in fp32 PyTorch; openvino's on onnxruntime): on onnxruntime through two more graphs
+backend their model runs on (torch-bf16's in fp32 PyTorch; openvino's and openvino-bf16's on onnxruntime): on onnxruntime through two more graphs
 (models/export.py export_tile_graphs: one records the instance norms' statistics on a thumbnail or
 a mosaic, one runs the tiles with them; tasks/bulk/lean.py OnnxTiles), on PyTorch when those cannot
 be made. Only families models/export.py can export (johnson; pix2pix and cyclegan, one export per
@@ -37,9 +38,11 @@ if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs wit
 
 log = logging.getLogger("stylepipe.stylize")
 
-BACKENDS = ("torch", "torch-bf16", "onnxruntime", "openvino", "auto")
-# The runtimes of a network's ONNX export; auto times torch and both of these
-ONNX_RUNTIMES = ("onnxruntime", "openvino")
+BACKENDS = ("torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto")
+# The runtimes of a network's ONNX export. auto times torch and the exact ones (EXACT_ONNX_RUNTIMES);
+# openvino-bf16 is lossy, asked for by name only, as torch-bf16 is.
+ONNX_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
+EXACT_ONNX_RUNTIMES = ("onnxruntime", "openvino")
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 # A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
@@ -159,26 +162,46 @@ class SessionPerThread:
         return self.first.get_outputs()
 
 
+_WARNED: set[Path] = set()  # graphs whose openvino-bf16 precision was warned about (set_layout compiles again)
+# A process's first OpenVINO run runs alone. OpenVINO's Python binding (2026.4) fills a function-local
+# C++ static on the first use of a tensor's `data` and runs Python code meanwhile, which lets another
+# thread take the GIL: when that thread reaches the same static it waits for its guard while
+# holding the GIL, and the first never gets the GIL back. Both model threads then wait for good
+# (a job hung so, session 33; tests/tasks/bulk/test_backends.py provokes it).
+_FIRST_RUN = threading.Lock()
+
+
 class OpenVinoGraph:
     """An ONNX graph compiled by OpenVINO's CPU plugin, with SessionPerThread's `run`: one compiled
     model of `passes` streams of `threads` threads each, and one infer request per calling thread
     (concurrent requests run on separate streams; a Python caller waits without the GIL).
 
-    Inference precision is pinned to f32: on a CPU with AMX or AVX512-BF16 OpenVINO's default is
-    bf16, which is lossy (up to 2 levels of 255 on the fast network), and `openvino` is an exact
-    backend like onnxruntime. Shapes stay dynamic: a bulk job's images come in many sizes, and a
-    compile per size costs about 0.2 s. CPU pinning is off: the engine's decode and encode
-    workers share the cores with the passes."""
+    Inference precision is pinned (`precision`): f32 for `openvino`, an exact backend like
+    onnxruntime, although on a CPU with AMX or AVX512-BF16 OpenVINO's default is bf16, which is lossy
+    (up to 2 levels of 255 on the fast network); bf16 for `openvino-bf16`, asked for by name. Other
+    AVX-512 CPUs emulate bf16 (lossy, and slower than f32) and CPUs without AVX-512 run f32: either
+    is said in a warning, once per graph. Shapes stay dynamic: a bulk job's images come in
+    many sizes, and a compile per size costs about 0.2 s. CPU pinning is off: the engine's decode
+    and encode workers share the cores with the passes."""
 
-    def __init__(self, path: Path, threads: int, passes: int = 1):
+    def __init__(self, path: Path, threads: int, passes: int = 1, precision: str = "f32"):
         import openvino as ov
 
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-            "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": passes, "INFERENCE_NUM_THREADS": passes * threads,
+            "INFERENCE_PRECISION_HINT": precision, "NUM_STREAMS": passes, "INFERENCE_NUM_THREADS": passes * threads,
             "ENABLE_CPU_PINNING": False})
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # (f32, bf16)
+        if precision == "bf16" and path not in _WARNED:
+            native = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if self.precision != "bf16" or not native:
+                _WARNED.add(path)
+                log.warning("openvino-bf16: %s", f"this CPU runs {path.name} in {self.precision}" if self.precision != "bf16"
+                            else "this CPU has no AVX512-BF16 or AMX: OpenVINO emulates bf16, lossy and slower than openvino")
         self.outputs = list(self.compiled.outputs)
         self.local = threading.local()
+
+    first_run_done = False  # (per process: _FIRST_RUN)
 
     def run(self, names, feed):
         """names: None (every output; SessionPerThread.run's signature). Returns the outputs' arrays,
@@ -186,14 +209,20 @@ class OpenVinoGraph:
         request = getattr(self.local, "request", None)
         if request is None:
             request = self.local.request = self.compiled.create_infer_request()
+        if not OpenVinoGraph.first_run_done:
+            with _FIRST_RUN:  # (the others wait for it: see _FIRST_RUN)
+                result = request.infer(feed)
+                outputs = [result[output] for output in self.outputs]
+                OpenVinoGraph.first_run_done = True
+                return outputs
         result = request.infer(feed)
         return [result[output] for output in self.outputs]
 
 
 def graph_runner(runtime: str, path: Path, threads: int, passes: int):
     """An exported graph's runner on one of ONNX_RUNTIMES, for `passes` passes of `threads` threads."""
-    if runtime == "openvino":
-        return OpenVinoGraph(path, threads, passes)
+    if runtime in ("openvino", "openvino-bf16"):
+        return OpenVinoGraph(path, threads, passes, "bf16" if runtime == "openvino-bf16" else "f32")
     if runtime == "onnxruntime":
         return SessionPerThread(path, threads)
     raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
@@ -204,7 +233,7 @@ def remade_for_layout(runtime: str, old: tuple[int, int], new: tuple[int, int]) 
     for `new`: onnxruntime's sessions depend on the threads, OpenVINO's compiled model on both (its
     streams are the passes)."""
     (old_passes, old_threads), (passes, threads) = old, new
-    return threads != old_threads or (runtime == "openvino" and passes != old_passes)
+    return threads != old_threads or (runtime.startswith("openvino") and passes != old_passes)
 
 
 class OnnxNet:
@@ -263,13 +292,13 @@ class Chooser:
         self.remembered = self._remembered() if self.chosen is None else {}  # (backends.json's entry, read once)
         if self.chosen is None:
             remembered = self.remembered.get("backend")
-            self.chosen = remembered if remembered in ("torch", *ONNX_RUNTIMES) else None  # (a hand-edited file)
+            self.chosen = remembered if remembered in ("torch", *EXACT_ONNX_RUNTIMES) else None  # (a hand-edited file)
 
     @staticmethod
     def _key(key_parts: list[str]) -> str:
         # with the export's revision and auto's candidates: a choice made against an older graph, or
         # among fewer runtimes, is made again
-        return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", "+".join(ONNX_RUNTIMES),
+        return hashlib.sha256(json.dumps([cpu_name(), f"export-r{EXPORT_REVISION}", "+".join(EXACT_ONNX_RUNTIMES),
                                           *key_parts]).encode()).hexdigest()[:24]
 
     def _remembered(self) -> dict:
@@ -282,17 +311,17 @@ class Chooser:
     def for_inputs(self, inputs: int, passes: int, batch: int = 1) -> str | None:
         """The remembered choice for a job of `inputs` images on `passes` passes of `batch`-image
         batches (the calibration timed one batch). Where it is one of
-        ONNX_RUNTIMES: the one of them with the least start plus run time over those images, as the
+        EXACT_ONNX_RUNTIMES: the one of them with the least start plus run time over those images, as the
         calibration measured both. A one-image job thus keeps onnxruntime where OpenVINO's faster runs
         would not repay its import and compile (docs/speed.md, session 32)."""
-        if self.chosen not in ONNX_RUNTIMES:
+        if self.chosen not in EXACT_ONNX_RUNTIMES:
             return self.chosen
         runs, starts = self.remembered.get("ms"), self.remembered.get("start_ms")
         if not isinstance(runs, dict) or not isinstance(starts, dict):
             return self.chosen
         rounds = -(-inputs // max(1, passes * batch))  # batches per pass
         costs = {}
-        for name in ONNX_RUNTIMES:
+        for name in EXACT_ONNX_RUNTIMES:
             try:
                 costs[name] = float(starts[name]) + rounds * float(runs[name])
             except (KeyError, TypeError, ValueError):

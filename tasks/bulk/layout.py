@@ -122,7 +122,7 @@ def job_key(job: Job, hashed: dict[str, str] | None = None) -> str | None:
         return None
     p = job.params
     # (with auto's candidates: a layout measured when auto could not run openvino is measured again)
-    parts = [backends.cpu_name(), cpu_count(), p.backend, "+".join(backends.ONNX_RUNTIMES), p.texture_scale,
+    parts = [backends.cpu_name(), cpu_count(), p.backend, "+".join(backends.EXACT_ONNX_RUNTIMES), p.texture_scale,
              p.work_size]
     parts += [(weights_sha256(spec.path, hashed), spec.direction or "") for spec in job.models]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]

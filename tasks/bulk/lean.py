@@ -2,8 +2,8 @@
 
 `import torch` costs 1-1.5 s on a quiet 2-core machine and 6-8 s on a busy one, more than
 stylizing one 512-px image. A job whose every model is an exported johnson network (or every one a
-translation network, pix2pix or cyclegan, in its direction) on the CPU, on backend `onnxruntime` or
-`openvino` (or `auto` that remembers choosing one), with its ONNX export already cached (the first job
+translation network, pix2pix or cyclegan, in its direction) on the CPU, on backend `onnxruntime`,
+`openvino` or `openvino-bf16` (or `auto` that remembers choosing one), with its ONNX export already cached (the first job
 makes it, with PyTorch), runs here instead of runners.StyleModels (TranslateModels): the same graph runner,
 the same padding, colour preservation, strength and rounding, in numpy. An image large
 enough to need tiles runs on the network's two tile graphs (OnnxTiles); only the first such image
@@ -93,7 +93,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
         if runtime == "auto":
             chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction))
             runtime = chooser.chosen if inputs is None else chooser.for_inputs(inputs, parallel, batch)
-            if runtime not in backends.ONNX_RUNTIMES:
+            if runtime not in backends.EXACT_ONNX_RUNTIMES:
                 return None
         path = backends.onnx_path(sha, direction)
         if not path.is_file():  # (an export is only ever made of a direction the model has)

@@ -227,8 +227,8 @@ class StyleModels:
             if wanted == "torch-bf16":
                 runtimes["torch-bf16"] = Bf16Net(net)
             elif chooser.chosen != "torch":  # an auto job that remembers torch needs no export or session
-                # auto: the one it remembers, or all of them to time
-                for runtime in [chooser.chosen] if chooser.chosen else backends.ONNX_RUNTIMES:
+                # auto: the one it remembers, or the exact ones to time
+                for runtime in [chooser.chosen] if chooser.chosen else backends.EXACT_ONNX_RUNTIMES:
                     try:
                         onnx_net = backends.OnnxNet(Path(spec.path), sha, torch.get_num_threads(), direction,
                                                     runtime, parallel)
@@ -481,7 +481,7 @@ class StyleModels:
         if chooser.chosen is None:
             crop = small[:backends.CALIBRATION_SIDE, :backends.CALIBRATION_SIDE]
             chooser.choose(runtimes, self._to_device(np.ascontiguousarray(crop)[None]))
-        if chooser.chosen not in backends.ONNX_RUNTIMES:  # (openvino's tiles run on onnxruntime's graphs)
+        if chooser.chosen not in backends.ONNX_RUNTIMES:  # (openvino's tiles, either precision, run on onnxruntime's graphs)
             return None
         with self.tiles_lock:
             onnx_tiles = self.onnx_tiles[i]

@@ -180,7 +180,7 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
                                - np.asarray(Image.open(outs[runtime] / n), np.int16)).max()) for n in names)
         assert worst <= 1, runtime
     assert (tmp_path / "cache/stylepipe/onnx").is_dir()  # the job made its own export, one per direction
-    from tasks.bulk.backends import EXPORT_REVISION, ONNX_RUNTIMES
+    from tasks.bulk.backends import EXACT_ONNX_RUNTIMES, EXPORT_REVISION
 
     made = {p.name.split("-", 1)[1] for p in (tmp_path / "cache/stylepipe/onnx").iterdir()}
     r = f"r{EXPORT_REVISION}-{direction}"
@@ -212,7 +212,7 @@ def test_onnx_export_and_backend_match_pytorch_in_each_direction(family, directi
     assert lean_models(auto) is None
     assert stylize(auto, progress=False).done == 4
     chosen = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())
-    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] in ONNX_RUNTIMES)
+    assert isinstance(lean_models(auto), LeanModels) == (next(iter(chosen.values()))["backend"] in EXACT_ONNX_RUNTIMES)
     stylize(make_job(src, tmp_path / "style", tiny_model, backend="onnxruntime"), progress=False)  # its export
     assert lean_models(make_job(src, tmp_path / "style-again", tiny_model, backend="onnxruntime")) is not None
     assert lean_models(make_job(src, tmp_path / "mixed", spec, tiny_model, backend="onnxruntime")) is None
