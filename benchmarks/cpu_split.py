@@ -10,10 +10,10 @@ photo-like 512-px JPEGs (bench_stylize.py's), two measurements, --rounds times i
           one-thread runs, which it does on the calling thread), the engine's other threads (its
           loop, the reader, the worker pool's helpers), and the decode/encode worker processes;
           then the rest of the cores' time (idle, or other processes': run it on a quiet machine).
-For OpenVINO, whose network runs on threads of its own, the network's CPU per image in the job
-against alone is what sharing the cores with the engine costs the network beyond its own seconds
-(caches, preemption); onnxruntime runs the network on the model threads, beside the conversions,
-so that ratio is not shown for it. Threads are sampled every 0.2 s and once at the end: a thread
+For OpenVINO, whose network runs on threads of its own, the CPU per image of those threads in the
+job against alone is what sharing the cores with the engine costs the network beyond its own
+seconds (caches, preemption); onnxruntime runs the network on the calling threads, beside the
+conversions, so that ratio is not shown for it. Threads are sampled every 0.2 s and once at the end: a thread
 that ends before the job does (none of the engine's) is counted up to its last sample.
 
     python benchmarks/cpu_split.py --count 200 --networks slim --backends onnxruntime openvino --rounds 3
@@ -39,8 +39,9 @@ from tasks.bulk.memory import keep_freed_memory  # noqa: E402
 KINDS = ("runtime threads", "model threads", "engine threads", "worker processes")
 
 
-def alone(model_dir: Path, paths: list[Path], backend: str) -> tuple[float, float]:
-    """(images/s, CPU ms per image) of the network alone, with the engine's passes and threads."""
+def alone(model_dir: Path, paths: list[Path], backend: str) -> tuple[float, float, float]:
+    """(images/s, CPU ms per image, of which in the runtime's own threads) of the network alone, with
+    the engine's passes and threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -57,10 +58,12 @@ def alone(model_dir: Path, paths: list[Path], backend: str) -> tuple[float, floa
               for p in paths]
     with ThreadPoolExecutor(passes) as pool:
         list(pool.map(net, images[:passes]))  # warm-up
-        cpu, start = time.process_time(), time.perf_counter()
-        list(pool.map(net, images))
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return len(images) / seconds, 1000 * cpu / len(images)
+        with ThreadCpu() as threads_cpu:
+            cpu, start = time.process_time(), time.perf_counter()
+            list(pool.map(net, images))
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    runtime = threads_cpu.by_kind()["runtime threads"]
+    return len(images) / seconds, 1000 * cpu / len(images), 1000 * runtime / len(images)
 
 
 class ThreadCpu:
@@ -166,17 +169,19 @@ def main() -> None:
         print(f"\nmedians of {args.rounds} round(s); CPU ms per image (load average {os.getloadavg()[0]:.2f} at the end)")
         columns = (*KINDS, "rest")
         print(f"{'network':<8} {'backend':<14} {'alone/s':>8} {'job/s':>7} {'job/alone':>9} {'net alone':>9}  "
-              + "  ".join(f"{c:>16}" for c in columns) + f"  {'net in job/alone':>16}")
+              + "  ".join(f"{c:>16}" for c in columns) + f"  {'runtime threads alone, job/alone':>32}")
         for network in args.networks:
             for backend in args.backends:
-                a_rate = statistics.median(r for r, _ in taken[network, backend, "alone"])
-                a_cpu = statistics.median(c for _, c in taken[network, backend, "alone"])
+                a_rate = statistics.median(r for r, _, _ in taken[network, backend, "alone"])
+                a_cpu = statistics.median(c for _, c, _ in taken[network, backend, "alone"])
+                a_runtime = statistics.median(r for _, _, r in taken[network, backend, "alone"])
                 j_rate = statistics.median(r for r, _ in taken[network, backend, "job"])
                 split = {c: statistics.median(u[c] for _, u in taken[network, backend, "job"]) for c in columns}
                 # the network's CPU in the job: OpenVINO's on its own threads (onnxruntime's is mixed into the model threads')
-                net = f"{split['runtime threads'] / a_cpu:>16.2f}" if backend.startswith("openvino") else f"{'-':>16}"
+                net = (f"{a_runtime:>8.1f} {split['runtime threads'] / a_runtime:>7.2f}" if backend.startswith("openvino")
+                       else f"{'-':>8} {'-':>7}")
                 print(f"{network:<8} {backend:<14} {a_rate:>8.2f} {j_rate:>7.2f} {j_rate / a_rate:>9.2f} {a_cpu:>9.1f}  "
-                      + "  ".join(f"{split[c]:>16.1f}" for c in columns) + f"  {net}")
+                      + "  ".join(f"{split[c]:>16.1f}" for c in columns) + f"  {net:>32}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

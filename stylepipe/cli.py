@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the forward pass's runtime on a CPU: torch, onnxruntime or openvino (the network "
                               "exported to ONNX), or auto (default): the fastest of the three on the first batch, "
                               "remembered per machine and model; torch-bf16 (bf16 autocast + channels_last) and "
-                              "openvino-bf16 (OpenVINO at bf16, the fastest here): for CPUs with AVX512-BF16/AMX, "
+                              "openvino-bf16 (OpenVINO at bf16): for CPUs with AVX512-BF16/AMX, "
                               "lossy, never chosen by auto")
     stylize.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",
                          help="where JPEGs are decoded and encoded: device (nvJPEG on CUDA: only compressed "

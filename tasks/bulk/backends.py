@@ -169,6 +169,7 @@ _WARNED: set[Path] = set()  # graphs whose openvino-bf16 precision was warned ab
 # holding the GIL, and the first never gets the GIL back. Both model threads then wait for good
 # (a job hung so, session 33; tests/tasks/bulk/test_backends.py provokes it).
 _FIRST_RUN = threading.Lock()
+_first_run_done = False  # set once a run succeeded: a first run that raised leaves the next one alone too
 
 
 class OpenVinoGraph:
@@ -194,27 +195,31 @@ class OpenVinoGraph:
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # (f32, bf16)
         if precision == "bf16" and path not in _WARNED:
             native = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            if self.precision != "bf16" or not native:
-                _WARNED.add(path)
-                log.warning("openvino-bf16: %s", f"this CPU runs {path.name} in {self.precision}" if self.precision != "bf16"
-                            else "this CPU has no AVX512-BF16 or AMX: OpenVINO emulates bf16, lossy and slower than openvino")
+            if self.precision != "bf16":
+                log.warning("openvino-bf16: this CPU runs %s in %s", path.name, self.precision)
+            elif not native:
+                log.warning("openvino-bf16: this CPU has no AVX512-BF16 or AMX: OpenVINO emulates bf16, lossy and "
+                            "slower than openvino")
+            _WARNED.add(path)
         self.outputs = list(self.compiled.outputs)
         self.local = threading.local()
-
-    first_run_done = False  # (per process: _FIRST_RUN)
 
     def run(self, names, feed):
         """names: None (every output; SessionPerThread.run's signature). Returns the outputs' arrays,
         copies the next run cannot overwrite."""
+        global _first_run_done
+        if not _first_run_done:
+            with _FIRST_RUN:
+                if not _first_run_done:
+                    outputs = self._infer(feed)
+                    _first_run_done = True
+                    return outputs
+        return self._infer(feed)
+
+    def _infer(self, feed):
         request = getattr(self.local, "request", None)
         if request is None:
             request = self.local.request = self.compiled.create_infer_request()
-        if not OpenVinoGraph.first_run_done:
-            with _FIRST_RUN:  # (the others wait for it: see _FIRST_RUN)
-                result = request.infer(feed)
-                outputs = [result[output] for output in self.outputs]
-                OpenVinoGraph.first_run_done = True
-                return outputs
         result = request.infer(feed)
         return [result[output] for output in self.outputs]
 
