@@ -44,6 +44,7 @@ import threading
 import time
 from pathlib import Path
 
+from stylepipe.config import BACKENDS, LOSSY_BACKENDS
 from tasks.bulk.memory import keep_freed_memory
 
 
@@ -351,7 +352,7 @@ def main() -> None:
                         help="images timed for (a) (default: all --count; a few dozen run in a few "
                              "seconds, and this machine's speed drifts by 10-25%% from minute to minute)")
     parser.add_argument("--backends", nargs="+", default=["torch"],
-                        choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
+                        choices=BACKENDS,
                         help="(b) once per backend (tasks/bulk/backends.py); exports and auto's choices "
                              "go to a cache of the run's own (WORKDIR/cache), so auto's first job calibrates")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d", "e"], help="measurements to skip")
@@ -386,7 +387,6 @@ def main() -> None:
             parser.error(f"--tile-sizes: {e.errors()[0]['msg']}")
         args.tile_sizes = list(dict.fromkeys(args.tile_sizes))
     keep_freed_memory()  # as the stylepipe CLI does, before any thread starts
-    from stylepipe.config import LOSSY_BACKENDS
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="stylepipe-bench-"))
     # ONNX exports and auto's choices in a cache of this run's own, emptied (a reused --workdir), as

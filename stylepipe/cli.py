@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stylepipe.config import DEFAULT_MAX_PIXELS, PARAMS_FILE, ConfigError, load_params, write_overrides
+from stylepipe.config import BACKENDS, DEFAULT_MAX_PIXELS, PARAMS_FILE, ConfigError, load_params, write_overrides
 
 
 def _repo_root(path: str) -> Path:
@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "model and image size, or, in a job of enough images (108 on 2 cores), time a few on "
                               "the first untiled batch and keep the fastest; fixed: one pass per core (at most 8), "
                               "batches of one")
-    stylize.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
+    stylize.add_argument("--backend", choices=BACKENDS,
                          default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime or openvino (the network "
                               "exported to ONNX), or auto (default): the fastest of the three on the first batch, "
@@ -599,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--format", choices=["jpg", "png", "webp"], default="png")
     translate.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality (default 92)")
     translate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    translate.add_argument("--backend", choices=["torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto"],
+    translate.add_argument("--backend", choices=BACKENDS,
                            default="auto",
                            help="the forward pass's runtime on a CPU, as for stylize (default auto: the fastest of "
                                 "torch, onnxruntime and openvino on the first batch; the export is one direction's "

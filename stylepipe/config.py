@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -268,6 +268,10 @@ class StylizeParams(Section):
         if size and overlap > size // 2:
             raise ValueError(f"must be at most tile_size / 2 = {size // 2}")
         return overlap
+
+
+# Every --backend (tasks/bulk/backends.py), from StylizeParams.backend: the CLI's choices and the runners' check
+BACKENDS = get_args(StylizeParams.model_fields["backend"].annotation)
 
 
 class GateParams(Section):

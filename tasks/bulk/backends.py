@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stylepipe.config import BACKENDS
 from stylepipe.errors import StageError
 
 if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs without PyTorch
@@ -38,11 +39,11 @@ if TYPE_CHECKING:  # torch-free at import: tasks/bulk/lean.py runs ONNX jobs wit
 
 log = logging.getLogger("stylepipe.stylize")
 
-BACKENDS = ("torch", "torch-bf16", "onnxruntime", "openvino", "openvino-bf16", "auto")
 # The runtimes of a network's ONNX export. auto times torch and the exact ones (EXACT_ONNX_RUNTIMES);
 # openvino-bf16 is lossy, asked for by name only, as torch-bf16 is.
 ONNX_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
 EXACT_ONNX_RUNTIMES = ("onnxruntime", "openvino")
+OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}  # OpenVINO's inference precision per runtime
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
 # A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
@@ -226,8 +227,8 @@ class OpenVinoGraph:
 
 def graph_runner(runtime: str, path: Path, threads: int, passes: int):
     """An exported graph's runner on one of ONNX_RUNTIMES, for `passes` passes of `threads` threads."""
-    if runtime in ("openvino", "openvino-bf16"):
-        return OpenVinoGraph(path, threads, passes, "bf16" if runtime == "openvino-bf16" else "f32")
+    if runtime in OPENVINO_PRECISION:
+        return OpenVinoGraph(path, threads, passes, OPENVINO_PRECISION[runtime])
     if runtime == "onnxruntime":
         return SessionPerThread(path, threads)
     raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(ONNX_RUNTIMES)}")
@@ -238,7 +239,7 @@ def remade_for_layout(runtime: str, old: tuple[int, int], new: tuple[int, int]) 
     for `new`: onnxruntime's sessions depend on the threads, OpenVINO's compiled model on both (its
     streams are the passes)."""
     (old_passes, old_threads), (passes, threads) = old, new
-    return threads != old_threads or (runtime.startswith("openvino") and passes != old_passes)
+    return threads != old_threads or (runtime in OPENVINO_PRECISION and passes != old_passes)
 
 
 class OnnxNet:
