@@ -155,9 +155,11 @@ def _nested(cls: type[Section], raw: Any, key: str) -> Section:
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
+        # a check of the whole sub-section names what is wrong itself: no location, no echo of it
         raise SubsectionErrors([
-            (f"{key}.{'.'.join(map(str, err['loc']))}",
-             err["msg"] + ("" if err["type"] == "missing" else f" (got {err.get('input')!r})"))
+            (".".join([key, *map(str, err["loc"])]),
+             err["msg"] + ("" if err["type"] == "missing" or isinstance(err.get("input"), dict)
+                           else f" (got {err.get('input')!r})"))
             for err in e.errors()]) from None
 
 

@@ -60,8 +60,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIEW_DIR = "previews"  # inside the model folder: fixed-noise sample grids during training
 ROOT = Path(__file__).resolve().parents[1]
 # Settings that change how a run is executed, not what it computes: not part of the resume check.
-# Settings that do not change what is learned (a preset only names steps and crop size, compared themselves).
-RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every", "channels_last", "compile", "preset"}
+# Settings that do not change what is learned (a preset or recipe only fills in other settings, compared themselves).
+RUN_ONLY = {"device", "workers", "threads", "log_every", "checkpoint_every", "channels_last", "compile", "preset",
+            "recipe"}
 
 
 @dataclass(frozen=True)

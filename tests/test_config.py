@@ -63,6 +63,14 @@ def test_slim_with_the_pixel_shuffle_decoder_is_refused_at_the_edge():
     validate(raw)
 
 
+def test_a_check_of_a_whole_train_section_names_the_section_without_echoing_it():
+    raw = read_raw(REPO_PARAMS)
+    raw["models"]["swirls"]["train"].update(recipe="forms", encoder="vgg16")
+    with pytest.raises(ConfigError, match=r"models\.swirls\.train: .*recipe 'forms' .*'vgg16'") as e:
+        validate(raw)
+    assert "(got" not in str(e.value)
+
+
 def test_bad_family_param_names_the_full_key():
     raw = read_raw(REPO_PARAMS)
     raw["models"]["digits"]["train"]["loss"] = "nope"

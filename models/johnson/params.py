@@ -17,6 +17,24 @@ PRESETS = {
     "full": {"steps": 40_000, "image_size": 256},
 }
 
+# Recipes: a bundle of loss and network settings, filled in (as a preset's) where the model's
+# `train:` does not set them; the budget stays the preset's (the recipe was measured at standard).
+# forms: the settings under which the published models' four paintings showed some of their larger
+# forms (candy's pods, mosaic's lead lines) with the photos readable: Johnson's classic network with
+# a stride-32 style layer, bilinear upsampling against its 4-px mesh, the output gradient floor
+# against blown-out regions and twice the content weight against flat saturated ones, which also
+# costs some of the forms. On udnie it left flat black regions (style_layer_weights helps there).
+# docs/style-quality.md, sections 13-18 and 24. Its layer names are efficientnet_lite0's.
+RECIPES = {
+    "forms": {
+        "network": "classic",
+        "upsample": "bilinear",
+        "style_layers": ["stem", "block1.expand", "block3.expand", "block5.expand", "block8.expand", "block15.expand"],
+        "output_gradient_floor": 0.01,
+        "content_weight": 6.0,
+    },
+}
+
 # Adam's learning rate where the model's `train:` sets none. At the fast network's 2e-3 the classic
 # network drove 2-11% of its pixels into flat regions pinned at black or white; at 1e-3,
 # pytorch/examples' rate for it, far fewer (docs/style-quality.md, section 15).
@@ -25,6 +43,7 @@ DEFAULT_LR = {"fast": 2e-3, "slim": 2e-3, "classic": 1e-3}
 
 class TrainParams(TrainBase):
     preset: Literal["quick", "standard", "full"] = "quick"
+    recipe: Literal["forms"] | None = None  # RECIPES; None: each setting's own default
     steps: int = Field(default=400, ge=1, le=10_000_000)
     # fast: cut for CPUs; slim: fast with its two costliest convs made cheaper (1.33x its speed
     # through onnxruntime; docs/style-quality.md, section 10); classic: Johnson et al.'s network.
@@ -67,12 +86,21 @@ class TrainParams(TrainBase):
 
     @model_validator(mode="after")
     def _apply_defaults(self) -> TrainParams:
-        # The preset's values and the network's learning rate, only where not given; left out of
-        # model_fields_set, so that model_dump(exclude_unset=True) followed by another preset or
-        # network gets that one's values.
-        for key, value in {**PRESETS[self.preset], "lr": DEFAULT_LR[self.network]}.items():
-            if key not in self.model_fields_set:
-                object.__setattr__(self, key, value)  # frozen model: set once, at validation
+        # The recipe's and the preset's values, then the network's learning rate, only where not
+        # given; left out of model_fields_set, so that model_dump(exclude_unset=True) followed by
+        # another preset, recipe or network gets that one's values.
+        if self.recipe and self.encoder != "efficientnet_lite0" and "style_layers" not in self.model_fields_set:
+            raise ValueError(f"recipe {self.recipe!r} names efficientnet_lite0's style layers; with encoder "
+                             f"{self.encoder!r} set train.style_layers too")
+
+        def fill(values: dict) -> None:
+            for key, value in values.items():
+                if key not in self.model_fields_set:  # frozen model: set once, at validation
+                    object.__setattr__(self, key, list(value) if isinstance(value, list) else value)
+
+        fill(RECIPES.get(self.recipe, {}))
+        fill(PRESETS[self.preset])
+        fill({"lr": DEFAULT_LR[self.network]})  # (after the recipe, which may set the network)
         return self
 
 

@@ -1,7 +1,12 @@
+from typing import get_args
+
 import pytest
 from pydantic import ValidationError
 
-from models.johnson.params import DEFAULT_LR, PRESETS, TrainParams
+from models.encoders import default_layers
+from models.johnson.family import resolve_layers
+from models.johnson.params import DEFAULT_LR, PRESETS, RECIPES, TrainParams
+from tasks.train import RUN_ONLY
 
 
 def test_a_preset_fills_in_what_is_not_set():
@@ -20,6 +25,10 @@ def test_unknown_preset_and_statistic_are_refused():
         TrainParams(preset="huge")
     with pytest.raises(ValidationError, match="statistic"):
         TrainParams(statistic="histogram")
+    with pytest.raises(ValidationError, match="recipe"):
+        TrainParams(recipe="shapes")
+    named, _none = get_args(TrainParams.model_fields["recipe"].annotation)  # Literal[...] | None
+    assert set(get_args(named)) == set(RECIPES)
 
 
 def test_a_dumped_model_takes_another_preset():
@@ -27,6 +36,36 @@ def test_a_dumped_model_takes_another_preset():
     dumped = TrainParams(preset="standard", lr=1e-3).model_dump(exclude_unset=True)
     assert dumped == {"preset": "standard", "lr": 1e-3}
     assert TrainParams.model_validate({**dumped, "preset": "full"}).steps == 40_000
+
+
+def test_the_forms_recipe_fills_in_what_is_not_set():
+    forms = TrainParams(recipe="forms", preset="standard")
+    assert (forms.network, forms.upsample, forms.output_gradient_floor, forms.content_weight) == ("classic", "bilinear",
+                                                                                                 0.01, 6.0)
+    assert forms.lr == DEFAULT_LR["classic"] and forms.steps == PRESETS["standard"]["steps"]
+    # its layers: the encoder's default style layers and the stride-32 one, all valid names
+    assert resolve_layers(forms)[0] == [*default_layers("efficientnet_lite0")[0], "block15.expand"]
+    mine = TrainParams(recipe="forms", network="fast", content_weight=3.0)
+    assert (mine.network, mine.lr, mine.content_weight, mine.upsample) == ("fast", DEFAULT_LR["fast"], 3.0, "bilinear")
+    # what it filled in stays unset, and a recipe never shares its list with a model
+    assert TrainParams(recipe="forms").model_dump(exclude_unset=True) == {"recipe": "forms"}
+    forms.style_layers.append("head")
+    assert "head" not in RECIPES["forms"]["style_layers"]
+
+
+def test_a_recipe_is_its_settings():
+    """A model trained with the recipe is the one trained with its settings written out: the same
+    training identity (what tasks/train.py hashes and a resume compares)."""
+    for name, settings in RECIPES.items():
+        spelled_out = TrainParams(**settings).model_dump(exclude=RUN_ONLY)
+        assert TrainParams(recipe=name).model_dump(exclude=RUN_ONLY) == spelled_out
+        assert TrainParams().model_dump(exclude=RUN_ONLY) != spelled_out
+
+
+def test_a_recipe_for_another_encoder_needs_its_layers():
+    with pytest.raises(ValidationError, match="recipe"):
+        TrainParams(recipe="forms", encoder="vgg16")
+    assert TrainParams(recipe="forms", encoder="vgg16", style_layers=["relu1_2"]).network == "classic"
 
 
 def test_the_learning_rate_follows_the_network_unless_given():

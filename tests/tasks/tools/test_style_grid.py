@@ -141,3 +141,20 @@ def test_cli_train_overrides_apply_to_the_template_model(tmp_path, monkeypatch):
         if name != template:
             assert after.model(name) == m
     assert load_params(REPO_ROOT / "params.yaml") == before  # params.yaml itself is not edited
+
+
+def test_a_recipe_set_on_the_cli_reaches_the_template_model(tmp_path, monkeypatch):
+    """params.yaml's template writes none of the forms recipe's keys itself, so `--set
+    train.recipe=forms` trains with all of them (a key written there would win over the recipe)."""
+    from models.johnson.params import RECIPES
+
+    template, _ = style_grid.template_model(load_params(REPO_ROOT / "params.yaml"))
+    seen = {}
+
+    def fake_run(folder, params, out, **kwargs):
+        seen["params"] = params
+        return {"styles": [], "grid": str(out / "grid.png"), "failed": {}}
+    monkeypatch.setattr(style_grid, "run", fake_run)
+    assert cli(["styles", str(tmp_path), "--repo", str(REPO_ROOT), "--set", "train.recipe=forms"]) == 0
+    train = seen["params"].model(template).train
+    assert {key: getattr(train, key) for key in RECIPES["forms"]} == RECIPES["forms"]
