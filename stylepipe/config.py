@@ -155,12 +155,16 @@ def _nested(cls: type[Section], raw: Any, key: str) -> Section:
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
-        # a check of the whole sub-section names what is wrong itself: no location, no echo of it
-        raise SubsectionErrors([
-            (".".join([key, *map(str, err["loc"])]),
-             err["msg"] + ("" if err["type"] == "missing" or isinstance(err.get("input"), dict)
-                           else f" (got {err.get('input')!r})"))
-            for err in e.errors()]) from None
+        raise SubsectionErrors([(".".join([key, *map(str, err["loc"])]), err["msg"] + _got(err))
+                                for err in e.errors()]) from None
+
+
+def _got(err: dict) -> str:
+    """' (got VALUE)' for an error's message. Not for a missing key, nor for a check of a whole
+    section (its input a mapping), which names what is wrong itself: echoing the section would print
+    the model entry, or all of params.yaml."""
+    whole_section = err["type"] == "value_error" and isinstance(err.get("input"), dict)
+    return "" if err["type"] == "missing" or whole_section else f" (got {err.get('input')!r})"
 
 
 class PreprocessParams(Section):
@@ -392,11 +396,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         if isinstance(nested, SubsectionErrors):  # models.<name>: its train / infer settings
             lines += [f"  {key}.{sub}: {msg}" for sub, msg in nested.errors]
             continue
-        # a check of a whole section (its input a mapping) names what is wrong itself: echoing
-        # the section would print the model entry, or all of params.yaml
-        whole_section = e["type"] == "value_error" and isinstance(e.get("input"), dict)
-        got = "" if e["type"] == "missing" or whole_section else f" (got {e.get('input')!r})"
-        lines.append(f"  {key}: {e['msg']}{got}")
+        lines.append(f"  {key}: {e['msg']}{_got(e)}")
     return f"invalid parameters in {origin}:\n" + "\n".join(lines)
 
 
