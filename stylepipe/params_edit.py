@@ -2,14 +2,18 @@
 (comments, blank lines, quoting, flow-style lists and their line lengths).
 
 A value is found through ruamel's round-trip positions (line and column of the value), and only its
-token is replaced. Where that is not possible (a new key, a block-style list or mapping as the old
+token is replaced. A key its mapping lacks but shows as a comment (`# network: fast`, params.yaml's
+way of showing a default that a preset or recipe fills in) is written on that line, the comment
+after it kept. Where neither is possible (a new key, a block-style list or mapping as the old
 value), the edit falls back to a ruamel round trip of the whole file. Either way the result is
 parsed again and must equal the intended document.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
 from typing import Any
 
 import yaml
@@ -82,6 +86,39 @@ def _locate(doc, keys: list[str]):
     return line, col
 
 
+def _placeholder(doc, lines: list[str], keys: list[str]) -> tuple[int, str, int] | None:
+    """(line number, the line uncommented, its value's column) of the one `# key: value` line at the
+    indent of the mapping that lacks keys[-1], within that mapping's block; None where there is not
+    exactly one, or where the comment goes on past the value (prose: `# lr: unset, Adam's rate ...`)."""
+    parent, start = doc, 0
+    for k in keys[:-1]:
+        if not hasattr(parent, "lc") or k not in parent:
+            return None
+        start = parent.lc.key(k)[0] + 1
+        parent = parent[k]
+    if not isinstance(parent, dict) or not hasattr(parent, "lc") or not parent or keys[-1] in parent:
+        return None
+    indent = parent.lc.key(next(iter(parent)))[1]
+    commented = re.compile(rf" {{{indent}}}# ?{re.escape(keys[-1])}: ")
+    found = []
+    for i in range(start, len(lines)):
+        body = lines[i].rstrip("\r\n")
+        if body.strip() and not body.lstrip().startswith("#") and len(body) - len(body.lstrip()) < indent:
+            break  # the mapping's block has ended
+        if commented.match(body):
+            found.append(i)
+    if len(found) != 1:
+        return None
+    body = lines[found[0]]
+    uncommented = " " * indent + body.lstrip()[1:].lstrip()
+    col = indent + len(keys[-1]) + 2
+    value = uncommented.rstrip("\r\n")
+    end = None if value[col:col + 1].strip() == "" else _token_end(value, col)
+    if end is None or uncommented[end:].strip() and not uncommented[end:].lstrip().startswith("#"):
+        return None
+    return found[0], uncommented, col
+
+
 def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -> str:
     """`text` with each (keys, value) of `changes` applied; `expected` is the parsed result it must
     give (checked)."""
@@ -90,19 +127,22 @@ def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -
     rt = YAML()
     rt.preserve_quotes = True
     lines = text.splitlines(keepends=True)
-    ok = True
+    by_round_trip = []  # the changes with no token to replace: made by a round trip of the rest
     for keys, value in changes:
         doc = rt.load("".join(lines))
         where = _locate(doc, keys)
-        if where is None:
-            ok = False
-            break
-        line_no, col = where
-        line = lines[line_no]
+        if where is not None:
+            line_no, col = where
+            line = lines[line_no]
+        elif (shown := _placeholder(doc, lines, keys)) is not None:
+            line_no, line, col = shown
+        else:
+            by_round_trip.append((keys, value))
+            continue
         end = _token_end(line.rstrip("\r\n"), col)
         if end is None:
-            ok = False
-            break
+            by_round_trip.append((keys, value))
+            continue
         new = _dump_value(value)
         if isinstance(value, str) and line[col] == '"':  # keep the value's quoting style
             new = json.dumps(value, ensure_ascii=False)
@@ -110,8 +150,11 @@ def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -
             new = "'" + value.replace("'", "''") + "'"
         lines[line_no] = line[:col] + new + line[end:]
     result = "".join(lines)
-    if ok and yaml.safe_load(result) == expected:
-        return result
+    with contextlib.suppress(ValueError):
+        if by_round_trip:
+            result = _round_trip(result, by_round_trip, expected)
+        if yaml.safe_load(result) == expected:
+            return result
     return _round_trip(text, changes, expected)
 
 

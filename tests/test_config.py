@@ -208,6 +208,46 @@ def test_write_overrides_keeps_comments_and_validates(tmp_path):
     assert "# stylepipe parameters" in path.read_text()  # comments survive the round trip
 
 
+def test_write_overrides_writes_a_commented_default_on_its_own_line(tmp_path):
+    """params.yaml shows the keys a recipe fills in as comments (`# network: fast`): --set writes the
+    value there, keeping the line's own comment, instead of adding the key at the section's end under a
+    stale comment. A comment that is prose (`# lr: unset, Adam's rate ...`) is left alone."""
+    path = tmp_path / "params.yaml"
+    path.write_text(REPO_PARAMS.read_text())
+    shutil.copytree(REPO_PARAMS.parent / "sources", tmp_path / "sources")
+    before = REPO_PARAMS.read_text().splitlines()
+    shown = next(i for i, line in enumerate(before) if line.startswith("      # network: fast "))
+    write_overrides(path, ["models.swirls.train.network=classic", "models.swirls.train.lr=0.0005",
+                           "models.swirls.train.content_weight=6"])
+    after = path.read_text().splitlines()
+    assert after[shown] == before[shown].replace("# network: fast ", "network: classic ")
+    assert "# network:" not in path.read_text() and "      # content_weight:" not in path.read_text()
+    assert [line for line in before if line.startswith("      # lr: unset")] == \
+        [line for line in after if line.startswith("      # lr: unset")]
+    train = load_params(path).model("swirls").train
+    assert (train.network, train.lr, train.content_weight) == ("classic", 0.0005, 6.0)
+
+
+@pytest.mark.parametrize("change, line", [
+    ((["b", "z"], 5), "  z: 5  # why"),        # within b's block, after its comment
+    ((["a", "y"], [1, 2]), "  y: [1, 2]"),      # a flow list in a scalar's place
+    ((["a", "z"], 5), None),                     # b's `# z:` is not a's: added by a round trip
+    ((["a", "q"], 5), None),                     # shown twice in a's block: ambiguous
+])
+def test_a_commented_key_is_written_only_within_its_own_mapping(change, line):
+    from stylepipe.params_edit import edit_text
+
+    text = "a:\n  x: 1\n  # y: 2\n  # q: 1\n  # q: 2\nb:\n  # z: 3  # why\n  w: 4\n"
+    expected = yaml.safe_load(text)
+    expected[change[0][0]][change[0][1]] = change[1]
+    result = edit_text(text, [change], expected)
+    assert yaml.safe_load(result) == expected
+    if line is not None:
+        assert line in result.splitlines() and len(result.splitlines()) == len(text.splitlines())
+    else:
+        assert "  # z: 3  # why" in result.splitlines() and "  # q: 2" in result.splitlines()
+
+
 def test_write_overrides_rejects_bad_value_without_touching_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
