@@ -88,15 +88,16 @@ def _locate(doc, keys: list[str]):
 
 def _placeholder(doc, lines: list[str], keys: list[str]) -> tuple[int, str, int] | None:
     """(line number, the line uncommented, its value's column) of the one `# key: value` line at the
-    indent of the mapping that lacks keys[-1], within that mapping's block; None where there is not
-    exactly one, or where the comment goes on past the value (prose: `# lr: unset, Adam's rate ...`)."""
+    indent of the mapping that lacks keys[-1], within that mapping's block. None where there is not
+    exactly one; where the comment is prose (`# lr: unset, Adam's rate ...`, or a plain value with
+    spaces); or where the line uncommented would not parse as that key of that mapping."""
     parent, start = doc, 0
     for k in keys[:-1]:
-        if not hasattr(parent, "lc") or k not in parent:
+        if not isinstance(parent, dict) or k not in parent:
             return None
         start = parent.lc.key(k)[0] + 1
         parent = parent[k]
-    if not isinstance(parent, dict) or not hasattr(parent, "lc") or not parent or keys[-1] in parent:
+    if not isinstance(parent, dict) or not parent or keys[-1] in parent:
         return None
     indent = parent.lc.key(next(iter(parent)))[1]
     commented = re.compile(rf" {{{indent}}}# ?{re.escape(keys[-1])}: ")
@@ -109,14 +110,26 @@ def _placeholder(doc, lines: list[str], keys: list[str]) -> tuple[int, str, int]
             found.append(i)
     if len(found) != 1:
         return None
-    body = lines[found[0]]
-    uncommented = " " * indent + body.lstrip()[1:].lstrip()
+    line_no = found[0]
+    uncommented = " " * indent + lines[line_no].lstrip()[1:].lstrip()
+    body = uncommented.rstrip("\r\n")
     col = indent + len(keys[-1]) + 2
-    value = uncommented.rstrip("\r\n")
-    end = None if value[col:col + 1].strip() == "" else _token_end(value, col)
-    if end is None or uncommented[end:].strip() and not uncommented[end:].lstrip().startswith("#"):
+    end = None if body[col:col + 1].strip() == "" else _token_end(body, col)
+    if end is None:
         return None
-    return found[0], uncommented, col
+    shown, after = body[col:end], body[end:].strip()
+    if (after and not after.startswith("#")) or (shown[0] not in "'\"[{" and " " in shown):
+        return None
+    try:  # the line uncommented, as it stands, must add just that key to just that mapping
+        before = yaml.safe_load("".join(lines))
+        trial = yaml.safe_load("".join(lines[:line_no] + [uncommented] + lines[line_no + 1:]))
+    except yaml.YAMLError:
+        return None
+    node = before
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = yaml.safe_load(shown)
+    return (line_no, uncommented, col) if trial == before else None
 
 
 def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -> str:
@@ -127,7 +140,7 @@ def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -
     rt = YAML()
     rt.preserve_quotes = True
     lines = text.splitlines(keepends=True)
-    by_round_trip = []  # the changes with no token to replace: made by a round trip of the rest
+    by_round_trip = []  # changes with no token to replace: applied by a round trip of the edited text
     for keys, value in changes:
         doc = rt.load("".join(lines))
         where = _locate(doc, keys)
@@ -150,7 +163,7 @@ def edit_text(text: str, changes: list[tuple[list[str], Any]], expected: dict) -
             new = "'" + value.replace("'", "''") + "'"
         lines[line_no] = line[:col] + new + line[end:]
     result = "".join(lines)
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, yaml.YAMLError):
         if by_round_trip:
             result = _round_trip(result, by_round_trip, expected)
         if yaml.safe_load(result) == expected:

@@ -248,6 +248,25 @@ def test_a_commented_key_is_written_only_within_its_own_mapping(change, line):
         assert "  # z: 3  # why" in result.splitlines() and "  # q: 2" in result.splitlines()
 
 
+@pytest.mark.parametrize("text, keys", [
+    ("a:\n  b:\n  # y: 2\n    z: 3\n", ["a", "y"]),          # uncommented, it would break b's block
+    ("a:\n  x: 1\n# y: 2\n  z: 3\n", ["y"]),                  # ... or a's
+    ("a:\n  b: {x: 1}\n      # y: 2\n", ["a", "b", "y"]),      # b is a flow mapping
+    ("a:\n  x: 1\n  # y: 2 or 3 depending on the GPU\n", ["a", "y"]),  # prose, not a value
+])
+def test_a_commented_key_that_is_not_a_placeholder_stays_a_comment(text, keys):
+    from stylepipe.params_edit import edit_text
+
+    expected = yaml.safe_load(text)
+    node = expected
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = 5
+    result = edit_text(text, [(keys, 5)], expected)
+    assert yaml.safe_load(result) == expected
+    assert next(line for line in text.splitlines() if "# y:" in line) in result.splitlines()
+
+
 def test_write_overrides_rejects_bad_value_without_touching_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(REPO_PARAMS.read_text())
