@@ -125,10 +125,9 @@ def _placeholder(doc, lines: list[str], keys: list[str]) -> tuple[int, str, int]
         trial = yaml.safe_load("".join(lines[:line_no] + [uncommented] + lines[line_no + 1:]))
     except yaml.YAMLError:
         return None
-    node = before
-    for k in keys[:-1]:
-        node = node[k]
-    node[keys[-1]] = yaml.safe_load(shown)
+    from stylepipe.config import set_in
+
+    set_in(before, keys, yaml.safe_load(shown))
     return (line_no, uncommented, col) if trial == before else None
 
 
