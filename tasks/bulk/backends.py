@@ -1,7 +1,8 @@
 """Which runtime runs an image network's forward pass on the CPU: PyTorch, or onnxruntime or
 OpenVINO on the network exported to ONNX (models/export.py). `auto` decides by timing the three on
-the job's first batch (never by guesswork) and remembers the answer per machine, model and thread
-layout in ~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
+the job's first batch (never by guesswork) and remembers the answer per machine, network
+(network_fingerprint: a model trained again keeps it) and thread layout in
+~/.cache/stylepipe/backends.json (under $XDG_CACHE_HOME if set).
 
 The three agree within 1/255 on every pixel (tests/tasks/bulk/test_backends.py), so the backend is not
 part of an output's ledger identity; it is recorded in each row's lineage (the `device` column).
@@ -267,9 +268,40 @@ class OnnxNet:
         return torch.from_numpy(self.session.run(None, {"image": x.contiguous().numpy()})[0])
 
 
-def choice_key(weights_sha256: str, threads: int, passes: int, batch: int, direction: str = "") -> list[str]:
-    """The parts of a remembered choice's key besides the machine: the model and the engine's layout."""
-    key = [weights_sha256, str(threads), str(passes), str(batch)]
+# A trained model's sidecar keys that record its training run, not its network (tasks/train.py):
+# left out of network_fingerprint
+RUN_RECORD_KEYS = ("style", "model", "dataset", "train_data_sha256", "style_image_sha256", "final_losses",
+                   "seconds", "device", "processes")
+HEADER_CAP = 16 << 20  # bytes of a safetensors header read for its tensors' names and shapes
+
+
+def network_fingerprint(model_dir: str | Path, weights_sha256: str) -> str:
+    """What auto's remembered choice is keyed by, of a model: what its speed depends on. That is the
+    network, not its weights' values: the tensors' names, dtypes and shapes (the safetensors header,
+    read without the weights) and the sidecar without the record of its training run
+    (RUN_RECORD_KEYS). So a model trained again with the same params (the nightly's, on new data) or
+    on another painting keeps the choice instead of timing the runtimes again. The weights' sha256
+    where either file cannot be read so (the torch path then says what is wrong with them)."""
+    folder = Path(model_dir)
+    try:
+        with open(folder / "model.safetensors", "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= HEADER_CAP:
+                return weights_sha256
+            header = json.loads(f.read(size))
+        tensors = sorted((name, t["dtype"], list(t["shape"])) for name, t in header.items() if name != "__metadata__")
+        sidecar = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        network = {k: v for k, v in sidecar.items() if k not in RUN_RECORD_KEYS}
+        text = json.dumps([tensors, network], sort_keys=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return weights_sha256
+    return "network-" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def choice_key(fingerprint: str, threads: int, passes: int, batch: int, direction: str = "") -> list[str]:
+    """The parts of a remembered choice's key besides the machine: the network (network_fingerprint)
+    and the engine's layout."""
+    key = [fingerprint, str(threads), str(passes), str(batch)]
     return key + [direction] if direction else key
 
 

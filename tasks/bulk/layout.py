@@ -5,10 +5,10 @@ A CPU job with `layout: auto` (`stylepipe stylize` and `translate` by default) t
 parallel_batches, threads and batch_size starts on the fixed layout and settles its layout on its
 first untiled batch of trained image networks (runners.StyleModels, TranslateModels,
 lean.LeanModels), run alone (tiled images before it still run on every pass: tasks/bulk/engine.py
-_may_submit): the layout remembered for this machine, its cores, the backend, texture scale, models
-and the image's size class (its area to the nearest power of two) in
-$XDG_CACHE_HOME/stylepipe/layouts.json; or, with nothing remembered and at least min_inputs() inputs
-to do, the fastest of candidates() timed on that image (another than the fixed layout only when it
+_may_submit): the layout remembered for this machine, its cores, the backend, texture scale, networks
+(a model trained again keeps its layout) and the image's size class (its area to the nearest power
+of two) in $XDG_CACHE_HOME/stylepipe/layouts.json; or, with nothing remembered and at least
+min_inputs() inputs to do, the fastest of candidates() timed on that image (another than the fixed layout only when it
 is SWITCH_MARGIN faster, twice), which is then remembered. A measurement that fails leaves the fixed
 layout with a warning, remembered once the same batch has worked on it (a bad input is not the
 layout's fault).
@@ -116,15 +116,16 @@ def calibrates(models: object) -> bool:
 
 def job_key(job: Job, hashed: dict[str, str] | None = None) -> str | None:
     """The remembered layouts' key but for the image size: machine, cores, backend, texture scale and
-    every model's weights and direction; None for a job of paintings (Gatys, AdaIN), whose runners
-    have no layout to choose."""
+    every model's network (backends.network_fingerprint: not its weights) and direction; None for a
+    job of paintings (Gatys, AdaIN), whose runners have no layout to choose."""
     if any(spec.gatys is not None or spec.adain is not None for spec in job.models):
         return None
     p = job.params
     # (with auto's candidates: a layout measured when auto could not run openvino is measured again)
     parts = [backends.cpu_name(), cpu_count(), p.backend, "+".join(backends.EXACT_ONNX_RUNTIMES), p.texture_scale,
              p.work_size]
-    parts += [(weights_sha256(spec.path, hashed), spec.direction or "") for spec in job.models]
+    parts += [(backends.network_fingerprint(spec.path, weights_sha256(spec.path, hashed)), spec.direction or "")
+              for spec in job.models]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 

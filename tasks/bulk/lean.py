@@ -91,7 +91,8 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
         sha = weights_sha256(spec.path, hashed)
         runtime = params.backend
         if runtime == "auto":
-            chooser = backends.Chooser("auto", backends.choice_key(sha, threads, parallel, batch, direction))
+            chooser = backends.Chooser("auto", backends.choice_key(backends.network_fingerprint(spec.path, sha),
+                                                                   threads, parallel, batch, direction))
             runtime = chooser.chosen if inputs is None else chooser.for_inputs(inputs, parallel, batch)
             if runtime not in backends.EXACT_ONNX_RUNTIMES:
                 return None

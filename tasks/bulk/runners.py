@@ -219,7 +219,8 @@ class StyleModels:
             else:  # hashed once: the remembered choice's key and the ONNX export's name
                 sha = weights_sha256(spec.path, hashed)
                 self.exports.append((sha, direction))
-                chooser = backends.Chooser(wanted, backends.choice_key(sha, torch.get_num_threads(), parallel,
+                fingerprint = backends.network_fingerprint(spec.path, sha)
+                chooser = backends.Chooser(wanted, backends.choice_key(fingerprint, torch.get_num_threads(), parallel,
                                                                        batch_size, direction))
             runtimes: dict[str, object] = {"torch": net} if wanted in ("torch", "auto") else {}
             if compile and "torch" in runtimes:

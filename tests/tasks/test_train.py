@@ -169,6 +169,27 @@ def test_fresh_discards_the_checkpoint_and_matches_a_clean_run(data, tmp_path, m
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_a_training_on_new_data_keeps_the_network_fingerprint(data, tmp_path):
+    """The nightly's case: the same params on new photos and a new painting give new weights and a new
+    training record, and the same network_fingerprint, so auto's remembered backend and layout hold."""
+    from tasks.bulk.backends import network_fingerprint
+    from tasks.bulk.plan import weights_sha256
+
+    _, first = run(make_params(), data, tmp_path, "first")
+    new_photos = write_photos(tmp_path / "new" / "processed" / "photos" / "train", 5).parent
+    new_painting = tmp_path / "new" / "raw" / "models" / "tiny"
+    write_painting(new_painting / "files" / "src-4567cdef" / "paint.jpg", colour=(30, 90, 250), period=5)
+    _, second = run(make_params(), (new_photos, new_painting), tmp_path, "second")
+    a, b = json.loads((first / "model/model.json").read_text()), json.loads((second / "model/model.json").read_text())
+    assert a["train_data_sha256"] != b["train_data_sha256"] and a["final_losses"] != b["final_losses"]
+    shas = [weights_sha256(d / "model") for d in (first, second)]
+    assert shas[0] != shas[1]
+    assert network_fingerprint(first / "model", shas[0]) == network_fingerprint(second / "model", shas[1])
+    _, slim = run(make_params(network="slim"), data, tmp_path, "slim")
+    assert network_fingerprint(slim / "model", weights_sha256(slim / "model")) != network_fingerprint(first / "model",
+                                                                                                        shas[0])
+
+
 def test_step_samples_partition_the_single_process_stream():
     single = list(StepSamples(0, 5, 3))
     assert single == list(range(15))

@@ -15,7 +15,8 @@ from stylepipe.errors import StageError
 from tasks.bulk import backends
 from tasks.bulk.engine import stylize
 from tasks.bulk.plan import ModelSpec, weights_sha256
-from tests.tasks.bulk.test_support import ledger_rows, make_job, make_photos, output_files, tiny_model  # noqa: F401
+from tests.tasks.bulk.test_support import (ledger_rows, make_job, make_photos, other_model,  # noqa: F401
+                                          output_files, save_random_model, tiny_model)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -159,6 +160,51 @@ def test_auto_times_both_records_the_choice_and_remembers_it(src, tmp_path, tiny
     ran = summary.run.device.rsplit(", ", 1)[1].rstrip(")")
     # the choice, or for these 4 images the other ONNX runtime if it starts enough quicker (for_inputs)
     assert summary.done == 4 and (ran == entry["backend"] or {ran, entry["backend"]} <= set(backends.EXACT_ONNX_RUNTIMES))
+
+
+def test_a_model_trained_again_keeps_the_remembered_choice(src, tmp_path, tiny_model, other_model, monkeypatch):
+    """other_model is tiny_model's network with other weights under another name, as the nightly's
+    retrained model is: its first auto job runs on the choice tiny_model's job made, without timing."""
+    assert weights_sha256(str(tiny_model)) != weights_sha256(str(other_model))
+    stylize(make_job(src, tmp_path / "first", tiny_model, format="png", backend="auto"), progress=False)
+    (entry,) = json.loads((tmp_path / "cache/stylepipe/backends.json").read_text()).values()
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed the backends again")
+
+    monkeypatch.setattr(backends, "_median_seconds", no_timing)
+    summary = stylize(make_job(src, tmp_path / "second", other_model, format="png", backend="auto"), progress=False)
+    ran = summary.run.device.rsplit(", ", 1)[1].rstrip(")")
+    assert summary.done == 4 and (ran == entry["backend"] or {ran, entry["backend"]} <= set(backends.EXACT_ONNX_RUNTIMES))
+
+
+def test_the_network_fingerprint_is_the_network_not_its_weights_or_its_training_record(tmp_path, tiny_model,
+                                                                                      other_model):
+    def fingerprint(model):
+        return backends.network_fingerprint(model, weights_sha256(str(model)))
+
+    def with_sidecar(name, **changes):
+        copy = tmp_path / name
+        copy.mkdir()
+        (copy / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+        sidecar = json.loads((tiny_model / "model.json").read_text())
+        (copy / "model.json").write_text(json.dumps({**sidecar, **changes}))
+        return copy
+
+    base = fingerprint(tiny_model)
+    assert base.startswith("network-") and fingerprint(other_model) == base
+    record = {"final_losses": {"total": 1.5}, "train_data_sha256": "ab" * 32, "style_image_sha256": "cd" * 32,
+              "seconds": 812.0, "device": "cuda:0", "processes": 4, "model": "candy", "dataset": "coco"}
+    assert fingerprint(with_sidecar("recorded", **record)) == base
+    assert fingerprint(with_sidecar("nearest", upsample="nearest")) != base      # the same tensors, another decoder
+    assert fingerprint(save_random_model(tmp_path / "slim", "slim")) != base      # other tensors
+    broken = with_sidecar("broken")
+    (broken / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")                # a header length past the cap
+    assert fingerprint(broken) == weights_sha256(str(broken))
+    (broken / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"[]")   # not a header
+    assert fingerprint(broken) == weights_sha256(str(broken))
+    (with_sidecar("no-sidecar") / "model.json").unlink()
+    assert fingerprint(tmp_path / "no-sidecar") == weights_sha256(str(tmp_path / "no-sidecar"))
 
 
 def test_the_chooser_keeps_the_faster():

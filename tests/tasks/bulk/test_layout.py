@@ -11,7 +11,8 @@ from PIL import Image
 from tasks.bulk import layout
 from tasks.bulk.engine import stylize
 from tasks.bulk.layout import Layout
-from tests.tasks.bulk.test_support import ledger_rows, make_job, make_photos, output_files, tiny_model  # noqa: F401
+from tests.tasks.bulk.test_support import (ledger_rows, make_job, make_photos, other_model,  # noqa: F401
+                                          output_files, tiny_model)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,7 +114,7 @@ def pixels(path):
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])
 def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_starts_there(
-        backend, tmp_path, tiny_model, monkeypatch):
+        backend, tmp_path, tiny_model, other_model, monkeypatch):
     src = tmp_path / "src"
     make_photos(src, [f"{i}.png" for i in range(6)], size=(96, 64))
     settings = {"format": "png", "batch_size": None, "backend": backend}
@@ -149,6 +150,11 @@ def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_
     again = stylize(make_job(src, tmp_path / "again", tiny_model, layout="auto", **settings), progress=False)
     assert again.done == 6 and measured == []
     assert all("1 passes x 2 threads" in row["device"] for row in ledger_rows(tmp_path / "again/.stylepipe/ledger.sqlite"))
+    # the same network with other weights (a nightly's retrained model): its layout holds too
+    retrained = stylize(make_job(src, tmp_path / "retrained", other_model, layout="auto", **settings), progress=False)
+    assert retrained.done == 6 and measured == []
+    assert all("1 passes x 2 threads" in row["device"]
+               for row in ledger_rows(tmp_path / "retrained/.stylepipe/ledger.sqlite"))
     set_by_hand = stylize(make_job(src, tmp_path / "hand", tiny_model, layout="auto", **{**settings, "batch_size": 3}),
                           progress=False)
     assert set_by_hand.done == 6 and measured == []  # a layout setting given: nothing measured or applied
