@@ -54,6 +54,8 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StageError(f"{sidecar_path}: not a valid JSON sidecar: {e}") from None
+    except RecursionError:
+        raise StageError(f"{sidecar_path}: not a valid JSON sidecar: nested too deeply") from None
     if not isinstance(sidecar, dict):
         raise StageError(f"{sidecar_path}: the sidecar must be a JSON object")
     family = sidecar.get("family", "johnson")  # sidecars from before families existed are johnson's

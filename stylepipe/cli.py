@@ -485,14 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--layout", choices=["auto", "fixed"], default="auto",
                          help="auto (default): on the CPU, unless --batch-size, --parallel-batches or --threads "
                               "is given, run the layout (passes x threads x batch) remembered for this machine, "
-                              "model and image size, or, in a job of enough images (108 on 2 cores), time a few on "
+                              "network and image size, or, in a job of enough images (108 on 2 cores), time a few on "
                               "the first untiled batch and keep the fastest; fixed: one pass per core (at most 8), "
                               "batches of one")
     stylize.add_argument("--backend", choices=BACKENDS,
                          default="auto",
                          help="the forward pass's runtime on a CPU: torch, onnxruntime or openvino (the network "
                               "exported to ONNX), or auto (default): the fastest of the three on the first batch, "
-                              "remembered per machine and model; torch-bf16 (bf16 autocast + channels_last) and "
+                              "remembered per machine and network (a retrained model keeps it); torch-bf16 (bf16 autocast + channels_last) and "
                               "openvino-bf16 (OpenVINO at bf16): for CPUs with AVX512-BF16/AMX, "
                               "lossy, never chosen by auto")
     stylize.add_argument("--codec", choices=["auto", "pillow", "device"], default="auto",

@@ -211,13 +211,13 @@ class StylizeParams(Section):
     threads: int | None = Field(default=None, ge=1)    # torch threads per pass; None: cores / passes
     # auto: when none of batch_size, parallel_batches and threads is set, a CPU job settles its
     # layout (passes x threads x batch) on its first batch: the one remembered for this machine,
-    # these models and that image size, else, in a job of enough inputs, the fastest of a few timed
+    # these networks and that image size, else, in a job of enough inputs, the fastest of a few timed
     # there, then remembered (tasks/bulk/layout.py); `stylepipe stylize` and `translate` default to
     # it. fixed: the defaults above. The infer stage keeps fixed: threads change a float's last bits.
     layout: Literal["fixed", "auto"] = "fixed"
     # The forward pass's runtime on a CPU (tasks/bulk/backends.py): torch, onnxruntime or openvino (the
     # network exported to ONNX), or auto: whichever was fastest on the job's first batch (remembered per
-    # machine and model). Families without an ONNX export and CUDA use torch. The pipeline's
+    # machine and network, not weights). Families without an ONNX export and CUDA use torch. The pipeline's
     # infer stage keeps torch: its outputs are DVC-tracked, and auto may choose differently on
     # another machine (the three agree within 1/255, not bit for bit); `stylepipe stylize` defaults to auto.
     # torch-bf16 (bf16 autocast + channels_last) and openvino-bf16 (OpenVINO at bf16 precision), for

@@ -269,9 +269,10 @@ class OnnxNet:
 
 
 # A trained model's sidecar keys that record its training run, not its network (tasks/train.py):
-# left out of network_fingerprint
+# left out of network_fingerprint. code_version is the training code's: the network a job runs is
+# built by the checkout that runs it.
 RUN_RECORD_KEYS = ("style", "model", "dataset", "train_data_sha256", "style_image_sha256", "final_losses",
-                   "seconds", "device", "processes")
+                   "seconds", "device", "processes", "code_version")
 HEADER_CAP = 16 << 20  # bytes of a safetensors header read for its tensors' names and shapes
 
 
@@ -293,7 +294,7 @@ def network_fingerprint(model_dir: str | Path, weights_sha256: str) -> str:
         sidecar = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         network = {k: v for k, v in sidecar.items() if k not in RUN_RECORD_KEYS}
         text = json.dumps([tensors, network], sort_keys=True)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):  # (JSON nested too deep)
         return weights_sha256
     return "network-" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -79,7 +79,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
             family = sidecar.get("family", "johnson")
             translator = registry.info(family).translates
             has_directions = sidecar.get("directions") or ["a2b"]
-        except (OSError, ValueError, KeyError, AttributeError):
+        except (OSError, ValueError, KeyError, AttributeError, RecursionError):
             return None  # the torch path says what is wrong with it
         if family != "johnson" and not translator:
             return None

@@ -701,7 +701,7 @@ def is_sampler(spec: ModelSpec) -> bool:
     try:
         family = json.loads(sidecar.read_text(encoding="utf-8")).get("family", "johnson")
         return registry.info(family).runner == "sample"
-    except (OSError, ValueError, KeyError, AttributeError):
+    except (OSError, ValueError, KeyError, AttributeError, RecursionError):
         return False  # load_model says what is wrong with it
 
 
@@ -711,7 +711,7 @@ def is_translator(spec: ModelSpec) -> bool:
     try:
         family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
         return registry.info(family).translates
-    except (OSError, ValueError, KeyError, AttributeError):
+    except (OSError, ValueError, KeyError, AttributeError, RecursionError):
         return False
 
 

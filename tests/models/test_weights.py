@@ -63,6 +63,13 @@ def test_pt_file_only_is_not_loaded(tmp_path):
         load_model(d)
 
 
+def test_a_sidecar_nested_too_deeply_is_refused_clearly(tmp_path):
+    save_model(tmp_path / "m", build_network("fast"), {"network": "fast"})
+    (tmp_path / "m" / "model.json").write_text("[" * 100_000)  # json.loads: RecursionError
+    with pytest.raises(StageError, match="not a valid JSON sidecar: nested too deeply"):
+        load_model(tmp_path / "m")
+
+
 def test_wrong_network_in_sidecar(tmp_path):
     save_model(tmp_path / "m", build_network("fast"), {"family": "johnson", "network": "classic"})
     with pytest.raises(StageError, match="does not match the 'johnson' network its sidecar describes"):

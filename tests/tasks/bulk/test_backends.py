@@ -176,6 +176,9 @@ def test_a_model_trained_again_keeps_the_remembered_choice(src, tmp_path, tiny_m
     summary = stylize(make_job(src, tmp_path / "second", other_model, format="png", backend="auto"), progress=False)
     ran = summary.run.device.rsplit(", ", 1)[1].rstrip(")")
     assert summary.done == 4 and (ran == entry["backend"] or {ran, entry["backend"]} <= set(backends.EXACT_ONNX_RUNTIMES))
+    # the export carries the weights: the new model's is its own
+    assert (ran == "torch") != backends.onnx_path(weights_sha256(str(other_model))).is_file()
+    assert len(json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())) == 1
 
 
 def test_the_network_fingerprint_is_the_network_not_its_weights_or_its_training_record(tmp_path, tiny_model,
@@ -194,17 +197,35 @@ def test_the_network_fingerprint_is_the_network_not_its_weights_or_its_training_
     base = fingerprint(tiny_model)
     assert base.startswith("network-") and fingerprint(other_model) == base
     record = {"final_losses": {"total": 1.5}, "train_data_sha256": "ab" * 32, "style_image_sha256": "cd" * 32,
-              "seconds": 812.0, "device": "cuda:0", "processes": 4, "model": "candy", "dataset": "coco"}
+              "seconds": 812.0, "device": "cuda:0", "processes": 4, "model": "candy", "dataset": "coco",
+              "code_version": "0.2.0+abc"}
     assert fingerprint(with_sidecar("recorded", **record)) == base
     assert fingerprint(with_sidecar("nearest", upsample="nearest")) != base      # the same tensors, another decoder
     assert fingerprint(save_random_model(tmp_path / "slim", "slim")) != base      # other tensors
     broken = with_sidecar("broken")
-    (broken / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")                # a header length past the cap
-    assert fingerprint(broken) == weights_sha256(str(broken))
-    (broken / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"[]")   # not a header
-    assert fingerprint(broken) == weights_sha256(str(broken))
+    for header in (b"\xff" * 8 + b"{}",                                   # a length past the cap
+                   (2).to_bytes(8, "little") + b"[]",                      # not a mapping
+                   (8).to_bytes(8, "little") + b'{"a": 1}',                 # an entry not a mapping
+                   (23).to_bytes(8, "little") + b'{"a": {"dtype": "F32"}}',  # no shape
+                   (100_000).to_bytes(8, "little") + b"[" * 100_000):      # nested too deep for json
+        (broken / "model.safetensors").write_bytes(header)
+        assert fingerprint(broken) == weights_sha256(str(broken)), header[:12]
+    nested = with_sidecar("nested")
+    (nested / "model.json").write_text("[" * 100_000)
+    assert fingerprint(nested) == weights_sha256(str(nested))
     (with_sidecar("no-sidecar") / "model.json").unlink()
     assert fingerprint(tmp_path / "no-sidecar") == weights_sha256(str(tmp_path / "no-sidecar"))
+
+
+def test_a_sidecar_nested_too_deeply_stops_the_job_with_a_clear_error(src, tmp_path, tiny_model):
+    """A hostile model folder: every reader of its sidecar (lean's, the fingerprint's, the layout key's,
+    the family's lookup) lets load_model say what is wrong, instead of a RecursionError escaping."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    (bad / "model.json").write_text("[" * 100_000)
+    with pytest.raises(StageError, match="not a valid JSON sidecar: nested too deeply"):
+        stylize(make_job(src, tmp_path / "out", bad, backend="auto", layout="auto", batch_size=None), progress=False)
 
 
 def test_the_chooser_keeps_the_faster():

@@ -155,6 +155,8 @@ def test_a_job_measures_on_its_first_batch_runs_on_the_fastest_and_the_next_job_
     assert retrained.done == 6 and measured == []
     assert all("1 passes x 2 threads" in row["device"]
                for row in ledger_rows(tmp_path / "retrained/.stylepipe/ledger.sqlite"))
+    if backend == "auto":  # and its backend
+        assert len(json.loads((tmp_path / "cache/stylepipe/backends.json").read_text())) == 1
     set_by_hand = stylize(make_job(src, tmp_path / "hand", tiny_model, layout="auto", **{**settings, "batch_size": 3}),
                           progress=False)
     assert set_by_hand.done == 6 and measured == []  # a layout setting given: nothing measured or applied
