@@ -9,7 +9,7 @@ DDP and logging (tasks/train.py); weights as safetensors + a JSON sidecar (model
 bulk engine (tasks/bulk/). A family owns only what differs:
 
 - `Trainer`: its networks, optimizers and losses, and one training step (a GAN steps D, then G).
-  Everything with state lives in `modules()` and `optimizers()`, which the loop checkpoints; any
+  Everything with state lives in `modules()` and `opts` (its optimizers), which the loop checkpoints; any
   randomness comes from torch's global RNG, which the loop checkpoints too. So a resumed run ends
   bit-identical to an uninterrupted one (on CPU) without the family doing anything for it.
 - `build(sidecar)`: the inference network from its sidecar, before the weights are loaded into it.
