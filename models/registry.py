@@ -53,10 +53,9 @@ FAMILIES: dict[str, FamilyInfo] = {f.name: f for f in (
 
 
 def info(name: str) -> FamilyInfo:
-    try:
+    if isinstance(name, str) and name in FAMILIES:  # (a sidecar's "family" may be any JSON value)
         return FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
+    raise KeyError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}")
 
 
 def params_module(name: str):

@@ -15,10 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models import registry
+from models.sidecar import SIDECAR_FILE, WEIGHTS_FILE, read_sidecar
 from stylepipe.errors import StageError
-
-WEIGHTS_FILE = "model.safetensors"
-SIDECAR_FILE = "model.json"
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -50,14 +48,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.
             others = sorted(p.name for p in model_dir.glob("*.pt*")) if model_dir.is_dir() else []
             hint = f" (found {', '.join(others)}: pickled checkpoints are never loaded)" if others else ""
             raise StageError(f"{path}: no such file{hint}; run the train stage for this style")
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StageError(f"{sidecar_path}: not a valid JSON sidecar: {e}") from None
-    except RecursionError:
-        raise StageError(f"{sidecar_path}: not a valid JSON sidecar: nested too deeply") from None
-    if not isinstance(sidecar, dict):
-        raise StageError(f"{sidecar_path}: the sidecar must be a JSON object")
+    sidecar = read_sidecar(model_dir)
     family = sidecar.get("family", "johnson")  # sidecars from before families existed are johnson's
     try:
         net = registry.load(family).build(sidecar)

@@ -68,16 +68,16 @@ def _check_schedule(params) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw --count images from a generator through the bulk engine: (model, seed, label) is the
     ledger's identity, so a job is exactly-once and resumable like stylization."""
-    import json
-
+    from models.sidecar import read_sidecar
     from stylepipe.config import StylizeParams
+    from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
     from tasks.bulk.sources import seeds_spec
 
     model = Path(args.model)
     try:
-        sidecar = json.loads((model / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        sidecar = read_sidecar(model)
+    except StageError as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
     if args.count < 0 or args.seed < 0:
         raise ConfigError("--count and --seed must be whole numbers >= 0")
@@ -203,19 +203,19 @@ def run_bulk_job(job, args: argparse.Namespace, command: str) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     """Translate every image in SOURCE with a pix2pix or cyclegan model, through the bulk engine:
     (input, model, direction) is the ledger's identity, so a job is resumable and exactly-once."""
-    import json
-
     from pydantic import ValidationError
 
     from models import registry
+    from models.sidecar import read_sidecar
     from stylepipe.config import StylizeParams
+    from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
     model = Path(args.model)
     try:
-        sidecar = json.loads((model / "model.json").read_text(encoding="utf-8"))
+        sidecar = read_sidecar(model)
         info = registry.info(sidecar.get("family", "johnson"))
-    except (OSError, ValueError, KeyError) as e:
+    except (StageError, KeyError) as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
     if not info.translates:
         raise ConfigError(f"{model}: a {info.name} model, not a translation model (pix2pix, cyclegan)")

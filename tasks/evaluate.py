@@ -32,6 +32,7 @@ from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
 from stylepipe.stage import run_main
 from models import registry
+from models.sidecar import WEIGHTS_FILE
 from tasks.evaluation import distributions, gate, generation, inception, metrics as em, report
 from tasks.data.images import IMAGE_SUFFIXES, is_image_file
 
@@ -247,7 +248,7 @@ def evaluate_style(style: str, val: list[Path], params: EvaluateParams, paths: P
     metrics.update(model_metrics(net, sidecar, params, tools.device))
 
     published_dir = paths.published / style
-    candidate_sha = sha256_file(model_dir / "model.safetensors")
+    candidate_sha = sha256_file(model_dir / WEIGHTS_FILE)
     published_sha = gate.published_sha(published_dir)
     comparison = None
     if published_sha is not None and published_sha != candidate_sha:
@@ -351,7 +352,7 @@ def evaluate_generator(name: str, family: str, ev: EvaluateParams, paths: Paths,
     log.info("model %s (%s): drawing %d samples", name, family, ev.generation_samples)
     metrics = generation.measure(net, sidecar, real, extractor, device, ev.generation_samples)
     checks = generation.gate_checks(metrics, family, ev.generation_gate)
-    candidate_sha = sha256_file(model_dir / "model.safetensors")
+    candidate_sha = sha256_file(model_dir / WEIGHTS_FILE)
     published_dir = paths.published / name
     published_sha = gate.published_sha(published_dir)
     decision, reason = gate.decide(checks, candidate_sha, published_sha, ev.promote)

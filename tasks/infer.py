@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import json
 from pathlib import Path
 
 from models import registry
+from models.sidecar import SIDECAR_FILE, read_sidecar
 from stylepipe.config import Params, load_params
 from stylepipe.errors import StageError
 from stylepipe.stage import run_main
@@ -42,7 +42,7 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
     entry = params.model(model)
     info = registry.info(entry.family)
     model_dir = root / MODELS_DIR / model
-    if not (model_dir / "model.json").is_file():
+    if not (model_dir / SIDECAR_FILE).is_file():
         raise StageError(f"{model_dir} has no trained model: run the train stage first (dvc repro train@{model})")
     sp = params.stylize
     untextured = sp.model_copy(update={"texture_scale": 1.0, "work_size": None})  # Gatys and generators
@@ -74,7 +74,7 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
 
 def _all_labels(model_dir: Path) -> list[int]:
     """Every class of a conditional model (from its sidecar); [] for an unconditional one."""
-    sidecar = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    sidecar = read_sidecar(model_dir)
     return list(range(int(sidecar.get("num_classes") or 0))) if sidecar.get("conditional") else []
 
 

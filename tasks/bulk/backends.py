@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.sidecar import WEIGHTS_FILE, read_sidecar
 from stylepipe.config import BACKENDS
 from stylepipe.errors import StageError
 
@@ -283,18 +284,16 @@ def network_fingerprint(model_dir: str | Path, weights_sha256: str) -> str:
     (RUN_RECORD_KEYS). So a model trained again with the same params (the nightly's, on new data) or
     on another painting keeps the choice instead of timing the runtimes again. The weights' sha256
     where either file cannot be read so (the torch path then says what is wrong with them)."""
-    folder = Path(model_dir)
     try:
-        with open(folder / "model.safetensors", "rb") as f:
+        with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
             if not 0 < size <= HEADER_CAP:
                 return weights_sha256
             header = json.loads(f.read(size))
         tensors = sorted((name, t["dtype"], list(t["shape"])) for name, t in header.items() if name != "__metadata__")
-        sidecar = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        network = {k: v for k, v in sidecar.items() if k not in RUN_RECORD_KEYS}
+        network = {k: v for k, v in read_sidecar(model_dir).items() if k not in RUN_RECORD_KEYS}
         text = json.dumps([tensors, network], sort_keys=True)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):  # (JSON nested too deep)
+    except (StageError, OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):  # (JSON nested too deep)
         return weights_sha256
     return "network-" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -12,7 +12,6 @@ of a model brings in PyTorch, to export them. A job with a texture scale
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
+from models.sidecar import read_sidecar
 from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from stylepipe.errors import StageError
@@ -75,11 +75,11 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
         if spec.gatys is not None or spec.adain is not None:
             return None
         try:
-            sidecar = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8"))
+            sidecar = read_sidecar(spec.path)
             family = sidecar.get("family", "johnson")
             translator = registry.info(family).translates
             has_directions = sidecar.get("directions") or ["a2b"]
-        except (OSError, ValueError, KeyError, AttributeError, RecursionError):
+        except (StageError, KeyError):
             return None  # the torch path says what is wrong with it
         if family != "johnson" and not translator:
             return None

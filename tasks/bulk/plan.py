@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from models.sidecar import WEIGHTS_FILE
 from stylepipe.config import LOSSY_BACKENDS, StylizeParams
 from stylepipe.errors import StageError
 from stylepipe.hashing import sha256_file
@@ -28,7 +29,6 @@ from tasks.data.images import max_input_bytes
 from tasks.data.reasons import is_transient, reason
 
 LEDGER_NAME = "ledger.sqlite"
-WEIGHTS_FILE = "model.safetensors"  # models/weights.py's name for it (that module imports torch)
 # Gatys mode optimises every image (seconds to minutes each): a larger job is refused unless the
 # caller names a --limit or raises this (`Job.gatys_max_inputs`).
 GATYS_MAX_INPUTS = 200

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import threading
 import warnings
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 
 from models import registry
 from models.gan import set_truncation
+from models.sidecar import read_sidecar
 from models.weights import load_model
 from stylepipe.config import DEFAULT_MAX_PIXELS
 from stylepipe.errors import StageError
@@ -697,11 +697,9 @@ class SampleModels:
 def is_sampler(spec: ModelSpec) -> bool:
     if spec.gatys is not None:
         return False
-    sidecar = Path(spec.path) / "model.json"
     try:
-        family = json.loads(sidecar.read_text(encoding="utf-8")).get("family", "johnson")
-        return registry.info(family).runner == "sample"
-    except (OSError, ValueError, KeyError, AttributeError, RecursionError):
+        return registry.info(read_sidecar(spec.path).get("family", "johnson")).runner == "sample"
+    except (StageError, KeyError):
         return False  # load_model says what is wrong with it
 
 
@@ -709,9 +707,8 @@ def is_translator(spec: ModelSpec) -> bool:
     if spec.gatys is not None:
         return False
     try:
-        family = json.loads((Path(spec.path) / "model.json").read_text(encoding="utf-8")).get("family", "johnson")
-        return registry.info(family).translates
-    except (OSError, ValueError, KeyError, AttributeError, RecursionError):
+        return registry.info(read_sidecar(spec.path).get("family", "johnson")).translates
+    except (StageError, KeyError):
         return False
 
 

@@ -12,10 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
+from models.sidecar import SIDECAR_FILE, WEIGHTS_FILE
 from stylepipe.config import GateParams
 from stylepipe.hashing import sha256_file
 
-MODEL_FILES = ("model.safetensors", "model.json")
+MODEL_FILES = (WEIGHTS_FILE, SIDECAR_FILE)
 
 
 def _check(name: str, passed: bool, value: float | None, threshold: float | None, message: str) -> dict:

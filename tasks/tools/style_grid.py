@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.sidecar import WEIGHTS_FILE, read_sidecar
 from models.weights import load_model
 from stylepipe.config import ModelParams, Params
 from stylepipe.errors import StageError
@@ -94,12 +95,12 @@ def ensure_preprocessed(repo_root: Path, dataset: str) -> None:
 def is_current(model_dir: Path, template: ModelParams, painting_sha: str, data_sha: str) -> dict | None:
     """The sidecar of a finished model trained exactly as asked, else None."""
     try:
-        sidecar = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        sidecar = read_sidecar(model_dir)
+    except StageError:
         return None
     wanted = {"family": "johnson", "style_image_sha256": painting_sha, "train_data_sha256": data_sha,
               "train": template.train.model_dump(exclude=RUN_ONLY)}
-    ok = all(sidecar.get(k) == v for k, v in wanted.items()) and (model_dir / "model.safetensors").is_file()
+    ok = all(sidecar.get(k) == v for k, v in wanted.items()) and (model_dir / WEIGHTS_FILE).is_file()
     return sidecar if ok else None
 
 

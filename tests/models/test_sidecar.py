@@ -1,0 +1,48 @@
+"""models/sidecar.py: every reader of a model's sidecar gets a dict or a StageError saying why."""
+import pytest
+
+from models.sidecar import SIDECAR_FILE, read_sidecar
+from stylepipe.cli import main
+from stylepipe.errors import StageError
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    (b"\xff\xfe{", "not a valid JSON sidecar"),                 # not UTF-8
+    (b'{"family": ', "not a valid JSON sidecar"),
+    (b"[" * 100_000, "not a valid JSON sidecar: nested too deeply"),  # json.loads: RecursionError
+    (b"[1, 2]", "must be a JSON object"),
+    (b'"johnson"', "must be a JSON object"),
+])
+def test_an_unreadable_sidecar_is_a_stage_error_saying_why(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / SIDECAR_FILE).write_bytes(content)
+    with pytest.raises(StageError, match=message):
+        read_sidecar(tmp_path)
+
+
+def test_a_sidecar_folder_that_is_a_directory_is_a_stage_error(tmp_path):
+    (tmp_path / SIDECAR_FILE).mkdir()
+    with pytest.raises(StageError, match="cannot be read"):
+        read_sidecar(tmp_path)
+
+
+def test_a_sidecar_is_read_as_written(tmp_path):
+    (tmp_path / SIDECAR_FILE).write_text('{"family": "dcgan", "num_classes": 10}', encoding="utf-8")
+    assert read_sidecar(tmp_path) == {"family": "dcgan", "num_classes": 10}
+
+
+@pytest.mark.parametrize("command,content", [
+    ("sample", "[" * 100_000), ("sample", "[]"),
+    ("translate", "[" * 100_000), ("translate", "[]"), ("translate", '{"family": ["cyclegan"]}'),
+])
+def test_the_cli_refuses_a_hostile_sidecar_in_one_line(tmp_path, capsys, command, content):
+    """A model folder from elsewhere: `stylepipe sample` / `translate` exit 2 with the reason, no traceback."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / SIDECAR_FILE).write_text(content)
+    args = [str(model), "--count", "1"] if command == "sample" else [str(tmp_path), "--model", str(model)]
+    assert main([command, *args, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{model}: not a trained model folder" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
