@@ -48,6 +48,9 @@ EXACT_ONNX_RUNTIMES = ("onnxruntime", "openvino")
 OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}  # OpenVINO's inference precision per runtime
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
+# A backend whose first timed run took this many times the fastest's is not timed again: it cannot
+# win (torch took 1.65-2.5x the faster ONNX runtime's time in session 36's calibrations)
+CALIBRATION_DROP = 1.5
 # A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
 # whole 2048-px one would take seconds per run)
 CALIBRATION_SIDE = 512
@@ -307,10 +310,14 @@ def choice_key(fingerprint: str, threads: int, passes: int, batch: int, directio
 
 def _median_seconds(runs: dict[str, object], x: Tensor) -> dict[str, float]:
     """Each run's median time on x, the runs taking turns (a slow spell of the machine then falls on
-    every backend, not on the one timed during it)."""
+    every backend, not on the one timed during it). One whose first run took CALIBRATION_DROP times
+    the fastest's keeps that one time."""
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(CALIBRATION_RUNS):
+    for turn in range(CALIBRATION_RUNS):
+        fastest = min(t[0] for t in times.values()) if turn else 0.0
         for name, run in runs.items():
+            if turn and times[name][0] > CALIBRATION_DROP * fastest:
+                continue
             start = time.perf_counter()
             run(x)
             times[name].append(time.perf_counter() - start)
@@ -385,11 +392,16 @@ class Chooser:
                 tmp.unlink()
             log.warning("could not remember the backend in %s: %s", path, e)
 
-    def choose(self, runs: dict[str, object], x: Tensor) -> str:
-        """The backend for this model; the first call of an `auto` chooser times each on x."""
+    def choose(self, runs: dict[str, object], x: Tensor, wait: bool = True) -> str:
+        """The backend for this model; the first call of an `auto` chooser times each on x.
+        wait=False: while another pass is timing them, the first exact ONNX runtime among runs
+        instead of waiting (auto picks among exact runtimes only, so any of them gives this batch's
+        results): the job's other passes go on working through the calibration."""
         if self.chosen is not None:
             return self.chosen
-        with self.lock:
+        if not self.lock.acquire(blocking=wait):
+            return next((name for name in EXACT_ONNX_RUNTIMES if name in runs), "torch")
+        try:
             if self.chosen is None:
                 warm_up = {}
                 for name, run in runs.items():  # warm-up: first-call allocations, kernel selection
@@ -404,6 +416,8 @@ class Chooser:
                          "x".join(map(str, x.shape)),
                          ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
                 self._remember()
+        finally:
+            self.lock.release()
         return self.chosen
 
 

@@ -192,6 +192,7 @@ class InFlight:
     decoded: codec.Decoded | None = None
     shape: tuple[int, int] = (0, 0)     # of the outputs
     model_seconds: float = 0.0
+    device: str = ""  # what ran it (the runner's describe, taken in the model thread after its batch)
     outputs_left: int = 0
 
 
@@ -469,9 +470,9 @@ class Pipeline:
         self.inferring[future] = Batch(keys, pixels, tiled, shape)
 
     def _forward(self, pixels: np.ndarray | list[bytes], tiled: bool, paintings: list[str] | None,
-                 shape: tuple[int, int]) -> tuple[list[np.ndarray | list[bytes]], float]:
+                 shape: tuple[int, int]) -> tuple[list[np.ndarray | list[bytes]], float, str]:
         """In a model thread: per model, the (N,H,W,3) results (or, for undecoded JPEGs into JPEG
-        outputs, the N files' bytes); and the seconds it took."""
+        outputs, the N files' bytes); the seconds it took; what ran it (the ledger's device)."""
         jpegs = isinstance(pixels, list)
         settling = self.layout_pending and not tiled and paintings is None and not jpegs
         if settling:
@@ -491,9 +492,10 @@ class Pipeline:
                 results = self.models.stylize(pixels)
         finally:
             self.busy.stop(passes)
+            device = self.models.describe(self.parallel)  # (after a failure too: it reads this thread's record once)
         if settling and self.layout_failed:
             layout.remember(*self.layout_failed[:2], {}, failed=self.layout_failed[2])
-        return results, time.perf_counter() - started
+        return results, time.perf_counter() - started, device
 
     def _settle_layout(self, image: np.ndarray) -> None:
         """On the first batch that is not tiled (the only batch in flight until this returns): the
@@ -532,13 +534,13 @@ class Pipeline:
         if error is not None:
             self._forward_failed(batch, error)
             return
-        results, seconds = future.result()
+        results, seconds, device = future.result()
         keys = batch.keys
         self._forward_worked()
         jobs: list[codec.EncodeJob] = []
         for n, key in enumerate(keys):
             state = self.inflight[key]
-            state.model_seconds = seconds / len(keys)
+            state.model_seconds, state.device = seconds / len(keys), device
             state.shape = batch.shape if isinstance(results[0], list) else results[0].shape[1:3]
             state.outputs_left = len(state.item.outputs)
             for model, target in state.item.outputs:
@@ -687,7 +689,7 @@ class Pipeline:
         return Row(e.relpath, self.labels[model], status, source=self.job.source, input_size=e.size,
                    input_stamp=e.stamp, model_hash=state.item.model_hash or self.plan.model_hashes[model],
                    options_hash=self.option_hashes[model], options=self.options[model],
-                   code_version=self.code_version, device=self.models.describe(self.parallel),
+                   code_version=self.code_version, device=state.device or self.models.describe(self.parallel),
                    finished_at=time.time(), run_id=self.run_id, **values)
 
     def _finish(self, key: int) -> None:

@@ -273,7 +273,11 @@ class StyleModels:
         if self.cuda:
             return (f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {extras}"
                     f"{parallel} at once)")
-        chosen = ", ".join(c.chosen or "auto: not chosen yet" for c in self.choosers)
+        # the runtimes this thread's last batch ran on (read once: the engine asks right after it), which
+        # differ from the choosers' while another pass is timing them (Chooser.choose's wait=False)
+        ran = self.per_thread.__dict__.pop("ran", None)
+        chosen = ", ".join("+".join(sorted(r)) if ran else c.chosen or "auto: not chosen yet"
+                           for c, r in zip(self.choosers, ran or [None] * len(self.choosers)))
         return f"cpu ({parallel} passes x {self.pass_threads} threads, {extras}{chosen})"
 
     @property
@@ -375,8 +379,10 @@ class StyleModels:
         """(N,3,H,W) in [0,1] on the device -> per model, its finished results (the same, float)."""
         seen = resize(x, network_shape(*x.shape[-2:], *self.texture))
         results = []
-        for runtimes, chooser, spec in zip(self.runtimes, self.choosers, self.specs):
-            chosen = chooser.choose(runtimes, seen)
+        ran = self.per_thread.__dict__.setdefault("ran", [set() for _ in self.specs])  # (describe's)
+        for runtimes, chooser, spec, used in zip(self.runtimes, self.choosers, self.specs, ran):
+            chosen = chooser.choose(runtimes, seen, wait=False)
+            used.add(chosen)
             padded = self._padded(seen) if self.compiled and chosen == "torch" else seen
             with self._autocast():
                 y = runtimes[chosen](padded)[:len(seen)]
