@@ -29,3 +29,24 @@ def read_sidecar(model_dir: str | Path) -> dict:
     if not isinstance(sidecar, dict):
         raise StageError(f"{path}: the sidecar must be a JSON object")
     return sidecar
+
+
+MAX_CLASSES = 100_000  # a conditional generator's classes: a sidecar asking for more describes no model of ours
+DIRECTIONS = ("a2b", "b2a")
+
+
+def directions(sidecar: dict) -> list[str]:
+    """A translation model's directions as its sidecar lists them (["a2b"] where it lists none), else
+    StageError: the value is a hostile file's to choose."""
+    value = sidecar.get("directions") or ["a2b"]
+    if not isinstance(value, list) or not all(isinstance(d, str) and d in DIRECTIONS for d in value):
+        raise StageError(f"the sidecar's directions must be a list of {' and '.join(DIRECTIONS)}, not {str(value)[:80]}")
+    return value
+
+
+def num_classes(sidecar: dict) -> int:
+    """A conditional generator's number of classes (0 where the sidecar names none), else StageError."""
+    value = sidecar.get("num_classes") or 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CLASSES:
+        raise StageError(f"the sidecar's num_classes must be a whole number from 0 to {MAX_CLASSES}, not {str(value)[:80]}")
+    return value

@@ -68,7 +68,7 @@ def _check_schedule(params) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw --count images from a generator through the bulk engine: (model, seed, label) is the
     ledger's identity, so a job is exactly-once and resumable like stylization."""
-    from models.sidecar import read_sidecar
+    from models.sidecar import num_classes, read_sidecar
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
@@ -77,6 +77,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = Path(args.model)
     try:
         sidecar = read_sidecar(model)
+        classes = num_classes(sidecar)
     except StageError as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
     if args.count < 0 or args.seed < 0:
@@ -84,7 +85,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_out(args.out)
     check_limit(args.limit)
     labels = [int(x) for x in args.labels.split(",")] if args.labels else []
-    classes = int(sidecar.get("num_classes") or 0)
     if labels and not sidecar.get("conditional"):
         raise ConfigError(f"--labels: {model} is not a conditional model")
     if any(not 0 <= y < classes for y in labels):
@@ -206,7 +206,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from models import registry
-    from models.sidecar import read_sidecar
+    from models.sidecar import directions, read_sidecar
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
@@ -215,13 +215,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     try:
         sidecar = read_sidecar(model)
         info = registry.info(sidecar.get("family", "johnson"))
+        translates = directions(sidecar) if info.translates else []
     except (StageError, KeyError) as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
     if not info.translates:
         raise ConfigError(f"{model}: a {info.name} model, not a translation model (pix2pix, cyclegan)")
-    directions = sidecar.get("directions") or ["a2b"]
-    if args.direction not in directions:
-        raise ConfigError(f"--direction {args.direction}: this {info.name} model translates {' and '.join(directions)} only")
+    if args.direction not in translates:
+        raise ConfigError(f"--direction {args.direction}: this {info.name} model translates {' and '.join(translates)} only")
     check_out(args.out)
     check_limit(args.limit)
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",

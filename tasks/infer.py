@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from models import registry
-from models.sidecar import SIDECAR_FILE, read_sidecar
+from models.sidecar import SIDECAR_FILE, num_classes, read_sidecar
 from stylepipe.config import Params, load_params
 from stylepipe.errors import StageError
 from stylepipe.stage import run_main
@@ -75,7 +75,7 @@ def stage_job(model: str, params: Params, root: Path = Path(".")) -> Job:
 def _all_labels(model_dir: Path) -> list[int]:
     """Every class of a conditional model (from its sidecar); [] for an unconditional one."""
     sidecar = read_sidecar(model_dir)
-    return list(range(int(sidecar.get("num_classes") or 0))) if sidecar.get("conditional") else []
+    return list(range(num_classes(sidecar))) if sidecar.get("conditional") else []
 
 
 def prune_outputs(job: Job) -> list[Path]:

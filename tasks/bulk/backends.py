@@ -48,8 +48,10 @@ EXACT_ONNX_RUNTIMES = ("onnxruntime", "openvino")
 OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}  # OpenVINO's inference precision per runtime
 EXPORTABLE_FAMILIES = ("johnson", "pix2pix", "cyclegan")
 CALIBRATION_RUNS = 3  # timed runs of each backend (after one warm-up each), interleaved
-# A backend whose first timed run took this many times the fastest's is not timed again: it cannot
-# win (torch took 1.65-2.5x the faster ONNX runtime's time in session 36's calibrations)
+# A backend whose warm-up and first timed run both took this many times the fastest's best of the two
+# is not timed again: it cannot win (torch took 1.65-2.5x the faster ONNX runtime's time in session
+# 36's calibrations). Two runs, so that one slow spell does not drop a backend, whose loss would be
+# remembered.
 CALIBRATION_DROP = 1.5
 # A job whose first input is tiled calibrates on a crop of its statistics image at most this side (a
 # whole 2048-px one would take seconds per run)
@@ -308,15 +310,18 @@ def choice_key(fingerprint: str, threads: int, passes: int, batch: int, directio
     return key + [direction] if direction else key
 
 
-def _median_seconds(runs: dict[str, object], x: Tensor) -> dict[str, float]:
+def _median_seconds(runs: dict[str, object], x: Tensor, warm_up: dict[str, float]) -> dict[str, float]:
     """Each run's median time on x, the runs taking turns (a slow spell of the machine then falls on
-    every backend, not on the one timed during it). One whose first run took CALIBRATION_DROP times
-    the fastest's keeps that one time."""
+    every backend, not on the one timed during it). warm_up: each one's untimed first run; one whose
+    warm-up and first timed run were both CALIBRATION_DROP times slower than the fastest keeps
+    its one timed run."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for turn in range(CALIBRATION_RUNS):
-        fastest = min(t[0] for t in times.values()) if turn else 0.0
+        if turn == 1:
+            best = {name: min(warm_up.get(name, t[0]), t[0]) for name, t in times.items()}
+            dropped = {name for name, b in best.items() if b > CALIBRATION_DROP * min(best.values())}
         for name, run in runs.items():
-            if turn and times[name][0] > CALIBRATION_DROP * fastest:
+            if turn and name in dropped:
                 continue
             start = time.perf_counter()
             run(x)
@@ -408,11 +413,11 @@ class Chooser:
                     start = time.perf_counter()
                     run(x)
                     warm_up[name] = time.perf_counter() - start
-                self.timings = _median_seconds(runs, x)
+                self.timings = _median_seconds(runs, x, warm_up)
                 for name in self.starts:  # a first run's extra time (OpenVINO's at a new shape) is start-up too
                     self.starts[name] += max(0.0, warm_up.get(name, 0.0) - self.timings.get(name, 0.0))
                 self.chosen = min(self.timings, key=self.timings.get)
-                log.info("backend: %s (median of %d runs on a %s batch: %s)", self.chosen, CALIBRATION_RUNS,
+                log.info("backend: %s (median of up to %d runs on a %s batch: %s)", self.chosen, CALIBRATION_RUNS,
                          "x".join(map(str, x.shape)),
                          ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
                 self._remember()

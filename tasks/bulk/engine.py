@@ -492,7 +492,10 @@ class Pipeline:
                 results = self.models.stylize(pixels)
         finally:
             self.busy.stop(passes)
-            device = self.models.describe(self.parallel)  # (after a failure too: it reads this thread's record once)
+            try:  # (after a failure too: it reads this thread's record once)
+                device = self.models.describe(self.parallel)
+            except Exception:  # (a lost GPU: the error to see is the batch's)
+                device = ""
         if settling and self.layout_failed:
             layout.remember(*self.layout_failed[:2], {}, failed=self.layout_failed[2])
         return results, time.perf_counter() - started, device

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models import registry
-from models.sidecar import read_sidecar
+from models.sidecar import directions as listed_directions, read_sidecar
 from stylepipe.config import StylizeParams
 from stylepipe.devices import cpu_count, surely_no_cuda
 from stylepipe.errors import StageError
@@ -78,7 +78,7 @@ def lean_models(job: Job, hashed: dict[str, str] | None = None, inputs: int | No
             sidecar = read_sidecar(spec.path)
             family = sidecar.get("family", "johnson")
             translator = registry.info(family).translates
-            has_directions = sidecar.get("directions") or ["a2b"]
+            has_directions = listed_directions(sidecar) if translator else []
         except (StageError, KeyError):
             return None  # the torch path says what is wrong with it
         if family != "johnson" and not translator:

@@ -270,12 +270,12 @@ class StyleModels:
 
     def describe(self, parallel: int = 1) -> str:
         extras = ("compiled, " if self.compiled else "") + ("JPEG codec on the device, " if self.device_jpeg_side else "")
-        if self.cuda:
-            return (f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {extras}"
-                    f"{parallel} at once)")
         # the runtimes this thread's last batch ran on (read once: the engine asks right after it), which
         # differ from the choosers' while another pass is timing them (Chooser.choose's wait=False)
         ran = self.per_thread.__dict__.pop("ran", None)
+        if self.cuda:
+            return (f"{self.device} ({torch.cuda.get_device_name(self.device)}, fp16 autocast, {extras}"
+                    f"{parallel} at once)")
         chosen = ", ".join("+".join(sorted(r)) if ran else c.chosen or "auto: not chosen yet"
                            for c, r in zip(self.choosers, ran or [None] * len(self.choosers)))
         return f"cpu ({parallel} passes x {self.pass_threads} threads, {extras}{chosen})"
@@ -382,6 +382,8 @@ class StyleModels:
         ran = self.per_thread.__dict__.setdefault("ran", [set() for _ in self.specs])  # (describe's)
         for runtimes, chooser, spec, used in zip(self.runtimes, self.choosers, self.specs, ran):
             chosen = chooser.choose(runtimes, seen, wait=False)
+            if chosen not in runtimes:  # a provisional runtime that set_layout dropped once the choice was made
+                chosen = chooser.chosen
             used.add(chosen)
             padded = self._padded(seen) if self.compiled and chosen == "torch" else seen
             with self._autocast():

@@ -46,3 +46,35 @@ def test_the_cli_refuses_a_hostile_sidecar_in_one_line(tmp_path, capsys, command
     err = capsys.readouterr().err
     assert f"{model}: not a trained model folder" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"family": "cyclegan", "directions": 5}', "directions must be a list"),
+    ('{"family": "cyclegan", "directions": ["a2b", 1]}', "directions must be a list"),
+    ('{"family": "pix2pix", "directions": ["x2y"]}', "directions must be a list"),
+])
+def test_translate_refuses_a_sidecar_with_odd_directions(tmp_path, capsys, content, message):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / SIDECAR_FILE).write_text(content)
+    assert main(["translate", str(tmp_path), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ['"ten"', "[10]", "1e400", "10000000000", "-1", "true"])
+def test_sample_refuses_a_sidecar_with_odd_num_classes(tmp_path, capsys, value):
+    """(a huge one would have been a list of that many labels)"""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / SIDECAR_FILE).write_text(f'{{"family": "cgan", "conditional": true, "num_classes": {value}}}')
+    assert main(["sample", str(tmp_path / "m"), "--count", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "num_classes must be a whole number" in capsys.readouterr().err
+
+
+def test_the_infer_stage_refuses_odd_num_classes(tmp_path):
+    from tasks.infer import _all_labels
+
+    (tmp_path / SIDECAR_FILE).write_text('{"family": "cgan", "conditional": true, "num_classes": 1e12}')
+    with pytest.raises(StageError, match="num_classes must be a whole number"):
+        _all_labels(tmp_path)
+    (tmp_path / SIDECAR_FILE).write_text('{"family": "cgan", "conditional": true, "num_classes": 3}')
+    assert _all_labels(tmp_path) == [0, 1, 2]
