@@ -68,6 +68,7 @@ def _check_schedule(params) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     """Draw --count images from a generator through the bulk engine: (model, seed, label) is the
     ledger's identity, so a job is exactly-once and resumable like stylization."""
+    from models import registry
     from models.sidecar import num_classes, read_sidecar
     from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
@@ -77,9 +78,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = Path(args.model)
     try:
         sidecar = read_sidecar(model)
+        info = registry.info(sidecar.get("family", "johnson"))
         classes = num_classes(sidecar)
-    except StageError as e:
+    except (StageError, KeyError) as e:
         raise ConfigError(f"{model}: not a trained model folder ({e})") from None
+    if info.runner != "sample":
+        raise ConfigError(f"{model}: a {info.name} model, not a generator (dcgan, cgan, vae)")
     if args.count < 0 or args.seed < 0:
         raise ConfigError("--count and --seed must be whole numbers >= 0")
     check_out(args.out)

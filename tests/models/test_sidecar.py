@@ -78,3 +78,29 @@ def test_the_infer_stage_refuses_odd_num_classes(tmp_path):
         _all_labels(tmp_path)
     (tmp_path / SIDECAR_FILE).write_text('{"family": "cgan", "conditional": true, "num_classes": 3}')
     assert _all_labels(tmp_path) == [0, 1, 2]
+
+
+def test_sample_refuses_a_model_that_is_not_a_generator(tmp_path, capsys):
+    """(it used to run the style network on seeds and fail every output with a shape error)"""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / SIDECAR_FILE).write_text('{"family": "johnson", "network": "fast"}')
+    assert main(["sample", str(tmp_path / "m"), "--count", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "a johnson model, not a generator" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_draws_from_a_generator_through_the_cli(tmp_path, capsys):
+    """The refusals above leave a real generator's job alone: --count images, the labels in turn."""
+    import torch
+
+    from models.cgan.family import build
+    from models.cgan.params import TrainParams
+    from models.weights import save_model
+
+    tp = TrainParams(nz=8, ngf=8, image_size=28, emb_dim=4)
+    sidecar = {"family": "cgan", "train": tp.model_dump(), "channels": 1, "num_classes": 3, "conditional": True}
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", build(sidecar), sidecar)
+    assert main(["sample", str(tmp_path / "m"), "--count", "6", "--out", str(tmp_path / "out"), "--quiet",
+                 "--workers", "0"]) == 0
+    assert sorted(len(list(d.glob("*.png"))) for d in (tmp_path / "out").iterdir() if d.name != ".stylepipe") == [2, 2, 2]
