@@ -310,22 +310,23 @@ def choice_key(fingerprint: str, threads: int, passes: int, batch: int, directio
     return key + [direction] if direction else key
 
 
+def _seconds(run, x: Tensor) -> float:
+    start = time.perf_counter()
+    run(x)
+    return time.perf_counter() - start
+
+
 def _median_seconds(runs: dict[str, object], x: Tensor, warm_up: dict[str, float]) -> dict[str, float]:
     """Each run's median time on x, the runs taking turns (a slow spell of the machine then falls on
     every backend, not on the one timed during it). warm_up: each one's untimed first run; one whose
     warm-up and first timed run were both CALIBRATION_DROP times slower than the fastest keeps
     its one timed run."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for turn in range(CALIBRATION_RUNS):
-        if turn == 1:
-            best = {name: min(warm_up.get(name, t[0]), t[0]) for name, t in times.items()}
-            dropped = {name for name, b in best.items() if b > CALIBRATION_DROP * min(best.values())}
-        for name, run in runs.items():
-            if turn and name in dropped:
-                continue
-            start = time.perf_counter()
-            run(x)
-            times[name].append(time.perf_counter() - start)
+    times = {name: [_seconds(run, x)] for name, run in runs.items()}
+    best = {name: min(warm_up.get(name, t[0]), t[0]) for name, t in times.items()}
+    kept = {name: run for name, run in runs.items() if best[name] <= CALIBRATION_DROP * min(best.values())}
+    for _ in range(CALIBRATION_RUNS - 1):
+        for name, run in kept.items():
+            times[name].append(_seconds(run, x))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -408,11 +409,8 @@ class Chooser:
             return next((name for name in EXACT_ONNX_RUNTIMES if name in runs), "torch")
         try:
             if self.chosen is None:
-                warm_up = {}
-                for name, run in runs.items():  # warm-up: first-call allocations, kernel selection
-                    start = time.perf_counter()
-                    run(x)
-                    warm_up[name] = time.perf_counter() - start
+                # warm-up: first-call allocations, kernel selection
+                warm_up = {name: _seconds(run, x) for name, run in runs.items()}
                 self.timings = _median_seconds(runs, x, warm_up)
                 for name in self.starts:  # a first run's extra time (OpenVINO's at a new shape) is start-up too
                     self.starts[name] += max(0.0, warm_up.get(name, 0.0) - self.timings.get(name, 0.0))

@@ -702,22 +702,25 @@ class SampleModels:
         raise AssertionError("samples are never tiled")
 
 
-def is_sampler(spec: ModelSpec) -> bool:
+def _family_info(spec: ModelSpec) -> registry.FamilyInfo | None:
+    """The registry's entry for a trained model's family; None for a Gatys painting or a model
+    whose sidecar cannot be read (load_model says what is wrong with it)."""
     if spec.gatys is not None:
-        return False
+        return None
     try:
-        return registry.info(read_sidecar(spec.path).get("family", "johnson")).runner == "sample"
+        return registry.info(read_sidecar(spec.path).get("family", "johnson"))
     except (StageError, KeyError):
-        return False  # load_model says what is wrong with it
+        return None
+
+
+def is_sampler(spec: ModelSpec) -> bool:
+    info = _family_info(spec)
+    return info is not None and info.runner == "sample"
 
 
 def is_translator(spec: ModelSpec) -> bool:
-    if spec.gatys is not None:
-        return False
-    try:
-        return registry.info(read_sidecar(spec.path).get("family", "johnson")).translates
-    except (StageError, KeyError):
-        return False
+    info = _family_info(spec)
+    return info is not None and info.translates
 
 
 def build_models(specs: list[ModelSpec], device: torch.device,
