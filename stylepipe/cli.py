@@ -428,6 +428,19 @@ def cmd_dag(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_bulk_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options stylize, sample and translate share: how outputs are packed and where the job runs."""
+    parser.add_argument("--tar-size", type=int, default=0, metavar="N",
+                        help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
+                        "would be; WebDataset's layout) instead of one file each (default 0: files)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--prefect", action="store_true",
+                        help="run as the Prefect bulk flow: shards mapped over a local task runner")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                        help="run as the Prefect bulk flow on this Dask cluster (prefect-dask); the inputs, "
+                        "model and --out must be reachable from its workers")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylepipe", description="Train style-transfer networks "
                                      "and apply them to image archives (Prefect + DVC).")
@@ -479,9 +492,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="images of one size per forward pass (default: 1 on CPU, 16 on CUDA)")
     stylize.add_argument("--workers", type=int, default=2,
                          help="decode/encode worker processes (0: in this process; default 2)")
-    stylize.add_argument("--tar-size", type=int, default=0, metavar="N",
-                         help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
-                         "would be; WebDataset's layout) instead of one file each (default 0: files)")
     stylize.add_argument("--parallel-batches", type=int, default=None,
                          help="forward passes at once, one batch each (default: one per CPU core; 2 on CUDA)")
     stylize.add_argument("--threads", type=int, default=None,
@@ -524,12 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="redo everything, even what the ledger has done")
     stylize.add_argument("--dry-run", action="store_true", help="list and count only; write nothing")
     stylize.add_argument("--limit", type=int, default=None, help="stylize at most this many inputs")
-    stylize.add_argument("--quiet", action="store_true", help="no progress bar")
-    stylize.add_argument("--prefect", action="store_true",
-                         help="run as the Prefect bulk flow: shards mapped over a local task runner")
-    stylize.add_argument("--dask-address", metavar="tcp://HOST:PORT",
-                         help="run as the Prefect bulk flow on this Dask cluster (prefect-dask); "
-                         "SOURCE, --model and --out must be reachable from its workers")
     stylize.add_argument("--shard-size", type=int, default=1000, help="images per Prefect task (default 1000)")
     stylize.add_argument("--gatys-style", metavar="PAINTING",
                          help="instead of --model: optimise every image after this painting (Gatys; "
@@ -560,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--adain-style, or fail with no-painting")
     stylize.add_argument("--adain-style-size", type=int, default=512, metavar="PX",  # models/adain/params.py STYLE_SIZE
                          help="AdaIN: long side the paintings are encoded at (texture scale; default 512)")
+    add_bulk_job_options(stylize)
     stylize.set_defaults(func=cmd_stylize)
 
     sample = sub.add_parser(
@@ -578,14 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GANs: redraw noise entries with |z| > T (the truncation trick; default: off)")
     sample.add_argument("--batch-size", type=int, default=None, help="samples per forward pass (default 256)")
     sample.add_argument("--workers", type=int, default=2, help="PNG encoder processes (0: in this process)")
-    sample.add_argument("--tar-size", type=int, default=0, metavar="N",
-                        help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
-                        "would be; WebDataset's layout) instead of one file each (default 0: files)")
     sample.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sample.add_argument("--limit", type=int, default=None, help="draw at most this many in this run")
-    sample.add_argument("--quiet", action="store_true", help="no progress bar")
-    sample.add_argument("--prefect", action="store_true", help="run as the Prefect bulk flow (shards)")
-    sample.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run the bulk flow on this Dask cluster")
+    add_bulk_job_options(sample)
     sample.set_defaults(func=cmd_sample)
 
     translate = sub.add_parser(
@@ -618,9 +618,6 @@ def build_parser() -> argparse.ArgumentParser:
                            help="passes x threads x batch: remembered or measured (auto, unless --batch-size is "
                                 "given) or fixed, as for stylize")
     translate.add_argument("--workers", type=int, default=2, help="decode/encode processes (0: in this process)")
-    translate.add_argument("--tar-size", type=int, default=0, metavar="N",
-                           help="pack the outputs N to a tar file (<out>/tar/*.tar, members named as the files "
-                           "would be; WebDataset's layout) instead of one file each (default 0: files)")
     translate.add_argument("--tile-above", type=int, default=2048, help="translate larger images in tiles")
     # (not stylize's 1280 / 64: the 64-px overlap was measured on style networks, whose receptive
     # field is far smaller than a U-Net's)
@@ -630,9 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="exit 1 when more than this fraction of inputs failed (default 0.01)")
     translate.add_argument("--no-resume", action="store_true", help="redo everything, even what the ledger has done")
     translate.add_argument("--limit", type=int, default=None, help="translate at most this many inputs")
-    translate.add_argument("--quiet", action="store_true", help="no progress bar")
-    translate.add_argument("--prefect", action="store_true", help="run as the Prefect bulk flow (shards)")
-    translate.add_argument("--dask-address", metavar="tcp://HOST:PORT", help="run the bulk flow on this Dask cluster")
+    add_bulk_job_options(translate)
     translate.set_defaults(func=cmd_translate)
 
     gatys = sub.add_parser(
