@@ -70,7 +70,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ledger's identity, so a job is exactly-once and resumable like stylization."""
     from models import registry
     from models.sidecar import num_classes, read_sidecar
-    from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
     from tasks.bulk.sources import seeds_spec
@@ -88,7 +87,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError("--count and --seed must be whole numbers >= 0")
     check_out(args.out)
     check_limit(args.limit)
-    labels = [int(x) for x in args.labels.split(",")] if args.labels else []
+    try:
+        labels = [int(x) for x in args.labels.split(",")] if args.labels else []
+    except ValueError:
+        raise ConfigError(f"--labels {args.labels}: comma-separated class numbers, e.g. 0,3,7") from None
     if labels and not sidecar.get("conditional"):
         raise ConfigError(f"--labels: {model} is not a conditional model")
     if any(not 0 <= y < classes for y in labels):
@@ -98,8 +100,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.tar_size < 0:
         raise ConfigError("--tar-size must be >= 0")
-    params = StylizeParams(format="png", workers=args.workers, device=args.device, max_size=None,
-                           batch_size=args.batch_size or 256, tar_size=args.tar_size)
+    params = bulk_params(format="png", workers=args.workers, device=args.device, max_size=None,
+                         batch_size=256 if args.batch_size is None else args.batch_size, tar_size=args.tar_size)
     if args.truncation is not None and args.truncation <= 0:
         raise ConfigError("--truncation must be > 0")
     spec = ModelSpec(str(model), truncation=args.truncation)
@@ -108,9 +110,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, RunStats, default_ledger, plan, summarize
     from tasks.bulk.remote import is_remote
@@ -144,11 +143,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         "max_size", "format", "quality", "device", "batch_size", "workers", "parallel_batches", "threads", "layout",
         "texture_scale", "work_size", "backend", "codec", "compile", "tile_above", "tile_size", "tile_overlap", "max_pixels", "max_input_bytes", "max_failed_fraction",
         "shard_size", "tar_size")}
-    try:
-        params = StylizeParams(**settings)
-    except ValidationError as e:
-        raise ConfigError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"
-                                    for err in e.errors())) from None
+    params = bulk_params(**settings)
     strengths = per_model(args.strength, "--strength")
     given = args.preserve_colors  # None: not given; []: the flag alone, meaning every model
     colors = per_model(["no"] if given is None else given or ["yes"], "--preserve-colors")
@@ -207,11 +202,8 @@ def run_bulk_job(job, args: argparse.Namespace, command: str) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     """Translate every image in SOURCE with a pix2pix or cyclegan model, through the bulk engine:
     (input, model, direction) is the ledger's identity, so a job is resumable and exactly-once."""
-    from pydantic import ValidationError
-
     from models import registry
     from models.sidecar import directions, read_sidecar
-    from stylepipe.config import StylizeParams
     from stylepipe.errors import StageError
     from tasks.bulk.plan import Job, ModelSpec, default_ledger
 
@@ -231,14 +223,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
     settings = {k: getattr(args, k) for k in ("max_size", "format", "quality", "device", "batch_size", "workers",
                                               "layout", "backend", "codec", "compile", "tile_above", "tile_size", "tile_overlap",
                                               "max_failed_fraction", "tar_size")}
-    try:
-        params = StylizeParams(**settings)
-    except ValidationError as e:
-        raise ConfigError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"
-                                    for err in e.errors())) from None
+    params = bulk_params(**settings)
     out = Path(args.out)
     job = Job(args.source, out, (ModelSpec(str(model), direction=args.direction),), params, default_ledger(out))
     return run_bulk_job(job, args, "translate")
+
+
+def bulk_params(**settings):
+    """StylizeParams from a command's options; a refused value is a one-line ConfigError naming the option."""
+    from pydantic import ValidationError
+
+    from stylepipe.config import StylizeParams
+
+    try:
+        return StylizeParams(**settings)
+    except ValidationError as e:
+        raise ConfigError("; ".join(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}"
+                                    for err in e.errors())) from None
 
 
 def check_out(out: str) -> None:

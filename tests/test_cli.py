@@ -125,3 +125,19 @@ def test_experiments_runs_this_interpreters_dvc_without_it_on_path(monkeypatch, 
     monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
     assert main(["experiments", "--repo", "."]) == 0
     assert calls[0][:5] == [sys.executable, "-m", "dvc", "exp", "show"]
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--labels", "a,b"], "--labels a,b: comma-separated class numbers"),
+    (["--labels", "1,,2"], "--labels 1,,2: comma-separated class numbers"),
+    (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
+    (["--workers", "-1"], "--workers: Input should be greater than or equal to 0"),
+])
+def test_sample_refuses_bad_options_in_one_line(tmp_path, capsys, options, says):
+    """(each was a traceback, and --batch-size 0 silently meant 256)"""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text('{"family": "cgan", "conditional": true, "num_classes": 3}')
+    assert main(["sample", str(tmp_path / "m"), "--count", "2", "--out", str(tmp_path / "out"), "--quiet",
+                 *options]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
