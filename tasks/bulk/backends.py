@@ -323,10 +323,11 @@ def _median_seconds(runs: dict[str, object], x: Tensor, warm_up: dict[str, float
     its one timed run."""
     times = {name: [_seconds(run, x)] for name, run in runs.items()}
     best = {name: min(warm_up.get(name, t[0]), t[0]) for name, t in times.items()}
-    kept = {name: run for name, run in runs.items() if best[name] <= CALIBRATION_DROP * min(best.values())}
+    slow = {name for name, b in best.items() if b > CALIBRATION_DROP * min(best.values())}
     for _ in range(CALIBRATION_RUNS - 1):
-        for name, run in kept.items():
-            times[name].append(_seconds(run, x))
+        for name, run in runs.items():
+            if name not in slow:
+                times[name].append(_seconds(run, x))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
