@@ -98,8 +98,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if sidecar.get("conditional") and not labels:
         labels = list(range(classes))
     out = Path(args.out)
-    if args.tar_size < 0:
-        raise ConfigError("--tar-size must be >= 0")
     params = bulk_params(format="png", workers=args.workers, device=args.device, max_size=None,
                          batch_size=256 if args.batch_size is None else args.batch_size, tar_size=args.tar_size)
     if args.truncation is not None and args.truncation <= 0:

@@ -132,6 +132,7 @@ def test_experiments_runs_this_interpreters_dvc_without_it_on_path(monkeypatch, 
     (["--labels", "1,,2"], "--labels 1,,2: comma-separated class numbers"),
     (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
     (["--workers", "-1"], "--workers: Input should be greater than or equal to 0"),
+    (["--tar-size", "-1"], "--tar-size: Input should be greater than or equal to 0"),
 ])
 def test_sample_refuses_bad_options_in_one_line(tmp_path, capsys, options, says):
     """(each was a traceback, and --batch-size 0 silently meant 256)"""
