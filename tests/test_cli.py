@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from models.sidecar import SIDECAR_FILE
 from stylepipe.cli import build_parser, main
 
 
@@ -137,7 +138,7 @@ def test_experiments_runs_this_interpreters_dvc_without_it_on_path(monkeypatch, 
 def test_sample_refuses_bad_options_in_one_line(tmp_path, capsys, options, says):
     """(each was a traceback, and --batch-size 0 silently meant 256)"""
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "model.json").write_text('{"family": "cgan", "conditional": true, "num_classes": 3}')
+    (tmp_path / "m" / SIDECAR_FILE).write_text('{"family": "cgan", "conditional": true, "num_classes": 3}')
     assert main(["sample", str(tmp_path / "m"), "--count", "2", "--out", str(tmp_path / "out"), "--quiet",
                  *options]) == 2
     assert says in capsys.readouterr().err
