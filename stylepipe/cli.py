@@ -310,9 +310,11 @@ def _gatys_bulk_config(args: argparse.Namespace):
 
 
 def cmd_gatys(args: argparse.Namespace) -> int:
+    """One photo optimised towards one painting. A bad option is a usage error (exit 2), as in the
+    other commands; a photo or painting that cannot be used fails the command (exit 1)."""
     from models.gatys.optimize import GatysConfig
     from stylepipe.errors import StageError
-    from tasks.tools.gatys import parse_sizes, run_gatys
+    from tasks.tools.gatys import output_format, parse_sizes, run_gatys
 
     try:
         sizes = parse_sizes(args.coarse_to_fine) if args.coarse_to_fine else (512 if args.size is None else args.size,)
@@ -323,6 +325,10 @@ def cmd_gatys(args: argparse.Namespace) -> int:
                              tv_weight=args.tv_weight, palette_weight=args.palette_weight,
                              encoder=args.encoder, style_scale=args.style_scale,
                              init=args.init, seed=args.seed)
+        output_format(Path(args.out))
+    except StageError as e:
+        raise ConfigError(f"gatys: {e}") from None
+    try:
         run_gatys(args.content, args.style, args.out, config, device=args.device)
     except StageError as e:
         print(f"stylepipe gatys: {e}", file=sys.stderr)

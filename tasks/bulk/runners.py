@@ -730,13 +730,15 @@ def build_models(specs: list[ModelSpec], device: torch.device,
     others take what they need)."""
     if any(spec.adain is not None for spec in specs):
         return AdainModels(specs, device, **settings)
+    gatys = any(spec.gatys is not None for spec in specs)
+    sampler = any(is_sampler(spec) for spec in specs)
     if settings.get("texture_scale", 1.0) != 1 or settings.get("work_size") is not None:
-        if any(spec.gatys is not None or is_sampler(spec) for spec in specs):
+        if gatys or sampler:
             raise StageError("a texture scale (texture_scale, work_size) is for trained image networks, "
                              "not Gatys optimisation or generators")
-    if any(spec.gatys is not None for spec in specs):
+    if gatys:
         return GatysModels(specs, device, **settings)
-    if any(is_sampler(spec) for spec in specs):
+    if sampler:
         return SampleModels(specs, device, **settings)
     translators = [is_translator(spec) for spec in specs]
     if any(translators):

@@ -154,15 +154,15 @@ def test_cli_writes_a_decodable_image_and_reports_each_level(images, tmp_path, c
     assert os.listdir(out.parent) == ["styled.png"]  # no temporary file left
 
 
-@pytest.mark.parametrize("case,message", [
-    ("corrupt", "not a usable image"),
-    ("missing", "no such file"),
-    ("sizes", "must increase"),
-    ("size-mismatch", "differs from the last --coarse-to-fine"),
-    ("suffix", "unsupported output type"),
-    ("folder", "not a regular file"),
+@pytest.mark.parametrize("case,message,code", [
+    ("corrupt", "not a usable image", 1),  # an input that cannot be used fails the command
+    ("missing", "no such file", 1),
+    ("folder", "not a regular file", 1),
+    ("sizes", "must increase", 2),          # a bad option is a usage error, as in the other commands
+    ("size-mismatch", "differs from the last --coarse-to-fine", 2),
+    ("suffix", "unsupported output type", 2),
 ])
-def test_cli_errors_cleanly(images, tmp_path, capsys, case, message):
+def test_cli_errors_cleanly(images, tmp_path, capsys, case, message, code):
     content, painting = images
     out, extra = tmp_path / "o.png", ["--size", "32", "--steps", "2"]
     if case == "corrupt":
@@ -177,9 +177,10 @@ def test_cli_errors_cleanly(images, tmp_path, capsys, case, message):
         painting = tmp_path
     else:
         out = tmp_path / "o.xyz"
-    assert main(["gatys", str(content), str(painting), "--out", str(out), *extra]) == 1
+    assert main(["gatys", str(content), str(painting), "--out", str(out), *extra]) == code
     err = capsys.readouterr().err
-    assert err.startswith("stylepipe gatys: ") and message in err and "Traceback" not in err
+    prefix = "stylepipe gatys: " if code == 1 else "stylepipe: gatys: "
+    assert err.startswith(prefix) and message in err and "Traceback" not in err
     assert not out.exists()
 
 

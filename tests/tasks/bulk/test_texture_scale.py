@@ -11,10 +11,12 @@ from pydantic import ValidationError
 
 from stylepipe.cli import main
 from stylepipe.config import StylizeParams
+from stylepipe.errors import StageError
 from tasks.bulk.engine import stylize
 from tasks.bulk.plan import ModelSpec, options_hash, output_options
 from tests.tasks.bulk.test_adain import adain_model  # noqa: F401
 from tests.tasks.bulk.test_support import make_job, make_photos, photo, tiny_model  # noqa: F401
+from tests.tasks.bulk.test_windows import generator  # noqa: F401
 from tests.tiny_training import tiny_params, write_painting, write_photos
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -177,6 +179,20 @@ def test_adain_takes_the_scale_too(src, tmp_path, adain_model):
         runs[scale] = pixels(tmp_path / f"a{scale}/p.png")
     assert runs[1].shape == runs[2].shape == (120, 160, 3)
     assert high_frequency_share(runs[2]) < 0.5 * high_frequency_share(runs[1])
+
+
+@pytest.mark.parametrize("scale", [{"texture_scale": 2.0}, {"work_size": 256}])
+def test_gatys_and_generators_refuse_a_scale(tmp_path, generator, scale):
+    import torch
+
+    from models.gatys.optimize import GatysConfig
+    from tasks.bulk.runners import build_models
+
+    photo(32, 32).save(tmp_path / "painting.png")
+    for spec in (ModelSpec(str(tmp_path / "painting.png"), gatys=GatysConfig(sizes=(16,), steps=1)),
+                 ModelSpec(str(generator))):
+        with pytest.raises(StageError, match="texture scale"):
+            build_models([spec], torch.device("cpu"), **scale)
 
 
 @pytest.mark.parametrize("bad", [{"texture_scale": 0}, {"texture_scale": -1}, {"texture_scale": 0.1},
