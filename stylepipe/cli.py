@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the dvc.yaml pipeline as a Prefect flow",
-                         description="Run download -> preprocess -> train -> stylize -> evaluate "
+                         description="Run download -> preprocess -> train -> infer -> evaluate "
                          "(stages that are up to date are skipped by DVC).")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override one parameter in params.yaml before running, like "
